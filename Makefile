@@ -1,0 +1,105 @@
+# voxtral - Voxtral Realtime speech-to-text in C (CPU) and CUDA.
+# `make help` lists the targets.
+
+CC       ?= cc
+NVCC     ?= $(CUDA_HOME)/bin/nvcc
+CUDA_HOME ?= /usr/local/cuda
+CPU_ISA  ?= native
+OPT      ?= -O3
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -march=$(CPU_ISA) -fopenmp -I.
+PKGS     := sndfile soxr fftw3f libcjson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lsndfile -lsoxr -lfftw3f -lcjson)
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+LIBS     := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread -fopenmp
+CFLAGS   += $(PKG_CFLAGS) $(BLAS_CFLAGS)
+
+# CUDA=auto builds the CUDA backend when nvcc is found; CUDA=0 / CUDA=1 force it.
+CUDA     ?= auto
+ifeq ($(CUDA),auto)
+  CUDA := $(shell test -x $(NVCC) && echo 1 || echo 0)
+endif
+# CUDA_ARCH: list of SM numbers ("90", "80 86 90"); default: the local GPU, else 80 90.
+CUDA_ARCH ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
+ifeq ($(strip $(CUDA_ARCH)),)
+  CUDA_ARCH := 80 90
+endif
+NVCC_GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+                -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
+NVCCFLAGS ?= -O3 -lineinfo
+NVCCFLAGS += -std=c++17 $(NVCC_GENCODE) -I. -Xcompiler -Wall
+
+BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
+ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c voxtral_stdin.c
+ifeq ($(CUDA),1)
+  ENGINE_SRC += voxtral_cuda.c
+  CU_SRC   := $(wildcard cuda/*.cu)
+  CFLAGS   += -I$(CUDA_HOME)/include
+  LIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart
+else
+  ENGINE_SRC += voxtral_nocuda.c
+  CU_SRC   :=
+endif
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all cpu cuda test bench clean help debug cuda-check
+all: voxtral
+
+voxtral: $(BUILD)/libvoxtral.a $(BUILD)/main.o
+	$(CC) $(CFLAGS) -o $@ $(BUILD)/main.o $(BUILD)/libvoxtral.a $(LIBS)
+
+$(BUILD)/libvoxtral.a: $(ENGINE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) | $(BUILD)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libvoxtral.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvoxtral.a $(LIBS)
+
+$(BUILD):
+	@mkdir -p $(BUILD)/cuda $(BUILD)/tests
+
+cpu:
+	$(MAKE) CUDA=0
+cuda:
+	@echo "building CUDA backend for SM $(CUDA_ARCH)"
+	$(MAKE) CUDA=1
+
+tests: $(TEST_BIN)
+test: voxtral tests
+	@BUILD=$(BUILD) tests/run_tests.sh
+
+bench: voxtral
+	scripts/bench.sh
+
+debug:
+	$(MAKE) OPT="-O0 -fsanitize=address,undefined" CFLAGS="-O0 -g"
+
+cuda-check:
+	@test -x $(NVCC) || { echo "nvcc not found at $(NVCC): install the CUDA toolkit or pass CUDA_HOME=/path/to/cuda"; exit 1; }
+	@test -f $(CUDA_HOME)/include/cuda_runtime.h || { echo "cuda_runtime.h missing under $(CUDA_HOME)/include: pass CUDA_HOME"; exit 1; }
+	@ls $(CUDA_HOME)/lib64/libcublasLt.so* >/dev/null 2>&1 || { echo "cuBLASLt missing under $(CUDA_HOME)/lib64: install the CUDA math libraries (libcublas)"; exit 1; }
+	@echo "CUDA toolkit OK: $(CUDA_HOME), nvcc $$($(NVCC) --version | tail -1), target SM $(CUDA_ARCH)"
+
+clean:
+	rm -rf build voxtral
+
+help:
+	@echo "make          build ./voxtral (CUDA backend too when nvcc is found)"
+	@echo "make cpu      CPU-only build (OpenBLAS + own BF16 kernels)"
+	@echo "make cuda     CPU + CUDA build; CUDA_ARCH=\"80 90\" CUDA_HOME=... override"
+	@echo "make cuda-check  explain what the CUDA build is missing"
+	@echo "make test     build and run the test suite (ends with 'N passed, N failed')"
+	@echo "make bench    benchmark on a random full-size model (scripts/bench.sh)"
+	@echo "make debug    ASan/UBSan build"
+	@echo "CPU_ISA=native|avx2|avx512 (default native): host kernel instruction set"

@@ -1,0 +1,284 @@
+/* main.c - the voxtral command line: transcribe a file (-i) or standard input
+ * (--stdin) with a Voxtral Realtime model directory (-d).
+ *
+ * Text pieces go to stdout as they are decoded (flushed); diagnostics and
+ * timings go to stderr. --json prints one object at the end instead.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "voxtral.h"
+#include "voxtral_internal.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: voxtral -d DIR (-i FILE | --stdin) [options]\n"
+            "\n"
+            "  -d DIR               model directory (consolidated.safetensors, params.json, tekken.json)\n"
+            "  -i FILE              transcribe an audio file (WAV, FLAC, OGG, MP3, ... any rate/channels)\n"
+            "  --stdin              transcribe standard input: WAV, or raw s16le 16 kHz mono\n"
+            "  --delay MS           transcription delay, 80..2400 in steps of 80 (default: model's, 480)\n"
+            "  --backend B          auto (default), cpu or cuda\n"
+            "  -t N                 CPU threads (default: all cores)\n"
+            "  --json               print one JSON object at the end: text, tokens (every id), topk\n"
+            "  --topk K             with --json: the K best logits of every step\n"
+            "  --force-tokens FILE  feed these ids (whitespace-separated) instead of the argmax\n"
+            "  --quiet              no diagnostics on stderr\n"
+            "  --verbose            more diagnostics on stderr\n"
+            "  -h, --help           this help\n");
+}
+
+typedef struct {
+    int json, quiet, started;
+    FILE *out;
+    /* --json accumulators */
+    char *text;
+    size_t text_len, text_cap;
+    cJSON *tokens, *topk;
+} cli_state;
+
+static void on_token(void *user, const vox_token *t) {
+    cli_state *st = user;
+    const char *p = t->piece;
+    int n = t->piece_len;
+    if (!st->started) { /* the first text piece carries the leading space of a word */
+        while (n > 0 && isspace((unsigned char)*p)) p++, n--;
+        if (n > 0) st->started = 1;
+    }
+    if (st->json) {
+        cJSON_AddItemToArray(st->tokens, cJSON_CreateNumber(t->id));
+        if (t->k > 0) {
+            cJSON *row = cJSON_CreateArray();
+            for (int i = 0; i < t->k; i++) {
+                cJSON *pair = cJSON_CreateArray();
+                cJSON_AddItemToArray(pair, cJSON_CreateNumber(t->topk_ids[i]));
+                cJSON_AddItemToArray(pair, cJSON_CreateNumber(t->topk_logits[i]));
+                cJSON_AddItemToArray(row, pair);
+            }
+            cJSON_AddItemToArray(st->topk, row);
+        }
+        if (n > 0) {
+            if (st->text_len + n + 1 > st->text_cap) {
+                size_t cap = (st->text_cap + n + 1) * 2;
+                char *nt = realloc(st->text, cap);
+                if (!nt) return;
+                st->text = nt;
+                st->text_cap = cap;
+            }
+            memcpy(st->text + st->text_len, p, n);
+            st->text_len += n;
+            st->text[st->text_len] = 0;
+        }
+    } else if (n > 0) {
+        fwrite(p, 1, n, st->out);
+        fflush(st->out);
+    }
+}
+
+static int read_forced(const char *path, int **ids, int *n) {
+    FILE *f = fopen(path, "r");
+    if (!f) return vox_error("%s: %s", path, strerror(errno));
+    int cap = 256, cnt = 0;
+    int *v = malloc(sizeof(int) * cap);
+    long x;
+    int r;
+    while (v && (r = fscanf(f, "%ld", &x)) == 1) {
+        if (cnt == cap) {
+            int *nv = realloc(v, sizeof(int) * (cap *= 2));
+            if (!nv) break;
+            v = nv;
+        }
+        v[cnt++] = (int)x;
+    }
+    int bad = !feof(f);
+    fclose(f);
+    if (!v) return vox_error("out of memory");
+    if (bad) {
+        free(v);
+        return vox_error("%s: not a list of whitespace-separated token ids", path);
+    }
+    *ids = v;
+    *n = cnt;
+    return 0;
+}
+
+/* Reads standard input: a WAV (any format libsndfile reads from a pipe) or raw
+ * s16le 16 kHz mono, fed to the stream in small blocks. */
+int vox_cli_stdin(vox_stream *s, int rate);
+
+static volatile sig_atomic_t got_signal = 0;
+static void on_signal(int sig) { got_signal = sig; }
+int vox_cli_interrupted(void) { return got_signal != 0; }
+
+int main(int argc, char **argv) {
+    const char *dir = NULL, *input = NULL, *forced_path = NULL;
+    int use_stdin = 0, topk = 0;
+    vox_options opt;
+    vox_options_default(&opt);
+    cli_state st = {0};
+    st.out = stdout;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_ARG()                                                             \
+    do {                                                                       \
+        if (!next) {                                                           \
+            fprintf(stderr, "voxtral: %s needs a value (see --help)\n", a);   \
+            return 2;                                                          \
+        }                                                                      \
+        i++;                                                                   \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-d")) {
+            NEED_ARG();
+            dir = next;
+        } else if (!strcmp(a, "-i")) {
+            NEED_ARG();
+            input = next;
+        } else if (!strcmp(a, "--stdin")) {
+            use_stdin = 1;
+        } else if (!strcmp(a, "--delay")) {
+            NEED_ARG();
+            char *end;
+            long ms = strtol(next, &end, 10);
+            if (*end || ms < 80 || ms > 2400 || ms % 80) {
+                fprintf(stderr, "voxtral: --delay %s: must be 80..2400 ms in steps of 80\n", next);
+                return 2;
+            }
+            opt.delay_ms = (int)ms;
+        } else if (!strcmp(a, "--backend")) {
+            NEED_ARG();
+            if (strcmp(next, "auto") && strcmp(next, "cpu") && strcmp(next, "cuda")) {
+                fprintf(stderr, "voxtral: --backend %s: use auto, cpu or cuda\n", next);
+                return 2;
+            }
+            opt.backend = next;
+        } else if (!strcmp(a, "-t")) {
+            NEED_ARG();
+            char *end;
+            long t = strtol(next, &end, 10);
+            if (*end || t < 1 || t > 1024) {
+                fprintf(stderr, "voxtral: -t %s: must be a thread count 1..1024\n", next);
+                return 2;
+            }
+            opt.threads = (int)t;
+        } else if (!strcmp(a, "--json")) {
+            st.json = 1;
+        } else if (!strcmp(a, "--topk")) {
+            NEED_ARG();
+            char *end;
+            long k = strtol(next, &end, 10);
+            if (*end || k < 1 || k > 1024) {
+                fprintf(stderr, "voxtral: --topk %s: must be 1..1024\n", next);
+                return 2;
+            }
+            topk = (int)k;
+        } else if (!strcmp(a, "--force-tokens")) {
+            NEED_ARG();
+            forced_path = next;
+        } else if (!strcmp(a, "--quiet")) {
+            opt.verbose = 0;
+        } else if (!strcmp(a, "--verbose")) {
+            opt.verbose = 2;
+        } else {
+            fprintf(stderr, "voxtral: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!dir || (!input && !use_stdin) || (input && use_stdin)) {
+        fprintf(stderr, "voxtral: need -d DIR and exactly one of -i FILE / --stdin (see --help)\n");
+        return 2;
+    }
+    st.quiet = opt.verbose == 0;
+    signal(SIGPIPE, SIG_IGN);
+
+    /* read the input first: a bad file fails fast, before a multi-GB load */
+    float *audio = NULL;
+    int64_t n_audio = 0;
+    int *forced = NULL, n_forced = 0;
+    if (forced_path && read_forced(forced_path, &forced, &n_forced) != 0) {
+        fprintf(stderr, "voxtral: %s\n", vox_last_error());
+        return 1;
+    }
+    vox_ctx *ctx = vox_open(dir, &opt);
+    if (!ctx) {
+        fprintf(stderr, "voxtral: %s\n", vox_last_error());
+        free(forced);
+        return 1;
+    }
+    if (input && vox_audio_load(input, vox_sample_rate(ctx), &audio, &n_audio) != 0) {
+        fprintf(stderr, "voxtral: %s\n", vox_last_error());
+        vox_close(ctx);
+        free(forced);
+        return 1;
+    }
+    if (st.json) {
+        st.tokens = cJSON_CreateArray();
+        st.topk = cJSON_CreateArray();
+    }
+    vox_stream *s = vox_stream_new(ctx, on_token, &st);
+    int rc = s ? 0 : -1;
+    if (!rc && topk) rc = vox_stream_set_topk(s, topk);
+    if (!rc && forced) rc = vox_stream_force_tokens(s, forced, n_forced);
+    if (!rc) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        if (input) {
+            /* fed in 1 s blocks so a signal can stop it between blocks */
+            int64_t block = vox_sample_rate(ctx);
+            for (int64_t off = 0; !rc && off < n_audio && !got_signal; off += block)
+                rc = vox_stream_feed(s, audio + off, (size_t)(n_audio - off < block ? n_audio - off : block));
+        } else {
+            rc = vox_cli_stdin(s, vox_sample_rate(ctx));
+        }
+        if (!rc) rc = vox_stream_finish(s);
+    }
+    int exit_code = 0;
+    char err[1200] = "";
+    if (rc) {
+        snprintf(err, sizeof err, "%s", vox_last_error());
+        exit_code = 1;
+    }
+    if (st.json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "text", st.text ? st.text : "");
+        cJSON_AddItemToObject(o, "tokens", st.tokens);
+        if (topk) cJSON_AddItemToObject(o, "topk", st.topk);
+        else cJSON_Delete(st.topk);
+        if (rc) cJSON_AddStringToObject(o, "error", err);
+        char *js = cJSON_PrintUnformatted(o);
+        if (js) printf("%s\n", js);
+        free(js);
+        cJSON_Delete(o);
+    } else {
+        fputc('\n', stdout);
+    }
+    fflush(stdout);
+    if (rc) fprintf(stderr, "voxtral: %s\n", err);
+    if (s && !st.quiet) {
+        vox_stats sx;
+        vox_stream_stats(s, &sx);
+        fprintf(stderr,
+                "timing: encoder %.1f ms (%d tokens, %.2f ms/token), prefill %.1f ms, "
+                "decoder %.2f ms/step (%d steps), first token %.1f ms\n",
+                sx.encoder_ms, sx.encoder_tokens,
+                sx.encoder_tokens ? sx.encoder_ms / sx.encoder_tokens : 0.0, sx.prefill_ms,
+                sx.steps ? sx.decode_ms / sx.steps : 0.0, sx.steps, sx.first_token_ms);
+    }
+    vox_stream_free(s);
+    vox_close(ctx);
+    free(audio);
+    free(forced);
+    free(st.text);
+    return exit_code;
+}

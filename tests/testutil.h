@@ -1,0 +1,121 @@
+/* testutil.h - tiny helpers shared by the C test programs: TAP-like check
+ * reporting, an .npy reader (version 1.0, little-endian, C order, f4/i4/i8) and
+ * relative-error measures. Header-only so each test stays one file. */
+#ifndef VOX_TESTUTIL_H
+#define VOX_TESTUTIL_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int tu_failed = 0, tu_passed = 0;
+
+static void tu_check(int ok, const char *name, const char *fmt, ...) {
+    if (ok) {
+        tu_passed++;
+        printf("ok - %s", name);
+    } else {
+        tu_failed++;
+        printf("not ok - %s", name);
+    }
+    if (fmt && *fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        printf(": ");
+        vprintf(fmt, ap);
+        va_end(ap);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+static int tu_done(void) {
+    printf("# %d passed, %d failed\n", tu_passed, tu_failed);
+    return tu_failed ? 1 : 0;
+}
+
+typedef struct {
+    int ndim;
+    int64_t shape[4];
+    int64_t n;     /* elements */
+    char kind;     /* 'f' or 'i' */
+    float *f;      /* data as float (f4) */
+    int32_t *i;    /* data as int32 (i4 or i8) */
+} tu_npy;
+
+static void tu_npy_free(tu_npy *a) {
+    free(a->f);
+    free(a->i);
+    memset(a, 0, sizeof *a);
+}
+
+/* Returns 0 on success. */
+static int tu_npy_load(const char *path, tu_npy *a) {
+    memset(a, 0, sizeof *a);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return -1;
+    unsigned char pre[10];
+    if (fread(pre, 1, 10, fp) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) { fclose(fp); return -1; }
+    int hlen = pre[8] | (pre[9] << 8);
+    if (pre[6] != 1) { /* v2/v3: 4-byte header length */
+        unsigned char b[2];
+        if (fread(b, 1, 2, fp) != 2) { fclose(fp); return -1; }
+        hlen = pre[8] | (pre[9] << 8) | (b[0] << 16) | (b[1] << 24);
+    }
+    char *h = calloc(1, hlen + 1);
+    if (fread(h, 1, hlen, fp) != (size_t)hlen) { free(h); fclose(fp); return -1; }
+    int esize = 0;
+    if (strstr(h, "'<f4'")) { a->kind = 'f'; esize = 4; }
+    else if (strstr(h, "'<i4'")) { a->kind = 'i'; esize = 4; }
+    else if (strstr(h, "'<i8'")) { a->kind = 'i'; esize = 8; }
+    if (!esize || strstr(h, "'fortran_order': True")) { free(h); fclose(fp); return -1; }
+    char *s = strstr(h, "'shape': (");
+    if (!s) { free(h); fclose(fp); return -1; }
+    s += 10;
+    a->n = 1;
+    while (*s && *s != ')') {
+        while (*s == ' ' || *s == ',') s++;
+        if (*s == ')') break;
+        int64_t d = strtoll(s, &s, 10);
+        if (a->ndim < 4) a->shape[a->ndim++] = d;
+        a->n *= d;
+    }
+    free(h);
+    void *raw = malloc(a->n * esize + 1);
+    if (fread(raw, esize, a->n, fp) != (size_t)a->n) { free(raw); fclose(fp); return -1; }
+    fclose(fp);
+    if (a->kind == 'f') {
+        a->f = raw;
+    } else {
+        a->i = malloc(a->n * sizeof(int32_t) + 1);
+        for (int64_t k = 0; k < a->n; k++)
+            a->i[k] = esize == 4 ? ((int32_t *)raw)[k] : (int32_t)((int64_t *)raw)[k];
+        free(raw);
+    }
+    return 0;
+}
+
+/* max |a - b| / (max |b| + tiny): error relative to the reference's scale */
+static double tu_rel_err(const float *a, const float *ref, int64_t n) {
+    double md = 0, mr = 0;
+    for (int64_t k = 0; k < n; k++) {
+        double d = fabs((double)a[k] - ref[k]);
+        if (!(d <= md)) md = d; /* NaN propagates */
+        if (fabs(ref[k]) > mr) mr = fabs(ref[k]);
+    }
+    return md / (mr + 1e-30);
+}
+
+static double tu_max_abs(const float *a, const float *ref, int64_t n) {
+    double md = 0;
+    for (int64_t k = 0; k < n; k++) {
+        double d = fabs((double)a[k] - ref[k]);
+        if (!(d <= md)) md = d;
+    }
+    return md;
+}
+
+#endif

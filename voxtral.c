@@ -1,0 +1,656 @@
+/* voxtral.c - the forward pass and the streaming schedule, written once over the
+ * backend op table (voxtral_internal.h).
+ *
+ * Matches transformers' VoxtralRealtimeForConditionalGeneration (5.17):
+ *   audio -> log-mel (voxtral_audio.c) -> causal conv stem (k=3, strides 1 and 2,
+ *   left pads k-1 and k-2, GELU) -> encoder layers (RMSNorm, interleaved RoPE,
+ *   sliding-window causal attention, SwiGLU) -> final norm -> 4 frames concatenated
+ *   -> adapter (linear, GELU, linear) -> decoder: input = adapter[p] + emb(id),
+ *   layers with GQA + sliding window and ffn norm scaled by 1 + ada(t_cond(delay)),
+ *   final norm, tied LM head, greedy argmax.
+ *
+ * Everything is incremental: the conv stem keeps its left context, the encoder
+ * and decoder keep ring KV caches, the adapter output goes to a ring the decoder
+ * reads. An offline run is one stream fed the whole file and finished, so the
+ * two always agree. Schedule (as the reference's generate):
+ *   prompt = BOS + PAD x (left_pad_tokens + D), L tokens, prefilled at positions
+ *   0..L-1; its last row gives the first id. Position p >= L then feeds the
+ *   previous id (control ids too) and gives the next one. Position p runs only
+ *   when audio token p+1 exists (the reference never feeds the last position),
+ *   so at most T - L ids come out of T audio tokens. EOS ends the stream.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "voxtral_internal.h"
+
+/* ---- errors ------------------------------------------------------------------ */
+static _Thread_local char vox_errbuf[1024];
+
+int vox_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(vox_errbuf, sizeof vox_errbuf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *vox_last_error(void) { return vox_errbuf[0] ? vox_errbuf : "no error"; }
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* ---- delay conditioning -------------------------------------------------------- */
+static float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+int vox_model_set_delay(vox_model *m, int delay_tokens) {
+    const vox_config *c = &m->cfg;
+    const int D = c->dec.dim, half = D / 2, r = c->ada_t_cond_dim;
+    float *t = malloc(sizeof(float) * D), *h = malloc(sizeof(float) * (r > 0 ? r : 1));
+    if (!t || !h) {
+        free(t);
+        free(h);
+        return vox_error("out of memory");
+    }
+    /* t_cond = [cos(D * f_j), sin(D * f_j)], f_j = exp(-ln(1e4) * j / half), fp32 as the reference */
+    for (int j = 0; j < half; j++) {
+        float f = expf(-9.21034049987792969f * (float)j / (float)half);
+        float a = (float)delay_tokens * f;
+        t[j] = cosf(a);
+        t[half + j] = sinf(a);
+    }
+    for (int l = 0; l < c->dec.n_layers; l++) {
+        vox_dec_layer *L = &m->dec[l];
+        float *scale = (float *)L->ffn_scale.data;
+        if (!c->ada_t_cond) {
+            for (int d = 0; d < D; d++) scale[d] = 1.0f;
+            continue;
+        }
+        const uint16_t *w0 = L->ada0.data, *w2 = L->ada2.data; /* [r][D], [D][r] BF16 */
+        for (int i = 0; i < r; i++) {
+            double s = 0;
+            for (int d = 0; d < D; d++) s += (double)vox_bf16_to_f32(w0[(int64_t)i * D + d]) * t[d];
+            h[i] = gelu_erf((float)s);
+        }
+        for (int d = 0; d < D; d++) {
+            double s = 0;
+            for (int i = 0; i < r; i++) s += (double)vox_bf16_to_f32(w2[(int64_t)d * r + i]) * h[i];
+            scale[d] = 1.0f + (float)s;
+        }
+    }
+    m->delay_tokens = delay_tokens;
+    free(t);
+    free(h);
+    return 0;
+}
+
+/* ---- context ------------------------------------------------------------------ */
+struct vox_ctx {
+    vox_model model;
+    vox_backend *be;
+    vox_options opt;
+    int delay_tokens, prompt_len;
+    int enc_chunk_tokens; /* audio tokens per encoder chunk */
+    char backend_desc[192];
+};
+
+void vox_options_default(vox_options *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->backend = "auto";
+    opt->verbose = 1;
+}
+
+/* Bytes a backend needs resident: matrices + one stream's buffers (upper bound). */
+static size_t weight_bytes(const vox_model *m) {
+    size_t total = 0;
+    const vox_config *c = &m->cfg;
+    const vox_tower_config *e = &c->enc, *d = &c->dec;
+    size_t enc_layer = (size_t)e->dim * (e->n_heads * e->head_dim * 2 + e->n_kv_heads * e->head_dim * 2) +
+                       (size_t)e->dim * e->hidden_dim * 3;
+    size_t dec_layer = (size_t)d->dim * (d->n_heads * d->head_dim * 2 + d->n_kv_heads * d->head_dim * 2) +
+                       (size_t)d->dim * d->hidden_dim * 3;
+    total += enc_layer * e->n_layers + dec_layer * d->n_layers;
+    total += (size_t)c->vocab_size * d->dim + (size_t)d->dim * (e->dim * c->downsample_factor + d->dim);
+    total += (size_t)e->dim * (c->num_mel_bins + e->dim) * c->conv_kernel;
+    return total * 2; /* BF16 */
+}
+
+static size_t stream_bytes(const vox_ctx *ctx);
+
+vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
+    vox_options opt;
+    if (opt_in) opt = *opt_in;
+    else vox_options_default(&opt);
+    if (!opt.backend) opt.backend = "auto";
+    if (strcmp(opt.backend, "auto") && strcmp(opt.backend, "cpu") && strcmp(opt.backend, "cuda")) {
+        vox_error("unknown backend '%s' (use auto, cpu or cuda)", opt.backend);
+        return NULL;
+    }
+    vox_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        vox_error("out of memory");
+        return NULL;
+    }
+    ctx->opt = opt;
+    vox_model *m = &ctx->model;
+    if (vox_model_load(m, model_dir) != 0) goto fail;
+    const vox_config *c = &m->cfg;
+    if (c->mel_per_token != 2 * c->downsample_factor || c->conv_kernel < 2) {
+        vox_error("%s/params.json: unsupported geometry: %d mel frames per token, downsample %d, "
+                  "conv kernel %d (the conv stem halves the frame rate, so frames per token must be "
+                  "2 x downsample)", model_dir, c->mel_per_token, c->downsample_factor, c->conv_kernel);
+        goto fail;
+    }
+    int delay_ms = opt.delay_ms ? opt.delay_ms : m->tok.delay_ms;
+    int ms_per_token = (int)lround(1000.0 / c->frame_rate);
+    if (delay_ms <= 0 || delay_ms % ms_per_token != 0) {
+        vox_error("delay %d ms: must be a positive multiple of %d ms", delay_ms, ms_per_token);
+        goto fail;
+    }
+    ctx->delay_tokens = delay_ms / ms_per_token;
+    ctx->prompt_len = 1 + m->tok.left_pad_tokens + ctx->delay_tokens;
+    if (vox_model_set_delay(m, ctx->delay_tokens) != 0) goto fail;
+
+    /* backend: explicit choice fails loudly; auto falls back to the CPU and says so */
+    ctx->enc_chunk_tokens = 32;
+    size_t need = weight_bytes(m) + stream_bytes(ctx);
+    if (!strcmp(opt.backend, "cuda") || (!strcmp(opt.backend, "auto") && vox_cuda_available())) {
+        ctx->enc_chunk_tokens = 128;
+        need = weight_bytes(m) + stream_bytes(ctx);
+        ctx->be = vox_cuda_backend_new(need);
+        if (ctx->be && ctx->be->upload_weights(ctx->be, m) != 0) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", vox_last_error());
+            ctx->be->destroy(ctx->be);
+            ctx->be = NULL;
+            vox_error("%s", why);
+        }
+        if (!ctx->be) {
+            if (!strcmp(opt.backend, "cuda")) goto fail;
+            fprintf(stderr, "voxtral: CUDA backend unavailable (%s); falling back to the CPU\n",
+                    vox_last_error());
+            ctx->enc_chunk_tokens = 32;
+        }
+    }
+    if (!ctx->be) {
+        ctx->be = vox_cpu_backend_new(opt.threads);
+        if (!ctx->be || ctx->be->upload_weights(ctx->be, m) != 0) goto fail;
+    }
+    snprintf(ctx->backend_desc, sizeof ctx->backend_desc, "%s", ctx->be->device_name);
+    if (opt.verbose >= 1)
+        fprintf(stderr, "voxtral: backend %s, delay %d ms (%d tokens)\n", ctx->backend_desc,
+                ctx->delay_tokens * ms_per_token, ctx->delay_tokens);
+    return ctx;
+fail:
+    vox_close(ctx);
+    return NULL;
+}
+
+void vox_close(vox_ctx *ctx) {
+    if (!ctx) return;
+    if (ctx->be) ctx->be->destroy(ctx->be);
+    vox_model_free(&ctx->model);
+    free(ctx);
+}
+
+const char *vox_backend_name(const vox_ctx *ctx) { return ctx->backend_desc; }
+int vox_sample_rate(const vox_ctx *ctx) { return ctx->model.cfg.sampling_rate; }
+int vox_delay_ms(const vox_ctx *ctx) {
+    return ctx->delay_tokens * (int)lround(1000.0 / ctx->model.cfg.frame_rate);
+}
+
+/* ---- stream state ---------------------------------------------------------------- */
+enum { GRAPH_STEP = 1, GRAPH_STEP_TOPK = 2 };
+
+struct vox_stream {
+    vox_ctx *ctx;
+    vox_backend *be;
+    vox_token_cb cb;
+    void *user;
+    vox_mel *mel;
+    float *mel_host;      /* [chunk mel rows][n_mel] */
+    int64_t n_samples;    /* real samples fed */
+    int finished, done, failed;
+
+    /* encoder (backend memory) */
+    int enc_rows_max;     /* encoder frames per chunk */
+    int enc_cap;          /* encoder KV ring slots */
+    int64_t enc_pos;      /* next encoder frame position */
+    float *conv_in;       /* [(K-1) + mel rows][n_mel]: history + new mel */
+    float *conv_cols;     /* im2col scratch, max(mel rows * n_mel * K, enc rows * enc_dim * K) */
+    float *conv_mid;      /* [(K-2) + mel rows][enc_dim]: history + conv0 out */
+    float *ex, *exn, *eq, *ek, *ev, *eattn, *eg, *eu; /* encoder activations */
+    float *ekv;           /* [layers][2][enc_cap][kv_dim] */
+    float *adapt_mid;     /* [chunk tokens][dec_dim] */
+    int32_t *enc_pos_buf; /* [enc_rows_max] */
+    int32_t *enc_pos_host;
+
+    /* audio-embedding ring */
+    float *audio;         /* [acap][dec_dim] */
+    int acap;
+    int64_t n_audio;      /* audio tokens produced */
+
+    /* decoder */
+    int rows_max;         /* prompt_len */
+    int dec_cap;
+    float *dx, *dxn, *dq, *dk, *dv, *dattn, *dg, *du, *logits;
+    float *dkv;           /* [layers][2][dec_cap][kv_dim] */
+    int32_t *ids_buf, *dpos_buf; /* [rows_max] */
+    int32_t *topk_ids_buf;
+    float *topk_vals_buf;
+    int topk;
+    int32_t *topk_ids_host;
+    float *topk_vals_host;
+    int prefilled;
+    int64_t next_pos;     /* next decoder position to run */
+    int n_out;            /* ids produced */
+    int *forced;
+    int n_forced;
+
+    vox_stats stats;
+    double t_start;
+    vox_tap_fn tap;
+    void *tap_user;
+    float *tap_buf;
+};
+
+static size_t stream_bytes(const vox_ctx *ctx) {
+    const vox_config *c = &ctx->model.cfg;
+    const vox_tower_config *e = &c->enc, *d = &c->dec;
+    size_t rows = (size_t)ctx->enc_chunk_tokens * c->downsample_factor;
+    size_t enc_cap = (size_t)e->sliding_window + rows;
+    size_t dec_cap = (size_t)d->sliding_window + ctx->prompt_len;
+    size_t f = 0;
+    f += rows * 2 * c->num_mel_bins * c->conv_kernel * 2 + rows * 2 * e->dim * 2;
+    f += rows * (e->dim * 2 + e->n_heads * e->head_dim * 2 + e->n_kv_heads * e->head_dim * 2 + e->hidden_dim * 2);
+    f += (size_t)e->n_layers * 2 * enc_cap * e->n_kv_heads * e->head_dim;
+    f += (size_t)d->n_layers * 2 * dec_cap * d->n_kv_heads * d->head_dim;
+    f += (size_t)(ctx->prompt_len + 2 * ctx->enc_chunk_tokens) * d->dim * 2;
+    f += (size_t)ctx->prompt_len * (d->dim * 2 + d->n_heads * d->head_dim * 2 + d->hidden_dim * 2);
+    f += (size_t)c->vocab_size;
+    return f * sizeof(float) + (64u << 20);
+}
+
+#define ALLOC(ptr, count)                                                  \
+    do {                                                                   \
+        (ptr) = be->alloc(be, (size_t)(count) * sizeof(*(ptr)));           \
+        if (!(ptr)) goto fail;                                             \
+    } while (0)
+
+vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user) {
+    vox_stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        vox_error("out of memory");
+        return NULL;
+    }
+    vox_backend *be = ctx->be;
+    const vox_config *c = &ctx->model.cfg;
+    const vox_tower_config *e = &c->enc, *d = &c->dec;
+    const int K = c->conv_kernel;
+    s->ctx = ctx;
+    s->be = be;
+    s->cb = cb;
+    s->user = user;
+    s->t_start = now_ms();
+    s->mel = vox_mel_new(c);
+    if (!s->mel) goto fail;
+    if (vox_mel_begin(s->mel, (int64_t)ctx->model.tok.left_pad_tokens * c->samples_per_token) != 0)
+        goto fail;
+
+    const int mel_rows = ctx->enc_chunk_tokens * c->mel_per_token;
+    s->enc_rows_max = mel_rows / 2;
+    s->enc_cap = e->sliding_window + s->enc_rows_max;
+    const int e_q = e->n_heads * e->head_dim, e_kv = e->n_kv_heads * e->head_dim;
+    s->mel_host = malloc(sizeof(float) * mel_rows * c->num_mel_bins);
+    s->enc_pos_host = malloc(sizeof(int32_t) * s->enc_rows_max);
+    if (!s->mel_host || !s->enc_pos_host) {
+        vox_error("out of memory");
+        goto fail;
+    }
+    ALLOC(s->conv_in, (size_t)(K - 1 + mel_rows) * c->num_mel_bins);
+    size_t cols = (size_t)mel_rows * c->num_mel_bins * K;
+    size_t cols1 = (size_t)s->enc_rows_max * e->dim * K;
+    ALLOC(s->conv_cols, cols > cols1 ? cols : cols1);
+    ALLOC(s->conv_mid, (size_t)(K - 2 + mel_rows) * e->dim);
+    ALLOC(s->ex, (size_t)s->enc_rows_max * e->dim);
+    ALLOC(s->exn, (size_t)s->enc_rows_max * e->dim);
+    ALLOC(s->eq, (size_t)s->enc_rows_max * e_q);
+    ALLOC(s->ek, (size_t)s->enc_rows_max * e_kv);
+    ALLOC(s->ev, (size_t)s->enc_rows_max * e_kv);
+    ALLOC(s->eattn, (size_t)s->enc_rows_max * e_q);
+    ALLOC(s->eg, (size_t)s->enc_rows_max * e->hidden_dim);
+    ALLOC(s->eu, (size_t)s->enc_rows_max * e->hidden_dim);
+    ALLOC(s->ekv, (size_t)e->n_layers * 2 * s->enc_cap * e_kv);
+    ALLOC(s->adapt_mid, (size_t)ctx->enc_chunk_tokens * d->dim);
+    ALLOC(s->enc_pos_buf, s->enc_rows_max);
+
+    s->acap = ctx->prompt_len + 2 * ctx->enc_chunk_tokens + 2;
+    ALLOC(s->audio, (size_t)s->acap * d->dim);
+
+    const int d_q = d->n_heads * d->head_dim, d_kv = d->n_kv_heads * d->head_dim;
+    s->rows_max = ctx->prompt_len;
+    s->dec_cap = d->sliding_window + s->rows_max; /* a prefill never overwrites a visible key */
+    ALLOC(s->dx, (size_t)s->rows_max * d->dim);
+    ALLOC(s->dxn, (size_t)s->rows_max * d->dim);
+    ALLOC(s->dq, (size_t)s->rows_max * d_q);
+    ALLOC(s->dk, (size_t)s->rows_max * d_kv);
+    ALLOC(s->dv, (size_t)s->rows_max * d_kv);
+    ALLOC(s->dattn, (size_t)s->rows_max * d_q);
+    ALLOC(s->dg, (size_t)s->rows_max * d->hidden_dim);
+    ALLOC(s->du, (size_t)s->rows_max * d->hidden_dim);
+    ALLOC(s->logits, (size_t)c->vocab_size);
+    ALLOC(s->dkv, (size_t)d->n_layers * 2 * s->dec_cap * d_kv);
+    ALLOC(s->ids_buf, s->rows_max);
+    ALLOC(s->dpos_buf, s->rows_max);
+    return s;
+fail:
+    vox_stream_free(s);
+    return NULL;
+}
+
+void vox_stream_free(vox_stream *s) {
+    if (!s) return;
+    vox_backend *be = s->be;
+    if (be) {
+        void *bufs[] = {s->conv_in, s->conv_cols, s->conv_mid, s->ex, s->exn, s->eq, s->ek, s->ev,
+                        s->eattn, s->eg, s->eu, s->ekv, s->adapt_mid, s->enc_pos_buf, s->audio,
+                        s->dx, s->dxn, s->dq, s->dk, s->dv, s->dattn, s->dg, s->du, s->logits,
+                        s->dkv, s->ids_buf, s->dpos_buf, s->topk_ids_buf, s->topk_vals_buf};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            if (bufs[i]) be->free(be, bufs[i]);
+    }
+    vox_mel_free(s->mel);
+    free(s->mel_host);
+    free(s->enc_pos_host);
+    free(s->topk_ids_host);
+    free(s->topk_vals_host);
+    free(s->forced);
+    free(s->tap_buf);
+    free(s);
+}
+
+int vox_stream_set_tap(vox_stream *s, vox_tap_fn fn, void *user) {
+    const vox_config *c = &s->ctx->model.cfg;
+    size_t n = (size_t)s->enc_rows_max * 2 * (c->num_mel_bins > c->enc.dim ? c->num_mel_bins : c->enc.dim);
+    if ((size_t)s->ctx->enc_chunk_tokens * c->dec.dim > n) n = (size_t)s->ctx->enc_chunk_tokens * c->dec.dim;
+    if ((size_t)c->vocab_size > n) n = c->vocab_size;
+    free(s->tap_buf);
+    s->tap_buf = malloc(n * sizeof(float));
+    if (!s->tap_buf) return vox_error("out of memory");
+    s->tap = fn;
+    s->tap_user = user;
+    return 0;
+}
+
+static void tap(vox_stream *s, const char *stage, const float *dev, int rows, int width) {
+    if (!s->tap) return;
+    s->be->download(s->be, s->tap_buf, dev, sizeof(float) * rows * width);
+    s->tap(s->tap_user, stage, s->tap_buf, rows, width);
+}
+
+int vox_stream_set_topk(vox_stream *s, int k) {
+    vox_backend *be = s->be;
+    const int V = s->ctx->model.cfg.vocab_size;
+    if (k < 0 || k > V || k > 1024) return vox_error("--topk %d: must be between 0 and %d", k, V < 1024 ? V : 1024);
+    if (s->topk || s->n_out) return vox_error("top-k must be set once, before decoding");
+    if (!k) return 0;
+    s->topk = k;
+    ALLOC(s->topk_ids_buf, k);
+    ALLOC(s->topk_vals_buf, k);
+    s->topk_ids_host = malloc(sizeof(int32_t) * k);
+    s->topk_vals_host = malloc(sizeof(float) * k);
+    if (!s->topk_ids_host || !s->topk_vals_host) return vox_error("out of memory");
+    return 0;
+fail:
+    return -1;
+}
+
+int vox_stream_force_tokens(vox_stream *s, const int *ids, int n) {
+    const int V = s->ctx->model.cfg.vocab_size;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V) return vox_error("forced token #%d: id %d outside the vocabulary (0..%d)", i, ids[i], V - 1);
+    free(s->forced);
+    s->forced = malloc(sizeof(int) * (n ? n : 1));
+    if (!s->forced) return vox_error("out of memory");
+    memcpy(s->forced, ids, sizeof(int) * n);
+    s->n_forced = n;
+    return 0;
+}
+
+void vox_stream_stats(const vox_stream *s, vox_stats *st) { *st = s->stats; }
+
+/* ---- encoder ------------------------------------------------------------------------ */
+/* Runs `tokens` audio tokens of mel (in s->mel_host) through the conv stem, the
+ * encoder and the adapter, and appends them to the audio ring. */
+static int encode_chunk(vox_stream *s, int tokens) {
+    vox_ctx *ctx = s->ctx;
+    vox_backend *be = s->be;
+    const vox_model *m = &ctx->model;
+    const vox_config *c = &m->cfg;
+    const vox_tower_config *e = &c->enc;
+    const int K = c->conv_kernel, nm = c->num_mel_bins, De = e->dim;
+    const int n = tokens * c->mel_per_token; /* mel rows */
+    const int M = n / 2;                     /* encoder frames */
+    const int e_kv = e->n_kv_heads * e->head_dim;
+    double t0 = now_ms();
+
+    /* conv0: stride 1, left context K-1 rows kept from the previous chunk (zeros first) */
+    be->upload(be, s->conv_in + (size_t)(K - 1) * nm, s->mel_host, sizeof(float) * n * nm);
+    be->im2col(be, s->conv_cols, s->conv_in, n, nm, K, 1);
+    be->linear(be, s->conv_mid + (size_t)(K - 2) * De, s->conv_cols, &m->conv0_w, &m->conv0_b, n,
+               VOX_ACT_GELU, 0);
+    be->copy(be, s->conv_in, s->conv_in + (size_t)n * nm, sizeof(float) * (K - 1) * nm);
+    /* conv1: stride 2, left context K-2 rows */
+    be->im2col(be, s->conv_cols, s->conv_mid, M, De, K, 2);
+    be->linear(be, s->ex, s->conv_cols, &m->conv1_w, &m->conv1_b, M, VOX_ACT_GELU, 0);
+    if (s->tap) s->tap(s->tap_user, "mel", s->mel_host, n, nm);
+    tap(s, "conv", s->ex, M, De);
+    if (K > 2) be->copy(be, s->conv_mid, s->conv_mid + (size_t)n * De, sizeof(float) * (K - 2) * De);
+
+    for (int i = 0; i < M; i++) s->enc_pos_host[i] = (int32_t)(s->enc_pos + i);
+    be->upload(be, s->enc_pos_buf, s->enc_pos_host, sizeof(int32_t) * M);
+    for (int l = 0; l < e->n_layers; l++) {
+        const vox_enc_layer *L = &m->enc[l];
+        float *kc = s->ekv + (size_t)l * 2 * s->enc_cap * e_kv, *vc = kc + (size_t)s->enc_cap * e_kv;
+        be->rmsnorm(be, s->exn, s->ex, &L->attn_norm, NULL, M, De, e->norm_eps);
+        be->linear(be, s->eq, s->exn, &L->wq, e->use_biases ? &L->bq : NULL, M, VOX_ACT_NONE, 0);
+        be->linear(be, s->ek, s->exn, &L->wk, NULL, M, VOX_ACT_NONE, 0);
+        be->linear(be, s->ev, s->exn, &L->wv, e->use_biases ? &L->bv : NULL, M, VOX_ACT_NONE, 0);
+        be->rope(be, s->eq, s->enc_pos_buf, M, e->n_heads, e->head_dim, e->rope_theta);
+        be->rope(be, s->ek, s->enc_pos_buf, M, e->n_kv_heads, e->head_dim, e->rope_theta);
+        be->kv_store(be, kc, vc, s->ek, s->ev, s->enc_pos_buf, M, e_kv, s->enc_cap, 0);
+        be->attention(be, s->eattn, s->eq, kc, vc, s->enc_pos_buf, M, e->n_heads, e->n_kv_heads,
+                      e->head_dim, s->enc_cap, e->sliding_window, 0);
+        be->linear(be, s->ex, s->eattn, &L->wo, e->use_biases ? &L->bo : NULL, M, VOX_ACT_NONE, 1);
+        be->rmsnorm(be, s->exn, s->ex, &L->ffn_norm, NULL, M, De, e->norm_eps);
+        be->linear(be, s->eg, s->exn, &L->w1, NULL, M, VOX_ACT_NONE, 0);
+        be->linear(be, s->eu, s->exn, &L->w3, NULL, M, VOX_ACT_NONE, 0);
+        be->swiglu(be, s->eg, s->eg, s->eu, (int64_t)M * e->hidden_dim);
+        be->linear(be, s->ex, s->eg, &L->w2, e->use_biases ? &L->b2 : NULL, M, VOX_ACT_NONE, 1);
+    }
+    be->rmsnorm(be, s->exn, s->ex, &m->enc_norm, NULL, M, De, e->norm_eps);
+    s->enc_pos += M;
+    tap(s, "enc", s->exn, M, De);
+
+    /* downsample: `ds` consecutive frames are one row of ds * De (a free reshape), adapter */
+    const int Dd = c->dec.dim;
+    be->linear(be, s->eattn, s->exn, &m->adapter0, NULL, tokens, VOX_ACT_GELU, 0);
+    be->linear(be, s->adapt_mid, s->eattn, &m->adapter2, NULL, tokens, VOX_ACT_NONE, 0);
+    tap(s, "adapter", s->adapt_mid, tokens, Dd);
+    int slot = (int)(s->n_audio % s->acap);
+    int first = tokens < s->acap - slot ? tokens : s->acap - slot;
+    be->copy(be, s->audio + (size_t)slot * Dd, s->adapt_mid, sizeof(float) * first * Dd);
+    if (first < tokens)
+        be->copy(be, s->audio, s->adapt_mid + (size_t)first * Dd, sizeof(float) * (tokens - first) * Dd);
+    s->n_audio += tokens;
+    if (be->sync(be) != 0) return -1;
+    s->stats.encoder_ms += now_ms() - t0;
+    s->stats.encoder_tokens += tokens;
+    return 0;
+}
+
+/* ---- decoder --------------------------------------------------------------------------- */
+/* One pass of the decoder over M rows whose ids and positions are in ids_buf/dpos_buf;
+ * leaves the argmax of the last row's logits in ids_buf[0] (and the top-k). */
+static void decoder_forward(vox_stream *s, int M) {
+    vox_ctx *ctx = s->ctx;
+    vox_backend *be = s->be;
+    const vox_model *m = &ctx->model;
+    const vox_tower_config *d = &m->cfg.dec;
+    const int D = d->dim, d_kv = d->n_kv_heads * d->head_dim;
+    be->embed(be, s->dx, &m->tok_emb, s->ids_buf, s->audio, s->dpos_buf, M, D, s->acap, 0);
+    for (int l = 0; l < d->n_layers; l++) {
+        const vox_dec_layer *L = &m->dec[l];
+        float *kc = s->dkv + (size_t)l * 2 * s->dec_cap * d_kv, *vc = kc + (size_t)s->dec_cap * d_kv;
+        be->rmsnorm(be, s->dxn, s->dx, &L->attn_norm, NULL, M, D, d->norm_eps);
+        be->linear(be, s->dq, s->dxn, &L->wq, NULL, M, VOX_ACT_NONE, 0);
+        be->linear(be, s->dk, s->dxn, &L->wk, NULL, M, VOX_ACT_NONE, 0);
+        be->linear(be, s->dv, s->dxn, &L->wv, NULL, M, VOX_ACT_NONE, 0);
+        be->rope(be, s->dq, s->dpos_buf, M, d->n_heads, d->head_dim, d->rope_theta);
+        be->rope(be, s->dk, s->dpos_buf, M, d->n_kv_heads, d->head_dim, d->rope_theta);
+        be->kv_store(be, kc, vc, s->dk, s->dv, s->dpos_buf, M, d_kv, s->dec_cap, 0);
+        be->attention(be, s->dattn, s->dq, kc, vc, s->dpos_buf, M, d->n_heads, d->n_kv_heads,
+                      d->head_dim, s->dec_cap, d->sliding_window, 0);
+        be->linear(be, s->dx, s->dattn, &L->wo, NULL, M, VOX_ACT_NONE, 1);
+        be->rmsnorm(be, s->dxn, s->dx, &L->ffn_norm, &L->ffn_scale, M, D, d->norm_eps);
+        be->linear(be, s->dg, s->dxn, &L->w1, NULL, M, VOX_ACT_NONE, 0);
+        be->linear(be, s->du, s->dxn, &L->w3, NULL, M, VOX_ACT_NONE, 0);
+        be->swiglu(be, s->dg, s->dg, s->du, (int64_t)M * d->hidden_dim);
+        be->linear(be, s->dx, s->dg, &L->w2, NULL, M, VOX_ACT_NONE, 1);
+    }
+    /* only the last row's logits are needed */
+    float *last = s->dx + (size_t)(M - 1) * D;
+    be->rmsnorm(be, s->dxn, last, &m->dec_norm, NULL, 1, D, d->norm_eps);
+    be->linear(be, s->logits, s->dxn, &m->tok_emb, NULL, 1, VOX_ACT_NONE, 0);
+    be->argmax(be, s->ids_buf, s->logits, 1, m->cfg.vocab_size);
+    if (s->topk) be->topk(be, s->topk_ids_buf, s->topk_vals_buf, s->logits, 1, m->cfg.vocab_size, s->topk);
+}
+
+/* Reads back the id just produced at position `pos`, hands it to the callback. */
+static int emit(vox_stream *s, int64_t pos) {
+    vox_backend *be = s->be;
+    int32_t id;
+    be->download(be, &id, s->ids_buf, sizeof id);
+    if (s->topk) {
+        be->download(be, s->topk_ids_host, s->topk_ids_buf, sizeof(int32_t) * s->topk);
+        be->download(be, s->topk_vals_host, s->topk_vals_buf, sizeof(float) * s->topk);
+    }
+    if (be->sync(be) != 0) return -1;
+    tap(s, "logits", s->logits, 1, s->ctx->model.cfg.vocab_size);
+    if (s->n_out == 0) s->stats.first_token_ms = now_ms() - s->t_start;
+    const vox_model *m = &s->ctx->model;
+    vox_token t = {0};
+    t.id = id;
+    t.pos = (int)pos;
+    t.time_s = (double)(pos + 1 - s->ctx->prompt_len) / m->cfg.frame_rate;
+    t.piece = vox_token_bytes(&m->tok, id, &t.piece_len);
+    if (!t.piece) t.piece = "";
+    t.k = s->topk;
+    t.topk_ids = s->topk_ids_host;
+    t.topk_logits = s->topk_vals_host;
+    s->n_out++;
+    /* what the next position is fed: the forced id while forcing, else this one */
+    int fed = s->n_out - 1 < s->n_forced ? s->forced[s->n_out - 1] : id;
+    if (s->cb) s->cb(s->user, &t);
+    if (fed == m->tok.eos_id) s->done = 1;
+    if (fed != id) {
+        int32_t f = fed;
+        be->upload(be, s->ids_buf, &f, sizeof f);
+    }
+    return 0;
+}
+
+static int decode_available(vox_stream *s) {
+    vox_ctx *ctx = s->ctx;
+    vox_backend *be = s->be;
+    const int L = ctx->prompt_len;
+    if (s->done) return 0;
+    if (!s->prefilled) {
+        if (s->n_audio < L + 1) return 0;
+        double t0 = now_ms();
+        int32_t ids[1024], pos[1024];
+        int32_t *idp = L <= 1024 ? ids : malloc(sizeof(int32_t) * L);
+        int32_t *pp = L <= 1024 ? pos : malloc(sizeof(int32_t) * L);
+        if (!idp || !pp) return vox_error("out of memory");
+        for (int i = 0; i < L; i++) {
+            idp[i] = i == 0 ? ctx->model.tok.bos_id : ctx->model.tok.pad_id;
+            pp[i] = i;
+        }
+        be->upload(be, s->ids_buf, idp, sizeof(int32_t) * L);
+        be->upload(be, s->dpos_buf, pp, sizeof(int32_t) * L);
+        if (idp != ids) free(idp);
+        if (pp != pos) free(pp);
+        decoder_forward(s, L);
+        s->prefilled = 1;
+        s->next_pos = L;
+        int rc = emit(s, L - 1);
+        s->stats.prefill_ms += now_ms() - t0;
+        if (rc) return -1;
+    }
+    while (!s->done && s->next_pos + 1 < s->n_audio) {
+        double t0 = now_ms();
+        int32_t p = (int32_t)s->next_pos;
+        be->upload(be, s->dpos_buf, &p, sizeof p);
+        int key = s->topk ? GRAPH_STEP_TOPK : GRAPH_STEP;
+        if (!be->graph_launch(be, key)) {
+            be->graph_begin(be, key);
+            decoder_forward(s, 1);
+            be->graph_end(be, key);
+        }
+        s->next_pos++;
+        if (emit(s, p) != 0) return -1;
+        s->stats.decode_ms += now_ms() - t0;
+        s->stats.steps++;
+    }
+    return 0;
+}
+
+/* Encodes every whole token of mel that is ready (all of it once the stream ended). */
+static int process(vox_stream *s) {
+    const vox_config *c = &s->ctx->model.cfg;
+    const int per_tok = c->mel_per_token;
+    for (;;) {
+        int64_t ready = vox_mel_ready(s->mel) / per_tok;
+        if (ready <= 0) break;
+        int tokens = ready < s->ctx->enc_chunk_tokens ? (int)ready : s->ctx->enc_chunk_tokens;
+        int64_t got = vox_mel_read(s->mel, s->mel_host, (int64_t)tokens * per_tok);
+        if (got != (int64_t)tokens * per_tok) return vox_error("mel: short read (%lld frames)", (long long)got);
+        if (encode_chunk(s, tokens) != 0) return -1;
+        if (decode_available(s) != 0) return -1;
+    }
+    return 0;
+}
+
+int vox_stream_feed(vox_stream *s, const float *samples, size_t n) {
+    if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
+    if (s->finished) return vox_error("stream already finished");
+    if (vox_mel_push(s->mel, samples, (int64_t)n) != 0) return -1;
+    s->n_samples += n;
+    if (process(s) != 0) {
+        s->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+int vox_stream_finish(vox_stream *s) {
+    if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
+    if (s->finished) return 0;
+    const vox_config *c = &s->ctx->model.cfg;
+    const int64_t spt = c->samples_per_token;
+    /* right pad: to a whole token, plus delay + 11 tokens (the reference's offline padding) */
+    int64_t pad = (spt - s->n_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
+    s->finished = 1;
+    if (vox_mel_end(s->mel, pad) != 0 || process(s) != 0) {
+        s->failed = 1;
+        return -1;
+    }
+    return 0;
+}

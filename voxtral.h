@@ -1,0 +1,82 @@
+/* voxtral.h - public C API of the Voxtral Realtime speech-to-text engine.
+ *
+ * A vox_ctx is a loaded model bound to one backend (CPU or CUDA). A vox_stream
+ * transcribes one audio stream on a context: feed 16 kHz mono float samples in
+ * any chunk size, and decoded tokens are delivered, in order, to the callback
+ * as soon as they are decoded. Streaming and offline give the same ids: an
+ * offline run is one stream fed the whole file, then finished.
+ *
+ * Errors: functions return NULL or -1 and set a one-line message readable with
+ * vox_last_error() ("what: why", naming the file where there is one). The library
+ * never exits the process.
+ *
+ * Ownership: the caller frees what it creates (vox_close, vox_stream_free).
+ * Strings passed to callbacks are valid only during the call.
+ */
+#ifndef VOXTRAL_H
+#define VOXTRAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vox_ctx vox_ctx;
+typedef struct vox_stream vox_stream;
+
+typedef struct {
+    const char *backend; /* "auto" (default), "cpu" or "cuda" */
+    int threads;         /* CPU threads; 0 = all cores */
+    int delay_ms;        /* transcription delay; 0 = tekken.json's default (else 480) */
+    int verbose;         /* 0 quiet, 1 normal (backend line on stderr), 2 verbose */
+} vox_options;
+
+/* One decoded step. `piece` holds the token's bytes (not NUL-terminated, may be
+ * part of a UTF-8 character; empty for control ids). `topk_*` hold k entries
+ * when vox_stream_set_topk asked for them. */
+typedef struct {
+    int id;            /* generated id (the argmax) */
+    int pos;           /* decoder position whose logits produced it */
+    double time_s;     /* audio time the token refers to: (pos + 1 - prompt_len) * 0.08 s */
+    const char *piece;
+    int piece_len;
+    int k;
+    const int *topk_ids;
+    const float *topk_logits;
+} vox_token;
+
+typedef void (*vox_token_cb)(void *user, const vox_token *tok);
+
+const char *vox_last_error(void);
+void vox_options_default(vox_options *opt);
+
+vox_ctx *vox_open(const char *model_dir, const vox_options *opt);
+void vox_close(vox_ctx *ctx);
+const char *vox_backend_name(const vox_ctx *ctx); /* "cpu" or "cuda (<device name>)" */
+int vox_sample_rate(const vox_ctx *ctx);            /* 16000 for the released model */
+int vox_delay_ms(const vox_ctx *ctx);
+
+vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user);
+void vox_stream_free(vox_stream *s);
+int vox_stream_set_topk(vox_stream *s, int k);              /* before the first feed */
+int vox_stream_force_tokens(vox_stream *s, const int *ids, int n); /* teacher forcing */
+int vox_stream_feed(vox_stream *s, const float *samples, size_t n);
+int vox_stream_finish(vox_stream *s); /* right-pads, decodes the rest; stream then done */
+
+/* Timings gathered by a stream (milliseconds, wall clock, backend synchronised). */
+typedef struct {
+    double encoder_ms;  /* conv stem + encoder + adapter */
+    double prefill_ms;
+    double decode_ms;   /* all single steps */
+    int encoder_tokens; /* audio tokens (80 ms each) encoded */
+    int steps;          /* single decoder steps */
+    double first_token_ms; /* from stream creation to the first decoded id */
+} vox_stats;
+void vox_stream_stats(const vox_stream *s, vox_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

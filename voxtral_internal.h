@@ -1,0 +1,222 @@
+/* voxtral_internal.h - what the engine's files share: config, weights, tokenizer,
+ * the model, the backend op table, audio, and the error helper.
+ *
+ * Layout conventions (every backend follows them):
+ *   - activations are fp32, row-major, one row per time step: x[M][D];
+ *   - weights are [out][in] ("rows" = out, "cols" = in) as in the checkpoint;
+ *   - positions are int32, absolute (they survive ring-buffer wrap-around);
+ *   - KV caches and the audio-embedding buffer are rings: position p lives in
+ *     slot p % cap.
+ */
+#ifndef VOXTRAL_INTERNAL_H
+#define VOXTRAL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "voxtral.h"
+
+/* ---- errors -------------------------------------------------------------- */
+/* Sets the thread's last error (printf format). Always returns -1. */
+int vox_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- weights --------------------------------------------------------------- */
+/* The dtype tag every weight carries. BF16 today; INT8/4-bit slot in here later. */
+typedef enum { VOX_DT_F32 = 0, VOX_DT_BF16 = 1 } vox_dtype;
+
+typedef struct {
+    vox_dtype dtype;
+    int64_t rows, cols; /* matrices [out][in]; vectors rows = n, cols = 1;
+                           conv weights [out][in * kernel] (flattened, as stored) */
+    const void *data;   /* host copy: mmap'd checkpoint (BF16) or loader-owned (F32) */
+    void *dev;          /* backend copy (CUDA device pointer), NULL for the CPU */
+} vox_weight;
+
+static inline float vox_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+/* ---- config (every number comes from params.json / tekken.json) ------------ */
+typedef struct {
+    int dim, n_layers, head_dim, hidden_dim, n_heads, n_kv_heads;
+    float rope_theta, norm_eps;
+    int sliding_window; /* key j visible from query i iff i - window < j <= i */
+    int use_biases;
+} vox_tower_config;
+
+typedef struct {
+    vox_tower_config enc, dec;
+    int vocab_size;
+    int ada_t_cond;      /* delay-conditioned ada norm present */
+    int ada_t_cond_dim;  /* its bottleneck (32) */
+    int num_mel_bins, hop_length, window_size, sampling_rate;
+    float frame_rate, global_log_mel_max;
+    int downsample_factor;
+    int conv_kernel;     /* 3, read from the conv weight shape */
+    /* derived */
+    int samples_per_token; /* sampling_rate / frame_rate (1280) */
+    int mel_per_token;     /* samples_per_token / hop_length (8) */
+} vox_config;
+
+/* ---- tokenizer (tekken.json) ---------------------------------------------- */
+typedef struct {
+    int n_special;     /* ids < n_special are control tokens (no text) */
+    int n_pieces;      /* text pieces: id n_special + i -> piece[i] */
+    char *blob;        /* all piece bytes */
+    int64_t *offset;   /* piece i = blob + offset[i], length offset[i+1] - offset[i] */
+    int bos_id, eos_id, pad_id; /* "<s>", "</s>", "[STREAMING_PAD]" */
+    int delay_ms;      /* audio.transcription_delay_ms, or 480 */
+    int left_pad_tokens; /* audio.streaming_n_left_pad_tokens, or 32 */
+} vox_tokenizer;
+
+int vox_tokenizer_load(vox_tokenizer *t, const char *path);
+void vox_tokenizer_free(vox_tokenizer *t);
+/* Bytes of id (NULL and *len = 0 for control ids and ids out of range). */
+const char *vox_token_bytes(const vox_tokenizer *t, int id, int *len);
+
+/* ---- model ----------------------------------------------------------------- */
+typedef struct {
+    vox_weight attn_norm, wq, bq, wk, wv, bv, wo, bo, ffn_norm, w1, w3, w2, b2;
+} vox_enc_layer;
+
+typedef struct {
+    vox_weight attn_norm, wq, wk, wv, wo, ffn_norm, w1, w3, w2, ada0, ada2;
+    vox_weight ffn_scale; /* F32 [dim]: 1 + ada(t_cond) for the current delay
+                             (all ones without ada); set by vox_model_set_delay */
+} vox_dec_layer;
+
+typedef struct vox_model {
+    vox_config cfg;
+    vox_tokenizer tok;
+    char path[4096];            /* consolidated.safetensors */
+    void *map;
+    size_t map_size;
+    vox_weight conv0_w, conv0_b, conv1_w, conv1_b;
+    vox_enc_layer *enc;
+    vox_weight enc_norm;
+    vox_weight adapter0, adapter2; /* [dec.dim][enc.dim*ds], [dec.dim][dec.dim] */
+    vox_weight tok_emb;            /* [vocab][dec.dim], also the LM head */
+    vox_weight dec_norm;
+    vox_dec_layer *dec;
+    float *f32_pool;               /* loader-owned F32 vectors (norms, biases, scales) */
+    size_t f32_used, f32_cap;
+    int delay_tokens;              /* delay the ffn_scale vectors were computed for */
+} vox_model;
+
+/* Loads params.json, tekken.json and consolidated.safetensors from dir; checks every
+ * tensor's presence, dtype and shape against the config. Vectors (norms, biases) are
+ * converted to F32; matrices stay BF16 in the mmap. */
+int vox_model_load(vox_model *m, const char *dir);
+void vox_model_free(vox_model *m);
+/* (Re)computes every layer's ffn_scale for `delay_tokens` (voxtral.c). */
+int vox_model_set_delay(vox_model *m, int delay_tokens);
+
+/* ---- backend op table -------------------------------------------------------
+ * The forward pass (voxtral.c) is written once over this table. All pointers
+ * are backend memory (host for the CPU, device for CUDA). Ops only enqueue
+ * work on the backend's single stream; nothing synchronises except download()
+ * and sync(). Every op has a CPU twin in voxtral_kernels.c that is its spec.
+ *
+ * `rows_are_streams` (B independent streams batched in one step): 0 = all M
+ * rows belong to stream 0 (prefill, encoder chunks); 1 = row i is stream i,
+ * whose ring buffers start at base + i * cap * row_width. B = 1 today. */
+typedef enum { VOX_ACT_NONE = 0, VOX_ACT_GELU = 1 } vox_act;
+
+typedef struct vox_backend vox_backend;
+struct vox_backend {
+    const char *name;
+    char device_name[128];
+    void *impl;
+
+    /* memory. alloc returns zeroed backend memory or NULL (error set); only
+     * called when contexts/streams are created, never per token. */
+    void *(*alloc)(vox_backend *be, size_t bytes);
+    void (*free)(vox_backend *be, void *p);
+    void (*upload)(vox_backend *be, void *dst, const void *src, size_t bytes);  /* src reusable on return */
+    void (*download)(vox_backend *be, void *dst, const void *src, size_t bytes); /* waits for queued work */
+    void (*copy)(vox_backend *be, void *dst, const void *src, size_t bytes);
+    int (*sync)(vox_backend *be);                 /* 0, or -1 with the error set */
+    int (*upload_weights)(vox_backend *be, vox_model *m); /* sets w->dev (CPU: nothing) */
+    void (*destroy)(vox_backend *be);
+
+    /* y[M][w.rows] (= or, with accumulate, +=) act(x[M][w.cols] . w^T + b). b may be NULL. */
+    void (*linear)(vox_backend *be, float *y, const float *x, const vox_weight *w,
+                   const vox_weight *b, int M, vox_act act, int accumulate);
+    /* y[i] = x[i] * rsqrt(mean(x[i]^2) + eps) * w (* scale if scale != NULL); y may be x. */
+    void (*rmsnorm)(vox_backend *be, float *y, const float *x, const vox_weight *w,
+                    const vox_weight *scale, int M, int D, float eps);
+    /* In place, interleaved pairs (2j, 2j+1) of each head rotated by angle
+     * pos[i] * inv_freq[j], inv_freq[j] = (float)(1 / theta^(2j/head_dim)), fp32 angle. */
+    void (*rope)(vox_backend *be, float *x, const int32_t *pos, int M, int n_heads,
+                 int head_dim, float theta);
+    /* kc/vc[slot pos[i] % cap][kv_dim] = k/v[i][kv_dim] */
+    void (*kv_store)(vox_backend *be, float *kc, float *vc, const float *k, const float *v,
+                     const int32_t *pos, int M, int kv_dim, int cap, int rows_are_streams);
+    /* out[i][h*hd..] = softmax_j(q[i][h] . k[j][h/(Hq/Hkv)] / sqrt(hd)) v[j], over
+     * positions j with pos[i] - window < j <= pos[i], j >= 0, read from the rings. */
+    void (*attention)(vox_backend *be, float *out, const float *q, const float *kc,
+                      const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                      int head_dim, int cap, int window, int rows_are_streams);
+    /* h[i] = silu(g[i]) * u[i], n elements */
+    void (*swiglu)(vox_backend *be, float *h, const float *g, const float *u, int64_t n);
+    /* cols[t][c*K + k] = x[t*stride + k][c], t < T_out; x has (T_out-1)*stride + K rows of C */
+    void (*im2col)(vox_backend *be, float *cols, const float *x, int T_out, int C, int K,
+                   int stride);
+    /* x[i] = emb[ids[i]] + audio[pos[i] % acap] (rows of D) */
+    void (*embed)(vox_backend *be, float *x, const vox_weight *emb, const int32_t *ids,
+                  const float *audio, const int32_t *pos, int M, int D, int acap,
+                  int rows_are_streams);
+    /* ids[i] = argmax_j logits[i][j] (lowest j on ties) */
+    void (*argmax)(vox_backend *be, int32_t *ids, const float *logits, int M, int V);
+    /* the k largest logits of each row, descending (ties: lower id first) */
+    void (*topk)(vox_backend *be, int32_t *ids, float *vals, const float *logits, int M,
+                 int V, int k);
+
+    /* Graphs for the decoder step (CUDA); the CPU returns 0 and does nothing.
+     * graph_launch: replays the graph captured under `key`, returns 1, or 0 if none.
+     * graph_begin/graph_end bracket the ops to capture (they run as well). */
+    int (*graph_launch)(vox_backend *be, int key);
+    void (*graph_begin)(vox_backend *be, int key);
+    void (*graph_end)(vox_backend *be, int key);
+};
+
+vox_backend *vox_cpu_backend_new(int threads);
+/* voxtral_cuda.c (or voxtral_nocuda.c when built without CUDA): NULL + error if no
+ * usable device; `need_bytes` is checked against free device memory first. */
+vox_backend *vox_cuda_backend_new(size_t need_bytes);
+int vox_cuda_available(void); /* 1 when built with CUDA and a device is present */
+
+/* ---- test taps (voxtral.c) ---------------------------------------------------
+ * Hands each stage's rows to `fn` as they are computed (downloaded to the host):
+ * "mel" [frames][n_mel], "conv" and "enc" [frames][enc_dim], "adapter" [tokens][dim],
+ * "logits" [1][vocab] per decoded id. For tests and debugging; slow. */
+typedef void (*vox_tap_fn)(void *user, const char *stage, const float *rows, int n_rows, int width);
+int vox_stream_set_tap(vox_stream *s, vox_tap_fn fn, void *user);
+
+/* ---- audio (voxtral_audio.c) ----------------------------------------------- */
+/* Reads any file libsndfile reads, downmixes to mono, resamples to `rate` (libsoxr,
+ * high quality). 16-bit input at `rate` arrives as exactly int16 / 32768.
+ * *out is malloc'd. */
+int vox_audio_load(const char *path, int rate, float **out, int64_t *n);
+int vox_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out,
+                 int64_t *nout);
+
+/* Log-mel spectrogram exactly as the reference feature extractor: periodic Hann
+ * window_size, hop, reflect-centred STFT, last frame dropped, Slaney mel
+ * filterbank 0..rate/2, log10(max(., 1e-10)), floor global_log_mel_max - 8,
+ * (x + 4) / 4. Frames are rows: out[t][n_mel]. */
+typedef struct vox_mel vox_mel;
+vox_mel *vox_mel_new(const vox_config *cfg);
+void vox_mel_free(vox_mel *m);
+/* Offline: n samples (already padded as the model wants) -> n / hop frames. */
+int vox_mel_compute(vox_mel *m, const float *x, int64_t n, float *out);
+/* Incremental, bounded memory; gives exactly vox_mel_compute's frames for the
+ * signal zeros(left_pad) ++ pushed samples ++ zeros(right_pad). */
+int vox_mel_begin(vox_mel *m, int64_t left_pad);
+int vox_mel_push(vox_mel *m, const float *x, int64_t n);
+int vox_mel_end(vox_mel *m, int64_t right_pad); /* after it, the remaining frames */
+int64_t vox_mel_ready(const vox_mel *m);       /* frames that can be read now */
+int64_t vox_mel_read(vox_mel *m, float *out, int64_t max_frames);
+
+#endif

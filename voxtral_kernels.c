@@ -1,0 +1,380 @@
+/* voxtral_kernels.c - the CPU backend: every op of the backend table
+ * (voxtral_internal.h) as plain C over host memory. These are the spec and the
+ * test oracle for the CUDA kernels, and the CPU engine.
+ *
+ * Matmuls: many rows (encoder chunks, prefill) go to OpenBLAS sgemm on BF16
+ * weight blocks widened to fp32 in a scratch buffer; few rows (the decoder step)
+ * use our own BF16 x fp32 dot kernels (AVX-512 / AVX2 / scalar), which stream
+ * the mmap'd BF16 weights once: the decoder step is memory-bound.
+ * Threads: OpenMP for our loops, OpenBLAS's own pool for sgemm.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "voxtral_internal.h"
+
+/* openblas_set_num_threads is OpenBLAS-specific and not in every cblas.h */
+void openblas_set_num_threads(int num_threads);
+
+enum { GEMM_MIN_ROWS = 8,                  /* below this, our matvec kernels */
+       WIDEN_BLOCK_FLOATS = 4 << 20 };     /* 16 MB fp32 scratch for widened weights */
+
+typedef struct {
+    int threads;
+    float *widen;       /* WIDEN_BLOCK_FLOATS */
+    float *scores;      /* per-thread attention scratch */
+    size_t scores_len;  /* floats per thread */
+} cpu_impl;
+
+static cpu_impl *impl_of(vox_backend *be) { return (cpu_impl *)be->impl; }
+
+/* ---- memory ---------------------------------------------------------------- */
+static void *cpu_alloc(vox_backend *be, size_t bytes) {
+    /* calloc: large blocks come from mmap as untouched zero pages, so a KV ring
+     * sized for the whole window costs memory only as positions fill it. */
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) vox_error("cpu: out of memory allocating %zu bytes", bytes);
+    return p;
+}
+static void cpu_free(vox_backend *be, void *p) { free(p); }
+static void cpu_memcpy(vox_backend *be, void *dst, const void *src, size_t bytes) {
+    memmove(dst, src, bytes);
+}
+static int cpu_sync(vox_backend *be) { return 0; }
+static int cpu_upload_weights(vox_backend *be, vox_model *m) { return 0; }
+
+/* ---- dot products ------------------------------------------------------------ */
+static inline float dot_bf16(const uint16_t *w, const float *x, int64_t K) {
+    int64_t k = 0;
+    float s = 0.0f;
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; k + 32 <= K; k += 32) {
+        __m512i w0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + k)));
+        __m512i w1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + k + 16)));
+        a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)),
+                             _mm512_loadu_ps(x + k), a0);
+        a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)),
+                             _mm512_loadu_ps(x + k + 16), a1);
+    }
+    s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; k + 16 <= K; k += 16) {
+        __m256i w0 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + k)));
+        __m256i w1 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + k + 8)));
+        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)),
+                             _mm256_loadu_ps(x + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w1, 16)),
+                             _mm256_loadu_ps(x + k + 8), a1);
+    }
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_hadd_ps(h, h);
+    h = _mm_hadd_ps(h, h);
+    s = _mm_cvtss_f32(h);
+#endif
+    for (; k < K; k++) s += vox_bf16_to_f32(w[k]) * x[k];
+    return s;
+}
+
+static inline float dot_f32(const float *w, const float *x, int64_t K) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < K; k++) s += w[k] * x[k];
+    return s;
+}
+
+static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+static void bias_act_rows(float *y, const vox_weight *b, int M, int64_t N, int64_t n0, int64_t nb,
+                          vox_act act) {
+    const float *bias = b ? (const float *)b->data : NULL;
+    for (int m = 0; m < M; m++) {
+        float *row = y + (int64_t)m * N + n0;
+        for (int64_t j = 0; j < nb; j++) {
+            float v = row[j] + (bias ? bias[n0 + j] : 0.0f);
+            row[j] = act == VOX_ACT_GELU ? gelu_erf(v) : v;
+        }
+    }
+}
+
+/* ---- linear ------------------------------------------------------------------ */
+static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weight *w,
+                       const vox_weight *b, int M, vox_act act, int accumulate) {
+    const int64_t N = w->rows, K = w->cols;
+    const float *bias = b ? (const float *)b->data : NULL;
+    if (M < GEMM_MIN_ROWS || (accumulate && act != VOX_ACT_NONE)) {
+        /* Few rows: stream each weight row once, reuse it for the M inputs from cache.
+         * (accumulate with an activation is not a real use; handled here for generality.) */
+#pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            for (int m = 0; m < M; m++) {
+                float s = w->dtype == VOX_DT_BF16
+                              ? dot_bf16((const uint16_t *)w->data + n * K, x + m * K, K)
+                              : dot_f32((const float *)w->data + n * K, x + m * K, K);
+                if (bias) s += bias[n];
+                if (act == VOX_ACT_GELU) s = gelu_erf(s);
+                float *o = y + (int64_t)m * N + n;
+                *o = accumulate ? *o + s : s;
+            }
+        }
+        return;
+    }
+    /* Many rows: sgemm over blocks of output features. With accumulate, y += x.Wt
+     * (beta = 1) and the bias is added to the product before it reaches y. */
+    cpu_impl *ci = impl_of(be);
+    int64_t nb_max = WIDEN_BLOCK_FLOATS / K;
+    if (nb_max < 1) nb_max = 1;
+    for (int64_t n0 = 0; n0 < N; n0 += nb_max) {
+        int64_t nb = N - n0 < nb_max ? N - n0 : nb_max;
+        const float *wf;
+        if (w->dtype == VOX_DT_BF16) {
+            const uint16_t *src = (const uint16_t *)w->data + n0 * K;
+            float *dst = ci->widen;
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < nb; r++)
+                for (int64_t k = 0; k < K; k++) dst[r * K + k] = vox_bf16_to_f32(src[r * K + k]);
+            wf = dst;
+        } else {
+            wf = (const float *)w->data + n0 * K;
+        }
+        if (accumulate && bias) {
+            for (int m = 0; m < M; m++)
+                for (int64_t j = 0; j < nb; j++) y[(int64_t)m * N + n0 + j] += bias[n0 + j];
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)nb, (int)K, 1.0f, x,
+                    (int)K, wf, (int)K, accumulate ? 1.0f : 0.0f, y + n0, (int)N);
+        if (!accumulate) bias_act_rows(y, b, M, N, n0, nb, act);
+    }
+}
+
+/* ---- norms, rope, activations ----------------------------------------------- */
+static void cpu_rmsnorm(vox_backend *be, float *y, const float *x, const vox_weight *w,
+                        const vox_weight *scale, int M, int D, float eps) {
+    const float *g = (const float *)w->data;
+    const float *sc = scale ? (const float *)scale->data : NULL;
+    for (int m = 0; m < M; m++) {
+        const float *xi = x + (int64_t)m * D;
+        float *yi = y + (int64_t)m * D;
+        double ss = 0;
+        for (int d = 0; d < D; d++) ss += (double)xi[d] * xi[d];
+        float r = (float)(1.0 / sqrt(ss / D + eps));
+        for (int d = 0; d < D; d++) {
+            float v = g[d] * (xi[d] * r);
+            yi[d] = sc ? v * sc[d] : v;
+        }
+    }
+}
+
+static void cpu_rope(vox_backend *be, float *x, const int32_t *pos, int M, int n_heads,
+                     int head_dim, float theta) {
+    int half = head_dim / 2;
+    float inv_freq[512]; /* as the reference: 1 / theta^(fp32(2j) / hd), in fp32 */
+    for (int j = 0; j < half && j < 512; j++)
+        inv_freq[j] = 1.0f / powf(theta, (float)(2 * j) / (float)head_dim);
+    for (int m = 0; m < M; m++) {
+        float p = (float)pos[m];
+        for (int j = 0; j < half; j++) {
+            float ang = p * inv_freq[j];
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < n_heads; h++) {
+                float *v = x + ((int64_t)m * n_heads + h) * head_dim + 2 * j;
+                float a = v[0], b = v[1];
+                v[0] = a * c - b * s;
+                v[1] = b * c + a * s;
+            }
+        }
+    }
+}
+
+static void cpu_swiglu(vox_backend *be, float *h, const float *g, const float *u, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void cpu_im2col(vox_backend *be, float *cols, const float *x, int T_out, int C, int K,
+                       int stride) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T_out; t++)
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < K; k++)
+                cols[((int64_t)t * C + c) * K + k] = x[((int64_t)t * stride + k) * C + c];
+}
+
+/* ---- KV rings and attention ------------------------------------------------- */
+static void cpu_kv_store(vox_backend *be, float *kc, float *vc, const float *k, const float *v,
+                         const int32_t *pos, int M, int kv_dim, int cap, int rows_are_streams) {
+    for (int i = 0; i < M; i++) {
+        int64_t base = rows_are_streams ? (int64_t)i * cap * kv_dim : 0;
+        int64_t slot = base + (int64_t)(pos[i] % cap) * kv_dim;
+        memcpy(kc + slot, k + (int64_t)i * kv_dim, kv_dim * sizeof(float));
+        memcpy(vc + slot, v + (int64_t)i * kv_dim, kv_dim * sizeof(float));
+    }
+}
+
+static void cpu_attention(vox_backend *be, float *out, const float *q, const float *kc,
+                          const float *vc, const int32_t *pos, int M, int n_heads,
+                          int n_kv_heads, int head_dim, int cap, int window,
+                          int rows_are_streams) {
+    cpu_impl *ci = impl_of(be);
+    int nthr = omp_get_max_threads();
+    size_t need = (size_t)(window < cap ? window : cap) + 1;
+    if (ci->scores_len < need) { /* grows once per context size, never per token */
+        free(ci->scores);
+        ci->scores = malloc(need * nthr * sizeof(float));
+        ci->scores_len = ci->scores ? need : 0;
+        if (!ci->scores) return;
+    }
+    const int group = n_heads / n_kv_heads;
+    const int kv_dim = n_kv_heads * head_dim;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+#pragma omp parallel for schedule(dynamic, 1) collapse(2)
+    for (int i = 0; i < M; i++) {
+        for (int h = 0; h < n_heads; h++) {
+            float *sc = ci->scores + ci->scores_len * omp_get_thread_num();
+            int64_t base = rows_are_streams ? (int64_t)i * cap * kv_dim : 0;
+            int p = pos[i];
+            int lo = p - window + 1;
+            if (lo < 0) lo = 0;
+            if (lo < p - cap + 1) lo = p - cap + 1; /* never read an overwritten slot */
+            const float *qi = q + ((int64_t)i * n_heads + h) * head_dim;
+            const int kh = h / group;
+            float mx = -INFINITY;
+            for (int j = lo; j <= p; j++) {
+                const float *kj = kc + base + (int64_t)(j % cap) * kv_dim + kh * head_dim;
+                float s = 0;
+                for (int d = 0; d < head_dim; d++) s += qi[d] * kj[d];
+                s *= scale;
+                sc[j - lo] = s;
+                if (s > mx) mx = s;
+            }
+            float sum = 0;
+            for (int j = lo; j <= p; j++) {
+                float e = expf(sc[j - lo] - mx);
+                sc[j - lo] = e;
+                sum += e;
+            }
+            float inv = 1.0f / sum;
+            float *o = out + ((int64_t)i * n_heads + h) * head_dim;
+            for (int d = 0; d < head_dim; d++) o[d] = 0;
+            for (int j = lo; j <= p; j++) {
+                const float *vj = vc + base + (int64_t)(j % cap) * kv_dim + kh * head_dim;
+                float a = sc[j - lo] * inv;
+                for (int d = 0; d < head_dim; d++) o[d] += a * vj[d];
+            }
+        }
+    }
+}
+
+/* ---- embeddings and token choice --------------------------------------------- */
+static void cpu_embed(vox_backend *be, float *x, const vox_weight *emb, const int32_t *ids,
+                      const float *audio, const int32_t *pos, int M, int D, int acap,
+                      int rows_are_streams) {
+    for (int i = 0; i < M; i++) {
+        const float *a = audio + (rows_are_streams ? (int64_t)i * acap * D : 0) +
+                         (int64_t)(pos[i] % acap) * D;
+        float *xi = x + (int64_t)i * D;
+        if (emb->dtype == VOX_DT_BF16) {
+            const uint16_t *e = (const uint16_t *)emb->data + (int64_t)ids[i] * D;
+            for (int d = 0; d < D; d++) xi[d] = vox_bf16_to_f32(e[d]) + a[d];
+        } else {
+            const float *e = (const float *)emb->data + (int64_t)ids[i] * D;
+            for (int d = 0; d < D; d++) xi[d] = e[d] + a[d];
+        }
+    }
+}
+
+static void cpu_argmax(vox_backend *be, int32_t *ids, const float *logits, int M, int V) {
+    for (int i = 0; i < M; i++) {
+        const float *l = logits + (int64_t)i * V;
+        int best = 0;
+        for (int j = 1; j < V; j++)
+            if (l[j] > l[best]) best = j;
+        ids[i] = best;
+    }
+}
+
+static void cpu_topk(vox_backend *be, int32_t *ids, float *vals, const float *logits, int M,
+                     int V, int k) {
+    for (int i = 0; i < M; i++) {
+        const float *l = logits + (int64_t)i * V;
+        int32_t *oi = ids + (int64_t)i * k;
+        float *ov = vals + (int64_t)i * k;
+        int n = 0;
+        for (int j = 0; j < V; j++) {
+            if (n == k && !(l[j] > ov[k - 1])) continue;
+            int at = n < k ? n++ : k - 1;
+            while (at > 0 && l[j] > ov[at - 1]) {
+                ov[at] = ov[at - 1];
+                oi[at] = oi[at - 1];
+                at--;
+            }
+            ov[at] = l[j];
+            oi[at] = j;
+        }
+    }
+}
+
+static int cpu_graph_launch(vox_backend *be, int key) { return 0; }
+static void cpu_graph_mark(vox_backend *be, int key) {}
+
+static void cpu_destroy(vox_backend *be) {
+    if (!be) return;
+    cpu_impl *ci = impl_of(be);
+    if (ci) {
+        free(ci->widen);
+        free(ci->scores);
+        free(ci);
+    }
+    free(be);
+}
+
+vox_backend *vox_cpu_backend_new(int threads) {
+    vox_backend *be = calloc(1, sizeof *be);
+    cpu_impl *ci = calloc(1, sizeof *ci);
+    if (!be || !ci) goto oom;
+    ci->widen = aligned_alloc(64, WIDEN_BLOCK_FLOATS * sizeof(float));
+    if (!ci->widen) goto oom;
+    if (threads > 0) {
+        omp_set_num_threads(threads);
+        openblas_set_num_threads(threads);
+    }
+    ci->threads = omp_get_max_threads();
+    be->name = "cpu";
+    snprintf(be->device_name, sizeof be->device_name, "cpu (%d threads)", ci->threads);
+    be->impl = ci;
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->upload = cpu_memcpy;
+    be->download = cpu_memcpy;
+    be->copy = cpu_memcpy;
+    be->sync = cpu_sync;
+    be->upload_weights = cpu_upload_weights;
+    be->destroy = cpu_destroy;
+    be->linear = cpu_linear;
+    be->rmsnorm = cpu_rmsnorm;
+    be->rope = cpu_rope;
+    be->kv_store = cpu_kv_store;
+    be->attention = cpu_attention;
+    be->swiglu = cpu_swiglu;
+    be->im2col = cpu_im2col;
+    be->embed = cpu_embed;
+    be->argmax = cpu_argmax;
+    be->topk = cpu_topk;
+    be->graph_launch = cpu_graph_launch;
+    be->graph_begin = cpu_graph_mark;
+    be->graph_end = cpu_graph_mark;
+    return be;
+oom:
+    if (ci) free(ci->widen);
+    free(ci);
+    free(be);
+    vox_error("cpu backend: out of memory");
+    return NULL;
+}

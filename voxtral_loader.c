@@ -1,0 +1,566 @@
+/* voxtral_loader.c - loads a Mistral-format Voxtral Realtime model directory.
+ *
+ *   params.json               -> vox_config (checked for presence and sanity)
+ *   tekken.json               -> vox_tokenizer (voxtral_tokenizer.c)
+ *   consolidated.safetensors  -> mmap'd read-only; every tensor is found by its Mistral
+ *                                name (MODEL.md section 1), its dtype, shape and byte
+ *                                range are checked; matrices point into the mapping,
+ *                                vectors (norms, biases) are converted to F32.
+ * Any failure gives one error line naming the file and the problem, frees everything
+ * and returns -1; no input makes it crash.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+
+#include "voxtral_internal.h"
+
+#define PREFIX_E "mm_streams_embeddings.embedding_module."
+#define PREFIX_W PREFIX_E "whisper_encoder."
+
+#define MAX_PARAMS_BYTES (1 << 24)
+/* Largest value accepted for any size in params.json (dims, layers, heads, vocab,
+ * windows), and for products like n_heads * head_dim: keeps every size and the
+ * product of a size with a small factor within int. */
+#define MAX_SIZE (1 << 24)
+#define MAX_NDIM 8
+/* An integer safetensors offset or dimension must be exact in a double (cJSON). */
+#define MAX_EXACT_INT 9007199254740992.0 /* 2^53 */
+/* 8-byte length + "{}": anything shorter cannot be a safetensors file. */
+#define MIN_SAFETENSORS_BYTES 10
+#define REQUIRED INT_MIN
+
+/* ---- params.json ----------------------------------------------------------- */
+
+typedef struct {
+    const char *file; /* for messages */
+    const char *pre;  /* prefix naming the object in messages: "", "encoder_args.", ... */
+    const cJSON *obj;
+} jobj;
+
+static const cJSON *jget(const jobj *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o->obj, key);
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+/* Integer field in [lo, MAX_SIZE]; def == REQUIRED makes it required. */
+static int get_int(const jobj *o, const char *key, int def, int lo, int *out) {
+    const cJSON *v = jget(o, key);
+    if (!v) {
+        if (def == REQUIRED) return vox_error("%s: missing field '%s%s'", o->file, o->pre, key);
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v))
+        return vox_error("%s: field '%s%s' is not a number", o->file, o->pre, key);
+    double d = v->valuedouble;
+    if (!(d >= lo && d <= MAX_SIZE) || d != (double)(int)d)
+        return vox_error("%s: field '%s%s' = %g, expected an integer in [%d, %d]", o->file,
+                         o->pre, key, d, lo, MAX_SIZE);
+    *out = (int)d;
+    return 0;
+}
+
+/* Number field in (lo, hi]; required when req. */
+static int get_float(const jobj *o, const char *key, int req, double def, double lo, double hi,
+                     float *out) {
+    const cJSON *v = jget(o, key);
+    if (!v) {
+        if (req) return vox_error("%s: missing field '%s%s'", o->file, o->pre, key);
+        *out = (float)def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v))
+        return vox_error("%s: field '%s%s' is not a number", o->file, o->pre, key);
+    if (!(v->valuedouble > lo && v->valuedouble <= hi))
+        return vox_error("%s: field '%s%s' = %g, expected a value in (%g, %g]", o->file, o->pre,
+                         key, v->valuedouble, lo, hi);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+/* true/false (or 0/1); absent gives def. */
+static int get_bool(const jobj *o, const char *key, int def, int *out) {
+    const cJSON *v = jget(o, key);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (cJSON_IsBool(v)) {
+        *out = cJSON_IsTrue(v);
+        return 0;
+    }
+    if (cJSON_IsNumber(v) && (v->valuedouble == 0 || v->valuedouble == 1)) {
+        *out = v->valuedouble == 1;
+        return 0;
+    }
+    return vox_error("%s: field '%s%s' is not a boolean", o->file, o->pre, key);
+}
+
+static int get_obj(const jobj *parent, const char *key, const char *pre, jobj *out) {
+    const cJSON *v = jget(parent, key);
+    if (!v) return vox_error("%s: missing field '%s%s'", parent->file, parent->pre, key);
+    if (!cJSON_IsObject(v))
+        return vox_error("%s: field '%s%s' is not an object", parent->file, parent->pre, key);
+    *out = (jobj){parent->file, pre, v};
+    return 0;
+}
+
+/* One transformer tower. Required: dim, n_layers, head_dim, hidden_dim, n_heads;
+ * n_kv_heads is required for the decoder and defaults to n_heads for the encoder.
+ * Optional, with the released model's values: rope_theta 1e6, norm_eps 1e-5,
+ * sliding_window (decoder 8192, encoder 750), use_biases (decoder false, encoder true). */
+static int parse_tower(const jobj *o, vox_tower_config *c, int kv_required, int def_window,
+                       int def_biases) {
+    if (get_int(o, "dim", REQUIRED, 1, &c->dim) ||
+        get_int(o, "n_layers", REQUIRED, 1, &c->n_layers) ||
+        get_int(o, "head_dim", REQUIRED, 1, &c->head_dim) ||
+        get_int(o, "hidden_dim", REQUIRED, 1, &c->hidden_dim) ||
+        get_int(o, "n_heads", REQUIRED, 1, &c->n_heads) ||
+        get_int(o, "n_kv_heads", kv_required ? REQUIRED : c->n_heads, 1, &c->n_kv_heads) ||
+        get_float(o, "rope_theta", 0, 1e6, 0, 1e30, &c->rope_theta) ||
+        get_float(o, "norm_eps", 0, 1e-5, 0, 1, &c->norm_eps) ||
+        get_int(o, "sliding_window", def_window, 1, &c->sliding_window) ||
+        get_bool(o, "use_biases", def_biases, &c->use_biases))
+        return -1;
+    if (c->head_dim % 2)
+        return vox_error("%s: %shead_dim = %d must be even (RoPE rotates pairs)", o->file, o->pre,
+                         c->head_dim);
+    if (c->n_heads % c->n_kv_heads)
+        return vox_error("%s: %sn_heads = %d is not a multiple of %sn_kv_heads = %d", o->file,
+                         o->pre, c->n_heads, o->pre, c->n_kv_heads);
+    if ((int64_t)c->n_heads * c->head_dim > MAX_SIZE)
+        return vox_error("%s: %sn_heads * head_dim = %lld is too large", o->file, o->pre,
+                         (long long)c->n_heads * c->head_dim);
+    return 0;
+}
+
+/* Fills m->cfg from dir/params.json, except conv_kernel (from the weights). */
+static int parse_params(vox_config *c, const cJSON *root, const char *file) {
+    jobj top = {file, "", root}, mm, wm, enc, aud, ds;
+    int tied;
+    if (parse_tower(&top, &c->dec, 1, 8192, 0) ||
+        get_int(&top, "vocab_size", REQUIRED, 1, &c->vocab_size) ||
+        get_bool(&top, "tied_embeddings", 1, &tied) ||
+        get_bool(&top, "ada_rms_norm_t_cond", 1, &c->ada_t_cond) ||
+        get_int(&top, "ada_rms_norm_t_cond_dim", c->ada_t_cond ? 32 : 0, 0, &c->ada_t_cond_dim) ||
+        get_obj(&top, "multimodal", "multimodal.", &mm) ||
+        get_obj(&mm, "whisper_model_args", "whisper_model_args.", &wm) ||
+        get_obj(&wm, "encoder_args", "encoder_args.", &enc) ||
+        parse_tower(&enc, &c->enc, 0, 750, 1) ||
+        get_obj(&enc, "audio_encoding_args", "audio_encoding_args.", &aud) ||
+        get_int(&aud, "sampling_rate", REQUIRED, 1, &c->sampling_rate) ||
+        get_float(&aud, "frame_rate", 1, 0, 0, MAX_SIZE, &c->frame_rate) ||
+        get_int(&aud, "num_mel_bins", REQUIRED, 1, &c->num_mel_bins) ||
+        get_int(&aud, "hop_length", REQUIRED, 1, &c->hop_length) ||
+        get_int(&aud, "window_size", REQUIRED, 1, &c->window_size) ||
+        get_float(&aud, "global_log_mel_max", 0, 1.5, -1e6, 1e6, &c->global_log_mel_max) ||
+        get_obj(&wm, "downsample_args", "downsample_args.", &ds) ||
+        get_int(&ds, "downsample_factor", REQUIRED, 1, &c->downsample_factor))
+        return -1;
+    if (!tied)
+        return vox_error("%s: tied_embeddings = false is not supported (the checkpoint has no "
+                         "output.weight)", file);
+    if (c->dec.use_biases)
+        return vox_error("%s: use_biases = true is not supported for the decoder", file);
+    if (c->ada_t_cond && c->ada_t_cond_dim < 1)
+        return vox_error("%s: ada_rms_norm_t_cond_dim must be positive", file);
+    double spt = c->sampling_rate / (double)c->frame_rate;
+    if (fabs(spt - nearbyint(spt)) > 1e-6 * spt || nearbyint(spt) < 1)
+        return vox_error("%s: sampling_rate / frame_rate = %d / %g is not a whole number of samples",
+                         file, c->sampling_rate, c->frame_rate);
+    c->samples_per_token = (int)nearbyint(spt);
+    if (c->samples_per_token % c->hop_length)
+        return vox_error("%s: samples per token (%d) is not a multiple of hop_length (%d)", file,
+                         c->samples_per_token, c->hop_length);
+    c->mel_per_token = c->samples_per_token / c->hop_length;
+    /* the conv stem halves the mel rate; the adapter stacks downsample_factor frames */
+    if (c->mel_per_token != 2 * c->downsample_factor)
+        return vox_error("%s: %d mel frames per token, but the conv stem (stride 2) and "
+                         "downsample_factor %d need %d", file, c->mel_per_token,
+                         c->downsample_factor, 2 * c->downsample_factor);
+    if ((int64_t)c->enc.dim * c->downsample_factor > MAX_SIZE)
+        return vox_error("%s: encoder_args.dim * downsample_factor is too large", file);
+    return 0;
+}
+
+static int load_params(vox_config *c, const char *file) {
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return vox_error("%s: %s", file, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_PARAMS_BYTES) {
+        close(fd);
+        return vox_error("%s: not a regular file of at most %d bytes", file, MAX_PARAMS_BYTES);
+    }
+    char *text = malloc((size_t)st.st_size + 1);
+    ssize_t n = text ? read(fd, text, (size_t)st.st_size) : -1;
+    close(fd);
+    if (n != st.st_size) {
+        free(text);
+        return vox_error("%s: read error", file);
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, (size_t)n, &end, 0);
+    int rc;
+    if (!root)
+        rc = vox_error("%s: not valid JSON (error at byte %td)", file, end ? end - text : 0);
+    else if (!cJSON_IsObject(root))
+        rc = vox_error("%s: top level is not a JSON object", file);
+    else
+        rc = parse_params(c, root, file);
+    cJSON_Delete(root);
+    free(text);
+    return rc;
+}
+
+/* ---- safetensors -------------------------------------------------------------- */
+
+typedef struct {
+    const char *name; /* points into the parsed header */
+    vox_dtype dtype;
+    int ndim;
+    int64_t shape[MAX_NDIM];
+    const void *data; /* into the mapping */
+} st_tensor;
+
+typedef struct {
+    vox_model *m;
+    const char *file;
+    cJSON *header;
+    st_tensor *t;
+    int n;
+} loader;
+
+static const char *dtype_name(vox_dtype d) { return d == VOX_DT_BF16 ? "BF16" : "F32"; }
+static int dtype_size(vox_dtype d) { return d == VOX_DT_BF16 ? 2 : 4; }
+
+/* Integer in [0, 2^53] from a JSON number; -1 otherwise. */
+static int64_t json_u53(const cJSON *v) {
+    if (!cJSON_IsNumber(v)) return -1;
+    double d = v->valuedouble;
+    if (!(d >= 0 && d <= MAX_EXACT_INT) || d != (double)(int64_t)d) return -1;
+    return (int64_t)d;
+}
+
+static void format_shape(char *buf, size_t cap, const int64_t *shape, int ndim) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && k < cap; i++)
+        k += (size_t)(shape[i] < 0 ? snprintf(buf + k, cap - k, "%s?", i ? "," : "")
+                                   : snprintf(buf + k, cap - k, "%s%lld", i ? "," : "",
+                                              (long long)shape[i]));
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+/* Checks one header entry and fills *t. */
+static int parse_entry(loader *L, const cJSON *e, const uint8_t *data, size_t data_size,
+                       size_t data_start, st_tensor *t) {
+    const char *f = L->file, *name = e->string;
+    t->name = name;
+    if (!cJSON_IsObject(e)) return vox_error("%s: tensor '%s': entry is not an object", f, name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dt)) return vox_error("%s: tensor '%s': missing 'dtype'", f, name);
+    if (strcmp(dt->valuestring, "BF16") == 0)
+        t->dtype = VOX_DT_BF16;
+    else if (strcmp(dt->valuestring, "F32") == 0)
+        t->dtype = VOX_DT_F32;
+    else
+        return vox_error("%s: tensor '%s' has dtype %.32s, expected BF16 or F32", f, name,
+                         dt->valuestring);
+    if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) > MAX_NDIM)
+        return vox_error("%s: tensor '%s': 'shape' is not a list of at most %d sizes", f, name,
+                         MAX_NDIM);
+    int64_t numel = 1;
+    int overflow = 0;
+    const cJSON *d;
+    t->ndim = 0;
+    cJSON_ArrayForEach(d, shape) {
+        int64_t s = json_u53(d);
+        if (s < 0) return vox_error("%s: tensor '%s': bad size in 'shape'", f, name);
+        t->shape[t->ndim++] = s;
+        overflow |= __builtin_mul_overflow(numel, s, &numel);
+    }
+    int64_t begin, end;
+    if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
+        (begin = json_u53(cJSON_GetArrayItem(offs, 0))) < 0 ||
+        (end = json_u53(cJSON_GetArrayItem(offs, 1))) < begin)
+        return vox_error("%s: tensor '%s': 'data_offsets' is not [begin, end] with begin <= end",
+                         f, name);
+    if ((uint64_t)end > data_size)
+        return vox_error("%s: truncated: data for '%s' ends at byte %llu past the end of the file "
+                         "(%llu bytes)", f, name, (unsigned long long)(data_start + end),
+                         (unsigned long long)(data_start + data_size));
+    char sh[160];
+    format_shape(sh, sizeof sh, t->shape, t->ndim);
+    if (overflow || __builtin_mul_overflow(numel, dtype_size(t->dtype), &numel) ||
+        numel != end - begin)
+        return vox_error("%s: tensor '%s': data_offsets span %lld bytes, but %s %s needs %s%lld",
+                         f, name, (long long)(end - begin), dtype_name(t->dtype), sh,
+                         overflow ? "more than " : "", overflow ? (long long)INT64_MAX
+                                                                : (long long)numel);
+    if ((data_start + (uint64_t)begin) % (uint64_t)dtype_size(t->dtype))
+        return vox_error("%s: tensor '%s': data at byte %llu is not aligned to its %d-byte "
+                         "elements", f, name, (unsigned long long)(data_start + begin),
+                         dtype_size(t->dtype));
+    t->data = data + begin;
+    return 0;
+}
+
+static int cmp_tensor(const void *a, const void *b) {
+    return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
+}
+
+/* mmaps the file, parses and checks the header, sorts the entries by name. */
+static int open_safetensors(loader *L) {
+    vox_model *m = L->m;
+    const char *f = L->file;
+    int fd = open(f, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return vox_error("%s: %s", f, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return vox_error("%s: not a regular file", f);
+    }
+    if (st.st_size < MIN_SAFETENSORS_BYTES) {
+        close(fd);
+        return vox_error("%s: file too small (%lld bytes) to be a safetensors file", f,
+                         (long long)st.st_size);
+    }
+    size_t size = (size_t)st.st_size;
+    /* No madvise: weights are read front to back on every pass, which the default
+     * readahead serves; WILLNEED would force all of a 9 GB file in at load. */
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return vox_error("%s: mmap: %s", f, strerror(errno));
+    m->map = map;
+    m->map_size = size;
+
+    const uint8_t *p = map;
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
+    if (hlen > size - 8)
+        return vox_error("%s: header length %llu exceeds file size (%zu bytes)", f,
+                         (unsigned long long)hlen, size);
+    const char *end = NULL;
+    L->header = cJSON_ParseWithLengthOpts((const char *)p + 8, (size_t)hlen, &end, 0);
+    if (!L->header)
+        return vox_error("%s: header is not valid JSON (error at byte %td)", f,
+                         end ? end - (const char *)p : 0);
+    if (!cJSON_IsObject(L->header)) return vox_error("%s: header is not a JSON object", f);
+
+    int n = cJSON_GetArraySize(L->header);
+    L->t = calloc((size_t)n + 1, sizeof *L->t);
+    if (!L->t) return vox_error("%s: out of memory", f);
+    size_t data_start = 8 + (size_t)hlen;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, L->header) {
+        if (strcmp(e->string, "__metadata__") == 0) continue;
+        if (parse_entry(L, e, p + data_start, size - data_start, data_start, &L->t[L->n]))
+            return -1;
+        L->n++;
+    }
+    qsort(L->t, (size_t)L->n, sizeof *L->t, cmp_tensor);
+    for (int i = 1; i < L->n; i++)
+        if (strcmp(L->t[i - 1].name, L->t[i].name) == 0)
+            return vox_error("%s: tensor '%s' appears twice in the header", f, L->t[i].name);
+    return 0;
+}
+
+/* Finds the tensor and checks its shape (want[i] < 0: any size). */
+static const st_tensor *find(loader *L, int ndim, const int64_t *want, const char *name) {
+    st_tensor key = {.name = name};
+    const st_tensor *t = bsearch(&key, L->t, (size_t)L->n, sizeof *L->t, cmp_tensor);
+    if (!t) {
+        vox_error("%s: missing tensor '%s'", L->file, name);
+        return NULL;
+    }
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = want[i] < 0 || t->shape[i] == want[i];
+    if (!ok) {
+        char got[160], exp[160];
+        format_shape(got, sizeof got, t->shape, t->ndim);
+        format_shape(exp, sizeof exp, want, ndim);
+        vox_error("%s: tensor '%s' has shape %s, expected %s", L->file, name, got, exp);
+        return NULL;
+    }
+    return t;
+}
+
+#define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
+
+/* Matrix [rows][cols] pointing into the mapping. */
+static int load_mat(loader *L, vox_weight *w, int64_t rows, int64_t cols, const char *name) {
+    int64_t want[2] = {rows, cols};
+    const st_tensor *t = find(L, 2, want, name);
+    if (!t) return -1;
+    *w = (vox_weight){t->dtype, rows, cols, t->data, NULL};
+    return 0;
+}
+
+/* Conv weight [out][in][K], flattened to [out][in * K]. *k == 0 takes K from the file. */
+static int load_conv(loader *L, vox_weight *w, int64_t out, int64_t in, int *k,
+                     const char *name) {
+    int64_t want[3] = {out, in, *k ? *k : -1};
+    const st_tensor *t = find(L, 3, want, name);
+    if (!t) return -1;
+    if (t->shape[2] < 2 || t->shape[2] > MAX_SIZE)
+        return vox_error("%s: tensor '%s' has kernel size %lld, expected at least 2", L->file,
+                         name, (long long)t->shape[2]);
+    *k = (int)t->shape[2];
+    *w = (vox_weight){t->dtype, out, in * *k, t->data, NULL};
+    return 0;
+}
+
+/* Vector [n], converted to F32 into the pool. */
+static int load_vec(loader *L, vox_weight *w, int64_t n, const char *name) {
+    const st_tensor *t = find(L, 1, &n, name);
+    if (!t) return -1;
+    vox_model *m = L->m;
+    float *dst = m->f32_pool + m->f32_used;
+    m->f32_used += (size_t)n;
+    if (t->dtype == VOX_DT_F32) {
+        memcpy(dst, t->data, (size_t)n * sizeof(float));
+    } else {
+        const uint8_t *src = t->data;
+        for (int64_t i = 0; i < n; i++) dst[i] = vox_bf16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
+    }
+    *w = (vox_weight){VOX_DT_F32, n, 1, dst, NULL};
+    return 0;
+}
+
+/* F32 vectors the loader owns: norms, biases, conv biases, ffn scales. */
+static size_t pool_floats(const vox_config *c) {
+    const vox_tower_config *e = &c->enc, *d = &c->dec;
+    size_t enc_layer = 2 * (size_t)e->dim;
+    if (e->use_biases)
+        enc_layer += (size_t)e->n_heads * e->head_dim + (size_t)e->n_kv_heads * e->head_dim +
+                     2 * (size_t)e->dim;
+    return 2 * (size_t)e->dim + (size_t)e->n_layers * enc_layer + (size_t)e->dim +
+           (size_t)d->n_layers * 3 * (size_t)d->dim + (size_t)d->dim;
+}
+
+static int load_weights(loader *L) {
+    vox_model *m = L->m;
+    vox_config *c = &m->cfg;
+    const vox_tower_config *e = &c->enc, *d = &c->dec;
+    char nm[256];
+    m->f32_cap = pool_floats(c);
+    m->f32_pool = malloc(m->f32_cap * sizeof(float));
+    m->enc = calloc((size_t)e->n_layers, sizeof *m->enc);
+    m->dec = calloc((size_t)d->n_layers, sizeof *m->dec);
+    if (!m->f32_pool || !m->enc || !m->dec) return vox_error("%s: out of memory", L->file);
+
+    c->conv_kernel = 0;
+    if (load_conv(L, &m->conv0_w, e->dim, c->num_mel_bins, &c->conv_kernel,
+                  PREFIX_W "conv_layers.0.conv.weight") ||
+        load_vec(L, &m->conv0_b, e->dim, PREFIX_W "conv_layers.0.conv.bias") ||
+        load_conv(L, &m->conv1_w, e->dim, e->dim, &c->conv_kernel,
+                  PREFIX_W "conv_layers.1.conv.weight") ||
+        load_vec(L, &m->conv1_b, e->dim, PREFIX_W "conv_layers.1.conv.bias"))
+        return -1;
+
+    int64_t eq = (int64_t)e->n_heads * e->head_dim, ekv = (int64_t)e->n_kv_heads * e->head_dim;
+    for (int i = 0; i < e->n_layers; i++) {
+        vox_enc_layer *l = &m->enc[i];
+#define EL(s) NAME(nm, PREFIX_W "transformer.layers.%d." s, i)
+        if (load_vec(L, &l->attn_norm, e->dim, EL("attention_norm.weight")) ||
+            load_mat(L, &l->wq, eq, e->dim, EL("attention.wq.weight")) ||
+            load_mat(L, &l->wk, ekv, e->dim, EL("attention.wk.weight")) ||
+            load_mat(L, &l->wv, ekv, e->dim, EL("attention.wv.weight")) ||
+            load_mat(L, &l->wo, e->dim, eq, EL("attention.wo.weight")) ||
+            load_vec(L, &l->ffn_norm, e->dim, EL("ffn_norm.weight")) ||
+            load_mat(L, &l->w1, e->hidden_dim, e->dim, EL("feed_forward.w1.weight")) ||
+            load_mat(L, &l->w3, e->hidden_dim, e->dim, EL("feed_forward.w3.weight")) ||
+            load_mat(L, &l->w2, e->dim, e->hidden_dim, EL("feed_forward.w2.weight")))
+            return -1;
+        /* the key projection has no bias even when use_biases is set */
+        if (e->use_biases &&
+            (load_vec(L, &l->bq, eq, EL("attention.wq.bias")) ||
+             load_vec(L, &l->bv, ekv, EL("attention.wv.bias")) ||
+             load_vec(L, &l->bo, e->dim, EL("attention.wo.bias")) ||
+             load_vec(L, &l->b2, e->dim, EL("feed_forward.w2.bias"))))
+            return -1;
+#undef EL
+    }
+    if (load_vec(L, &m->enc_norm, e->dim, PREFIX_W "transformer.norm.weight") ||
+        load_mat(L, &m->adapter0, d->dim, (int64_t)e->dim * c->downsample_factor,
+                 PREFIX_E "audio_language_projection.0.weight") ||
+        load_mat(L, &m->adapter2, d->dim, d->dim, PREFIX_E "audio_language_projection.2.weight") ||
+        load_mat(L, &m->tok_emb, c->vocab_size, d->dim, PREFIX_E "tok_embeddings.weight") ||
+        load_vec(L, &m->dec_norm, d->dim, "norm.weight"))
+        return -1;
+
+    int64_t dq = (int64_t)d->n_heads * d->head_dim, dkv = (int64_t)d->n_kv_heads * d->head_dim;
+    for (int i = 0; i < d->n_layers; i++) {
+        vox_dec_layer *l = &m->dec[i];
+#define DL(s) NAME(nm, "layers.%d." s, i)
+        if (load_vec(L, &l->attn_norm, d->dim, DL("attention_norm.weight")) ||
+            load_mat(L, &l->wq, dq, d->dim, DL("attention.wq.weight")) ||
+            load_mat(L, &l->wk, dkv, d->dim, DL("attention.wk.weight")) ||
+            load_mat(L, &l->wv, dkv, d->dim, DL("attention.wv.weight")) ||
+            load_mat(L, &l->wo, d->dim, dq, DL("attention.wo.weight")) ||
+            load_vec(L, &l->ffn_norm, d->dim, DL("ffn_norm.weight")) ||
+            load_mat(L, &l->w1, d->hidden_dim, d->dim, DL("feed_forward.w1.weight")) ||
+            load_mat(L, &l->w3, d->hidden_dim, d->dim, DL("feed_forward.w3.weight")) ||
+            load_mat(L, &l->w2, d->dim, d->hidden_dim, DL("feed_forward.w2.weight")))
+            return -1;
+        if (c->ada_t_cond &&
+            (load_mat(L, &l->ada0, c->ada_t_cond_dim, d->dim, DL("ada_rms_norm_t_cond.0.weight")) ||
+             load_mat(L, &l->ada2, d->dim, c->ada_t_cond_dim, DL("ada_rms_norm_t_cond.2.weight"))))
+            return -1;
+#undef DL
+        float *s = m->f32_pool + m->f32_used;
+        m->f32_used += (size_t)d->dim;
+        for (int j = 0; j < d->dim; j++) s[j] = 1.0f;
+        l->ffn_scale = (vox_weight){VOX_DT_F32, d->dim, 1, s, NULL};
+    }
+    return 0;
+}
+
+/* ---- the model ------------------------------------------------------------------ */
+
+int vox_model_load(vox_model *m, const char *dir) {
+    memset(m, 0, sizeof *m);
+    struct stat st;
+    if (!dir || stat(dir, &st) != 0) return vox_error("%s: %s", dir ? dir : "(null)", strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return vox_error("%s: not a directory", dir);
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    char params[4096], tekken[4096];
+    if (dl > 4000) return vox_error("%.64s...: model directory path too long", dir);
+    snprintf(params, sizeof params, "%.*s/params.json", (int)dl, dir);
+    snprintf(tekken, sizeof tekken, "%.*s/tekken.json", (int)dl, dir);
+    snprintf(m->path, sizeof m->path, "%.*s/consolidated.safetensors", (int)dl, dir);
+
+    loader L = {m, m->path, NULL, NULL, 0};
+    int rc = load_params(&m->cfg, params);
+    if (rc == 0) rc = vox_tokenizer_load(&m->tok, tekken);
+    if (rc == 0 && m->tok.n_special + m->tok.n_pieces > m->cfg.vocab_size)
+        rc = vox_error("%s: %d special tokens + %d pieces exceed vocab_size %d of %s", tekken,
+                       m->tok.n_special, m->tok.n_pieces, m->cfg.vocab_size, params);
+    if (rc == 0) rc = open_safetensors(&L);
+    if (rc == 0) rc = load_weights(&L);
+    cJSON_Delete(L.header);
+    free(L.t);
+    if (rc) vox_model_free(m);
+    return rc ? -1 : 0;
+}
+
+void vox_model_free(vox_model *m) {
+    if (!m) return;
+    if (m->map) munmap(m->map, m->map_size);
+    free(m->enc);
+    free(m->dec);
+    free(m->f32_pool);
+    vox_tokenizer_free(&m->tok);
+    memset(m, 0, sizeof *m);
+}
