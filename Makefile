@@ -46,10 +46,14 @@ ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all cpu cuda test bench clean help debug cuda-check
+.PHONY: all voxtral cpu cuda test bench clean help debug cuda-check tests
 all: voxtral
 
-voxtral: $(BUILD)/libvoxtral.a $(BUILD)/main.o
+# ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
+voxtral: $(BUILD)/voxtral
+	@cp $< $@
+
+$(BUILD)/voxtral: $(BUILD)/libvoxtral.a $(BUILD)/main.o
 	$(CC) $(CFLAGS) -o $@ $(BUILD)/main.o $(BUILD)/libvoxtral.a $(LIBS)
 
 $(BUILD)/libvoxtral.a: $(ENGINE_OBJ)

@@ -145,7 +145,7 @@ static int parse_tower(const jobj *o, vox_tower_config *c, int kv_required, int 
 
 /* Fills m->cfg from dir/params.json, except conv_kernel (from the weights). */
 static int parse_params(vox_config *c, const cJSON *root, const char *file) {
-    jobj top = {file, "", root}, mm, wm, enc, aud, ds;
+    jobj top = {file, "", root}, mm = top, wm = top, enc = top, aud = top, ds = top;
     int tied;
     if (parse_tower(&top, &c->dec, 1, 8192, 0) ||
         get_int(&top, "vocab_size", REQUIRED, 1, &c->vocab_size) ||

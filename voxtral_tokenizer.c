@@ -185,7 +185,7 @@ static int find_special(const cJSON *root, const char *path, const char *name, i
 static int parse(vox_tokenizer *t, const cJSON *root, const char *path) {
     const cJSON *config = cJSON_GetObjectItemCaseSensitive(root, "config");
     if (config && !cJSON_IsObject(config)) return vox_error("%s: 'config' is not an object", path);
-    int vocab_size;
+    int vocab_size = 0;
     if (get_int(path, config, "config.", "default_num_special_tokens", DEFAULT_NUM_SPECIAL, 0,
                 MAX_VOCAB, &t->n_special) ||
         get_int(path, config, "config.", "default_vocab_size", MAX_VOCAB, 0, MAX_VOCAB,

@@ -72,7 +72,8 @@ INIT_DEFAULTS = {
     "lin_gain": 1.0,        # linear weights N(0, lin_gain / sqrt(fan_in))
     "emb_gain": 4.0,        # tied embedding N(0, emb_gain / sqrt(dec.dim)) -> logits std ~emb_gain
     "dec_out_gain": 12.0,   # decoder wo / w2 scaled by this
-    "adapter_ratio": 3.0,   # adapter output rms ~ adapter_ratio * embedding std
+    "adapter_ratio": 1.0,   # adapter output rms ~ adapter_ratio * embedding std (larger values
+                            # make tiny models' greedy ids repeat more; audio still dominates)
     "ada_gain": 0.5,        # ada_rms_norm_t_cond.2 gain (ffn scale 1 + s, s ~ +-0.2)
 }
 

@@ -9,34 +9,15 @@
  * Prints "ok - name" / "not ok - name: detail"; exits 1 if any check failed.
  */
 #include <ftw.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
 
 #include "voxtral_internal.h"
+#include "tests/testutil.h"
 
-static int n_pass, n_fail;
 static char root[256]; /* temporary directory of this run */
 static char good[300]; /* the valid tiny model */
-
-static void check(int ok, const char *name, const char *fmt, ...) {
-    if (ok) {
-        printf("ok - %s\n", name);
-        n_pass++;
-        return;
-    }
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    printf("not ok - %s: %s\n", name, buf);
-    n_fail++;
-}
 
 /* ---- files ------------------------------------------------------------------ */
 
@@ -69,7 +50,7 @@ static void write_all(const char *path, const void *data, size_t n) {
 static const char *FILES[3] = {"params.json", "tekken.json", "consolidated.safetensors"};
 
 static char *file_in(const char *dir, const char *name) {
-    static char buf[4][512];
+    static char buf[4][1024];
     static int k;
     k = (k + 1) % 4;
     snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
@@ -157,92 +138,74 @@ static void expect_fail(const char *name, const char *dir, const char *s1, const
     vox_model zero;
     memset(&zero, 0, sizeof zero);
     if (rc == 0) {
-        check(0, name, "loaded, expected an error");
+        tu_check(0, name, "loaded, expected an error");
         vox_model_free(&m);
     } else if (!e || strchr(e, '\n')) {
-        check(0, name, "no one-line message");
+        tu_check(0, name, "no one-line message");
     } else if ((s1 && !strstr(e, s1)) || (s2 && !strstr(e, s2))) {
-        check(0, name, "message \"%s\" lacks \"%s\"", e, s1 && !strstr(e, s1) ? s1 : s2);
+        tu_check(0, name, "message \"%s\" lacks \"%s\"", e, s1 && !strstr(e, s1) ? s1 : s2);
     } else if (memcmp(&m, &zero, sizeof m) != 0) {
-        check(0, name, "model not cleared after the failure");
+        tu_check(0, name, "model not cleared after the failure");
     } else {
-        check(1, name, "");
-        printf("#   %s\n", e);
+        tu_check(1, name, "%s", e);
     }
 }
 
-static int jint(const cJSON *o, const char *path) {
-    char p[256];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *k = strtok(p, "/"); k && o; k = strtok(NULL, "/"))
-        o = cJSON_GetObjectItemCaseSensitive(o, k);
-    return o ? (int)o->valuedouble : -12345;
-}
-
+/* Number at a '/'-separated path (true = 1, false = 0); NAN if absent. */
 static double jnum(const cJSON *o, const char *path) {
     char p[256];
     snprintf(p, sizeof p, "%s", path);
     for (char *k = strtok(p, "/"); k && o; k = strtok(NULL, "/"))
         o = cJSON_GetObjectItemCaseSensitive(o, k);
-    return o ? o->valuedouble : -12345;
+    return cJSON_IsBool(o) ? cJSON_IsTrue(o) : cJSON_IsNumber(o) ? o->valuedouble : NAN;
 }
 
-static int tower_matches(const vox_tower_config *t, const cJSON *p, const char *pre, char *why) {
-    struct { const char *key; double got; } f[] = {
-        {"dim", t->dim}, {"n_layers", t->n_layers}, {"head_dim", t->head_dim},
-        {"hidden_dim", t->hidden_dim}, {"n_heads", t->n_heads}, {"n_kv_heads", t->n_kv_heads},
-        {"sliding_window", t->sliding_window}, {"rope_theta", t->rope_theta},
-        {"norm_eps", t->norm_eps}, {"use_biases", t->use_biases}};
+#define ENC "multimodal/whisper_model_args/encoder_args/"
+#define AUD ENC "audio_encoding_args/"
+
+/* Every config value against params.json; *why names the first difference. */
+static int config_matches(const vox_config *c, const cJSON *p, char *why, size_t cap) {
+    const vox_tower_config *d = &c->dec, *e = &c->enc;
+    struct { const char *path; double got; } f[] = {
+        {"dim", d->dim}, {"n_layers", d->n_layers}, {"head_dim", d->head_dim},
+        {"hidden_dim", d->hidden_dim}, {"n_heads", d->n_heads}, {"n_kv_heads", d->n_kv_heads},
+        {"sliding_window", d->sliding_window}, {"rope_theta", d->rope_theta},
+        {"norm_eps", d->norm_eps}, {"use_biases", d->use_biases},
+        {ENC "dim", e->dim}, {ENC "n_layers", e->n_layers}, {ENC "head_dim", e->head_dim},
+        {ENC "hidden_dim", e->hidden_dim}, {ENC "n_heads", e->n_heads},
+        {ENC "n_kv_heads", e->n_kv_heads}, {ENC "sliding_window", e->sliding_window},
+        {ENC "rope_theta", e->rope_theta}, {ENC "norm_eps", e->norm_eps},
+        {ENC "use_biases", e->use_biases},
+        {"vocab_size", c->vocab_size}, {"ada_rms_norm_t_cond", c->ada_t_cond},
+        {"ada_rms_norm_t_cond_dim", c->ada_t_cond_dim},
+        {AUD "sampling_rate", c->sampling_rate}, {AUD "frame_rate", c->frame_rate},
+        {AUD "num_mel_bins", c->num_mel_bins}, {AUD "hop_length", c->hop_length},
+        {AUD "window_size", c->window_size}, {AUD "global_log_mel_max", c->global_log_mel_max},
+        {"multimodal/whisper_model_args/downsample_args/downsample_factor", c->downsample_factor}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-        char path[256];
-        snprintf(path, sizeof path, "%s%s", pre, f[i].key);
-        const cJSON *o = p;
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "%s", path);
-        for (char *k = strtok(tmp, "/"); k && o; k = strtok(NULL, "/"))
-            o = cJSON_GetObjectItemCaseSensitive(o, k);
-        double want = cJSON_IsBool(o) ? cJSON_IsTrue(o) : o ? o->valuedouble : -12345;
+        double want = jnum(p, f[i].path);
         if ((float)want != (float)f[i].got) {
-            sprintf(why, "%s = %g, params.json has %g", path, f[i].got, want);
+            snprintf(why, cap, "%s = %g, params.json has %g", f[i].path, f[i].got, want);
             return 0;
         }
     }
+    snprintf(why, cap, "%zu values", sizeof f / sizeof f[0]);
     return 1;
 }
 
 static void test_good_model(void) {
     vox_model m;
     int rc = vox_model_load(&m, good);
-    check(rc == 0, "valid tiny model loads", "%s", vox_last_error());
+    tu_check(rc == 0, "valid tiny model loads", "%s", rc ? vox_last_error() : good);
     if (rc) return;
     const vox_config *c = &m.cfg;
     char *text = read_all(file_in(good, "params.json"), NULL);
     cJSON *p = cJSON_Parse(text);
-    char why[512] = "";
-    const char *enc = "multimodal/whisper_model_args/encoder_args/";
-    const char *aud = "multimodal/whisper_model_args/encoder_args/audio_encoding_args/";
-    char k[6][256];
-    snprintf(k[0], 256, "%ssampling_rate", aud);
-    snprintf(k[1], 256, "%snum_mel_bins", aud);
-    snprintf(k[2], 256, "%shop_length", aud);
-    snprintf(k[3], 256, "%swindow_size", aud);
-    snprintf(k[4], 256, "%sframe_rate", aud);
-    snprintf(k[5], 256, "%sglobal_log_mel_max", aud);
-    int ok = tower_matches(&c->dec, p, "", why) && tower_matches(&c->enc, p, enc, why);
-    check(ok, "config towers match params.json", "%s", why);
-    check(c->vocab_size == jint(p, "vocab_size") && c->ada_t_cond == 1 &&
-              c->ada_t_cond_dim == jint(p, "ada_rms_norm_t_cond_dim") &&
-              c->sampling_rate == jint(p, k[0]) && c->num_mel_bins == jint(p, k[1]) &&
-              c->hop_length == jint(p, k[2]) && c->window_size == jint(p, k[3]) &&
-              c->frame_rate == (float)jnum(p, k[4]) &&
-              c->global_log_mel_max == (float)jnum(p, k[5]) &&
-              c->downsample_factor ==
-                  jint(p, "multimodal/whisper_model_args/downsample_args/downsample_factor"),
-          "config audio/vocab/ada match params.json", "vocab %d ada %d/%d mel %d hop %d",
-          c->vocab_size, c->ada_t_cond, c->ada_t_cond_dim, c->num_mel_bins, c->hop_length);
-    check(c->conv_kernel == 3 && c->samples_per_token == 1280 && c->mel_per_token == 8,
-          "derived config", "conv_kernel %d samples_per_token %d mel_per_token %d",
-          c->conv_kernel, c->samples_per_token, c->mel_per_token);
+    char why[512];
+    tu_check(config_matches(c, p, why, sizeof why), "config matches params.json", "%s", why);
+    tu_check(c->conv_kernel == 3 && c->samples_per_token == 1280 && c->mel_per_token == 8,
+             "derived config", "conv_kernel %d samples_per_token %d mel_per_token %d",
+             c->conv_kernel, c->samples_per_token, c->mel_per_token);
     cJSON_Delete(p);
     free(text);
 
@@ -252,7 +215,7 @@ static void test_good_model(void) {
     const char *lo = m.map, *hi = lo + m.map_size;
     int in_map = (const char *)d->wq.data >= lo && (const char *)d->wq.data < hi &&
                  (const char *)m.tok_emb.data >= lo && (const char *)m.tok_emb.data < hi;
-    check(in_map && d->wq.dtype == VOX_DT_BF16 &&
+    tu_check(in_map && d->wq.dtype == VOX_DT_BF16 &&
               d->wq.rows == c->dec.n_heads * c->dec.head_dim && d->wq.cols == c->dec.dim &&
               d->wk.rows == c->dec.n_kv_heads * c->dec.head_dim && d->w2.cols == c->dec.hidden_dim &&
               d->ada0.rows == c->ada_t_cond_dim && d->ada2.cols == c->ada_t_cond_dim &&
@@ -261,7 +224,7 @@ static void test_good_model(void) {
               m.conv1_w.cols == c->enc.dim * 3 &&
               m.adapter0.cols == c->enc.dim * c->downsample_factor &&
               m.tok_emb.rows == c->vocab_size && m.tok_emb.cols == c->dec.dim,
-          "matrix shapes and mapping", "wq %lldx%lld", (long long)d->wq.rows,
+          "matrix shapes and mapping", "layers.1 wq %lldx%lld", (long long)d->wq.rows,
           (long long)d->wq.cols);
     int vec_ok = e->bq.dtype == VOX_DT_F32 && e->bq.rows == c->enc.n_heads * c->enc.head_dim &&
                  e->bq.cols == 1 && e->bv.rows == c->enc.n_kv_heads * c->enc.head_dim &&
@@ -270,7 +233,7 @@ static void test_good_model(void) {
     for (int l = 0; l < c->dec.n_layers; l++)
         for (int j = 0; j < c->dec.dim; j++)
             vec_ok &= ((const float *)m.dec[l].ffn_scale.data)[j] == 1.0f;
-    check(vec_ok, "vectors are F32, ffn_scale is ones, pool used exactly", "used %zu of %zu",
+    tu_check(vec_ok, "vectors are F32, ffn_scale is ones, pool used exactly", "%zu of %zu floats",
           m.f32_used, m.f32_cap);
 
     /* norm.weight: compare with the BF16 bytes found through our own header parse */
@@ -286,25 +249,25 @@ static void test_good_model(void) {
     for (int j = 0; j < c->dec.dim; j++)
         same &= ((const float *)m.dec_norm.data)[j] ==
                 vox_bf16_to_f32((uint16_t)(src[2 * j] | src[2 * j + 1] << 8));
-    check(same, "norm.weight converted from BF16 exactly", "differs");
+    tu_check(same, "norm.weight converted from BF16 exactly", "%d values", c->dec.dim);
     cJSON_Delete(h);
     free(st);
 
     /* tokenizer against tekken.json */
     const vox_tokenizer *tk = &m.tok;
-    check(tk->n_special == 1000 && tk->n_pieces == c->vocab_size - 1000 && tk->bos_id == 1 &&
+    tu_check(tk->n_special == 1000 && tk->n_pieces == c->vocab_size - 1000 && tk->bos_id == 1 &&
               tk->eos_id == 2 && tk->pad_id == 32 && tk->delay_ms == 480 &&
               tk->left_pad_tokens == 32,
           "tokenizer header values", "n_special %d n_pieces %d bos %d eos %d pad %d",
           tk->n_special, tk->n_pieces, tk->bos_id, tk->eos_id, tk->pad_id);
     int len = -1;
     const char *b = vox_token_bytes(tk, 999, &len);
-    check(!b && len == 0, "control id has no bytes", "len %d", len);
+    tu_check(!b && len == 0, "control id has no bytes", "len %d", len);
     b = vox_token_bytes(tk, c->vocab_size, &len);
     int ok2 = !b && len == 0 && !vox_token_bytes(tk, -1, &len) && !vox_token_bytes(tk, 1 << 30, &len);
-    check(ok2, "out-of-range ids have no bytes", "len %d", len);
+    tu_check(ok2, "out-of-range ids have no bytes", "len %d", len);
     b = vox_token_bytes(tk, 1000, &len);
-    check(b && len == 1 && b[0] == 0, "id 1000 is the byte 0x00", "len %d", len);
+    tu_check(b && len == 1 && b[0] == 0, "id 1000 is the byte 0x00", "len %d", len);
     text = read_all(file_in(good, "tekken.json"), NULL);
     cJSON *tj = cJSON_Parse(text);
     const cJSON *v;
@@ -319,11 +282,11 @@ static void test_good_model(void) {
         }
         checked++;
     }
-    check(bad < 0 && checked > 100, "every text piece equals its token_str", "rank %d", bad);
+    tu_check(bad < 0 && checked > 100, "every text piece equals its token_str", "%d checked, first bad rank %d", checked, bad);
     /* rank 1 is b"\xe2\x82" (token_bytes "4oI=", token_str null): half of a character */
     const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItem(tj, "vocab"), 1);
     b = vox_token_bytes(tk, 1001, &len);
-    check(!strcmp(cJSON_GetObjectItem(r1, "token_bytes")->valuestring, "4oI=") && b && len == 2 &&
+    tu_check(!strcmp(cJSON_GetObjectItem(r1, "token_bytes")->valuestring, "4oI=") && b && len == 2 &&
               (unsigned char)b[0] == 0xe2 && (unsigned char)b[1] == 0x82,
           "multi-byte non-UTF-8 piece", "len %d", len);
     cJSON_Delete(tj);
@@ -332,7 +295,7 @@ static void test_good_model(void) {
     vox_model_free(&m);
     vox_model zero;
     memset(&zero, 0, sizeof zero);
-    check(memcmp(&m, &zero, sizeof m) == 0, "free clears the model", "not zero");
+    tu_check(memcmp(&m, &zero, sizeof m) == 0, "free clears the model", NULL);
     vox_model_free(&m); /* twice, and on a zeroed model: must be harmless */
 }
 
@@ -352,7 +315,7 @@ static void test_tokenizer_small(void) {
     const char *b4 = rc ? NULL : vox_token_bytes(&t, 4, &l4);
     const char *b5 = rc ? NULL : vox_token_bytes(&t, 5, &l5);
     const char *b6 = rc ? NULL : vox_token_bytes(&t, 6, &l6);
-    check(rc == 0 && t.n_special == 3 && t.n_pieces == 3 && t.bos_id == 0 && t.eos_id == 2 &&
+    tu_check(rc == 0 && t.n_special == 3 && t.n_pieces == 3 && t.bos_id == 0 && t.eos_id == 2 &&
               t.pad_id == 1 && t.delay_ms == 480 && t.left_pad_tokens == 32 && b3 && l3 == 1 &&
               b3[0] == 'a' && b4 && l4 == 2 && !memcmp(b4, "bc", 2) && b5 && l5 == 0 && !b6,
           "hand-written tekken.json", "rc %d %s", rc, rc ? vox_last_error() : "");
@@ -370,7 +333,7 @@ static void test_tokenizer_small(void) {
         write_all(path, bad[i].json, strlen(bad[i].json));
         rc = vox_tokenizer_load(&t, path);
         const char *e = vox_last_error();
-        check(rc == -1 && strstr(e, path) && strstr(e, bad[i].want) && !t.blob && !t.offset,
+        tu_check(rc == -1 && strstr(e, path) && strstr(e, bad[i].want) && !t.blob && !t.offset,
               bad[i].name, "rc %d \"%s\"", rc, e);
     }
 }
@@ -440,9 +403,9 @@ static void test_bad_models(void) {
     {
         vox_model m;
         int rc = vox_model_load(&m, d);
-        check(rc == 0 && m.enc[0].bq.data == NULL && m.f32_used == m.f32_cap,
+        tu_check(rc == 0 && m.enc[0].bq.data == NULL && m.f32_used == m.f32_cap,
               "encoder without biases loads (extra tensors ignored)", "%s",
-              rc ? vox_last_error() : "bias set");
+              rc ? vox_last_error() : m.enc[0].bq.data ? "bq set" : "");
         vox_model_free(&m);
     }
 
@@ -570,8 +533,8 @@ static void test_fuzz(void) {
         }
         free(s), free(p), free(t);
     }
-    check(cleared, "300 corrupted models: no crash, cleared on failure", "not cleared");
-    printf("#   %d failed cleanly, %d still loaded\n", fails, loads);
+    tu_check(cleared, "300 corrupted models: no crash, cleared on failure",
+             "%d failed cleanly, %d still loaded", fails, loads);
     free(st), free(par), free(tek);
 }
 
@@ -586,7 +549,8 @@ int main(void) {
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 scripts/make_random_model.py --preset tiny --out %s >/dev/null", good);
     int made = access("scripts/make_random_model.py", R_OK) == 0 && system(cmd) == 0;
-    check(made, "make tiny model", "'%s' failed (run from the repository root)", cmd);
+    tu_check(made, "make tiny model", made ? NULL : "'%s' failed (run from the repository root)",
+             cmd);
     if (made) {
         test_good_model();
         test_tokenizer_small();
@@ -594,6 +558,5 @@ int main(void) {
         test_fuzz();
     }
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    printf("# test_loader: %d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return tu_done();
 }
