@@ -143,10 +143,14 @@ static int parse_tower(const jobj *o, vox_tower_config *c, int kv_required, int 
     return 0;
 }
 
-/* Fills m->cfg from dir/params.json, except conv_kernel (from the weights). */
+/* Fills the config from params.json, except conv_kernel (from the weights).
+ * Required: the towers' sizes (see parse_tower), vocab_size, sampling_rate, frame_rate,
+ * num_mel_bins, hop_length, window_size, downsample_factor. Optional, with the released
+ * model's values: tied_embeddings true (false is rejected), ada_rms_norm_t_cond true,
+ * ada_rms_norm_t_cond_dim 32, global_log_mel_max 1.5. */
 static int parse_params(vox_config *c, const cJSON *root, const char *file) {
     jobj top = {file, "", root}, mm = top, wm = top, enc = top, aud = top, ds = top;
-    int tied;
+    int tied = 1;
     if (parse_tower(&top, &c->dec, 1, 8192, 0) ||
         get_int(&top, "vocab_size", REQUIRED, 1, &c->vocab_size) ||
         get_bool(&top, "tied_embeddings", 1, &tied) ||
@@ -301,12 +305,12 @@ static int parse_entry(loader *L, const cJSON *e, const uint8_t *data, size_t da
                          (unsigned long long)(data_start + data_size));
     char sh[160];
     format_shape(sh, sizeof sh, t->shape, t->ndim);
-    if (overflow || __builtin_mul_overflow(numel, dtype_size(t->dtype), &numel) ||
-        numel != end - begin)
-        return vox_error("%s: tensor '%s': data_offsets span %lld bytes, but %s %s needs %s%lld",
+    if (overflow || __builtin_mul_overflow(numel, dtype_size(t->dtype), &numel))
+        return vox_error("%s: tensor '%s': shape %s is too large", f, name, sh);
+    if (numel != end - begin)
+        return vox_error("%s: tensor '%s': data_offsets span %lld bytes, but %s %s needs %lld",
                          f, name, (long long)(end - begin), dtype_name(t->dtype), sh,
-                         overflow ? "more than " : "", overflow ? (long long)INT64_MAX
-                                                                : (long long)numel);
+                         (long long)numel);
     if ((data_start + (uint64_t)begin) % (uint64_t)dtype_size(t->dtype))
         return vox_error("%s: tensor '%s': data at byte %llu is not aligned to its %d-byte "
                          "elements", f, name, (unsigned long long)(data_start + begin),
@@ -531,7 +535,8 @@ static int load_weights(loader *L) {
 int vox_model_load(vox_model *m, const char *dir) {
     memset(m, 0, sizeof *m);
     struct stat st;
-    if (!dir || stat(dir, &st) != 0) return vox_error("%s: %s", dir ? dir : "(null)", strerror(errno));
+    if (!dir) return vox_error("vox_model_load: no model directory given");
+    if (stat(dir, &st) != 0) return vox_error("%s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return vox_error("%s: not a directory", dir);
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;

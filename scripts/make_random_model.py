@@ -72,8 +72,9 @@ INIT_DEFAULTS = {
     "lin_gain": 1.0,        # linear weights N(0, lin_gain / sqrt(fan_in))
     "emb_gain": 4.0,        # tied embedding N(0, emb_gain / sqrt(dec.dim)) -> logits std ~emb_gain
     "dec_out_gain": 12.0,   # decoder wo / w2 scaled by this
-    "adapter_ratio": 1.0,   # adapter output rms ~ adapter_ratio * embedding std (larger values
+    "adapter_ratio": 0.5,   # adapter output rms ~ adapter_ratio * embedding std (larger values
                             # make tiny models' greedy ids repeat more; audio still dominates)
+    "eos_gain": 1.0,        # embedding row 2 (EOS) scaled by this: > 1 makes EOS come earlier
     "ada_gain": 0.5,        # ada_rms_norm_t_cond.2 gain (ffn scale 1 + s, s ~ +-0.2)
 }
 
@@ -198,6 +199,9 @@ def iter_tensor_chunks(cfg, spec, seed, index):
         x *= std
         if kind == "norm":
             x += np.float32(1.0)
+        if kind == "emb" and done == 0 and cfg["init"]["eos_gain"] != 1.0:
+            d = shape[1]
+            x[2 * d:3 * d] *= np.float32(cfg["init"]["eos_gain"])
         yield bf16_bits(x)
         done += m
 

@@ -121,6 +121,12 @@ def log_mel(x, n_mels=128, n_fft=400, hop=160, log_mel_max=1.5):
 
 
 # ---------------------------------------------------------------- model
+def t_cond(dim, delay_tokens):
+    """[cos(D * w_j), sin(D * w_j)], w_j = 10000^(-j/(dim/2)), j < dim/2."""
+    inv = np.exp(-math.log(10000.0) * np.arange(dim // 2) / (dim // 2))
+    return np.concatenate([np.cos(delay_tokens * inv), np.sin(delay_tokens * inv)])
+
+
 def rmsnorm(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
@@ -216,9 +222,7 @@ class VoxRef:
 
     # --- decoder
     def t_cond(self, delay_tokens):
-        d = self.dec["dim"]
-        inv = np.exp(-math.log(10000.0) * np.arange(d // 2) / (d // 2))
-        return np.concatenate([np.cos(delay_tokens * inv), np.sin(delay_tokens * inv)])
+        return t_cond(self.dec["dim"], delay_tokens)
 
     def ffn_scales(self, delay_tokens):
         tc = self.t_cond(delay_tokens)

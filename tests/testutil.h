@@ -71,7 +71,8 @@ static int tu_npy_load(const char *path, tu_npy *a) {
     if (strstr(h, "'<f4'")) { a->kind = 'f'; esize = 4; }
     else if (strstr(h, "'<i4'")) { a->kind = 'i'; esize = 4; }
     else if (strstr(h, "'<i8'")) { a->kind = 'i'; esize = 8; }
-    if (!esize || strstr(h, "'fortran_order': True")) { free(h); fclose(fp); return -1; }
+    if (!esize) { free(h); fclose(fp); return -1; }
+    int fortran = strstr(h, "'fortran_order': True") != NULL;
     char *s = strstr(h, "'shape': (");
     if (!s) { free(h); fclose(fp); return -1; }
     s += 10;
@@ -87,6 +88,18 @@ static int tu_npy_load(const char *path, tu_npy *a) {
     void *raw = malloc(a->n * esize + 1);
     if (fread(raw, esize, a->n, fp) != (size_t)a->n) { free(raw); fclose(fp); return -1; }
     fclose(fp);
+    if (fortran && a->ndim == 2) { /* column-major 2-D: transpose to rows */
+        char *t = malloc(a->n * esize + 1);
+        int64_t R = a->shape[0], C = a->shape[1];
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t c = 0; c < C; c++)
+                memcpy(t + (r * C + c) * esize, (char *)raw + (c * R + r) * esize, esize);
+        free(raw);
+        raw = t;
+    } else if (fortran && a->ndim > 2) {
+        free(raw);
+        return -1;
+    }
     if (a->kind == 'f') {
         a->f = raw;
     } else {
