@@ -23,14 +23,25 @@
 void openblas_set_num_threads(int num_threads);
 
 enum { GEMM_MIN_ROWS = 8,                  /* below this, our matvec kernels */
-       WIDEN_BLOCK_FLOATS = 4 << 20 };     /* 16 MB fp32 scratch for widened weights */
+       WIDEN_BLOCK_FLOATS = 1 << 20 };     /* per thread: 4 MB of widened weight rows */
 
 typedef struct {
     int threads;
-    float *widen;       /* WIDEN_BLOCK_FLOATS */
-    float *scores;      /* per-thread attention scratch */
-    size_t scores_len;  /* floats per thread */
+    float *widen;       /* threads x WIDEN_BLOCK_FLOATS */
+    float *scratch;     /* per-thread attention scratch */
+    size_t scratch_len; /* floats per thread */
 } cpu_impl;
+
+/* Per-thread scratch of at least `n` floats; grows only when a context needs more. */
+static float *thread_scratch(cpu_impl *ci, size_t n) {
+    if (ci->scratch_len < n) {
+        free(ci->scratch);
+        ci->scratch = malloc(n * ci->threads * sizeof(float));
+        ci->scratch_len = ci->scratch ? n : 0;
+        if (!ci->scratch) vox_error("cpu: out of memory for attention scratch");
+    }
+    return ci->scratch;
+}
 
 static cpu_impl *impl_of(vox_backend *be) { return (cpu_impl *)be->impl; }
 
@@ -85,8 +96,25 @@ static inline float dot_bf16(const uint16_t *w, const float *x, int64_t K) {
 }
 
 static inline float dot_f32(const float *w, const float *x, int64_t K) {
+    int64_t k = 0;
     float s = 0.0f;
-    for (int64_t k = 0; k < K; k++) s += w[k] * x[k];
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; k + 32 <= K; k += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
+    }
+    for (; k + 16 <= K; k += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a0);
+    s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__)
+    __m256 a0 = _mm256_setzero_ps();
+    for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+    h = _mm_hadd_ps(h, h);
+    h = _mm_hadd_ps(h, h);
+    s = _mm_cvtss_f32(h);
+#endif
+    for (; k < K; k++) s += w[k] * x[k];
     return s;
 }
 
@@ -126,31 +154,33 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
         }
         return;
     }
-    /* Many rows: sgemm over blocks of output features. With accumulate, y += x.Wt
-     * (beta = 1) and the bias is added to the product before it reaches y. */
+    /* Many rows: each thread widens a block of weight rows to fp32 and runs a
+     * single-threaded sgemm on it (no oversubscription between OpenMP and
+     * OpenBLAS). With accumulate, y += x.Wt (beta = 1) and the bias is added to
+     * y first. */
     cpu_impl *ci = impl_of(be);
-    int64_t nb_max = WIDEN_BLOCK_FLOATS / K;
-    if (nb_max < 1) nb_max = 1;
-    for (int64_t n0 = 0; n0 < N; n0 += nb_max) {
-        int64_t nb = N - n0 < nb_max ? N - n0 : nb_max;
+    int64_t nb = WIDEN_BLOCK_FLOATS / K;
+    if (nb > 256) nb = 256;
+    if (nb < 1) nb = 1;
+    const int64_t nblocks = (N + nb - 1) / nb;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t n0 = blk * nb, cnt = N - n0 < nb ? N - n0 : nb;
         const float *wf;
         if (w->dtype == VOX_DT_BF16) {
             const uint16_t *src = (const uint16_t *)w->data + n0 * K;
-            float *dst = ci->widen;
-#pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < nb; r++)
-                for (int64_t k = 0; k < K; k++) dst[r * K + k] = vox_bf16_to_f32(src[r * K + k]);
+            float *dst = ci->widen + (size_t)omp_get_thread_num() * WIDEN_BLOCK_FLOATS;
+            for (int64_t r = 0; r < cnt * K; r++) dst[r] = vox_bf16_to_f32(src[r]);
             wf = dst;
         } else {
             wf = (const float *)w->data + n0 * K;
         }
-        if (accumulate && bias) {
+        if (accumulate && bias)
             for (int m = 0; m < M; m++)
-                for (int64_t j = 0; j < nb; j++) y[(int64_t)m * N + n0 + j] += bias[n0 + j];
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)nb, (int)K, 1.0f, x,
-                    (int)K, wf, (int)K, accumulate ? 1.0f : 0.0f, y + n0, (int)N);
-        if (!accumulate) bias_act_rows(y, b, M, N, n0, nb, act);
+                for (int64_t j = 0; j < cnt; j++) y[(int64_t)m * N + n0 + j] += bias[n0 + j];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)cnt, (int)K, 1.0f, x, (int)K, wf,
+                    (int)K, accumulate ? 1.0f : 0.0f, y + n0, (int)N);
+        if (!accumulate) bias_act_rows(y, b, M, N, n0, cnt, act);
     }
 }
 
@@ -218,26 +248,71 @@ static void cpu_kv_store(vox_backend *be, float *kc, float *vc, const float *k, 
     }
 }
 
+/* Softmax of row r[0..n) restricted to [lo, hi] (others become 0). */
+static void masked_softmax(float *r, int n, int lo, int hi) {
+    float mx = -INFINITY;
+    for (int j = lo; j <= hi; j++) if (r[j] > mx) mx = r[j];
+    float sum = 0;
+    for (int j = 0; j < n; j++) {
+        float e = j >= lo && j <= hi ? expf(r[j] - mx) : 0.0f;
+        r[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) r[j] *= inv;
+}
+
 static void cpu_attention(vox_backend *be, float *out, const float *q, const float *kc,
                           const float *vc, const int32_t *pos, int M, int n_heads,
                           int n_kv_heads, int head_dim, int cap, int window,
                           int rows_are_streams) {
     cpu_impl *ci = impl_of(be);
-    int nthr = omp_get_max_threads();
-    size_t need = (size_t)(window < cap ? window : cap) + 1;
-    if (ci->scores_len < need) { /* grows once per context size, never per token */
-        free(ci->scores);
-        ci->scores = malloc(need * nthr * sizeof(float));
-        ci->scores_len = ci->scores ? need : 0;
-        if (!ci->scores) return;
-    }
     const int group = n_heads / n_kv_heads;
-    const int kv_dim = n_kv_heads * head_dim;
+    const int kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);
+    if (!rows_are_streams && M >= GEMM_MIN_ROWS) {
+        /* Many rows of one stream: per head, gather the visible keys/values out of
+         * the ring, then two sgemms (scores, weighted values). */
+        int lo = pos[0], hi = pos[0];
+        for (int i = 0; i < M; i++) {
+            int l = pos[i] - window + 1;
+            if (l < 0) l = 0;
+            if (l < lo) lo = l;
+            if (pos[i] > hi) hi = pos[i];
+        }
+        const int nk = hi - lo + 1;
+        const size_t per = (size_t)2 * nk * head_dim + (size_t)M * nk;
+        float *scr = thread_scratch(ci, per);
+        if (!scr) return;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int h = 0; h < n_heads; h++) {
+            float *kb = scr + per * omp_get_thread_num(), *vb = kb + (size_t)nk * head_dim,
+                  *S = vb + (size_t)nk * head_dim;
+            const int kh = h / group;
+            for (int j = 0; j < nk; j++) {
+                size_t src = (size_t)((lo + j) % cap) * kv_dim + (size_t)kh * head_dim;
+                memcpy(kb + (size_t)j * head_dim, kc + src, head_dim * sizeof(float));
+                memcpy(vb + (size_t)j * head_dim, vc + src, head_dim * sizeof(float));
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, head_dim, scale,
+                        q + (size_t)h * head_dim, q_dim, kb, head_dim, 0.0f, S, nk);
+            for (int i = 0; i < M; i++) {
+                int l = pos[i] - window + 1;
+                masked_softmax(S + (size_t)i * nk, nk, (l < lo ? lo : l) - lo, pos[i] - lo);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, head_dim, nk, 1.0f, S, nk, vb,
+                        head_dim, 0.0f, out + (size_t)h * head_dim, q_dim);
+        }
+        return;
+    }
+    /* Few rows (the decoder step): one (row, head) per task, vectorised dots. */
+    size_t need = (size_t)(window < cap ? window : cap) + 1;
+    float *scr = thread_scratch(ci, need);
+    if (!scr) return;
 #pragma omp parallel for schedule(dynamic, 1) collapse(2)
     for (int i = 0; i < M; i++) {
         for (int h = 0; h < n_heads; h++) {
-            float *sc = ci->scores + ci->scores_len * omp_get_thread_num();
+            float *sc = scr + need * omp_get_thread_num();
             int64_t base = rows_are_streams ? (int64_t)i * cap * kv_dim : 0;
             int p = pos[i];
             int lo = p - window + 1;
@@ -245,27 +320,15 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
             if (lo < p - cap + 1) lo = p - cap + 1; /* never read an overwritten slot */
             const float *qi = q + ((int64_t)i * n_heads + h) * head_dim;
             const int kh = h / group;
-            float mx = -INFINITY;
-            for (int j = lo; j <= p; j++) {
-                const float *kj = kc + base + (int64_t)(j % cap) * kv_dim + kh * head_dim;
-                float s = 0;
-                for (int d = 0; d < head_dim; d++) s += qi[d] * kj[d];
-                s *= scale;
-                sc[j - lo] = s;
-                if (s > mx) mx = s;
-            }
-            float sum = 0;
-            for (int j = lo; j <= p; j++) {
-                float e = expf(sc[j - lo] - mx);
-                sc[j - lo] = e;
-                sum += e;
-            }
-            float inv = 1.0f / sum;
+            for (int j = lo; j <= p; j++)
+                sc[j - lo] = dot_f32(kc + base + (int64_t)(j % cap) * kv_dim + kh * head_dim, qi,
+                                     head_dim) * scale;
+            masked_softmax(sc, p - lo + 1, 0, p - lo);
             float *o = out + ((int64_t)i * n_heads + h) * head_dim;
             for (int d = 0; d < head_dim; d++) o[d] = 0;
             for (int j = lo; j <= p; j++) {
                 const float *vj = vc + base + (int64_t)(j % cap) * kv_dim + kh * head_dim;
-                float a = sc[j - lo] * inv;
+                const float a = sc[j - lo];
                 for (int d = 0; d < head_dim; d++) o[d] += a * vj[d];
             }
         }
@@ -329,7 +392,7 @@ static void cpu_destroy(vox_backend *be) {
     cpu_impl *ci = impl_of(be);
     if (ci) {
         free(ci->widen);
-        free(ci->scores);
+        free(ci->scratch);
         free(ci);
     }
     free(be);
@@ -339,13 +402,11 @@ vox_backend *vox_cpu_backend_new(int threads) {
     vox_backend *be = calloc(1, sizeof *be);
     cpu_impl *ci = calloc(1, sizeof *ci);
     if (!be || !ci) goto oom;
-    ci->widen = aligned_alloc(64, WIDEN_BLOCK_FLOATS * sizeof(float));
-    if (!ci->widen) goto oom;
-    if (threads > 0) {
-        omp_set_num_threads(threads);
-        openblas_set_num_threads(threads);
-    }
+    if (threads > 0) omp_set_num_threads(threads);
+    openblas_set_num_threads(1); /* we parallelise around sgemm calls ourselves */
     ci->threads = omp_get_max_threads();
+    ci->widen = aligned_alloc(64, (size_t)ci->threads * WIDEN_BLOCK_FLOATS * sizeof(float));
+    if (!ci->widen) goto oom;
     be->name = "cpu";
     snprintf(be->device_name, sizeof be->device_name, "cpu (%d threads)", ci->threads);
     be->impl = ci;
