@@ -37,7 +37,7 @@ ifeq ($(CUDA),1)
   ENGINE_SRC += voxtral_cuda.c
   CU_SRC   := $(wildcard cuda/*.cu)
   CFLAGS   += -I$(CUDA_HOME)/include
-  LIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart
+  LIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 else
   ENGINE_SRC += voxtral_nocuda.c
   CU_SRC   :=

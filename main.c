@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -30,6 +32,8 @@ static void usage(FILE *f) {
             "  --json               print one JSON object at the end: text, tokens (every id), topk\n"
             "  --topk K             with --json: the K best logits of every step\n"
             "  --force-tokens FILE  feed these ids (whitespace-separated) instead of the argmax\n"
+            "  --bench              after the run: measure memory bandwidth, report the decoder\n"
+            "                       step against its floor (stderr table; \"bench\" in --json)\n"
             "  --quiet              no diagnostics on stderr\n"
             "  --verbose            more diagnostics on stderr\n"
             "  -h, --help           this help\n");
@@ -113,13 +117,52 @@ static int read_forced(const char *path, int **ids, int *n) {
  * s16le 16 kHz mono, fed to the stream in small blocks. */
 int vox_cli_stdin(vox_stream *s, int rate);
 
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static double bench_bw = 0; /* GB/s, measured after the run with --bench */
+
+static cJSON *stats_json(vox_ctx *ctx, vox_stream *s, double run_ms, double audio_s, int bench) {
+    vox_stats sx;
+    vox_stream_stats(s, &sx);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "backend", vox_backend_name(ctx));
+    cJSON_AddNumberToObject(o, "load_ms", vox_load_ms(ctx));
+    cJSON_AddNumberToObject(o, "audio_s", audio_s);
+    cJSON_AddNumberToObject(o, "run_ms", run_ms);
+    cJSON_AddNumberToObject(o, "rtf", audio_s > 0 ? run_ms / 1e3 / audio_s : 0);
+    cJSON_AddNumberToObject(o, "encoder_ms", sx.encoder_ms);
+    cJSON_AddNumberToObject(o, "encoder_tokens", sx.encoder_tokens);
+    cJSON_AddNumberToObject(o, "encoder_ms_per_audio_s", audio_s > 0 ? sx.encoder_ms / audio_s : 0);
+    cJSON_AddNumberToObject(o, "prefill_ms", sx.prefill_ms);
+    cJSON_AddNumberToObject(o, "steps", sx.steps);
+    cJSON_AddNumberToObject(o, "step_ms_mean", sx.steps ? sx.decode_ms / sx.steps : 0);
+    cJSON_AddNumberToObject(o, "step_ms_p95", sx.step_ms_p95);
+    cJSON_AddNumberToObject(o, "first_token_ms", sx.first_token_ms);
+    cJSON_AddNumberToObject(o, "peak_rss_mb", ru.ru_maxrss / 1024.0);
+    cJSON_AddNumberToObject(o, "backend_mb", vox_backend_bytes(ctx) / 1048576.0);
+    if (bench) {
+        double floor_ms = bench_bw > 0 ? vox_step_weight_bytes(ctx) / bench_bw / 1e6 : 0;
+        cJSON_AddNumberToObject(o, "read_bandwidth_gb_s", bench_bw);
+        cJSON_AddNumberToObject(o, "step_weight_bytes", vox_step_weight_bytes(ctx));
+        cJSON_AddNumberToObject(o, "step_floor_ms", floor_ms);
+        cJSON_AddNumberToObject(o, "step_vs_floor", floor_ms > 0 && sx.steps ? sx.decode_ms / sx.steps / floor_ms : 0);
+    }
+    return o;
+}
+
 static volatile sig_atomic_t got_signal = 0;
 static void on_signal(int sig) { got_signal = sig; }
 int vox_cli_interrupted(void) { return got_signal != 0; }
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *input = NULL, *forced_path = NULL;
-    int use_stdin = 0, topk = 0;
+    int use_stdin = 0, topk = 0, bench = 0;
     vox_options opt;
     vox_options_default(&opt);
     cli_state st = {0};
@@ -186,6 +229,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--force-tokens")) {
             NEED_ARG();
             forced_path = next;
+        } else if (!strcmp(a, "--bench")) {
+            bench = 1;
         } else if (!strcmp(a, "--quiet")) {
             opt.verbose = 0;
         } else if (!strcmp(a, "--verbose")) {
@@ -226,6 +271,7 @@ int main(int argc, char **argv) {
         st.tokens = cJSON_CreateArray();
         st.topk = cJSON_CreateArray();
     }
+    double t_run = now_ms();
     vox_stream *s = vox_stream_new(ctx, on_token, &st);
     int rc = s ? 0 : -1;
     if (!rc && topk) rc = vox_stream_set_topk(s, topk);
@@ -243,12 +289,20 @@ int main(int argc, char **argv) {
         }
         if (!rc) rc = vox_stream_finish(s);
     }
+    double t_end = now_ms();
     int exit_code = 0;
     char err[1200] = "";
     if (rc) {
         snprintf(err, sizeof err, "%s", vox_last_error());
         exit_code = 1;
     }
+    double audio_s = 0;
+    if (s) {
+        vox_stats sx;
+        vox_stream_stats(s, &sx);
+        audio_s = sx.audio_s;
+    }
+    if (bench) bench_bw = vox_measure_bandwidth(ctx);
     if (st.json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "text", st.text ? st.text : "");
@@ -256,6 +310,7 @@ int main(int argc, char **argv) {
         if (topk) cJSON_AddItemToObject(o, "topk", st.topk);
         else cJSON_Delete(st.topk);
         if (rc) cJSON_AddStringToObject(o, "error", err);
+        if (s) cJSON_AddItemToObject(o, "stats", stats_json(ctx, s, t_end - t_run, audio_s, bench));
         char *js = cJSON_PrintUnformatted(o);
         if (js) printf("%s\n", js);
         free(js);
@@ -270,10 +325,28 @@ int main(int argc, char **argv) {
         vox_stream_stats(s, &sx);
         fprintf(stderr,
                 "timing: encoder %.1f ms (%d tokens, %.2f ms/token), prefill %.1f ms, "
-                "decoder %.2f ms/step (%d steps), first token %.1f ms\n",
+                "decoder %.2f ms/step (%d steps, p95 %.2f), first token %.1f ms\n",
                 sx.encoder_ms, sx.encoder_tokens,
                 sx.encoder_tokens ? sx.encoder_ms / sx.encoder_tokens : 0.0, sx.prefill_ms,
-                sx.steps ? sx.decode_ms / sx.steps : 0.0, sx.steps, sx.first_token_ms);
+                sx.steps ? sx.decode_ms / sx.steps : 0.0, sx.steps, sx.step_ms_p95, sx.first_token_ms);
+        if (bench && bench_bw > 0) {
+            double step = sx.steps ? sx.decode_ms / sx.steps : 0, floor_ms = vox_step_weight_bytes(ctx) / bench_bw / 1e6;
+            fprintf(stderr,
+                    "bench: %-28s %s\n"
+                    "bench: %-28s %.1f ms\n"
+                    "bench: %-28s %.2f s audio, RTF %.3f\n"
+                    "bench: %-28s %.1f ms/s of audio\n"
+                    "bench: %-28s %.2f GB/s\n"
+                    "bench: %-28s %.3f GB -> floor %.2f ms\n"
+                    "bench: %-28s %.2f ms (p95 %.2f) = %.2fx floor\n"
+                    "bench: %-28s %.1f ms\n",
+                    "backend", vox_backend_name(ctx), "load", vox_load_ms(ctx), "end to end",
+                    audio_s, audio_s > 0 ? (t_end - t_run) / 1e3 / audio_s : 0, "encoder",
+                    audio_s > 0 ? sx.encoder_ms / audio_s : 0, "measured read bandwidth", bench_bw,
+                    "decoder weights per step", vox_step_weight_bytes(ctx) / 1e9, floor_ms,
+                    "decoder step", step, sx.step_ms_p95, floor_ms > 0 ? step / floor_ms : 0,
+                    "first token", sx.first_token_ms);
+        }
     }
     vox_stream_free(s);
     vox_close(ctx);

@@ -99,6 +99,7 @@ struct vox_ctx {
     int delay_tokens, prompt_len;
     int enc_chunk_tokens; /* audio tokens per encoder chunk */
     char backend_desc[192];
+    double load_ms;
 };
 
 void vox_options_default(vox_options *opt) {
@@ -133,6 +134,7 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
         vox_error("unknown backend '%s' (use auto, cpu or cuda)", opt.backend);
         return NULL;
     }
+    double t0 = now_ms();
     vox_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
         vox_error("out of memory");
@@ -159,9 +161,9 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     if (vox_model_set_delay(m, ctx->delay_tokens) != 0) goto fail;
 
     /* backend: explicit choice fails loudly; auto falls back to the CPU and says so */
-    ctx->enc_chunk_tokens = 32;
+    ctx->enc_chunk_tokens = 64;
     size_t need = weight_bytes(m) + stream_bytes(ctx);
-    if (!strcmp(opt.backend, "cuda") || (!strcmp(opt.backend, "auto") && vox_cuda_available())) {
+    if (!strcmp(opt.backend, "cuda") || (!strcmp(opt.backend, "auto") && vox_cuda_built())) {
         ctx->enc_chunk_tokens = 128;
         need = weight_bytes(m) + stream_bytes(ctx);
         ctx->be = vox_cuda_backend_new(need);
@@ -176,7 +178,7 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
             if (!strcmp(opt.backend, "cuda")) goto fail;
             fprintf(stderr, "voxtral: CUDA backend unavailable (%s); falling back to the CPU\n",
                     vox_last_error());
-            ctx->enc_chunk_tokens = 32;
+            ctx->enc_chunk_tokens = 64;
         }
     }
     if (!ctx->be) {
@@ -184,6 +186,7 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
         if (!ctx->be || ctx->be->upload_weights(ctx->be, m) != 0) goto fail;
     }
     snprintf(ctx->backend_desc, sizeof ctx->backend_desc, "%s", ctx->be->device_name);
+    ctx->load_ms = now_ms() - t0;
     if (opt.verbose >= 1)
         fprintf(stderr, "voxtral: backend %s, delay %d ms (%d tokens)\n", ctx->backend_desc,
                 ctx->delay_tokens * ms_per_token, ctx->delay_tokens);
@@ -202,12 +205,36 @@ void vox_close(vox_ctx *ctx) {
 
 const char *vox_backend_name(const vox_ctx *ctx) { return ctx->backend_desc; }
 int vox_sample_rate(const vox_ctx *ctx) { return ctx->model.cfg.sampling_rate; }
+double vox_load_ms(const vox_ctx *ctx) { return ctx->load_ms; }
+size_t vox_backend_bytes(const vox_ctx *ctx) { return ctx->be->mem_bytes; }
+double vox_measure_bandwidth(vox_ctx *ctx) {
+    return ctx->be->measure_bandwidth ? ctx->be->measure_bandwidth(ctx->be) : 0.0;
+}
+double vox_step_weight_bytes(const vox_ctx *ctx) {
+    const vox_model *m = &ctx->model;
+    double b = 0;
+    for (int l = 0; l < m->cfg.dec.n_layers; l++) {
+        const vox_dec_layer *L = &m->dec[l];
+        const vox_weight *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w3, &L->w2};
+        for (int i = 0; i < 7; i++) b += (double)w[i]->rows * w[i]->cols * (w[i]->dtype == VOX_DT_BF16 ? 2 : 4);
+    }
+    const vox_weight *e = &m->tok_emb; /* the tied LM head */
+    return b + (double)e->rows * e->cols * (e->dtype == VOX_DT_BF16 ? 2 : 4);
+}
+
 int vox_delay_ms(const vox_ctx *ctx) {
     return ctx->delay_tokens * (int)lround(1000.0 / ctx->model.cfg.frame_rate);
 }
 
 /* ---- stream state ---------------------------------------------------------------- */
 enum { GRAPH_STEP = 1, GRAPH_STEP_TOPK = 2 };
+/* step-time histogram: bin b holds times in [10^(b/100 - 2), 10^((b+1)/100 - 2)) ms */
+enum { STEP_HIST_BINS = 700 };
+
+static int step_bin(double ms) {
+    int b = ms > 0 ? (int)floor((log10(ms) + 2.0) * 100.0) : 0;
+    return b < 0 ? 0 : b >= STEP_HIST_BINS ? STEP_HIST_BINS - 1 : b;
+}
 
 struct vox_stream {
     vox_ctx *ctx;
@@ -256,6 +283,7 @@ struct vox_stream {
 
     vox_stats stats;
     double t_start;
+    unsigned step_hist[STEP_HIST_BINS]; /* step times, log bins: bounded memory */
     vox_tap_fn tap;
     void *tap_user;
     float *tap_buf;
@@ -424,7 +452,19 @@ int vox_stream_force_tokens(vox_stream *s, const int *ids, int n) {
     return 0;
 }
 
-void vox_stream_stats(const vox_stream *s, vox_stats *st) { *st = s->stats; }
+void vox_stream_stats(const vox_stream *s, vox_stats *st) {
+    *st = s->stats;
+    st->audio_s = (double)s->n_samples / s->ctx->model.cfg.sampling_rate;
+    st->step_ms_p95 = 0;
+    unsigned want = (unsigned)ceil(0.95 * s->stats.steps), seen = 0;
+    for (int b = 0; b < STEP_HIST_BINS && s->stats.steps; b++) {
+        seen += s->step_hist[b];
+        if (seen >= want) {
+            st->step_ms_p95 = pow(10.0, (b + 1) / 100.0 - 2.0); /* bin's upper edge */
+            break;
+        }
+    }
+}
 
 /* ---- encoder ------------------------------------------------------------------------ */
 /* Runs `tokens` audio tokens of mel (in s->mel_host) through the conv stem, the
@@ -606,8 +646,10 @@ static int decode_available(vox_stream *s) {
         }
         s->next_pos++;
         if (emit(s, p) != 0) return -1;
-        s->stats.decode_ms += now_ms() - t0;
+        double dt = now_ms() - t0;
+        s->stats.decode_ms += dt;
         s->stats.steps++;
+        s->step_hist[step_bin(dt)]++;
     }
     return 0;
 }

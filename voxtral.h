@@ -73,8 +73,18 @@ typedef struct {
     int encoder_tokens; /* audio tokens (80 ms each) encoded */
     int steps;          /* single decoder steps */
     double first_token_ms; /* from stream creation to the first decoded id */
+    double step_ms_p95; /* 95th percentile of single-step times */
+    double audio_s;     /* audio fed so far, seconds */
 } vox_stats;
 void vox_stream_stats(const vox_stream *s, vox_stats *st);
+
+/* For benchmarks: model load time, bytes of weights one decoder step reads (its
+ * memory-bandwidth floor is that / vox_measure_bandwidth), the backend's measured
+ * read bandwidth in GB/s (0 if unknown; takes a moment), backend memory held. */
+double vox_load_ms(const vox_ctx *ctx);
+double vox_step_weight_bytes(const vox_ctx *ctx);
+double vox_measure_bandwidth(vox_ctx *ctx);
+size_t vox_backend_bytes(const vox_ctx *ctx);
 
 #ifdef __cplusplus
 }

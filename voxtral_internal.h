@@ -139,6 +139,10 @@ struct vox_backend {
     int (*sync)(vox_backend *be);                 /* 0, or -1 with the error set */
     int (*upload_weights)(vox_backend *be, vox_model *m); /* sets w->dev (CPU: nothing) */
     void (*destroy)(vox_backend *be);
+    /* Measured read bandwidth of the memory weights live in, GB/s (benchmarks:
+     * the decoder step's floor is its weight bytes / this). May be NULL. */
+    double (*measure_bandwidth)(vox_backend *be);
+    size_t mem_bytes; /* backend memory held now (device backends: weights + buffers) */
 
     /* y[M][w.rows] (= or, with accumulate, +=) act(x[M][w.cols] . w^T + b). b may be NULL. */
     void (*linear)(vox_backend *be, float *y, const float *x, const vox_weight *w,
@@ -186,6 +190,7 @@ vox_backend *vox_cpu_backend_new(int threads);
  * usable device; `need_bytes` is checked against free device memory first. */
 vox_backend *vox_cuda_backend_new(size_t need_bytes);
 int vox_cuda_available(void); /* 1 when built with CUDA and a device is present */
+int vox_cuda_built(void);     /* 1 when built with CUDA */
 
 /* ---- test taps (voxtral.c) ---------------------------------------------------
  * Hands each stage's rows to `fn` as they are computed (downloaded to the host):

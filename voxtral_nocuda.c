@@ -3,6 +3,7 @@
 #include "voxtral_internal.h"
 
 int vox_cuda_available(void) { return 0; }
+int vox_cuda_built(void) { return 0; }
 
 vox_backend *vox_cuda_backend_new(size_t need_bytes) {
     (void)need_bytes;

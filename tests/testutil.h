@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int tu_failed = 0, tu_passed = 0;
+static int tu_failed __attribute__((unused)) = 0, tu_passed __attribute__((unused)) = 0;
 
-static void tu_check(int ok, const char *name, const char *fmt, ...) {
+static inline void tu_check(int ok, const char *name, const char *fmt, ...) {
     if (ok) {
         tu_passed++;
         printf("ok - %s", name);
@@ -32,7 +32,7 @@ static void tu_check(int ok, const char *name, const char *fmt, ...) {
     fflush(stdout);
 }
 
-static int tu_done(void) {
+static inline int tu_done(void) {
     printf("# %d passed, %d failed\n", tu_passed, tu_failed);
     return tu_failed ? 1 : 0;
 }
@@ -46,14 +46,14 @@ typedef struct {
     int32_t *i;    /* data as int32 (i4 or i8) */
 } tu_npy;
 
-static void tu_npy_free(tu_npy *a) {
+static inline void tu_npy_free(tu_npy *a) {
     free(a->f);
     free(a->i);
     memset(a, 0, sizeof *a);
 }
 
 /* Returns 0 on success. */
-static int tu_npy_load(const char *path, tu_npy *a) {
+static inline int tu_npy_load(const char *path, tu_npy *a) {
     memset(a, 0, sizeof *a);
     FILE *fp = fopen(path, "rb");
     if (!fp) return -1;
@@ -112,7 +112,7 @@ static int tu_npy_load(const char *path, tu_npy *a) {
 }
 
 /* max |a - b| / (max |b| + tiny): error relative to the reference's scale */
-static double tu_rel_err(const float *a, const float *ref, int64_t n) {
+static inline double tu_rel_err(const float *a, const float *ref, int64_t n) {
     double md = 0, mr = 0;
     for (int64_t k = 0; k < n; k++) {
         double d = fabs((double)a[k] - ref[k]);
@@ -122,7 +122,7 @@ static double tu_rel_err(const float *a, const float *ref, int64_t n) {
     return md / (mr + 1e-30);
 }
 
-static double tu_max_abs(const float *a, const float *ref, int64_t n) {
+static inline double tu_max_abs(const float *a, const float *ref, int64_t n) {
     double md = 0;
     for (int64_t k = 0; k < n; k++) {
         double d = fabs((double)a[k] - ref[k]);

@@ -1,0 +1,372 @@
+/* cuda/attention.cu - causal sliding-window GQA over the ring KV caches, fp32.
+ * CPU twin: cpu_attention (voxtral_kernels.c). Row i (query position p = pos[i],
+ * read on the device) sees keys j with max(0, p - window + 1, p - cap + 1) <= j <= p,
+ * key j living in ring slot j % cap.
+ *
+ * attention_split ("flash-decoding", few rows: the decoder step): the visible
+ * keys are cut into 32-key chunks dealt round-robin to nb blocks per (kv head,
+ * row), ~2 blocks per SM; a block handles all the q heads of its group and keeps
+ * one running softmax. Partials (max, sum, unnormalised output) go to a scratch;
+ * a second kernel combines them. Both read the row's position on the device, and
+ * blocks without a chunk exit at once, so a captured graph stays valid as the
+ * position moves.
+ *
+ * attention_tiled (many rows: encoder chunks, prefill): a block owns 16 query
+ * rows of one head and walks 32-key tiles staged in shared memory, online softmax.
+ */
+#include <math.h>
+
+#include "voxtral_cuda.h"
+
+__device__ __forceinline__ int first_key(int p, int window, int cap) {
+    int lo = p - window + 1;
+    if (lo < 0) lo = 0;
+    if (lo < p - cap + 1) lo = p - cap + 1;
+    return lo;
+}
+
+/* DPL = head_dim / 32 values per lane */
+template <int DPL>
+__device__ __forceinline__ void load_vec(float (&r)[DPL], const float *p) {
+    if constexpr (DPL == 4) {
+        float4 v = *reinterpret_cast<const float4 *>(p);
+        r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
+    } else if constexpr (DPL == 2) {
+        float2 v = *reinterpret_cast<const float2 *>(p);
+        r[0] = v.x; r[1] = v.y;
+    } else {
+        r[0] = p[0];
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* ---- split over keys ------------------------------------------------------------ */
+/* A chunk is 32 consecutive keys, 8 per warp. Block b of nb takes chunks b, b + nb,
+ * ... of its (row, kv head), keeping one running softmax, and loads the next
+ * chunk while it computes the current one. */
+enum { SPLIT_WARPS = 4, SPLIT_BATCH = 8, SPLIT_CHUNK = SPLIT_WARPS * SPLIT_BATCH, COMBINE_WARPS = 8 };
+
+template <int DPL>
+__device__ __forceinline__ void load_chunk(float (&kr)[SPLIT_BATCH][DPL], float (&vr)[SPLIT_BATCH][DPL],
+                                           const float *kc, const float *vc, int64_t base,
+                                           int kv_dim, int koff, int j0, int p, int cap) {
+#pragma unroll
+    for (int u = 0; u < SPLIT_BATCH; u++) {
+        int j = j0 + u * SPLIT_WARPS;
+        if (j > p) j = p; /* past the end: a valid key, masked later */
+        int64_t off = base + (int64_t)(j % cap) * kv_dim + koff;
+        load_vec<DPL>(kr[u], kc + off);
+        load_vec<DPL>(vr[u], vc + off);
+    }
+}
+
+template <int DPL, int G>
+__global__ void __launch_bounds__(SPLIT_WARPS * 32)
+attn_split_kernel(float *part, const float *q, const float *kc, const float *vc,
+                  const int32_t *pos, int n_heads, int n_kv_heads, int cap, int window,
+                  int rows_are_streams, int nb) {
+    constexpr int HD = DPL * 32;
+    __shared__ float sm[SPLIT_WARPS][G], sl[SPLIT_WARPS][G], sacc[SPLIT_WARPS][G][HD];
+    const int b = blockIdx.x, kh = blockIdx.y, i = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int p = pos[i];
+    const int lo = first_key(p, window, cap);
+    const int nchunks = (p - lo + SPLIT_CHUNK) / SPLIT_CHUNK;
+    if (b >= nchunks) return; /* the combine reads min(nb, nchunks) partials */
+    const int kv_dim = n_kv_heads * HD, koff = kh * HD + lane * DPL;
+    const int64_t base = rows_are_streams ? (int64_t)i * cap * kv_dim : 0;
+    const float scale = rsqrtf((float)HD);
+
+    float qr[G][DPL], acc[G][DPL], m[G], l[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        load_vec<DPL>(qr[g], q + ((int64_t)i * n_heads + kh * G + g) * HD + lane * DPL);
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) acc[g][d] = 0.0f;
+    }
+    float kr[SPLIT_BATCH][DPL], vr[SPLIT_BATCH][DPL];
+    load_chunk<DPL>(kr, vr, kc, vc, base, kv_dim, koff, lo + b * SPLIT_CHUNK + warp, p, cap);
+    for (int c = b; c < nchunks; c += nb) {
+        const int j0 = lo + c * SPLIT_CHUNK + warp;
+        float kn[SPLIT_BATCH][DPL], vn[SPLIT_BATCH][DPL];
+        if (c + nb < nchunks)
+            load_chunk<DPL>(kn, vn, kc, vc, base, kv_dim, koff, j0 + nb * SPLIT_CHUNK, p, cap);
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float sc[SPLIT_BATCH];
+            float mx = m[g];
+#pragma unroll
+            for (int u = 0; u < SPLIT_BATCH; u++) {
+                float d0 = 0.0f;
+#pragma unroll
+                for (int d = 0; d < DPL; d++) d0 += qr[g][d] * kr[u][d];
+                float sv = warp_sum(d0) * scale;
+                sc[u] = j0 + u * SPLIT_WARPS <= p ? sv : -INFINITY;
+                mx = fmaxf(mx, sc[u]);
+            }
+            if (mx == -INFINITY) continue; /* this warp has no key in this chunk */
+            float corr = expf(m[g] - mx); /* m = -inf at first: 0 */
+            l[g] *= corr;
+#pragma unroll
+            for (int d = 0; d < DPL; d++) acc[g][d] *= corr;
+#pragma unroll
+            for (int u = 0; u < SPLIT_BATCH; u++) {
+                float e = expf(sc[u] - mx);
+                l[g] += e;
+#pragma unroll
+                for (int d = 0; d < DPL; d++) acc[g][d] += e * vr[u][d];
+            }
+            m[g] = mx;
+        }
+#pragma unroll
+        for (int u = 0; u < SPLIT_BATCH; u++)
+#pragma unroll
+            for (int d = 0; d < DPL; d++) {
+                kr[u][d] = kn[u][d];
+                vr[u][d] = vn[u][d];
+            }
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        if (lane == 0) {
+            sm[warp][g] = m[g];
+            sl[warp][g] = l[g];
+        }
+#pragma unroll
+        for (int d = 0; d < DPL; d++) sacc[warp][g][lane * DPL + d] = acc[g][d];
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < G * HD; t += blockDim.x) {
+        int g = t / HD, d = t - g * HD;
+        float mx = -INFINITY;
+        for (int w = 0; w < SPLIT_WARPS; w++) mx = fmaxf(mx, sm[w][g]);
+        float L = 0.0f, A = 0.0f;
+        for (int w = 0; w < SPLIT_WARPS; w++) {
+            if (sm[w][g] == -INFINITY) continue; /* a warp that saw no key */
+            float c = expf(sm[w][g] - mx);
+            L += sl[w][g] * c;
+            A += sacc[w][g][d] * c;
+        }
+        float *o = part + (((int64_t)i * n_heads + kh * G + g) * nb + b) * (HD + 2);
+        if (d == 0) {
+            o[0] = mx;
+            o[1] = L;
+        }
+        o[2 + d] = A;
+    }
+}
+
+/* one block per (head, row): warps take splits in turn, lanes take dims */
+__global__ void __launch_bounds__(COMBINE_WARPS * 32)
+attn_combine_kernel(float *out, const float *part, const int32_t *pos, int n_heads, int head_dim,
+                    int cap, int window, int nb) {
+    __shared__ float red[COMBINE_WARPS], sL[COMBINE_WARPS], sA[COMBINE_WARPS][128];
+    const int h = blockIdx.x, i = blockIdx.y;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int p = pos[i];
+    const int nchunks = (p - first_key(p, window, cap) + SPLIT_CHUNK) / SPLIT_CHUNK;
+    const int nvalid = nchunks < nb ? nchunks : nb;
+    const int stride = head_dim + 2;
+    const float *ph = part + ((int64_t)i * n_heads + h) * nb * stride;
+    float mx = -INFINITY;
+    for (int s = threadIdx.x; s < nvalid; s += blockDim.x) mx = fmaxf(mx, ph[(int64_t)s * stride]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (lane == 0) red[warp] = mx;
+    __syncthreads();
+    mx = red[0];
+    for (int w = 1; w < COMBINE_WARPS; w++) mx = fmaxf(mx, red[w]);
+    float L = 0.0f, A[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int s = warp; s < nvalid; s += COMBINE_WARPS) {
+        const float *o = ph + (int64_t)s * stride;
+        float c = expf(o[0] - mx);
+        L += o[1] * c;
+#pragma unroll
+        for (int t = 0; t < 4; t++)
+            if (lane + 32 * t < head_dim) A[t] += o[2 + lane + 32 * t] * c;
+    }
+    if (lane == 0) sL[warp] = L;
+#pragma unroll
+    for (int t = 0; t < 4; t++)
+        if (lane + 32 * t < head_dim) sA[warp][lane + 32 * t] = A[t];
+    __syncthreads();
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float Ls = 0.0f, As = 0.0f;
+        for (int w = 0; w < COMBINE_WARPS; w++) {
+            Ls += sL[w];
+            As += sA[w][d];
+        }
+        out[((int64_t)i * n_heads + h) * head_dim + d] = As / Ls;
+    }
+}
+
+template <int DPL>
+static int launch_split(float *part, const float *q, const float *kc, const float *vc,
+                        const int32_t *pos, int M, int n_heads, int n_kv_heads, int cap,
+                        int window, int rows_are_streams, int nb, cudaStream_t st) {
+    dim3 grid(nb, n_kv_heads, M), block(SPLIT_WARPS * 32);
+    switch (n_heads / n_kv_heads) {
+    case 1: attn_split_kernel<DPL, 1><<<grid, block, 0, st>>>(part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 2: attn_split_kernel<DPL, 2><<<grid, block, 0, st>>>(part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 4: attn_split_kernel<DPL, 4><<<grid, block, 0, st>>>(part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    default: return -1;
+    }
+    return 0;
+}
+
+extern "C" int vox_cuda_attention_split(float *out, const float *q, const float *kc,
+                                        const float *vc, const int32_t *pos, int M, int n_heads,
+                                        int n_kv_heads, int head_dim, int cap, int window,
+                                        int rows_are_streams, float *part, int64_t part_floats,
+                                        int n_sm, cudaStream_t st) {
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads) return -1;
+    /* about two blocks per SM when the window is full; never more than its chunks */
+    const int max_keys = window < cap ? window : cap;
+    int nb = (2 * n_sm + n_kv_heads * M - 1) / (n_kv_heads * M);
+    int max_chunks = (max_keys + SPLIT_CHUNK - 1) / SPLIT_CHUNK;
+    if (nb > max_chunks) nb = max_chunks;
+    while (nb > 1 && (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) nb /= 2;
+    if (nb < 1 || (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) return -1;
+    int rc;
+    switch (head_dim) {
+    case 32: rc = launch_split<1>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
+    case 64: rc = launch_split<2>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
+    case 128: rc = launch_split<4>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
+    default: return -1;
+    }
+    if (rc) return rc;
+    attn_combine_kernel<<<dim3(n_heads, M), COMBINE_WARPS * 32, 0, st>>>(out, part, pos, n_heads,
+                                                                         head_dim, cap, window, nb);
+    return 0;
+}
+
+/* ---- query tiles ------------------------------------------------------------------ */
+enum { TILE_WARPS = 4, TILE_ROWS_PER_WARP = 4, TILE_Q = TILE_WARPS * TILE_ROWS_PER_WARP,
+       TILE_K = 32 };
+
+template <int DPL>
+__global__ void __launch_bounds__(TILE_WARPS * 32)
+attn_tiled_kernel(float *out, const float *q, const float *kc, const float *vc,
+                  const int32_t *pos, int M, int n_heads, int n_kv_heads, int cap, int window) {
+    constexpr int HD = DPL * 32;
+    __shared__ float Qs[TILE_Q][HD];
+    __shared__ float Ks[TILE_K][HD + 1]; /* +1: lane l reads row l without bank conflicts */
+    __shared__ float Vs[TILE_K][HD];
+    __shared__ int lo_s[TILE_Q], p_s[TILE_Q];
+    __shared__ int kmin_s, kmax_s;
+    const int h = blockIdx.y, kh = h / (n_heads / n_kv_heads);
+    const int r0 = blockIdx.x * TILE_Q;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int kv_dim = n_kv_heads * HD;
+    const float scale = rsqrtf((float)HD);
+
+    for (int t = threadIdx.x; t < TILE_Q * HD; t += blockDim.x) {
+        int r = t / HD, d = t - r * HD;
+        Qs[r][d] = r0 + r < M ? q[((int64_t)(r0 + r) * n_heads + h) * HD + d] : 0.0f;
+    }
+    if (threadIdx.x < TILE_Q) {
+        int r = r0 + threadIdx.x;
+        if (r < M) {
+            p_s[threadIdx.x] = pos[r];
+            lo_s[threadIdx.x] = first_key(pos[r], window, cap);
+        } else {
+            p_s[threadIdx.x] = -1; /* no keys */
+            lo_s[threadIdx.x] = 0x7fffffff;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int kmin = 0x7fffffff, kmax = -1;
+        for (int r = 0; r < TILE_Q; r++) {
+            if (p_s[r] < 0) continue;
+            kmin = min(kmin, lo_s[r]);
+            kmax = max(kmax, p_s[r]);
+        }
+        kmin_s = kmin;
+        kmax_s = kmax;
+    }
+    __syncthreads();
+    const int kmin = kmin_s, kmax = kmax_s;
+
+    float acc[TILE_ROWS_PER_WARP][DPL], m[TILE_ROWS_PER_WARP], l[TILE_ROWS_PER_WARP];
+#pragma unroll
+    for (int rr = 0; rr < TILE_ROWS_PER_WARP; rr++) {
+        m[rr] = -INFINITY;
+        l[rr] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) acc[rr][d] = 0.0f;
+    }
+    for (int jt = kmin; jt <= kmax; jt += TILE_K) {
+        __syncthreads(); /* the previous tile is consumed */
+        for (int t = threadIdx.x; t < TILE_K * HD; t += blockDim.x) {
+            int u = t / HD, d = t - u * HD;
+            int j = jt + u;
+            float kv = 0.0f, vv = 0.0f;
+            if (j <= kmax) {
+                int64_t off = (int64_t)(j % cap) * kv_dim + kh * HD + d;
+                kv = kc[off];
+                vv = vc[off];
+            }
+            Ks[u][d] = kv;
+            Vs[u][d] = vv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int rr = 0; rr < TILE_ROWS_PER_WARP; rr++) {
+            const int r = warp * TILE_ROWS_PER_WARP + rr;
+            const int j = jt + lane;
+            float s = 0.0f;
+#pragma unroll 16
+            for (int d = 0; d < HD; d++) s += Qs[r][d] * Ks[lane][d];
+            s = (j >= lo_s[r] && j <= p_s[r]) ? s * scale : -INFINITY;
+            float mx = s;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            mx = fmaxf(mx, m[rr]);
+            if (mx == -INFINITY) continue; /* no visible key yet for this row */
+            float corr = expf(m[rr] - mx);
+            float e = expf(s - mx);
+            l[rr] = l[rr] * corr + warp_sum(e);
+#pragma unroll
+            for (int d = 0; d < DPL; d++) acc[rr][d] *= corr;
+#pragma unroll 8
+            for (int u = 0; u < TILE_K; u++) {
+                float eu = __shfl_sync(0xffffffffu, e, u);
+#pragma unroll
+                for (int d = 0; d < DPL; d++) acc[rr][d] += eu * Vs[u][lane + 32 * d];
+            }
+            m[rr] = mx;
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < TILE_ROWS_PER_WARP; rr++) {
+        const int r = r0 + warp * TILE_ROWS_PER_WARP + rr;
+        if (r >= M) continue;
+        float inv = 1.0f / l[rr];
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            out[((int64_t)r * n_heads + h) * HD + lane + 32 * d] = acc[rr][d] * inv;
+    }
+}
+
+extern "C" int vox_cuda_attention_tiled(float *out, const float *q, const float *kc,
+                                        const float *vc, const int32_t *pos, int M, int n_heads,
+                                        int n_kv_heads, int head_dim, int cap, int window,
+                                        cudaStream_t st) {
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads) return -1;
+    dim3 grid((M + TILE_Q - 1) / TILE_Q, n_heads), block(TILE_WARPS * 32);
+    switch (head_dim) {
+    case 32: attn_tiled_kernel<1><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
+    case 64: attn_tiled_kernel<2><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
+    case 128: attn_tiled_kernel<4><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
+    default: return -1;
+    }
+    return 0;
+}

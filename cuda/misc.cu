@@ -1,0 +1,209 @@
+/* cuda/misc.cu - the small ops: fp32 -> BF16 (cuBLASLt inputs), exact GELU,
+ * SwiGLU, im2col (conv stem), argmax and top-k over the vocabulary.
+ * CPU twins: cpu_swiglu, cpu_im2col, cpu_argmax, cpu_topk (voxtral_kernels.c).
+ */
+#include <cuda_bf16.h>
+
+#include "voxtral_cuda.h"
+
+static unsigned blocks_for(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 1 ? 1 : b);
+}
+
+__global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+extern "C" void vox_cuda_f32_to_bf16(uint16_t *dst, const float *src, int64_t n, cudaStream_t st) {
+    f32_to_bf16_kernel<<<blocks_for(n, 256), 256, 0, st>>>((__nv_bfloat16 *)dst, src, n);
+}
+
+__global__ void gelu_kernel(float *y, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float v = y[i];
+        y[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    }
+}
+
+extern "C" void vox_cuda_gelu(float *y, int64_t n, cudaStream_t st) {
+    gelu_kernel<<<blocks_for(n, 256), 256, 0, st>>>(y, n);
+}
+
+__global__ void swiglu_kernel(float *h, const float *g, const float *u, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float gv = g[i];
+        h[i] = gv / (1.0f + expf(-gv)) * u[i];
+    }
+}
+
+extern "C" void vox_cuda_swiglu(float *h, const float *g, const float *u, int64_t n,
+                                cudaStream_t st) {
+    swiglu_kernel<<<blocks_for(n, 256), 256, 0, st>>>(h, g, u, n);
+}
+
+__global__ void im2col_kernel(float *cols, const float *x, int T_out, int C, int K, int stride) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t n = (int64_t)T_out * C * K;
+    if (i >= n) return;
+    int64_t t = i / ((int64_t)C * K);
+    int r = (int)(i - t * C * K);
+    int c = r / K, k = r - c * K;
+    cols[i] = x[(t * stride + k) * C + c];
+}
+
+extern "C" void vox_cuda_im2col(float *cols, const float *x, int T_out, int C, int K, int stride,
+                                cudaStream_t st) {
+    int64_t n = (int64_t)T_out * C * K;
+    im2col_kernel<<<blocks_for(n, 256), 256, 0, st>>>(cols, x, T_out, C, K, stride);
+}
+
+/* ---- argmax: one block per row; ties keep the lowest index --------------------- */
+enum { ARGMAX_THREADS = 1024 };
+
+__device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i)) {
+        v = v2;
+        i = i2;
+    }
+}
+
+__global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *ids, const float *logits, int V) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    const float *l = logits + (int64_t)blockIdx.x * V;
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) better(bv, bi, l[j], j);
+    for (int o = 16; o > 0; o >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
+        int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+        better(bv, bi, v2, i2);
+    }
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) {
+        sv[warp] = bv;
+        si[warp] = bi;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        int nw = blockDim.x >> 5;
+        bv = lane < nw ? sv[lane] : -INFINITY;
+        bi = lane < nw ? si[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
+            int i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+            better(bv, bi, v2, i2);
+        }
+        /* an all -inf (or NaN) row: the CPU twin answers 0 */
+        if (lane == 0) ids[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+    }
+}
+
+extern "C" void vox_cuda_argmax(int32_t *ids, const float *logits, int M, int V, cudaStream_t st) {
+    argmax_kernel<<<M, ARGMAX_THREADS, 0, st>>>(ids, logits, V);
+}
+
+/* ---- top-k: exact radix select of the k-th largest (value, -id) key, then a
+ * bitonic sort of the k winners. One block per row; k <= TOPK_MAX. ---------- */
+enum { TOPK_THREADS = 1024, TOPK_MAX = 1024 };
+
+/* larger key = ranks first: value descending, then id ascending; -0 == +0 as in C */
+__device__ __forceinline__ unsigned long long topk_key(float v, int j) {
+    unsigned u = __float_as_uint(v == 0.0f ? 0.0f : v);
+    u ^= (u >> 31) ? 0xffffffffu : 0x80000000u;
+    return ((unsigned long long)u << 32) | (unsigned)(~(unsigned)j);
+}
+
+__global__ void __launch_bounds__(TOPK_THREADS)
+topk_kernel(int32_t *ids, float *vals, const float *logits, int V, int k) {
+    __shared__ unsigned hist[256];
+    __shared__ unsigned long long prefix_s;
+    __shared__ unsigned remaining_s;
+    __shared__ unsigned count_s;
+    __shared__ unsigned long long sel[TOPK_MAX];
+    const float *l = logits + (int64_t)blockIdx.x * V;
+    const int tid = threadIdx.x;
+    unsigned long long prefix = 0, mask = 0;
+    unsigned remaining = (unsigned)k;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        if (tid < 256) hist[tid] = 0;
+        __syncthreads();
+        for (int j0 = 0; j0 < V; j0 += blockDim.x) {
+            int j = j0 + tid;
+            bool in = false;
+            unsigned d = 0;
+            if (j < V) {
+                unsigned long long key = topk_key(l[j], j);
+                in = (key & mask) == prefix;
+                d = (unsigned)(key >> shift) & 255u;
+            }
+            /* aggregate equal digits within the warp: few atomics on skewed data */
+            unsigned active = __ballot_sync(0xffffffffu, in);
+            if (in) {
+                unsigned same = __match_any_sync(active, d);
+                if ((tid & 31) == __ffs(same) - 1) atomicAdd(&hist[d], __popc(same));
+            }
+        }
+        __syncthreads();
+        if (tid == 0) {
+            unsigned above = 0;
+            int d = 255;
+            for (; d > 0; d--) {
+                if (above + hist[d] >= remaining) break;
+                above += hist[d];
+            }
+            remaining_s = remaining - above;
+            prefix_s = prefix | ((unsigned long long)d << shift);
+        }
+        __syncthreads();
+        remaining = remaining_s;
+        prefix = prefix_s;
+        mask |= 255ull << shift;
+        __syncthreads();
+    }
+    /* prefix is now the k-th largest key: exactly k keys are >= it */
+    if (tid == 0) count_s = 0;
+    for (int i = tid; i < TOPK_MAX; i += blockDim.x) sel[i] = 0;
+    __syncthreads();
+    for (int j = tid; j < V; j += blockDim.x) {
+        unsigned long long key = topk_key(l[j], j);
+        if (key >= prefix) {
+            unsigned at = atomicAdd(&count_s, 1u);
+            if (at < TOPK_MAX) sel[at] = key;
+        }
+    }
+    __syncthreads();
+    /* bitonic sort, descending */
+    for (int size = 2; size <= TOPK_MAX; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = tid; i < TOPK_MAX; i += blockDim.x) {
+                int p = i ^ stride;
+                if (p > i) {
+                    bool desc = (i & size) == 0;
+                    unsigned long long a = sel[i], b = sel[p];
+                    if (desc ? a < b : a > b) {
+                        sel[i] = b;
+                        sel[p] = a;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (int i = tid; i < k; i += blockDim.x) {
+        int j = (int)(~(unsigned)(sel[i] & 0xffffffffu));
+        ids[(int64_t)blockIdx.x * k + i] = j;
+        vals[(int64_t)blockIdx.x * k + i] = l[j];
+    }
+}
+
+extern "C" void vox_cuda_topk(int32_t *ids, float *vals, const float *logits, int M, int V, int k,
+                              cudaStream_t st) {
+    if (k <= 0) return;
+    if (k > TOPK_MAX) k = TOPK_MAX;
+    topk_kernel<<<M, TOPK_THREADS, 0, st>>>(ids, vals, logits, V, k);
+}

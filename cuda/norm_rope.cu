@@ -1,0 +1,103 @@
+/* cuda/norm_rope.cu - per-row ops around attention: RMSNorm, interleaved RoPE,
+ * the KV ring store and the decoder input embedding. Positions and token ids are
+ * read from device memory, so a captured decoder-step graph replays correctly
+ * after the host uploads new ones.
+ * CPU twins: cpu_rmsnorm, cpu_rope, cpu_kv_store, cpu_embed (voxtral_kernels.c).
+ */
+#include "voxtral_cuda.h"
+
+enum { NORM_THREADS = 256 };
+
+/* Sum of squares in double, as the CPU twin, so both round the same scale. */
+__global__ void __launch_bounds__(NORM_THREADS)
+rmsnorm_kernel(float *y, const float *x, const float *w, const float *scale, int D, float eps) {
+    __shared__ double part[NORM_THREADS / 32];
+    __shared__ float r_s;
+    const float *xi = x + (int64_t)blockIdx.x * D;
+    float *yi = y + (int64_t)blockIdx.x * D;
+    double ss = 0;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) ss += (double)xi[d] * xi[d];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int i = 0; i < NORM_THREADS / 32; i++) t += part[i];
+        r_s = (float)(1.0 / sqrt(t / D + eps));
+    }
+    __syncthreads();
+    const float r = r_s;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = w[d] * (xi[d] * r);
+        yi[d] = scale ? v * scale[d] : v;
+    }
+}
+
+extern "C" void vox_cuda_rmsnorm(float *y, const float *x, const float *w, const float *scale,
+                                 int M, int D, float eps, cudaStream_t st) {
+    rmsnorm_kernel<<<M, NORM_THREADS, 0, st>>>(y, x, w, scale, D, eps);
+}
+
+/* one thread per (row, pair j, head) */
+__global__ void rope_kernel(float *x, const int32_t *pos, int M, int n_heads, int head_dim,
+                            vox_cuda_inv_freq inv_freq) {
+    const int half = head_dim / 2;
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)M * n_heads * half) return;
+    int j = (int)(i % half);
+    int64_t mh = i / half; /* row * n_heads + head */
+    int m = (int)(mh / n_heads);
+    float ang = (float)pos[m] * inv_freq.f[j];
+    float c = cosf(ang), s = sinf(ang);
+    float2 *v = reinterpret_cast<float2 *>(x + mh * head_dim) + j;
+    float2 ab = *v;
+    *v = make_float2(ab.x * c - ab.y * s, ab.y * c + ab.x * s);
+}
+
+extern "C" void vox_cuda_rope(float *x, const int32_t *pos, int M, int n_heads, int head_dim,
+                              const vox_cuda_inv_freq *inv_freq, cudaStream_t st) {
+    int64_t n = (int64_t)M * n_heads * (head_dim / 2);
+    if (n <= 0) return;
+    rope_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(x, pos, M, n_heads, head_dim, *inv_freq);
+}
+
+__global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v,
+                                const int32_t *pos, int M, int kv_dim, int cap,
+                                int rows_are_streams) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)M * kv_dim) return;
+    int m = (int)(i / kv_dim), e = (int)(i - (int64_t)m * kv_dim);
+    int64_t base = rows_are_streams ? (int64_t)m * cap * kv_dim : 0;
+    int64_t slot = base + (int64_t)(pos[m] % cap) * kv_dim + e;
+    kc[slot] = k[i];
+    vc[slot] = v[i];
+}
+
+extern "C" void vox_cuda_kv_store(float *kc, float *vc, const float *k, const float *v,
+                                  const int32_t *pos, int M, int kv_dim, int cap,
+                                  int rows_are_streams, cudaStream_t st) {
+    int64_t n = (int64_t)M * kv_dim;
+    if (n <= 0) return;
+    kv_store_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(kc, vc, k, v, pos, M, kv_dim, cap,
+                                                                 rows_are_streams);
+}
+
+__global__ void embed_kernel(float *x, const uint16_t *emb, const int32_t *ids, const float *audio,
+                             const int32_t *pos, int M, int D, int acap, int rows_are_streams) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)M * D) return;
+    int m = (int)(i / D), d = (int)(i - (int64_t)m * D);
+    const float *a = audio + (rows_are_streams ? (int64_t)m * acap * D : 0) +
+                     (int64_t)(pos[m] % acap) * D;
+    float e = __uint_as_float((unsigned)emb[(int64_t)ids[m] * D + d] << 16);
+    x[i] = e + a[d];
+}
+
+extern "C" void vox_cuda_embed(float *x, const uint16_t *emb, const int32_t *ids,
+                               const float *audio, const int32_t *pos, int M, int D, int acap,
+                               int rows_are_streams, cudaStream_t st) {
+    int64_t n = (int64_t)M * D;
+    if (n <= 0) return;
+    embed_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(x, emb, ids, audio, pos, M, D, acap,
+                                                              rows_are_streams);
+}

@@ -1,0 +1,719 @@
+/* test_cuda_ops.c - every op of the CUDA backend against its CPU twin
+ * (voxtral_kernels.c) on fresh random inputs of the real model's shapes, outputs
+ * poisoned (NaN / -1) before each run so an unwritten element fails; plus graph
+ * capture + replay at a changed device position. Prints "ok - ..." lines.
+ * Without a CUDA device: "skipped: no CUDA device", exit 0.
+ *
+ *   test_cuda_ops          the checks
+ *   test_cuda_ops bench    the checks, then timings: D2D copy bandwidth, GEMV
+ *                          bandwidth per decoder shape, attention, a synthetic
+ *                          full decoder step, GEMV vs cuBLASLt at a few M.
+ * Tolerance per element: |got - ref| <= atol * max|ref| + rtol * |ref|.
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "voxtral_internal.h"
+#include "testutil.h"
+
+/* test hook in voxtral_cuda.c (absent from CPU-only builds) */
+int vox_cuda_set_gemv_max_rows(vox_backend *be, int rows) __attribute__((weak));
+
+static vox_backend *cpu, *gpu;
+
+/* ---- helpers ------------------------------------------------------------------- */
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform [-1, 1) */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+static uint16_t to_bf16(float f) {
+    union { float f; uint32_t u; } v = {f};
+    return (uint16_t)((v.u + 0x7fff + ((v.u >> 16) & 1)) >> 16);
+}
+static float *rand_f(int64_t n, float scale) {
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    for (int64_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+static uint16_t *rand_bf16(int64_t n, float scale) {
+    uint16_t *p = malloc(sizeof(uint16_t) * (n ? n : 1));
+#pragma omp parallel
+    {
+        /* per-thread stream: 400M values would take seconds on one core */
+        uint64_t s = rng ^ (0x2545f4914f6cdd1dull * (uint64_t)(omp_get_thread_num() + 1));
+#pragma omp for
+        for (int64_t i = 0; i < n; i++) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            p[i] = to_bf16(((float)((s >> 40) * (1.0 / 8388608.0)) - 1.0f) * scale);
+        }
+    }
+    frand();
+    return p;
+}
+static void *dev_from(const void *host, size_t bytes) {
+    void *d = gpu->alloc(gpu, bytes);
+    if (d) gpu->upload(gpu, d, host, bytes);
+    return d;
+}
+static void poison(void *dev, size_t bytes) {
+    void *h = malloc(bytes);
+    memset(h, 0xff, bytes); /* NaN as float, -1 as int32 */
+    gpu->upload(gpu, dev, h, bytes);
+    free(h);
+}
+static float *dev_floats(const void *dev, int64_t n) {
+    float *h = malloc(sizeof(float) * n);
+    gpu->download(gpu, h, dev, sizeof(float) * n);
+    return h;
+}
+static vox_weight weight_bf16(int64_t rows, int64_t cols, float scale) {
+    vox_weight w = {VOX_DT_BF16, rows, cols, NULL, NULL};
+    w.data = rand_bf16(rows * cols, scale);
+    w.dev = dev_from(w.data, rows * cols * 2);
+    return w;
+}
+static vox_weight weight_f32(int64_t n, float scale, float offset) {
+    vox_weight w = {VOX_DT_F32, n, 1, NULL, NULL};
+    float *p = rand_f(n, scale);
+    for (int64_t i = 0; i < n; i++) p[i] += offset;
+    w.data = p;
+    w.dev = dev_from(p, n * 4);
+    return w;
+}
+static void weight_free(vox_weight *w) {
+    free((void *)w->data);
+    if (w->dev) gpu->free(gpu, w->dev);
+    memset(w, 0, sizeof *w);
+}
+
+/* |got - ref| <= atol * max|ref| + rtol * |ref| everywhere; NaN fails */
+static int check(const char *name, const float *got, const float *ref, int64_t n, double atol,
+                 double rtol) {
+    double mr = 0, worst = 0, md = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        double lim = atol * mr + rtol * fabs(ref[i]);
+        if (!(d <= md)) md = d;
+        double r = lim > 0 ? d / lim : (d > 0 ? INFINITY : 0);
+        if (!(r <= worst)) {
+            worst = r;
+            if (!(d <= lim) && bad < 0) bad = i;
+        }
+    }
+    if (bad >= 0)
+        tu_check(0, name, "max |err| %.3g (%.3g of max|ref| %.3g); first bad [%lld] got %g want %g",
+                 md, md / (mr + 1e-30), mr, (long long)bad, got[bad], ref[bad]);
+    else
+        tu_check(1, name, "max |err| %.3g (%.3g of max|ref| %.3g)", md, md / (mr + 1e-30), mr);
+    return bad < 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- linear ------------------------------------------------------------------------ */
+static void test_linear_w(const char *tag, vox_weight *w, int M, int bias, vox_act act, int acc,
+                          int force_gemv) {
+    const int64_t N = w->rows, K = w->cols;
+    vox_weight b = {0};
+    if (bias) b = weight_f32(N, 0.5f, 0.0f);
+    float *x = rand_f(M * K, 1.0f), *y0 = rand_f(M * N, 1.0f);
+    float *ref = malloc(sizeof(float) * M * N);
+    memcpy(ref, y0, sizeof(float) * M * N);
+    cpu->linear(cpu, ref, x, w, bias ? &b : NULL, M, act, acc);
+    float *dx = dev_from(x, sizeof(float) * M * K), *dy = gpu->alloc(gpu, sizeof(float) * M * N);
+    if (acc) gpu->upload(gpu, dy, y0, sizeof(float) * M * N);
+    else poison(dy, sizeof(float) * M * N);
+    int old = -1;
+    if (force_gemv && vox_cuda_set_gemv_max_rows) old = vox_cuda_set_gemv_max_rows(gpu, 1 << 20);
+    gpu->linear(gpu, dy, dx, w, bias ? &b : NULL, M, act, acc);
+    if (old >= 0) vox_cuda_set_gemv_max_rows(gpu, old);
+    float *got = dev_floats(dy, M * N);
+    /* the GEMV path keeps fp32 activations; the GEMM path rounds them to BF16 */
+    int limit = vox_cuda_set_gemv_max_rows ? vox_cuda_set_gemv_max_rows(gpu, 0) : 1;
+    if (vox_cuda_set_gemv_max_rows) vox_cuda_set_gemv_max_rows(gpu, limit);
+    int gemv = (M <= limit || force_gemv) && K % 8 == 0;
+    char name[200];
+    snprintf(name, sizeof name, "linear %s M=%d N=%lld K=%lld%s%s%s (%s)", tag, M, (long long)N,
+             (long long)K, bias ? " bias" : "", act ? " gelu" : "", acc ? " +=" : "",
+             gemv ? "gemv" : "cublasLt");
+    if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
+    else check(name, got, ref, M * N, gemv ? 2e-5 : 1e-2, gemv ? 1e-5 : 1e-2);
+    free(x), free(y0), free(ref), free(got);
+    gpu->free(gpu, dx), gpu->free(gpu, dy);
+    if (bias) weight_free(&b);
+}
+
+static void test_linear(const char *tag, int M, int N, int K, int bias, vox_act act, int acc) {
+    vox_weight w = weight_bf16(N, K, 1.0f / sqrtf((float)K));
+    test_linear_w(tag, &w, M, bias, act, acc, 0);
+    /* few rows go to cuBLASLt; the GEMV kernel's multi-row variants still must be right */
+    if (M > 1 && M <= 8 && K % 8 == 0 && vox_cuda_set_gemv_max_rows)
+        test_linear_w(tag, &w, M, bias, act, acc, 1);
+    weight_free(&w);
+}
+
+/* ---- the small ops ------------------------------------------------------------------ */
+static void test_rmsnorm(int M, int D, int with_scale, int in_place) {
+    vox_weight w = weight_f32(D, 0.5f, 1.0f), sc = {0};
+    if (with_scale) sc = weight_f32(D, 0.3f, 1.0f);
+    float *x = rand_f((int64_t)M * D, 3.0f), *ref = malloc(sizeof(float) * M * D);
+    cpu->rmsnorm(cpu, ref, x, &w, with_scale ? &sc : NULL, M, D, 1e-5f);
+    float *dx = dev_from(x, sizeof(float) * M * D), *dy = dx;
+    if (!in_place) {
+        dy = gpu->alloc(gpu, sizeof(float) * M * D);
+        poison(dy, sizeof(float) * M * D);
+    }
+    gpu->rmsnorm(gpu, dy, dx, &w, with_scale ? &sc : NULL, M, D, 1e-5f);
+    float *got = dev_floats(dy, (int64_t)M * D);
+    char name[128];
+    snprintf(name, sizeof name, "rmsnorm M=%d D=%d%s%s", M, D, with_scale ? " scale" : "",
+             in_place ? " in place" : "");
+    check(name, got, ref, (int64_t)M * D, 1e-6, 1e-6);
+    free(x), free(ref), free(got);
+    if (dy != dx) gpu->free(gpu, dy);
+    gpu->free(gpu, dx);
+    weight_free(&w);
+    if (with_scale) weight_free(&sc);
+}
+
+static int32_t *rand_pos(int M, int lo, int hi) {
+    int32_t *p = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) p[i] = lo + (int)((frand() + 1.0f) * 0.5f * (hi - lo));
+    return p;
+}
+
+static void test_rope(int M, int H, int hd, int maxpos) {
+    int64_t n = (int64_t)M * H * hd;
+    float *x = rand_f(n, 1.0f), *ref = malloc(sizeof(float) * n);
+    memcpy(ref, x, sizeof(float) * n);
+    int32_t *pos = rand_pos(M, 0, maxpos);
+    cpu->rope(cpu, ref, pos, M, H, hd, 1e6f);
+    float *dx = dev_from(x, sizeof(float) * n);
+    int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
+    gpu->rope(gpu, dx, dp, M, H, hd, 1e6f);
+    float *got = dev_floats(dx, n);
+    char name[128];
+    snprintf(name, sizeof name, "rope M=%d heads=%d hd=%d pos<%d", M, H, hd, maxpos);
+    check(name, got, ref, n, 1e-6, 1e-5);
+    free(x), free(ref), free(got), free(pos);
+    gpu->free(gpu, dx), gpu->free(gpu, dp);
+}
+
+static void test_kv_store(int M, int kv_dim, int cap, int p0) {
+    int64_t nc = (int64_t)cap * kv_dim, n = (int64_t)M * kv_dim;
+    float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *k = rand_f(n, 1.0f), *v = rand_f(n, 1.0f);
+    int32_t *pos = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) pos[i] = p0 + i;
+    float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4);
+    float *dk = dev_from(k, n * 4), *dv = dev_from(v, n * 4);
+    int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
+    cpu->kv_store(cpu, kc, vc, k, v, pos, M, kv_dim, cap, 0);
+    gpu->kv_store(gpu, dkc, dvc, dk, dv, dp, M, kv_dim, cap, 0);
+    float *gk = dev_floats(dkc, nc), *gv = dev_floats(dvc, nc);
+    char name[128];
+    snprintf(name, sizeof name, "kv_store M=%d kv_dim=%d cap=%d pos %d.. (wraps)", M, kv_dim, cap, p0);
+    check(name, gk, kc, nc, 0, 0);
+    snprintf(name, sizeof name, "kv_store values M=%d", M);
+    check(name, gv, vc, nc, 0, 0);
+    free(kc), free(vc), free(k), free(v), free(pos), free(gk), free(gv);
+    gpu->free(gpu, dkc), gpu->free(gpu, dvc), gpu->free(gpu, dk), gpu->free(gpu, dv), gpu->free(gpu, dp);
+}
+
+/* caches filled with random keys/values; rows at positions p0 + i (or the list) */
+static void test_attention(const char *tag, int M, int H, int Hkv, int hd, int cap, int window,
+                           const int32_t *pos_list, int p0) {
+    int64_t kvd = (int64_t)Hkv * hd, nc = cap * kvd, nq = (int64_t)M * H * hd;
+    float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *q = rand_f(nq, 3.0f);
+    float *ref = malloc(sizeof(float) * nq);
+    int32_t *pos = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) pos[i] = pos_list ? pos_list[i] : p0 + i;
+    cpu->attention(cpu, ref, q, kc, vc, pos, M, H, Hkv, hd, cap, window, 0);
+    float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dq = dev_from(q, nq * 4);
+    int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
+    float *dout = gpu->alloc(gpu, nq * 4);
+    poison(dout, nq * 4);
+    gpu->attention(gpu, dout, dq, dkc, dvc, dp, M, H, Hkv, hd, cap, window, 0);
+    float *got = dev_floats(dout, nq);
+    char name[160];
+    snprintf(name, sizeof name, "attention %s M=%d heads %d/%d hd=%d cap=%d window=%d pos %d..%d", tag,
+             M, H, Hkv, hd, cap, window, pos[0], pos[M - 1]);
+    if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
+    else check(name, got, ref, nq, 1e-5, 1e-4);
+    free(kc), free(vc), free(q), free(ref), free(pos), free(got);
+    gpu->free(gpu, dkc), gpu->free(gpu, dvc), gpu->free(gpu, dq), gpu->free(gpu, dp), gpu->free(gpu, dout);
+}
+
+static void test_swiglu(int64_t n) {
+    float *g = rand_f(n, 6.0f), *u = rand_f(n, 2.0f), *ref = malloc(sizeof(float) * n);
+    cpu->swiglu(cpu, ref, g, u, n);
+    float *dg = dev_from(g, n * 4), *du = dev_from(u, n * 4), *dh = gpu->alloc(gpu, n * 4);
+    poison(dh, n * 4);
+    gpu->swiglu(gpu, dh, dg, du, n);
+    float *got = dev_floats(dh, n);
+    check("swiglu n=359424", got, ref, n, 1e-6, 1e-6);
+    gpu->swiglu(gpu, dg, dg, du, n); /* in place, as the forward pass calls it */
+    free(got);
+    got = dev_floats(dg, n);
+    check("swiglu in place", got, ref, n, 1e-6, 1e-6);
+    free(g), free(u), free(ref), free(got);
+    gpu->free(gpu, dg), gpu->free(gpu, du), gpu->free(gpu, dh);
+}
+
+static void test_im2col(int T_out, int C, int K, int stride) {
+    int64_t rows = (int64_t)(T_out - 1) * stride + K, nx = rows * C, nc = (int64_t)T_out * C * K;
+    float *x = rand_f(nx, 1.0f), *ref = malloc(sizeof(float) * nc);
+    cpu->im2col(cpu, ref, x, T_out, C, K, stride);
+    float *dx = dev_from(x, nx * 4), *dc = gpu->alloc(gpu, nc * 4);
+    poison(dc, nc * 4);
+    gpu->im2col(gpu, dc, dx, T_out, C, K, stride);
+    float *got = dev_floats(dc, nc);
+    char name[128];
+    snprintf(name, sizeof name, "im2col T=%d C=%d K=%d stride=%d", T_out, C, K, stride);
+    check(name, got, ref, nc, 0, 0);
+    free(x), free(ref), free(got);
+    gpu->free(gpu, dx), gpu->free(gpu, dc);
+}
+
+static void test_embed(vox_weight *emb, int M, int acap) {
+    const int D = (int)emb->cols, V = (int)emb->rows;
+    float *audio = rand_f((int64_t)acap * D, 1.0f), *ref = malloc(sizeof(float) * M * D);
+    int32_t *ids = rand_pos(M, 0, V - 1), *pos = rand_pos(M, 0, 5000);
+    cpu->embed(cpu, ref, emb, ids, audio, pos, M, D, acap, 0);
+    float *da = dev_from(audio, (int64_t)acap * D * 4), *dx = gpu->alloc(gpu, (int64_t)M * D * 4);
+    int32_t *di = dev_from(ids, M * 4), *dp = dev_from(pos, M * 4);
+    poison(dx, (int64_t)M * D * 4);
+    gpu->embed(gpu, dx, emb, di, da, dp, M, D, acap, 0);
+    float *got = dev_floats(dx, (int64_t)M * D);
+    check("embed M=39 D=3072 vocab 131072", got, ref, (int64_t)M * D, 0, 0);
+    free(audio), free(ref), free(ids), free(pos), free(got);
+    gpu->free(gpu, da), gpu->free(gpu, dx), gpu->free(gpu, di), gpu->free(gpu, dp);
+}
+
+static void test_argmax_topk(int V) {
+    const int M = 3;
+    float *l = rand_f((int64_t)M * V, 10.0f);
+    l[5000] = l[100000] = 50.0f;          /* tie: lowest index wins */
+    l[(int64_t)V + V - 1] = 60.0f;        /* last element */
+    for (int j = 0; j < V; j++) l[2 * (int64_t)V + j] = -1.5f; /* all equal: 0 */
+    int32_t ref[3], got[3];
+    cpu->argmax(cpu, ref, l, M, V);
+    float *dl = dev_from(l, (int64_t)M * V * 4);
+    int32_t *di = gpu->alloc(gpu, M * 4);
+    poison(di, M * 4);
+    gpu->argmax(gpu, di, dl, M, V);
+    gpu->download(gpu, got, di, sizeof got);
+    tu_check(!memcmp(got, ref, sizeof ref), "argmax M=3 V=131072 (ties, last, all equal)",
+             "got %d %d %d want %d %d %d", got[0], got[1], got[2], ref[0], ref[1], ref[2]);
+
+    /* top-k on values quantised to 0.01: thousands of ties */
+    for (int64_t i = 0; i < (int64_t)M * V; i++) l[i] = roundf(l[i] * 100.0f) / 100.0f;
+    gpu->upload(gpu, dl, l, (int64_t)M * V * 4);
+    const int ks[] = {1, 7, 100, 1024};
+    for (int t = 0; t < 4; t++) {
+        int k = ks[t];
+        int32_t *ri = malloc(sizeof(int32_t) * M * k), *gi = malloc(sizeof(int32_t) * M * k);
+        float *rv = malloc(sizeof(float) * M * k), *gv = malloc(sizeof(float) * M * k);
+        cpu->topk(cpu, ri, rv, l, M, V, k);
+        int32_t *dti = gpu->alloc(gpu, M * k * 4);
+        float *dtv = gpu->alloc(gpu, M * k * 4);
+        poison(dti, M * k * 4), poison(dtv, M * k * 4);
+        gpu->topk(gpu, dti, dtv, dl, M, V, k);
+        gpu->download(gpu, gi, dti, M * k * 4);
+        gpu->download(gpu, gv, dtv, M * k * 4);
+        int ok = !memcmp(gi, ri, M * k * 4) && !memcmp(gv, rv, M * k * 4), at = -1;
+        for (int i = 0; i < M * k && at < 0; i++)
+            if (gi[i] != ri[i] || gv[i] != rv[i]) at = i;
+        char name[96];
+        snprintf(name, sizeof name, "topk M=3 V=131072 k=%d (ties)", k);
+        if (ok) tu_check(1, name, "ids and values identical");
+        else tu_check(0, name, "first mismatch at %d: got (%d, %g) want (%d, %g)", at, gi[at], gv[at], ri[at], rv[at]);
+        free(ri), free(gi), free(rv), free(gv);
+        gpu->free(gpu, dti), gpu->free(gpu, dtv);
+    }
+    free(l);
+    gpu->free(gpu, dl), gpu->free(gpu, di);
+}
+
+/* ---- graphs: capture at one position, replay at another ------------------------------ */
+typedef struct {
+    vox_weight emb, norm, wq, wk, wv, wo;
+    int D, H, Hkv, hd, cap, window, acap;
+} mini_model;
+
+/* a decoder-step slice: embed, norm, q/k/v, rope, kv_store, attention, wo (+=), argmax */
+static void mini_step(vox_backend *be, mini_model *m, float *x, float *xn, float *q, float *k,
+                      float *v, float *att, float *kc, float *vc, const float *audio,
+                      int32_t *ids, const int32_t *pos, float *logits) {
+    be->embed(be, x, &m->emb, ids, audio, pos, 1, m->D, m->acap, 0);
+    be->rmsnorm(be, xn, x, &m->norm, NULL, 1, m->D, 1e-5f);
+    be->linear(be, q, xn, &m->wq, NULL, 1, VOX_ACT_NONE, 0);
+    be->linear(be, k, xn, &m->wk, NULL, 1, VOX_ACT_NONE, 0);
+    be->linear(be, v, xn, &m->wv, NULL, 1, VOX_ACT_NONE, 0);
+    be->rope(be, q, pos, 1, m->H, m->hd, 1e6f);
+    be->rope(be, k, pos, 1, m->Hkv, m->hd, 1e6f);
+    be->kv_store(be, kc, vc, k, v, pos, 1, m->Hkv * m->hd, m->cap, 0);
+    be->attention(be, att, q, kc, vc, pos, 1, m->H, m->Hkv, m->hd, m->cap, m->window, 0);
+    be->linear(be, x, att, &m->wo, NULL, 1, VOX_ACT_NONE, 1);
+    be->rmsnorm(be, xn, x, &m->norm, NULL, 1, m->D, 1e-5f);
+    be->linear(be, logits, xn, &m->emb, NULL, 1, VOX_ACT_NONE, 0);
+    be->argmax(be, ids, logits, 1, (int)m->emb.rows);
+}
+
+static void test_graph(void) {
+    mini_model m = {.D = 3072, .H = 32, .Hkv = 8, .hd = 128, .cap = 8231, .window = 8192, .acap = 64};
+    const int V = 8192, qd = m.H * m.hd, kvd = m.Hkv * m.hd;
+    m.emb = weight_bf16(V, m.D, 1.0f);
+    m.norm = weight_f32(m.D, 0.5f, 1.0f);
+    m.wq = weight_bf16(qd, m.D, 1.0f / sqrtf(m.D));
+    m.wk = weight_bf16(kvd, m.D, 1.0f / sqrtf(m.D));
+    m.wv = weight_bf16(kvd, m.D, 1.0f / sqrtf(m.D));
+    m.wo = weight_bf16(m.D, qd, 1.0f / sqrtf(qd));
+    int64_t nc = (int64_t)m.cap * kvd;
+    float *kc0 = rand_f(nc, 1.0f), *vc0 = rand_f(nc, 1.0f), *audio = rand_f((int64_t)m.acap * m.D, 1.0f);
+    const int32_t id0 = 1234, P0 = 500, P1 = 9000;
+    /* host buffers for the CPU */
+    float *x = malloc(4 * m.D), *xn = malloc(4 * m.D), *q = malloc(4 * qd), *k = malloc(4 * kvd);
+    float *v = malloc(4 * kvd), *att = malloc(4 * qd), *lg = malloc(4 * V);
+    float *kc = malloc(nc * 4), *vc = malloc(nc * 4);
+    memcpy(kc, kc0, nc * 4), memcpy(vc, vc0, nc * 4);
+    int32_t id = id0, pos = P1;
+    mini_step(cpu, &m, x, xn, q, k, v, att, kc, vc, audio, &id, &pos, lg);
+    /* device buffers */
+    float *dx = gpu->alloc(gpu, 4 * m.D), *dxn = gpu->alloc(gpu, 4 * m.D), *dq = gpu->alloc(gpu, 4 * qd);
+    float *dk = gpu->alloc(gpu, 4 * kvd), *dv = gpu->alloc(gpu, 4 * kvd), *datt = gpu->alloc(gpu, 4 * qd);
+    float *dlg = gpu->alloc(gpu, 4 * V), *dkc = gpu->alloc(gpu, nc * 4), *dvc = gpu->alloc(gpu, nc * 4);
+    float *da = dev_from(audio, (int64_t)m.acap * m.D * 4);
+    int32_t *did = gpu->alloc(gpu, 4), *dpos = gpu->alloc(gpu, 4);
+    float *direct_x, *graph_x, *direct_lg, *graph_lg;
+    int32_t direct_id = -1, graph_id = -1, p;
+    /* 1. direct at P1 */
+    gpu->upload(gpu, dkc, kc0, nc * 4), gpu->upload(gpu, dvc, vc0, nc * 4);
+    gpu->upload(gpu, did, &id0, 4), p = P1, gpu->upload(gpu, dpos, &p, 4);
+    mini_step(gpu, &m, dx, dxn, dq, dk, dv, datt, dkc, dvc, da, did, dpos, dlg);
+    gpu->download(gpu, &direct_id, did, 4);
+    direct_x = dev_floats(dx, m.D), direct_lg = dev_floats(dlg, V);
+    /* 2. capture at P0 (runs once there) */
+    gpu->upload(gpu, dkc, kc0, nc * 4), gpu->upload(gpu, dvc, vc0, nc * 4);
+    gpu->upload(gpu, did, &id0, 4), p = P0, gpu->upload(gpu, dpos, &p, 4);
+    int had = gpu->graph_launch(gpu, 77);
+    gpu->graph_begin(gpu, 77);
+    mini_step(gpu, &m, dx, dxn, dq, dk, dv, datt, dkc, dvc, da, did, dpos, dlg);
+    gpu->graph_end(gpu, 77);
+    int rc = gpu->sync(gpu);
+    /* 3. replay at P1 */
+    gpu->upload(gpu, dkc, kc0, nc * 4), gpu->upload(gpu, dvc, vc0, nc * 4);
+    gpu->upload(gpu, did, &id0, 4), p = P1, gpu->upload(gpu, dpos, &p, 4);
+    int launched = gpu->graph_launch(gpu, 77);
+    gpu->download(gpu, &graph_id, did, 4);
+    graph_x = dev_floats(dx, m.D), graph_lg = dev_floats(dlg, V);
+    rc |= gpu->sync(gpu);
+    tu_check(!had && launched && rc == 0, "graph: captured under a key, replayed", "%s",
+             rc ? vox_last_error() : "");
+    tu_check(direct_id == graph_id && !memcmp(direct_x, graph_x, 4 * m.D) &&
+                 !memcmp(direct_lg, graph_lg, 4 * V),
+             "graph replay at a new device position == direct run (bitwise)", "ids %d / %d",
+             graph_id, direct_id);
+    check("graph step vs CPU: hidden state", graph_x, x, m.D, 1e-4, 1e-4);
+    check("graph step vs CPU: logits", graph_lg, lg, V, 1e-4, 1e-4);
+    tu_check(graph_id == id, "graph step vs CPU: argmax", "got %d want %d", graph_id, id);
+    free(kc0), free(vc0), free(audio), free(x), free(xn), free(q), free(k), free(v), free(att);
+    free(lg), free(kc), free(vc), free(direct_x), free(graph_x), free(direct_lg), free(graph_lg);
+    void *bufs[] = {dx, dxn, dq, dk, dv, datt, dlg, dkc, dvc, da, did, dpos};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->free(gpu, bufs[i]);
+    weight_free(&m.emb), weight_free(&m.norm), weight_free(&m.wq), weight_free(&m.wk);
+    weight_free(&m.wv), weight_free(&m.wo);
+}
+
+/* ---- benchmarks ------------------------------------------------------------------------ */
+/* seconds per replay of graph `key` (median of `reps`) */
+static double time_graph(int key, int reps) {
+    double t[32];
+    if (reps > 32) reps = 32;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        gpu->graph_launch(gpu, key);
+        gpu->sync(gpu);
+        t[r] = now_s() - t0;
+    }
+    for (int i = 0; i < reps; i++)
+        for (int j = i + 1; j < reps; j++)
+            if (t[j] < t[i]) { double s = t[i]; t[i] = t[j]; t[j] = s; }
+    return t[reps / 2];
+}
+
+static void bench(void) {
+    char table[8192];
+    int tl = 0;
+#define ROW(...) (tl += snprintf(table + tl, sizeof table - tl, __VA_ARGS__))
+    /* D2D copy: 1 GiB */
+    size_t cb = (size_t)1 << 30;
+    void *a = gpu->alloc(gpu, cb), *b = gpu->alloc(gpu, cb);
+    for (int i = 0; i < 3; i++) gpu->copy(gpu, b, a, cb);
+    gpu->sync(gpu);
+    double t0 = now_s();
+    for (int i = 0; i < 10; i++) gpu->copy(gpu, b, a, cb);
+    gpu->sync(gpu);
+    double d2d = 2.0 * cb * 10 / (now_s() - t0) / 1e9;
+    gpu->free(gpu, a), gpu->free(gpu, b);
+    ROW("%-44s %10s %10s %8s\n", "bench", "us", "GB/s", "% d2d");
+    ROW("%-44s %10s %10.0f %8s\n", "cudaMemcpy D2D 1 GiB (read+write)", "", d2d, "100");
+
+    /* GEMV M=1 per decoder shape; weight copies rotated so L2 never holds them */
+    const int shapes[][2] = {{4096, 3072}, {1024, 3072}, {3072, 4096}, {9216, 3072}, {3072, 9216}, {131072, 3072}};
+    for (int s = 0; s < 6; s++) {
+        int N = shapes[s][0], K = shapes[s][1];
+        size_t wb = (size_t)N * K * 2;
+        int copies = (int)((512u << 20) / wb) + 1;
+        if (copies > 32) copies = 32;
+        vox_weight w[32];
+        w[0] = weight_bf16(N, K, 0.01f);
+        for (int c = 1; c < copies; c++) {
+            w[c] = w[0];
+            w[c].data = NULL;
+            w[c].dev = gpu->alloc(gpu, wb);
+            gpu->copy(gpu, w[c].dev, w[0].dev, wb);
+        }
+        float *x = rand_f(K, 1.0f), *dx = dev_from(x, K * 4), *dy = gpu->alloc(gpu, (size_t)N * 4);
+        int calls = copies * (int)(1 + (2u << 30) / (wb * copies));
+        if (calls > 2000) calls = 2000;
+        gpu->graph_begin(gpu, 100 + s);
+        for (int c = 0; c < calls; c++) gpu->linear(gpu, dy, dx, &w[c % copies], NULL, 1, VOX_ACT_NONE, 0);
+        gpu->graph_end(gpu, 100 + s);
+        double t = time_graph(100 + s, 7) / calls;
+        ROW("gemv M=1 N=%-6d K=%-5d (%4.1f MB)            %10.1f %10.0f %8.0f\n", N, K, wb / 1e6,
+            t * 1e6, wb / t / 1e9, 100.0 * wb / t / 1e9 / d2d);
+        free(x);
+        gpu->free(gpu, dx), gpu->free(gpu, dy);
+        for (int c = 1; c < copies; c++) gpu->free(gpu, w[c].dev);
+        weight_free(&w[0]);
+    }
+
+    /* synthetic decoder step: 26 layers of distinct weights, real shapes, all ops */
+    const int L = 26, D = 3072, H = 32, Hkv = 8, hd = 128, F = 9216, V = 131072, cap = 8192 + 39;
+    const int qd = H * hd, kvd = Hkv * hd;
+    vox_weight lw[7] = {weight_bf16(qd, D, 0.02f), weight_bf16(kvd, D, 0.02f), weight_bf16(kvd, D, 0.02f),
+                        weight_bf16(D, qd, 0.02f), weight_bf16(F, D, 0.02f), weight_bf16(F, D, 0.02f),
+                        weight_bf16(D, F, 0.02f)};
+    vox_weight (*W)[7] = malloc(sizeof(vox_weight[7]) * L);
+    double step_bytes = 0;
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < 7; i++) {
+            size_t wb = (size_t)lw[i].rows * lw[i].cols * 2;
+            W[l][i] = lw[i];
+            W[l][i].data = NULL;
+            W[l][i].dev = gpu->alloc(gpu, wb);
+            gpu->copy(gpu, W[l][i].dev, lw[i].dev, wb);
+            step_bytes += wb;
+        }
+    vox_weight emb = weight_bf16(V, D, 0.02f), norm = weight_f32(D, 0.1f, 1.0f);
+    step_bytes += (double)V * D * 2;
+    float *kv = gpu->alloc(gpu, (size_t)L * 2 * cap * kvd * 4);
+    float *audio = gpu->alloc(gpu, (size_t)64 * D * 4);
+    float *x = gpu->alloc(gpu, D * 4), *xn = gpu->alloc(gpu, D * 4), *q = gpu->alloc(gpu, qd * 4);
+    float *k = gpu->alloc(gpu, kvd * 4), *v = gpu->alloc(gpu, kvd * 4), *att = gpu->alloc(gpu, qd * 4);
+    float *g = gpu->alloc(gpu, F * 4), *u = gpu->alloc(gpu, F * 4), *lg = gpu->alloc(gpu, (size_t)V * 4);
+    int32_t *ids = gpu->alloc(gpu, 4), *dpos = gpu->alloc(gpu, 4);
+    float *kvh = rand_f((int64_t)cap * kvd, 1.0f); /* keys must not be zeros */
+    for (int l = 0; l < L * 2; l++) gpu->upload(gpu, kv + (size_t)l * cap * kvd, kvh, (size_t)cap * kvd * 4);
+    free(kvh);
+    int32_t p = 800;
+    gpu->upload(gpu, dpos, &p, 4);
+    for (int variant = 0; variant < 3; variant++) { /* 0: whole step, 1: linears only, 2: attention only */
+        gpu->graph_begin(gpu, 200 + variant);
+        if (variant != 2) gpu->embed(gpu, x, &emb, ids, audio, dpos, 1, D, 64, 0);
+        for (int l = 0; l < L; l++) {
+            float *kc = kv + (size_t)l * 2 * cap * kvd, *vc = kc + (size_t)cap * kvd;
+            if (variant == 0) gpu->rmsnorm(gpu, xn, x, &norm, NULL, 1, D, 1e-5f);
+            if (variant != 2) {
+                gpu->linear(gpu, q, xn, &W[l][0], NULL, 1, VOX_ACT_NONE, 0);
+                gpu->linear(gpu, k, xn, &W[l][1], NULL, 1, VOX_ACT_NONE, 0);
+                gpu->linear(gpu, v, xn, &W[l][2], NULL, 1, VOX_ACT_NONE, 0);
+            }
+            if (variant == 0) {
+                gpu->rope(gpu, q, dpos, 1, H, hd, 1e6f);
+                gpu->rope(gpu, k, dpos, 1, Hkv, hd, 1e6f);
+                gpu->kv_store(gpu, kc, vc, k, v, dpos, 1, kvd, cap, 0);
+            }
+            if (variant != 1) gpu->attention(gpu, att, q, kc, vc, dpos, 1, H, Hkv, hd, cap, 8192, 0);
+            if (variant != 2) gpu->linear(gpu, x, att, &W[l][3], NULL, 1, VOX_ACT_NONE, 1);
+            if (variant == 0) gpu->rmsnorm(gpu, xn, x, &norm, &norm, 1, D, 1e-5f);
+            if (variant != 2) {
+                gpu->linear(gpu, g, xn, &W[l][4], NULL, 1, VOX_ACT_NONE, 0);
+                gpu->linear(gpu, u, xn, &W[l][5], NULL, 1, VOX_ACT_NONE, 0);
+            }
+            if (variant == 0) gpu->swiglu(gpu, g, g, u, F);
+            if (variant != 2) gpu->linear(gpu, x, g, &W[l][6], NULL, 1, VOX_ACT_NONE, 1);
+        }
+        if (variant == 0) gpu->rmsnorm(gpu, xn, x, &norm, NULL, 1, D, 1e-5f);
+        if (variant != 2) gpu->linear(gpu, lg, xn, &emb, NULL, 1, VOX_ACT_NONE, 0);
+        if (variant == 0) gpu->argmax(gpu, ids, lg, 1, V);
+        gpu->graph_end(gpu, 200 + variant);
+    }
+    const int at_pos[] = {100, 800, 8000};
+    for (int pi = 0; pi < 3; pi++) {
+        p = at_pos[pi];
+        gpu->upload(gpu, dpos, &p, 4);
+        double ts = time_graph(200, 9), tl_ = time_graph(201, 9), ta = time_graph(202, 9);
+        double kvb = 2.0 * L * (double)(p + 1) * kvd * 4;
+        ROW("decoder step, pos %-5d (graph, all ops)       %10.1f %10.0f %8.0f\n", p, ts * 1e6,
+            (step_bytes + kvb) / ts / 1e9, 100.0 * (step_bytes + kvb) / ts / 1e9 / d2d);
+        if (pi == 0)
+            ROW("  its 183 linears (%.2f GB)                %10.1f %10.0f %8.0f\n", step_bytes / 1e9,
+                tl_ * 1e6, step_bytes / tl_ / 1e9, 100.0 * step_bytes / tl_ / 1e9 / d2d);
+        ROW("  its 26 attentions, %5d keys (%5.0f MB)    %10.1f %10.0f %8.0f\n", p + 1, kvb / 1e6,
+            ta * 1e6, kvb / ta / 1e9, 100.0 * kvb / ta / 1e9 / d2d);
+    }
+    void *bufs[] = {kv, audio, x, xn, q, k, v, att, g, u, lg, ids, dpos};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->free(gpu, bufs[i]);
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < 7; i++) gpu->free(gpu, W[l][i].dev);
+    free(W);
+    for (int i = 0; i < 7; i++) weight_free(&lw[i]);
+    weight_free(&emb), weight_free(&norm);
+
+    /* GEMV vs cuBLASLt at a few row counts (the crossover) */
+    const int Ms[] = {1, 2, 3, 4, 8, 39, 512};
+    vox_weight w = weight_bf16(F, D, 0.02f);
+    float *hx = rand_f((int64_t)512 * D, 1.0f), *dx = dev_from(hx, (size_t)512 * D * 4);
+    float *dy = gpu->alloc(gpu, (size_t)512 * F * 4);
+    free(hx);
+    for (int mi = 0; mi < 7; mi++) {
+        int M = Ms[mi];
+        double t2[2];
+        for (int path = 0; path < 2; path++) {
+            int old = vox_cuda_set_gemv_max_rows(gpu, path ? 0 : 1 << 20);
+            gpu->graph_begin(gpu, 300);
+            for (int c = 0; c < 20; c++) gpu->linear(gpu, dy, dx, &w, NULL, M, VOX_ACT_NONE, 0);
+            gpu->graph_end(gpu, 300);
+            vox_cuda_set_gemv_max_rows(gpu, old);
+            t2[path] = time_graph(300, 7) / 20;
+        }
+        ROW("linear M=%-3d N=9216 K=3072: gemv / cublasLt   %10.1f %10.1f   us (%.0f / %.0f TFLOP/s)\n", M,
+            t2[0] * 1e6, t2[1] * 1e6, 2.0 * M * F * D / t2[0] / 1e12, 2.0 * M * F * D / t2[1] / 1e12);
+    }
+    gpu->free(gpu, dx), gpu->free(gpu, dy);
+    weight_free(&w);
+
+    /* encoder-shaped attention: 512 rows, window 750, 32 heads x 64 */
+    {
+        const int M = 512, eH = 32, ehd = 64, ecap = 750 + 512;
+        int64_t nc = (int64_t)ecap * eH * ehd, nq = (int64_t)M * eH * ehd;
+        float *hk = rand_f(nc, 1.0f);
+        float *dk = dev_from(hk, nc * 4), *dvv = dev_from(hk, nc * 4), *dq = dev_from(hk, nq * 4);
+        float *dout = gpu->alloc(gpu, nq * 4);
+        int32_t *pp = malloc(4 * M);
+        for (int i = 0; i < M; i++) pp[i] = 3000 + i;
+        int32_t *dp = dev_from(pp, 4 * M);
+        gpu->graph_begin(gpu, 301);
+        for (int c = 0; c < 32; c++) gpu->attention(gpu, dout, dq, dk, dvv, dp, M, eH, eH, ehd, ecap, 750, 0);
+        gpu->graph_end(gpu, 301);
+        double t = time_graph(301, 7) / 32;
+        double fl = 4.0 * M * 750 * ehd * eH;
+        ROW("attention encoder M=512 window 750 (1 layer)  %10.1f %10s   (%.1f TFLOP/s)\n", t * 1e6, "",
+            fl / t / 1e12);
+        free(hk), free(pp);
+        gpu->free(gpu, dk), gpu->free(gpu, dvv), gpu->free(gpu, dq), gpu->free(gpu, dout), gpu->free(gpu, dp);
+    }
+    tu_check(gpu->sync(gpu) == 0, "bench ran without a CUDA error", "%s", "");
+    printf("\n%s", table);
+#undef ROW
+}
+
+int main(int argc, char **argv) {
+    if (!vox_cuda_available()) {
+        printf("skipped: no CUDA device\n");
+        return 0;
+    }
+    cpu = vox_cpu_backend_new(0);
+    gpu = vox_cuda_backend_new(0);
+    if (!cpu || !gpu) {
+        printf("not ok - backends: %s\n", vox_last_error());
+        return 1;
+    }
+    printf("# %s vs %s\n", gpu->device_name, cpu->device_name);
+
+    /* decoder step (M=1): every matrix shape, the LM head */
+    test_linear("wq", 1, 4096, 3072, 0, VOX_ACT_NONE, 0);
+    test_linear("wk", 1, 1024, 3072, 0, VOX_ACT_NONE, 0);
+    test_linear("wo", 1, 3072, 4096, 0, VOX_ACT_NONE, 1);
+    test_linear("w1", 1, 9216, 3072, 0, VOX_ACT_NONE, 0);
+    test_linear("w2", 1, 3072, 9216, 0, VOX_ACT_NONE, 1);
+    vox_weight head = weight_bf16(131072, 3072, 1.0f / sqrtf(3072.0f));
+    test_linear_w("lm head", &head, 1, 0, VOX_ACT_NONE, 0, 0);
+    test_embed(&head, 39, 300);
+    weight_free(&head);
+    /* few rows: streaming encoder chunks and the adapter */
+    test_linear("enc wo", 4, 1280, 2048, 1, VOX_ACT_NONE, 1);
+    test_linear("enc wq", 8, 2048, 1280, 1, VOX_ACT_NONE, 0);
+    test_linear("adapter0", 3, 3072, 5120, 0, VOX_ACT_GELU, 0);
+    test_linear("odd K", 2, 100, 36, 1, VOX_ACT_NONE, 0);
+    /* prefill (M=39) and encoder chunks (cuBLASLt) */
+    test_linear("w1", 39, 9216, 3072, 0, VOX_ACT_NONE, 0);
+    test_linear("w2", 39, 3072, 9216, 0, VOX_ACT_NONE, 1);
+    test_linear("enc wq", 512, 2048, 1280, 1, VOX_ACT_NONE, 0);
+    test_linear("enc w2", 512, 1280, 5120, 1, VOX_ACT_NONE, 1);
+    test_linear("conv0", 1024, 1280, 384, 1, VOX_ACT_GELU, 0);
+    test_linear("conv1", 512, 1280, 3840, 1, VOX_ACT_GELU, 0);
+    test_linear("adapter0", 128, 3072, 5120, 0, VOX_ACT_GELU, 0);
+    test_linear("odd", 13, 100, 36, 1, VOX_ACT_NONE, 1);
+    if (vox_cuda_set_gemv_max_rows) {
+        vox_weight w = weight_bf16(9216, 3072, 1.0f / sqrtf(3072.0f));
+        test_linear_w("w1 forced", &w, 39, 0, VOX_ACT_NONE, 0, 1);
+        weight_free(&w);
+    }
+
+    test_rmsnorm(39, 3072, 1, 0);
+    test_rmsnorm(512, 1280, 0, 0);
+    test_rmsnorm(1, 3072, 0, 1);
+    test_rope(39, 32, 128, 20000);
+    test_rope(39, 8, 128, 20000);
+    test_rope(512, 32, 64, 100000);
+    test_kv_store(39, 1024, 8231, 8231 - 20);
+    test_kv_store(512, 2048, 1262, 3000);
+    test_swiglu((int64_t)39 * 9216);
+    test_im2col(1024, 128, 3, 1);
+    test_im2col(512, 1280, 3, 2);
+
+    /* decoder step: 8k-key window over a ring of 8231 */
+    const int32_t step_pos[] = {0, 37, 1000, 8230, 20000};
+    for (int i = 0; i < 5; i++)
+        test_attention("step", 1, 32, 8, 128, 8231, 8192, &step_pos[i], 0);
+    test_attention("prefill", 39, 32, 8, 128, 8231, 8192, NULL, 0);
+    test_attention("prefill late", 39, 32, 8, 128, 8231, 8192, NULL, 9000);
+    test_attention("encoder", 512, 32, 32, 64, 1262, 750, NULL, 3000);
+    test_attention("encoder first", 512, 32, 32, 64, 1262, 750, NULL, 0);
+    test_attention("encoder small", 4, 32, 32, 64, 1262, 750, NULL, 2000);
+    test_argmax_topk(131072);
+    test_graph();
+
+    /* memory accounting and the bandwidth probe */
+    size_t before = gpu->mem_bytes;
+    void *blk = gpu->alloc(gpu, 100 << 20);
+    size_t during = gpu->mem_bytes;
+    gpu->free(gpu, blk);
+    tu_check(during - before == (100u << 20) && gpu->mem_bytes == before,
+             "mem_bytes follows alloc/free", "%zu -> %zu -> %zu", before, during, gpu->mem_bytes);
+    double bw = gpu->measure_bandwidth ? gpu->measure_bandwidth(gpu) : 0;
+    tu_check(bw > 100 && gpu->sync(gpu) == 0, "measure_bandwidth", "%.0f GB/s (D2D, read+write)", bw);
+
+    if (argc > 1 && !strcmp(argv[1], "bench") && vox_cuda_set_gemv_max_rows) bench();
+    gpu->destroy(gpu);
+    cpu->destroy(cpu);
+    return tu_done();
+}
