@@ -549,26 +549,23 @@ static void decoder_forward(vox_stream *s, int M) {
     for (int l = 0; l < d->n_layers; l++) {
         const vox_dec_layer *L = &m->dec[l];
         float *kc = s->dkv + (size_t)l * 2 * s->dec_cap * d_kv, *vc = kc + (size_t)s->dec_cap * d_kv;
-        be->rmsnorm(be, s->dxn, s->dx, &L->attn_norm, NULL, M, D, d->norm_eps);
-        be->linear(be, s->dq, s->dxn, &L->wq, NULL, M, VOX_ACT_NONE, 0);
-        be->linear(be, s->dk, s->dxn, &L->wk, NULL, M, VOX_ACT_NONE, 0);
-        be->linear(be, s->dv, s->dxn, &L->wv, NULL, M, VOX_ACT_NONE, 0);
-        be->rope(be, s->dq, s->dpos_buf, M, d->n_heads, d->head_dim, d->rope_theta);
-        be->rope(be, s->dk, s->dpos_buf, M, d->n_kv_heads, d->head_dim, d->rope_theta);
-        be->kv_store(be, kc, vc, s->dk, s->dv, s->dpos_buf, M, d_kv, s->dec_cap, 0);
+        float *qkv[3] = {s->dq, s->dk, s->dv};
+        const vox_weight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
+        be->norm_linear(be, 3, qkv, s->dx, wqkv, &L->attn_norm, NULL, d->norm_eps, M);
+        be->rope_kv_store(be, s->dq, s->dk, s->dv, kc, vc, s->dpos_buf, M, d->n_heads, d->n_kv_heads,
+                          d->head_dim, d->rope_theta, s->dec_cap, 0);
         be->attention(be, s->dattn, s->dq, kc, vc, s->dpos_buf, M, d->n_heads, d->n_kv_heads,
                       d->head_dim, s->dec_cap, d->sliding_window, 0);
         be->linear(be, s->dx, s->dattn, &L->wo, NULL, M, VOX_ACT_NONE, 1);
-        be->rmsnorm(be, s->dxn, s->dx, &L->ffn_norm, &L->ffn_scale, M, D, d->norm_eps);
-        be->linear(be, s->dg, s->dxn, &L->w1, NULL, M, VOX_ACT_NONE, 0);
-        be->linear(be, s->du, s->dxn, &L->w3, NULL, M, VOX_ACT_NONE, 0);
-        be->swiglu(be, s->dg, s->dg, s->du, (int64_t)M * d->hidden_dim);
-        be->linear(be, s->dx, s->dg, &L->w2, NULL, M, VOX_ACT_NONE, 1);
+        float *gu[2] = {s->dg, s->du};
+        const vox_weight *w13[2] = {&L->w1, &L->w3};
+        be->norm_linear(be, 2, gu, s->dx, w13, &L->ffn_norm, &L->ffn_scale, d->norm_eps, M);
+        be->swiglu_linear(be, s->dx, s->dg, s->du, &L->w2, M, 1);
     }
     /* only the last row's logits are needed */
     float *last = s->dx + (size_t)(M - 1) * D;
-    be->rmsnorm(be, s->dxn, last, &m->dec_norm, NULL, 1, D, d->norm_eps);
-    be->linear(be, s->logits, s->dxn, &m->tok_emb, NULL, 1, VOX_ACT_NONE, 0);
+    const vox_weight *head = &m->tok_emb;
+    be->norm_linear(be, 1, &s->logits, last, &head, &m->dec_norm, NULL, d->norm_eps, 1);
     be->argmax(be, s->ids_buf, s->logits, 1, m->cfg.vocab_size);
     if (s->topk) be->topk(be, s->topk_ids_buf, s->topk_vals_buf, s->logits, 1, m->cfg.vocab_size, s->topk);
 }

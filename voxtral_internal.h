@@ -177,6 +177,20 @@ struct vox_backend {
     void (*topk)(vox_backend *be, int32_t *ids, float *vals, const float *logits, int M,
                  int V, int k);
 
+    /* Fused ops of the decoder (each has a CPU twin that is the unfused sequence).
+     * norm_linear: xn = rmsnorm(x; norm, scale, eps) (norm may be NULL: xn = x), then
+     * for i < n_out (1..3): y[i][M][w[i].rows] = xn . w[i]^T. No bias. */
+    void (*norm_linear)(vox_backend *be, int n_out, float *const *y, const float *x,
+                        const vox_weight *const *w, const vox_weight *norm,
+                        const vox_weight *scale, float eps, int M);
+    /* y[M][w.rows] (= or +=) (silu(g) * u) . w^T; g, u [M][w.cols]. */
+    void (*swiglu_linear)(vox_backend *be, float *y, const float *g, const float *u,
+                          const vox_weight *w, int M, int accumulate);
+    /* rope(q, n_heads) and rope(k, n_kv_heads) at pos, then kv_store(k, v). */
+    void (*rope_kv_store)(vox_backend *be, float *q, float *k, const float *v, float *kc,
+                          float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                          int head_dim, float theta, int cap, int rows_are_streams);
+
     /* Graphs for the decoder step (CUDA); the CPU returns 0 and does nothing.
      * graph_launch: replays the graph captured under `key`, returns 1, or 0 if none.
      * graph_begin/graph_end bracket the ops to capture (they run as well). */

@@ -31,6 +31,8 @@ typedef struct {
     float *widen;       /* threads x WIDEN_BLOCK_FLOATS */
     float *scratch;     /* per-thread attention scratch */
     size_t scratch_len; /* floats per thread */
+    float *norm_buf;    /* norm_linear's normalised input */
+    size_t norm_len;
 } cpu_impl;
 
 /* Per-thread scratch of at least `n` floats; grows only when a context needs more. */
@@ -385,6 +387,44 @@ static void cpu_topk(vox_backend *be, int32_t *ids, float *vals, const float *lo
     }
 }
 
+/* ---- fused decoder ops: the unfused sequences ------------------------------------- */
+static void cpu_norm_linear(vox_backend *be, int n_out, float *const *y, const float *x,
+                            const vox_weight *const *w, const vox_weight *norm,
+                            const vox_weight *scale, float eps, int M) {
+    cpu_impl *ci = impl_of(be);
+    const int D = (int)w[0]->cols;
+    const float *xn = x;
+    if (norm) {
+        if ((size_t)M * D > ci->norm_len) { /* grows once per context size */
+            free(ci->norm_buf);
+            ci->norm_buf = malloc(sizeof(float) * M * D);
+            ci->norm_len = ci->norm_buf ? (size_t)M * D : 0;
+            if (!ci->norm_buf) {
+                vox_error("cpu: out of memory");
+                return;
+            }
+        }
+        cpu_rmsnorm(be, ci->norm_buf, x, norm, scale, M, D, eps);
+        xn = ci->norm_buf;
+    }
+    for (int i = 0; i < n_out; i++) cpu_linear(be, y[i], xn, w[i], NULL, M, VOX_ACT_NONE, 0);
+}
+
+static void cpu_swiglu_linear(vox_backend *be, float *y, const float *g, const float *u,
+                              const vox_weight *w, int M, int accumulate) {
+    /* g is the caller's scratch: overwritten with silu(g) * u */
+    cpu_swiglu(be, (float *)g, g, u, (int64_t)M * w->cols);
+    cpu_linear(be, y, g, w, NULL, M, VOX_ACT_NONE, accumulate);
+}
+
+static void cpu_rope_kv_store(vox_backend *be, float *q, float *k, const float *v, float *kc,
+                              float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                              int head_dim, float theta, int cap, int rows_are_streams) {
+    cpu_rope(be, q, pos, M, n_heads, head_dim, theta);
+    cpu_rope(be, k, pos, M, n_kv_heads, head_dim, theta);
+    cpu_kv_store(be, kc, vc, k, v, pos, M, n_kv_heads * head_dim, cap, rows_are_streams);
+}
+
 /* Streams a 1 GiB buffer on all threads, best of 5 passes (see bench/membw.c). */
 static double cpu_measure_bandwidth(vox_backend *be) {
     const size_t n = (size_t)1 << 28; /* floats */
@@ -418,6 +458,7 @@ static void cpu_destroy(vox_backend *be) {
     if (ci) {
         free(ci->widen);
         free(ci->scratch);
+        free(ci->norm_buf);
         free(ci);
     }
     free(be);
@@ -457,6 +498,9 @@ vox_backend *vox_cpu_backend_new(int threads) {
     be->graph_begin = cpu_graph_mark;
     be->graph_end = cpu_graph_mark;
     be->measure_bandwidth = cpu_measure_bandwidth;
+    be->norm_linear = cpu_norm_linear;
+    be->swiglu_linear = cpu_swiglu_linear;
+    be->rope_kv_store = cpu_rope_kv_store;
     return be;
 oom:
     if (ci) free(ci->widen);
