@@ -238,4 +238,17 @@ int vox_mel_end(vox_mel *m, int64_t right_pad); /* after it, the remaining frame
 int64_t vox_mel_ready(const vox_mel *m);       /* frames that can be read now */
 int64_t vox_mel_read(vox_mel *m, float *out, int64_t max_frames);
 
+/* ---- CLI input sources and tools (used by main.c) ----------------------------------
+ * Each feeds `s` until its input ends or vox_cli_interrupted() becomes true, and
+ * returns 0, or -1 with the error set. */
+int vox_cli_interrupted(void);                      /* SIGINT/SIGTERM seen (main.c) */
+int vox_cli_stdin(vox_stream *s, int rate);         /* voxtral_stdin.c */
+/* voxtral_mic.c (PortAudio) or voxtral_nomic.c: capture from `device` (NULL = default;
+ * a number or a name substring) at its native rate, resampled to `rate`. */
+int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose);
+int vox_cli_list_devices(void);                     /* prints devices to stdout */
+/* voxtral_check.c: `voxtral --check`: preflight of drivers, GPUs, memory and a smoke
+ * transcription (dir/audio may be NULL). Returns the process exit code. */
+int vox_cli_check(const char *dir, const char *audio, int verbose);
+
 #endif

@@ -14,8 +14,6 @@
 
 #include "voxtral_internal.h"
 
-int vox_cli_interrupted(void);
-
 enum { BLOCK_BYTES = 8192 };
 
 typedef struct {
