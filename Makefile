@@ -31,8 +31,23 @@ NVCC_GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)
 NVCCFLAGS ?= -O3 -lineinfo
 NVCCFLAGS += -std=c++17 $(NVCC_GENCODE) -I. -Xcompiler -Wall
 
+# PORTAUDIO=auto uses PortAudio for --mic when its pkg-config file is found
+PORTAUDIO ?= auto
+ifeq ($(PORTAUDIO),auto)
+  PORTAUDIO := $(shell pkg-config --exists portaudio-2.0 && echo 1 || echo 0)
+endif
+
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
-ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c voxtral_stdin.c
+ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
+              voxtral_stdin.c voxtral_check.c
+ifeq ($(PORTAUDIO),1)
+  ENGINE_SRC += voxtral_mic.c
+  CFLAGS   += $(shell pkg-config --cflags portaudio-2.0)
+  LIBS     += $(shell pkg-config --libs portaudio-2.0)
+else
+  ENGINE_SRC += voxtral_nomic.c
+endif
+LIBS     += -ldl
 ifeq ($(CUDA),1)
   ENGINE_SRC += voxtral_cuda.c
   CU_SRC   := $(wildcard cuda/*.cu)

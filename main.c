@@ -21,11 +21,14 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: voxtral -d DIR (-i FILE | --stdin) [options]\n"
+            "usage: voxtral -d DIR (-i FILE | --stdin | --mic) [options]\n"
             "\n"
             "  -d DIR               model directory (consolidated.safetensors, params.json, tekken.json)\n"
             "  -i FILE              transcribe an audio file (WAV, FLAC, OGG, MP3, ... any rate/channels)\n"
             "  --stdin              transcribe standard input: WAV, or raw s16le 16 kHz mono\n"
+            "  --mic                transcribe the microphone (PortAudio); --device N|NAME picks it,\n"
+            "                       --list-devices lists them\n"
+            "  --check              preflight: drivers, GPUs, memory, a smoke run (-d optional)\n"
             "  --delay MS           transcription delay, 80..2400 in steps of 80 (default: model's, 480)\n"
             "  --backend B          auto (default), cpu or cuda\n"
             "  -t N                 CPU threads (default: all cores)\n"
@@ -162,7 +165,8 @@ int vox_cli_interrupted(void) { return got_signal != 0; }
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *input = NULL, *forced_path = NULL;
-    int use_stdin = 0, topk = 0, bench = 0;
+    int use_stdin = 0, use_mic = 0, topk = 0, bench = 0, check = 0;
+    const char *device = NULL;
     vox_options opt;
     vox_options_default(&opt);
     cli_state st = {0};
@@ -190,6 +194,15 @@ int main(int argc, char **argv) {
             input = next;
         } else if (!strcmp(a, "--stdin")) {
             use_stdin = 1;
+        } else if (!strcmp(a, "--mic")) {
+            use_mic = 1;
+        } else if (!strcmp(a, "--device")) {
+            NEED_ARG();
+            device = next;
+        } else if (!strcmp(a, "--list-devices")) {
+            return vox_cli_list_devices() == 0 ? 0 : 1;
+        } else if (!strcmp(a, "--check")) {
+            check = 1;
         } else if (!strcmp(a, "--delay")) {
             NEED_ARG();
             char *end;
@@ -240,8 +253,9 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (!dir || (!input && !use_stdin) || (input && use_stdin)) {
-        fprintf(stderr, "voxtral: need -d DIR and exactly one of -i FILE / --stdin (see --help)\n");
+    if (check) return vox_cli_check(dir, input, opt.verbose);
+    if (!dir || (!!input + use_stdin + use_mic) != 1) {
+        fprintf(stderr, "voxtral: need -d DIR and exactly one of -i FILE / --stdin / --mic (see --help)\n");
         return 2;
     }
     st.quiet = opt.verbose == 0;
@@ -284,8 +298,10 @@ int main(int argc, char **argv) {
             int64_t block = vox_sample_rate(ctx);
             for (int64_t off = 0; !rc && off < n_audio && !got_signal; off += block)
                 rc = vox_stream_feed(s, audio + off, (size_t)(n_audio - off < block ? n_audio - off : block));
-        } else {
+        } else if (use_stdin) {
             rc = vox_cli_stdin(s, vox_sample_rate(ctx));
+        } else {
+            rc = vox_cli_mic(s, device, vox_sample_rate(ctx), opt.verbose);
         }
         if (!rc) rc = vox_stream_finish(s);
     }
