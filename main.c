@@ -29,6 +29,7 @@ static void usage(FILE *f) {
             "  --mic                transcribe the microphone (PortAudio); --device N|NAME picks it,\n"
             "                       --list-devices lists them\n"
             "  --check              preflight: drivers, GPUs, memory, a smoke run (-d optional)\n"
+            "  -I SEC               live input: audio gathered before the engine runs (default 0.16)\n"
             "  --delay MS           transcription delay, 80..2400 in steps of 80 (default: model's, 480)\n"
             "  --backend B          auto (default), cpu or cuda\n"
             "  -t N                 CPU threads (default: all cores)\n"
@@ -42,13 +43,15 @@ static void usage(FILE *f) {
             "  -h, --help           this help\n");
 }
 
+static volatile sig_atomic_t got_signal = 0, stdout_closed = 0;
+
 typedef struct {
     int json, quiet, started;
     FILE *out;
     /* --json accumulators */
     char *text;
     size_t text_len, text_cap;
-    cJSON *tokens, *topk;
+    cJSON *tokens, *topk, *pieces;
 } cli_state;
 
 static void on_token(void *user, const vox_token *t) {
@@ -72,6 +75,12 @@ static void on_token(void *user, const vox_token *t) {
             cJSON_AddItemToArray(st->topk, row);
         }
         if (n > 0) {
+            cJSON *pc = cJSON_CreateObject();
+            char *piece = strndup(p, n);
+            cJSON_AddNumberToObject(pc, "time", t->time_s);
+            cJSON_AddStringToObject(pc, "text", piece ? piece : "");
+            free(piece);
+            cJSON_AddItemToArray(st->pieces, pc);
             if (st->text_len + n + 1 > st->text_cap) {
                 size_t cap = (st->text_cap + n + 1) * 2;
                 char *nt = realloc(st->text, cap);
@@ -84,8 +93,8 @@ static void on_token(void *user, const vox_token *t) {
             st->text[st->text_len] = 0;
         }
     } else if (n > 0) {
-        fwrite(p, 1, n, st->out);
-        fflush(st->out);
+        if (fwrite(p, 1, n, st->out) != (size_t)n || fflush(st->out) != 0)
+            stdout_closed = 1; /* e.g. `| head`: stop quietly */
     }
 }
 
@@ -115,10 +124,6 @@ static int read_forced(const char *path, int **ids, int *n) {
     *n = cnt;
     return 0;
 }
-
-/* Reads standard input: a WAV (any format libsndfile reads from a pipe) or raw
- * s16le 16 kHz mono, fed to the stream in small blocks. */
-int vox_cli_stdin(vox_stream *s, int rate);
 
 static double now_ms(void) {
     struct timespec ts;
@@ -159,14 +164,25 @@ static cJSON *stats_json(vox_ctx *ctx, vox_stream *s, double run_ms, double audi
     return o;
 }
 
-static volatile sig_atomic_t got_signal = 0;
 static void on_signal(int sig) { got_signal = sig; }
-int vox_cli_interrupted(void) { return got_signal != 0; }
+int vox_cli_interrupted(void) { return got_signal != 0 || stdout_closed; }
+
+/* SIGINT/SIGTERM: stop reading, finish the stream and flush what was heard.
+ * No SA_RESTART, so a blocking read on stdin returns at once. */
+static void catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *input = NULL, *forced_path = NULL;
     int use_stdin = 0, use_mic = 0, topk = 0, bench = 0, check = 0;
     const char *device = NULL;
+    double interval = 0.16;
     vox_options opt;
     vox_options_default(&opt);
     cli_state st = {0};
@@ -194,6 +210,14 @@ int main(int argc, char **argv) {
             input = next;
         } else if (!strcmp(a, "--stdin")) {
             use_stdin = 1;
+        } else if (!strcmp(a, "-I")) {
+            NEED_ARG();
+            char *end;
+            interval = strtod(next, &end);
+            if (*end || !(interval >= 0.01 && interval <= 60)) {
+                fprintf(stderr, "voxtral: -I %s: must be 0.01..60 seconds\n", next);
+                return 2;
+            }
         } else if (!strcmp(a, "--mic")) {
             use_mic = 1;
         } else if (!strcmp(a, "--device")) {
@@ -284,22 +308,23 @@ int main(int argc, char **argv) {
     if (st.json) {
         st.tokens = cJSON_CreateArray();
         st.topk = cJSON_CreateArray();
+        st.pieces = cJSON_CreateArray();
     }
     double t_run = now_ms();
     vox_stream *s = vox_stream_new(ctx, on_token, &st);
     int rc = s ? 0 : -1;
     if (!rc && topk) rc = vox_stream_set_topk(s, topk);
     if (!rc && forced) rc = vox_stream_force_tokens(s, forced, n_forced);
+    if (!rc && (use_stdin || use_mic)) rc = vox_stream_set_continuous(s, 1);
     if (!rc) {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
+        catch_signals();
         if (input) {
             /* fed in 1 s blocks so a signal can stop it between blocks */
             int64_t block = vox_sample_rate(ctx);
             for (int64_t off = 0; !rc && off < n_audio && !got_signal; off += block)
                 rc = vox_stream_feed(s, audio + off, (size_t)(n_audio - off < block ? n_audio - off : block));
         } else if (use_stdin) {
-            rc = vox_cli_stdin(s, vox_sample_rate(ctx));
+            rc = vox_cli_stdin(s, vox_sample_rate(ctx), interval);
         } else {
             rc = vox_cli_mic(s, device, vox_sample_rate(ctx), opt.verbose);
         }
@@ -308,10 +333,11 @@ int main(int argc, char **argv) {
     double t_end = now_ms();
     int exit_code = 0;
     char err[1200] = "";
-    if (rc) {
+    if (rc && !stdout_closed) {
         snprintf(err, sizeof err, "%s", vox_last_error());
         exit_code = 1;
     }
+    if (stdout_closed) rc = 0;
     double audio_s = 0;
     if (s) {
         vox_stats sx;
@@ -323,6 +349,7 @@ int main(int argc, char **argv) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "text", st.text ? st.text : "");
         cJSON_AddItemToObject(o, "tokens", st.tokens);
+        cJSON_AddItemToObject(o, "pieces", st.pieces); /* text pieces with their audio time (s) */
         if (topk) cJSON_AddItemToObject(o, "topk", st.topk);
         else cJSON_Delete(st.topk);
         if (rc) cJSON_AddStringToObject(o, "error", err);

@@ -230,6 +230,8 @@ int vox_delay_ms(const vox_ctx *ctx) {
 enum { GRAPH_STEP = 1, GRAPH_STEP_TOPK = 2 };
 /* step-time histogram: bin b holds times in [10^(b/100 - 2), 10^((b+1)/100 - 2)) ms */
 enum { STEP_HIST_BINS = 700 };
+/* continuous mode restarts the decoder after this many steps without text (~5 s) */
+enum { MAX_SILENT_STEPS = 64 };
 
 static int step_bin(double ms) {
     int b = ms > 0 ? (int)floor((log10(ms) + 2.0) * 100.0) : 0;
@@ -243,8 +245,22 @@ struct vox_stream {
     void *user;
     vox_mel *mel;
     float *mel_host;      /* [chunk mel rows][n_mel] */
-    int64_t n_samples;    /* real samples fed */
+    int64_t n_samples;    /* real samples fed, all segments */
     int finished, done, failed;
+
+    /* segments (continuous mode and flush): a segment is what the reference sees
+     * as one utterance: left pad, its audio, right pad. A restart begins a new one
+     * from the first audio the last one had not transcribed yet. */
+    int continuous;
+    int64_t seg_sample0;  /* global index of the segment's first real sample */
+    int64_t seg_samples;  /* real samples fed into this segment */
+    int nontext_run;      /* consecutive steps without text */
+    int restarts;
+    const char *restart_why; /* pending restart, or NULL */
+    int64_t restart_from;    /* global sample index it resumes from */
+    float *raw;           /* ring of the last raw_cap real samples (global index % raw_cap) */
+    int64_t raw_cap;
+    int64_t feed_block;   /* feed() works in pieces of at most this many samples */
 
     /* encoder (backend memory) */
     int enc_rows_max;     /* encoder frames per chunk */
@@ -329,6 +345,13 @@ vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user) {
     s->t_start = now_ms();
     s->mel = vox_mel_new(c);
     if (!s->mel) goto fail;
+    s->feed_block = (int64_t)ctx->enc_chunk_tokens * c->samples_per_token;
+    s->raw_cap = 2 * s->feed_block + (int64_t)(ctx->prompt_len + 16) * c->samples_per_token;
+    s->raw = malloc(sizeof(float) * s->raw_cap);
+    if (!s->raw) {
+        vox_error("out of memory");
+        goto fail;
+    }
     if (vox_mel_begin(s->mel, (int64_t)ctx->model.tok.left_pad_tokens * c->samples_per_token) != 0)
         goto fail;
 
@@ -401,6 +424,7 @@ void vox_stream_free(vox_stream *s) {
     free(s->topk_vals_host);
     free(s->forced);
     free(s->tap_buf);
+    free(s->raw);
     free(s);
 }
 
@@ -570,6 +594,13 @@ static void decoder_forward(vox_stream *s, int M) {
     if (s->topk) be->topk(be, s->topk_ids_buf, s->topk_vals_buf, s->logits, 1, m->cfg.vocab_size, s->topk);
 }
 
+/* Marks the segment to end; process() restarts from global sample `from`. */
+static void request_restart(vox_stream *s, const char *why, int64_t from) {
+    s->restart_why = why;
+    s->restart_from = from;
+    s->done = 1; /* no more steps in this segment */
+}
+
 /* Reads back the id just produced at position `pos`, hands it to the callback. */
 static int emit(vox_stream *s, int64_t pos) {
     vox_backend *be = s->be;
@@ -586,7 +617,8 @@ static int emit(vox_stream *s, int64_t pos) {
     vox_token t = {0};
     t.id = id;
     t.pos = (int)pos;
-    t.time_s = (double)(pos + 1 - s->ctx->prompt_len) / m->cfg.frame_rate;
+    t.time_s = (double)s->seg_sample0 / m->cfg.sampling_rate +
+               (double)(pos + 1 - s->ctx->prompt_len) / m->cfg.frame_rate;
     t.piece = vox_token_bytes(&m->tok, id, &t.piece_len);
     if (!t.piece) t.piece = "";
     t.k = s->topk;
@@ -596,7 +628,16 @@ static int emit(vox_stream *s, int64_t pos) {
     /* what the next position is fed: the forced id while forcing, else this one */
     int fed = s->n_out - 1 < s->n_forced ? s->forced[s->n_out - 1] : id;
     if (s->cb) s->cb(s->user, &t);
-    if (fed == m->tok.eos_id) s->done = 1;
+    s->nontext_run = t.piece_len > 0 ? 0 : s->nontext_run + 1;
+    /* audio the segment has not transcribed yet starts after this position's token */
+    int64_t uncommitted = s->seg_sample0 + (pos + 1 - s->ctx->prompt_len > 0 ? pos + 1 - s->ctx->prompt_len : 0) *
+                                               (int64_t)m->cfg.samples_per_token;
+    if (fed == m->tok.eos_id) {
+        if (s->continuous && !s->finished) request_restart(s, "end of segment (EOS)", uncommitted);
+        else s->done = 1;
+    } else if (s->continuous && !s->finished && s->nontext_run >= MAX_SILENT_STEPS) {
+        request_restart(s, "no text for a while", uncommitted);
+    }
     if (fed != id) {
         int32_t f = fed;
         be->upload(be, s->ids_buf, &f, sizeof f);
@@ -651,11 +692,59 @@ static int decode_available(vox_stream *s) {
     return 0;
 }
 
-/* Encodes every whole token of mel that is ready (all of it once the stream ended). */
+/* Starts a new segment: fresh mel (left pad), conv left context, encoder and
+ * decoder positions from 0; re-feeds the retained audio from `from` on. */
+static int segment_begin(vox_stream *s, int64_t from) {
+    vox_ctx *ctx = s->ctx;
+    vox_backend *be = s->be;
+    const vox_config *c = &ctx->model.cfg;
+    const int K = c->conv_kernel;
+    if (from < s->n_samples - s->raw_cap) from = s->n_samples - s->raw_cap; /* cannot happen: feed pieces */
+    if (from > s->n_samples) from = s->n_samples;
+    if (vox_mel_begin(s->mel, (int64_t)ctx->model.tok.left_pad_tokens * c->samples_per_token) != 0) return -1;
+    /* conv left context back to zeros (the reference's left padding) */
+    size_t zn = (size_t)(K - 1) * c->num_mel_bins > (size_t)(K - 2) * c->enc.dim ? (size_t)(K - 1) * c->num_mel_bins
+                                                                             : (size_t)(K - 2) * c->enc.dim;
+    float *zeros = calloc(zn ? zn : 1, sizeof(float));
+    if (!zeros) return vox_error("out of memory");
+    be->upload(be, s->conv_in, zeros, sizeof(float) * (K - 1) * c->num_mel_bins);
+    if (K > 2) be->upload(be, s->conv_mid, zeros, sizeof(float) * (K - 2) * c->enc.dim);
+    free(zeros);
+    /* KV rings need no clearing: a slot is always written before it is visible */
+    s->enc_pos = 0;
+    s->n_audio = 0;
+    s->prefilled = 0;
+    s->next_pos = 0;
+    s->done = 0;
+    s->nontext_run = 0;
+    s->seg_sample0 = from;
+    s->seg_samples = s->n_samples - from;
+    for (int64_t i = from; i < s->n_samples;) { /* the ring may wrap: push in pieces */
+        int64_t at = i % s->raw_cap, n = s->raw_cap - at;
+        if (n > s->n_samples - i) n = s->n_samples - i;
+        if (vox_mel_push(s->mel, s->raw + at, n) != 0) return -1;
+        i += n;
+    }
+    return 0;
+}
+
+/* Encodes every whole token of mel that is ready (all of it once the stream ended),
+ * decoding as it goes; handles segment restarts. */
 static int process(vox_stream *s) {
     const vox_config *c = &s->ctx->model.cfg;
     const int per_tok = c->mel_per_token;
     for (;;) {
+        if (s->restart_why) {
+            if (s->ctx->opt.verbose >= 2)
+                fprintf(stderr, "voxtral: new segment at %.2f s (%s)\n",
+                        (double)s->restart_from / c->sampling_rate, s->restart_why);
+            int64_t from = s->restart_from;
+            /* a segment that transcribed nothing must not restart where it began */
+            if (from <= s->seg_sample0) from = s->n_samples;
+            s->restart_why = NULL;
+            s->restarts++;
+            if (segment_begin(s, from) != 0) return -1;
+        }
         int64_t ready = vox_mel_ready(s->mel) / per_tok;
         if (ready <= 0) break;
         int tokens = ready < s->ctx->enc_chunk_tokens ? (int)ready : s->ctx->enc_chunk_tokens;
@@ -670,14 +759,54 @@ static int process(vox_stream *s) {
 int vox_stream_feed(vox_stream *s, const float *samples, size_t n) {
     if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
     if (s->finished) return vox_error("stream already finished");
-    if (vox_mel_push(s->mel, samples, (int64_t)n) != 0) return -1;
-    s->n_samples += n;
-    if (process(s) != 0) {
-        s->failed = 1;
-        return -1;
+    /* in pieces, so the retained audio always covers what a restart re-feeds */
+    for (size_t off = 0; off < n;) {
+        int64_t piece = (int64_t)(n - off) < s->feed_block ? (int64_t)(n - off) : s->feed_block;
+        for (int64_t i = 0; i < piece;) {
+            int64_t at = (s->n_samples + i) % s->raw_cap, m = s->raw_cap - at;
+            if (m > piece - i) m = piece - i;
+            memcpy(s->raw + at, samples + off + i, sizeof(float) * m);
+            i += m;
+        }
+        if (vox_mel_push(s->mel, samples + off, piece) != 0) return -1;
+        s->n_samples += piece;
+        s->seg_samples += piece;
+        off += (size_t)piece;
+        if (process(s) != 0) {
+            s->failed = 1;
+            return -1;
+        }
     }
     return 0;
 }
+
+int vox_stream_set_continuous(vox_stream *s, int on) {
+    if (on && s->n_forced) return vox_error("continuous mode and forced tokens do not mix");
+    s->continuous = on;
+    return 0;
+}
+
+/* Ends the current segment as if the audio stopped (right pad, decode it all),
+ * then starts a fresh one for what comes next. */
+int vox_stream_flush(vox_stream *s) {
+    if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
+    if (s->finished) return vox_error("stream already finished");
+    const int64_t spt = s->ctx->model.cfg.samples_per_token;
+    int64_t pad = (spt - s->seg_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
+    int was = s->continuous;
+    s->continuous = 0; /* the flushed segment ends at its EOS or its audio */
+    int rc = vox_mel_end(s->mel, pad) != 0 || process(s) != 0;
+    s->continuous = was;
+    s->restart_why = NULL;
+    if (rc || segment_begin(s, s->n_samples) != 0) {
+        s->failed = 1;
+        return -1;
+    }
+    s->restarts++;
+    return 0;
+}
+
+int vox_stream_restarts(const vox_stream *s) { return s->restarts; }
 
 int vox_stream_finish(vox_stream *s) {
     if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
@@ -685,7 +814,7 @@ int vox_stream_finish(vox_stream *s) {
     const vox_config *c = &s->ctx->model.cfg;
     const int64_t spt = c->samples_per_token;
     /* right pad: to a whole token, plus delay + 11 tokens (the reference's offline padding) */
-    int64_t pad = (spt - s->n_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
+    int64_t pad = (spt - s->seg_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
     s->finished = 1;
     if (vox_mel_end(s->mel, pad) != 0 || process(s) != 0) {
         s->failed = 1;

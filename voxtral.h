@@ -64,6 +64,14 @@ int vox_stream_set_topk(vox_stream *s, int k);              /* before the first 
 int vox_stream_force_tokens(vox_stream *s, const int *ids, int n); /* teacher forcing */
 int vox_stream_feed(vox_stream *s, const float *samples, size_t n);
 int vox_stream_finish(vox_stream *s); /* right-pads, decodes the rest; stream then done */
+/* Forces out everything pending, as if the audio ended here (e.g. on silence);
+ * the stream stays open and later audio starts a fresh segment. */
+int vox_stream_flush(vox_stream *s);
+/* Continuous mode (live input): when the decoder ends a segment (EOS) or produces
+ * no text for ~5 s, a new segment starts from the first audio not yet transcribed.
+ * Memory stays flat for endless input either way (ring KV caches, bounded buffers). */
+int vox_stream_set_continuous(vox_stream *s, int on);
+int vox_stream_restarts(const vox_stream *s); /* segments started after the first */
 
 /* Timings gathered by a stream (milliseconds, wall clock, backend synchronised). */
 typedef struct {

@@ -242,7 +242,8 @@ int64_t vox_mel_read(vox_mel *m, float *out, int64_t max_frames);
  * Each feeds `s` until its input ends or vox_cli_interrupted() becomes true, and
  * returns 0, or -1 with the error set. */
 int vox_cli_interrupted(void);                      /* SIGINT/SIGTERM seen (main.c) */
-int vox_cli_stdin(vox_stream *s, int rate);         /* voxtral_stdin.c */
+/* voxtral_stdin.c: feeds once `interval` seconds of audio have gathered */
+int vox_cli_stdin(vox_stream *s, int rate, double interval);
 /* voxtral_mic.c (PortAudio) or voxtral_nomic.c: capture from `device` (NULL = default;
  * a number or a name substring) at its native rate, resampled to `rate`. */
 int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose);

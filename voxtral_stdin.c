@@ -61,7 +61,7 @@ static int skip(reader *r, uint64_t n) {
     return 0;
 }
 
-int vox_cli_stdin(vox_stream *s, int rate) {
+int vox_cli_stdin(vox_stream *s, int rate, double interval) {
     reader r = {0};
     int channels = 1, fmt_float = 0, bytes_per = 2;
     uint64_t remaining = UINT64_MAX; /* data bytes left (unknown: until EOF) */
@@ -101,14 +101,22 @@ int vox_cli_stdin(vox_stream *s, int rate) {
         }
     }
     const size_t frame = (size_t)channels * bytes_per;
-    float out[BLOCK_BYTES / 2];
+    size_t gather = (size_t)(interval * rate), pending = 0;
+    if (gather < 1) gather = 1;
+    float *out = malloc(sizeof(float) * (gather + BLOCK_BYTES));
+    if (!out) return vox_error("out of memory");
+    int rc = 0;
     while (remaining > 0) {
-        if (vox_cli_interrupted()) return 0;
+        if (vox_cli_interrupted()) break;
         have = fill(&r, frame);
-        if (have == -2) return 0;
-        if (have < 0) return -1;
+        if (have == -2) break;
+        if (have < 0) {
+            rc = -1;
+            break;
+        }
         if ((size_t)have < frame) break; /* EOF; a partial trailing sample is dropped */
         size_t frames = (size_t)have / frame;
+        if (frames > BLOCK_BYTES / 2) frames = BLOCK_BYTES / 2;
         if ((uint64_t)frames * frame > remaining) frames = (size_t)(remaining / frame);
         if (!frames) break;
         const unsigned char *p = r.buf + r.off;
@@ -124,11 +132,21 @@ int vox_cli_stdin(vox_stream *s, int rate) {
                     acc += (float)(int16_t)le16(q) / 32768.0f;
                 }
             }
-            out[i] = channels == 1 ? acc : acc / channels;
+            out[pending + i] = channels == 1 ? acc : acc / channels;
         }
+        pending += frames;
         r.off += frames * frame;
         if (remaining != UINT64_MAX) remaining -= frames * frame;
-        if (vox_stream_feed(s, out, frames) != 0) return -1;
+        if (pending >= gather) {
+            if (vox_stream_feed(s, out, pending) != 0) {
+                rc = -1;
+                break;
+            }
+            pending = 0;
+        }
     }
-    return 0;
+    /* what was gathered is fed even when a signal ended the input */
+    if (!rc && pending && vox_stream_feed(s, out, pending) != 0) rc = -1;
+    free(out);
+    return rc;
 }
