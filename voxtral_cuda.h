@@ -28,6 +28,13 @@ void vox_cuda_fail(const char *file, int line, const char *stmt, const char *why
         if (err_ != cudaSuccess) vox_cuda_fail(__FILE__, __LINE__, #stmt, cudaGetErrorString(err_)); \
     } while (0)
 
+/* Programmatic dependent launch (Hopper+): the decoder-step kernels are launched
+ * with vox_launch(), which lets a kernel start while its predecessor finishes.
+ * Every kernel so launched calls pdl_wait() before it touches any buffer another
+ * kernel writes (weights excepted: the GEMVs fetch their first weights before
+ * it), then pdl_trigger(). Set by the backend at creation (sm_90+); 0 = plain launches. */
+extern int vox_cuda_pdl;
+
 #define CUBLAS_CHECK(stmt)                                                        \
     do {                                                                          \
         cublasStatus_t st_ = (stmt);                                              \
@@ -41,11 +48,30 @@ void vox_cuda_fail(const char *file, int line, const char *stmt, const char *why
 void vox_cuda_gemv(float *y, const float *x, const uint16_t *W, const float *b, int M, int N,
                    int K, int act, int accumulate, int n_sm, cudaStream_t st);
 
+/* Fused M=1 GEMVs over up to 3 weights sharing one input (concatenated rows, one
+ * launch): y[i][0..rows_i) (= or +=) in . W_i^T, where the input is
+ *   VOX_GEMV_PLAIN:  in = x
+ *   VOX_GEMV_NORM:   in = rmsnorm(x; norm, scale, eps) (scale may be NULL)
+ *   VOX_GEMV_SWIGLU: in = silu(x) * u
+ * Needs K % 8 == 0 and x, u 16-byte aligned. */
+enum { VOX_GEMV_PLAIN = 0, VOX_GEMV_NORM = 1, VOX_GEMV_SWIGLU = 2, VOX_GEMV_MAX_OUT = 3 };
+typedef struct {
+    const uint16_t *W[VOX_GEMV_MAX_OUT];
+    float *y[VOX_GEMV_MAX_OUT];
+    int rows[VOX_GEMV_MAX_OUT];
+    int n_out, K, mode, accumulate;
+    const float *x, *u, *norm, *scale;
+    float eps;
+} vox_cuda_gemv1_args;
+void vox_cuda_gemv1(const vox_cuda_gemv1_args *a, int n_sm, cudaStream_t st);
+
 /* ---- cuda/misc.cu -------------------------------------------------------------- */
 void vox_cuda_f32_to_bf16(uint16_t *dst, const float *src, int64_t n, cudaStream_t st);
 void vox_cuda_gelu(float *y, int64_t n, cudaStream_t st);
 /* h = silu(g) * u */
 void vox_cuda_swiglu(float *h, const float *g, const float *u, int64_t n, cudaStream_t st);
+/* h (BF16) = silu(g) * u: the GEMM input of swiglu_linear */
+void vox_cuda_swiglu_bf16(uint16_t *h, const float *g, const float *u, int64_t n, cudaStream_t st);
 /* cols[t][c*K + k] = x[t*stride + k][c] */
 void vox_cuda_im2col(float *cols, const float *x, int T_out, int C, int K, int stride,
                      cudaStream_t st);
@@ -59,12 +85,20 @@ void vox_cuda_topk(int32_t *ids, float *vals, const float *logits, int M, int V,
 /* y = x * rsqrt(mean(x^2) + eps) * w (* scale); y may be x */
 void vox_cuda_rmsnorm(float *y, const float *x, const float *w, const float *scale, int M, int D,
                       float eps, cudaStream_t st);
+/* y (BF16) = rmsnorm(x) rows: the GEMM input of norm_linear */
+void vox_cuda_rmsnorm_bf16(uint16_t *y, const float *x, const float *w, const float *scale, int M,
+                           int D, float eps, cudaStream_t st);
 enum { VOX_CUDA_ROPE_MAX_HALF = 128 };
 typedef struct { float f[VOX_CUDA_ROPE_MAX_HALF]; } vox_cuda_inv_freq;
 /* interleaved pairs rotated by pos[i] * inv_freq[j] (inv_freq computed on the host,
  * bit-identical to the CPU twin's) */
 void vox_cuda_rope(float *x, const int32_t *pos, int M, int n_heads, int head_dim,
                    const vox_cuda_inv_freq *inv_freq, cudaStream_t st);
+/* rope(q, n_heads) and rope(k, n_kv_heads) in place, then kv_store(k, v): one launch */
+void vox_cuda_rope_kv_store(float *q, float *k, const float *v, float *kc, float *vc,
+                            const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
+                            const vox_cuda_inv_freq *inv_freq, int cap, int rows_are_streams,
+                            cudaStream_t st);
 void vox_cuda_kv_store(float *kc, float *vc, const float *k, const float *v, const int32_t *pos,
                        int M, int kv_dim, int cap, int rows_are_streams, cudaStream_t st);
 /* x[i] = emb[ids[i]] (BF16 rows) + audio[pos[i] % acap] */
@@ -78,7 +112,9 @@ void vox_cuda_embed(float *x, const uint16_t *emb, const int32_t *ids, const flo
  * grid does not depend on the positions, which the kernels read on the device,
  * so a captured graph stays valid.
  * many rows: query tiles with key tiles in shared memory, online softmax.
- * Both return 0, or -1 for a head_dim they do not handle (32, 64, 128 are). */
+ * Fast paths for head_dim 32, 64, 128 (and q heads per kv head 1, 2, 4); any other
+ * shape takes a simple generic kernel (one block per row and head, head_dim <= 256).
+ * Both return 0, or -1 for a shape nothing handles. */
 int vox_cuda_attention_split(float *out, const float *q, const float *kc, const float *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
                              int cap, int window, int rows_are_streams, float *part,
@@ -88,6 +124,39 @@ int vox_cuda_attention_tiled(float *out, const float *q, const float *kc, const 
                              int head_dim, int cap, int window, cudaStream_t st);
 
 #ifdef __cplusplus
+}
+#endif
+
+#ifdef __CUDACC__
+/* waits until the preceding kernel has completed and its writes are visible
+ * (a no-op for a plain launch) */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+/* lets the next kernel's blocks be scheduled (they wait in their own pdl_wait) */
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::);
+#endif
+}
+/* kernel<<<grid, block, smem, st>>>(args...), with the programmatic-serialisation
+ * attribute when vox_cuda_pdl is set. Errors surface in cudaGetLastError(). */
+template <typename... KArgs, typename... Args>
+static inline void vox_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                              cudaStream_t st, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = attr;
+    cfg.numAttrs = vox_cuda_pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
 }
 #endif
 #endif

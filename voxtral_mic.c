@@ -1,4 +1,424 @@
-/* placeholder: being written (see the issue); replaced before it is used */
+/* voxtral_mic.c - live input from a microphone for `voxtral --mic` (PortAudio).
+ *
+ * The PortAudio callback only copies frames into a lock-free single-producer /
+ * single-consumer ring (memcpy and two atomics; when the ring is full it drops the
+ * new frames and counts an overrun). The main thread drains the ring, downmixes to
+ * mono, resamples from the device's native rate to the model's with one streaming
+ * libsoxr resampler (continuous across blocks, so no clicks at block edges) and
+ * feeds the stream. When transcription falls behind real time (more than
+ * MAX_BACKLOG_S queued, or an overrun) it says so on stderr once per episode and
+ * drops the oldest audio; the callback never waits for the engine.
+ *
+ * Probing devices makes ALSA, JACK and PortAudio print to stderr (a headless box
+ * gets a screenful); that noise goes to /dev/null (shown with --verbose) and the
+ * error is one line. A device that disappears mid-capture ends the capture with
+ * an error, after what was captured has been fed.
+ *
+ * VOX_MIC_DUMP=file.raw (for tests) writes the samples fed to the stream, s16le.
+ */
+#include <ctype.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <math.h>
+#include <portaudio.h>
+#include <soxr.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "voxtral_internal.h"
-int vox_cli_mic(vox_stream *s, const char *d, int r, int v) { (void)s; (void)d; (void)r; (void)v; return vox_error("--mic: not implemented yet"); }
-int vox_cli_list_devices(void) { return -1; }
+
+#define RING_S 16.0          /* ring capacity, seconds at the device rate */
+#define MAX_BACKLOG_S 4.0    /* more than this queued: falling behind */
+#define KEEP_S 1.0           /* ...then drop all but the newest KEEP_S */
+#define CAUGHT_UP_S 0.5      /* an episode ends when the queue is below this */
+#define FEED_S 0.16          /* feed the stream in blocks of this much (main's -I default) */
+#define DEVICE_SILENT_S 3.0  /* no callback for this long: the device is gone */
+#define POLL_NS 10000000L    /* main thread wakes every 10 ms */
+
+/* ---- the ring: written by the audio callback, read by the main thread ---- */
+typedef struct {
+    float *buf;              /* cap frames of `channels` floats */
+    size_t cap;              /* frames, a power of two */
+    int channels;
+    _Atomic size_t head;     /* frames written, ever (producer) */
+    _Atomic size_t tail;     /* frames read or dropped, ever (consumer) */
+    _Atomic unsigned overruns; /* callbacks that found the ring full */
+    _Atomic unsigned callbacks;
+} ring;
+
+static int on_audio(const void *input, void *output, unsigned long frames,
+                    const PaStreamCallbackTimeInfo *time, PaStreamCallbackFlags flags, void *user) {
+    ring *r = user;
+    size_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    size_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+    size_t n = frames, room = r->cap - (head - tail);
+    if (n > room) {
+        n = room;
+        atomic_fetch_add_explicit(&r->overruns, 1, memory_order_relaxed);
+    }
+    if (input && n) {
+        size_t at = head & (r->cap - 1), first = n < r->cap - at ? n : r->cap - at;
+        size_t fb = sizeof(float) * r->channels;
+        memcpy(r->buf + at * r->channels, input, first * fb);
+        memcpy(r->buf, (const float *)input + first * r->channels, (n - first) * fb);
+        atomic_store_explicit(&r->head, head + n, memory_order_release);
+    }
+    atomic_fetch_add_explicit(&r->callbacks, 1, memory_order_relaxed);
+    return paContinue;
+}
+
+/* ---- keeping the audio stack's noise off the terminal ---- */
+
+/* Points fd 2 at /dev/null; returns the saved fd for quiet_end (-1: left alone). */
+static int quiet_begin(int verbose) {
+    if (verbose >= 2) return -1;
+    fflush(stderr);
+    int saved = dup(2), nul = open("/dev/null", O_WRONLY);
+    if (saved >= 0 && nul >= 0) dup2(nul, 2);
+    if (nul >= 0) close(nul);
+    return saved;
+}
+
+static void quiet_end(int saved) {
+    if (saved < 0) return;
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+}
+
+static void alsa_silent(const char *file, int line, const char *fn, int err, const char *fmt, ...) {}
+
+/* ALSA reports errors through its own handler, also from PortAudio's capture
+ * thread (e.g. when a sound server dies). libasound is loaded with PortAudio on
+ * Linux; it is looked up so that the build needs no ALSA headers. */
+static void alsa_quiet(void) {
+    int (*set_handler)(void (*)(const char *, int, const char *, int, const char *, ...));
+    *(void **)&set_handler = dlsym(RTLD_DEFAULT, "snd_lib_error_set_handler");
+    if (set_handler) set_handler(alsa_silent);
+}
+
+static int pa_fail(const char *what, PaError e) {
+    if (e == paUnanticipatedHostError) {
+        const PaHostErrorInfo *h = Pa_GetLastHostErrorInfo();
+        if (h && h->errorText && *h->errorText) return vox_error("mic: %s: %s", what, h->errorText);
+    }
+    return vox_error("mic: %s: %s", what, Pa_GetErrorText(e));
+}
+
+#define NO_DEVICE_HINT "no sound card, and no PulseAudio/PipeWire server reachable"
+
+/* Pa_Initialize with the noise hidden; the library's own asserts cannot fire here. */
+static int pa_start(int verbose) {
+    int q = quiet_begin(verbose);
+    PaError e = Pa_Initialize();
+    quiet_end(q);
+    if (e != paNoError) return pa_fail("cannot initialise PortAudio", e);
+    if (verbose < 2) alsa_quiet();
+    return 0;
+}
+
+static int n_inputs(void) {
+    int n = 0, count = Pa_GetDeviceCount();
+    for (int i = 0; i < count; i++) {
+        const PaDeviceInfo *d = Pa_GetDeviceInfo(i);
+        if (d && d->maxInputChannels > 0) n++;
+    }
+    return n;
+}
+
+static const char *api_name(const PaDeviceInfo *d) {
+    const PaHostApiInfo *h = Pa_GetHostApiInfo(d->hostApi);
+    return h ? h->name : "?";
+}
+
+int vox_cli_list_devices(void) {
+    if (pa_start(0) != 0) {
+        fprintf(stderr, "voxtral: %s\n", vox_last_error());
+        return -1;
+    }
+    int rc = 0;
+    if (n_inputs() == 0) {
+        rc = vox_error("mic: no audio input device found (" NO_DEVICE_HINT ")");
+        fprintf(stderr, "voxtral: %s\n", vox_last_error());
+    } else {
+        PaDeviceIndex def = Pa_GetDefaultInputDevice();
+        printf("input devices (* = default; --device N or a part of the name):\n");
+        for (int i = 0, count = Pa_GetDeviceCount(); i < count; i++) {
+            const PaDeviceInfo *d = Pa_GetDeviceInfo(i);
+            if (!d || d->maxInputChannels <= 0) continue;
+            printf("%c %3d  %-32s %s, %d ch, %.0f Hz\n", i == def ? '*' : ' ', i, d->name, api_name(d),
+                   d->maxInputChannels, d->defaultSampleRate);
+        }
+    }
+    fflush(stdout);
+    int q = quiet_begin(0);
+    Pa_Terminate();
+    quiet_end(q);
+    return rc;
+}
+
+static int name_has(const char *name, const char *part) {
+    for (; *name; name++) {
+        size_t i = 0;
+        while (part[i] && tolower((unsigned char)name[i]) == tolower((unsigned char)part[i])) i++;
+        if (!part[i]) return 1;
+    }
+    return !*part;
+}
+
+/* `want`: NULL (the default input), an index, or a name: an exact match, else the
+ * only device whose name contains it. */
+static int pick_device(const char *want) {
+    if (n_inputs() == 0) return vox_error("mic: no audio input device found (" NO_DEVICE_HINT ")");
+    int count = Pa_GetDeviceCount();
+    if (!want) {
+        PaDeviceIndex def = Pa_GetDefaultInputDevice();
+        if (def == paNoDevice) return vox_error("mic: no default input device (pick one with --device, see --list-devices)");
+        return def;
+    }
+    char *end;
+    long idx = strtol(want, &end, 10);
+    if (*want && !*end) {
+        const PaDeviceInfo *d = idx >= 0 && idx < count ? Pa_GetDeviceInfo((int)idx) : NULL;
+        if (!d || d->maxInputChannels <= 0)
+            return vox_error("mic: --device %s: no input device with that number (see --list-devices)", want);
+        return (int)idx;
+    }
+    int found = -1, matches = 0;
+    for (int i = 0; i < count; i++) {
+        const PaDeviceInfo *d = Pa_GetDeviceInfo(i);
+        if (!d || d->maxInputChannels <= 0) continue;
+        if (!strcmp(d->name, want)) return i;
+        if (name_has(d->name, want)) found = i, matches++;
+    }
+    if (matches == 0) return vox_error("mic: --device %s: no input device has that name (see --list-devices)", want);
+    if (matches > 1)
+        return vox_error("mic: --device %s: %d input devices match; use the number or the full name (see --list-devices)",
+                         want, matches);
+    return found;
+}
+
+/* ---- capture ---- */
+typedef struct {
+    vox_stream *s;
+    int rate, dev_rate, verbose;
+    const char *dev_name;
+    ring r;
+    PaStream *pa;
+    soxr_t soxr;          /* NULL when the device runs at the model's rate */
+    float *mono;          /* one drained piece, downmixed */
+    size_t mono_cap;
+    float *feed;          /* resampled samples waiting to be fed */
+    size_t feed_len, feed_cap, feed_block;
+    FILE *dump;
+} mic;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int feed_flush(mic *m) {
+    if (!m->feed_len) return 0;
+    if (m->dump) {
+        for (size_t i = 0; i < m->feed_len; i++) {
+            float v = m->feed[i] * 32768.0f;
+            int16_t x = v >= 32767.0f ? 32767 : v <= -32768.0f ? -32768 : (int16_t)lrintf(v);
+            fwrite(&x, sizeof x, 1, m->dump); /* little-endian hosts */
+        }
+    }
+    int rc = vox_stream_feed(m->s, m->feed, m->feed_len);
+    m->feed_len = 0;
+    return rc;
+}
+
+/* Resamples `n` mono samples (x == NULL: the end, drain the resampler) into the
+ * feed buffer, feeding it each time a block is full. */
+static int push(mic *m, const float *x, size_t n) {
+    if (!m->soxr) {
+        while (n > 0) {
+            size_t take = m->feed_cap - m->feed_len < n ? m->feed_cap - m->feed_len : n;
+            memcpy(m->feed + m->feed_len, x, sizeof(float) * take);
+            m->feed_len += take, x += take, n -= take;
+            if (m->feed_len >= m->feed_block && feed_flush(m) != 0) return -1;
+        }
+        return 0;
+    }
+    for (;;) {
+        size_t idone = 0, odone = 0;
+        soxr_error_t err = soxr_process(m->soxr, x, n, &idone, m->feed + m->feed_len,
+                                        m->feed_cap - m->feed_len, &odone);
+        if (err) return vox_error("mic: resampler: %s", err);
+        m->feed_len += odone;
+        if (x) x += idone;
+        n -= idone;
+        if (m->feed_len >= m->feed_block && feed_flush(m) != 0) return -1;
+        if (x ? n == 0 : odone == 0) return 0;
+    }
+}
+
+/* Drains up to `frames` frames of the ring into the stream. */
+static int drain(mic *m, size_t frames) {
+    ring *r = &m->r;
+    while (frames > 0) {
+        size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        size_t n = frames < m->mono_cap ? frames : m->mono_cap;
+        for (size_t i = 0; i < n; i++) {
+            const float *f = r->buf + ((tail + i) & (r->cap - 1)) * r->channels;
+            float acc = 0;
+            for (int c = 0; c < r->channels; c++) acc += f[c];
+            m->mono[i] = r->channels == 1 ? acc : acc / r->channels;
+        }
+        atomic_store_explicit(&r->tail, tail + n, memory_order_release);
+        frames -= n;
+        if (push(m, m->mono, n) != 0) return -1;
+    }
+    return 0;
+}
+
+static int mic_open(mic *m, const char *want) {
+    int dev = pick_device(want);
+    if (dev < 0) return -1;
+    const PaDeviceInfo *d = Pa_GetDeviceInfo(dev);
+    m->dev_name = d->name;
+    m->dev_rate = (int)lround(d->defaultSampleRate);
+    if (m->dev_rate <= 0) return vox_error("mic: %s: reports no sample rate", d->name);
+    /* stereo at most: downmixed anyway; some devices only open with all channels */
+    int tries[3] = {d->maxInputChannels < 2 ? d->maxInputChannels : 2, 1, d->maxInputChannels};
+    PaStreamParameters in = {.device = dev, .sampleFormat = paFloat32,
+                             .suggestedLatency = d->defaultHighInputLatency};
+    int q = quiet_begin(m->verbose);
+    PaError e = paInvalidChannelCount;
+    for (int t = 0; t < 3 && e != paFormatIsSupported; t++) {
+        in.channelCount = tries[t];
+        e = Pa_IsFormatSupported(&in, NULL, d->defaultSampleRate);
+    }
+    quiet_end(q);
+    if (e != paFormatIsSupported) return pa_fail(d->name, e);
+
+    ring *r = &m->r;
+    r->channels = in.channelCount;
+    r->cap = 1;
+    while (r->cap < (size_t)(RING_S * m->dev_rate)) r->cap <<= 1;
+    r->buf = malloc(sizeof(float) * r->cap * r->channels);
+    m->mono_cap = (size_t)m->dev_rate / 10 + 1;
+    m->mono = malloc(sizeof(float) * m->mono_cap);
+    m->feed_block = (size_t)(FEED_S * m->rate);
+    m->feed_cap = m->feed_block + (size_t)((double)m->mono_cap * m->rate / m->dev_rate) + 1024;
+    m->feed = malloc(sizeof(float) * m->feed_cap);
+    if (!r->buf || !m->mono || !m->feed) return vox_error("out of memory");
+    if (m->dev_rate != m->rate) {
+        soxr_error_t err;
+        soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
+        soxr_quality_spec_t qs = soxr_quality_spec(SOXR_HQ, 0);
+        m->soxr = soxr_create(m->dev_rate, m->rate, 1, &err, &io, &qs, NULL);
+        if (!m->soxr) return vox_error("mic: resampler %d -> %d Hz: %s", m->dev_rate, m->rate, err);
+    }
+    const char *dump = getenv("VOX_MIC_DUMP");
+    if (dump && *dump && !(m->dump = fopen(dump, "wb"))) return vox_error("VOX_MIC_DUMP %s: cannot write it", dump);
+
+    q = quiet_begin(m->verbose);
+    e = Pa_OpenStream(&m->pa, &in, NULL, d->defaultSampleRate, paFramesPerBufferUnspecified, paNoFlag, on_audio, r);
+    if (e == paNoError && (e = Pa_StartStream(m->pa)) != paNoError) {
+        Pa_CloseStream(m->pa);
+        m->pa = NULL;
+    }
+    quiet_end(q);
+    if (e != paNoError) {
+        m->pa = NULL;
+        return pa_fail(d->name, e);
+    }
+    if (m->verbose >= 1)
+        fprintf(stderr, "voxtral: mic: %s (%s), %d Hz, %d ch -> %d Hz mono\n", d->name, api_name(d), m->dev_rate,
+                r->channels, m->rate);
+    return 0;
+}
+
+/* Captures until interrupted or the device fails. */
+static int mic_run(mic *m) {
+    ring *r = &m->r;
+    const size_t max_backlog = (size_t)(MAX_BACKLOG_S * m->dev_rate), keep = (size_t)(KEEP_S * m->dev_rate),
+                 caught_up = (size_t)(CAUGHT_UP_S * m->dev_rate);
+    unsigned seen_overruns = 0, seen_callbacks = 0;
+    double last_audio = now_s(), dropped_s = 0;
+    int behind = 0, rc = 0;
+    while (!vox_cli_interrupted()) {
+        size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        size_t queued = atomic_load_explicit(&r->head, memory_order_acquire) - tail;
+        unsigned overruns = atomic_load_explicit(&r->overruns, memory_order_relaxed);
+        if (queued > max_backlog || overruns != seen_overruns) {
+            size_t drop = queued > keep ? queued - keep : 0;
+            double lost = (drop + 0.0) / m->dev_rate;
+            atomic_store_explicit(&r->tail, tail + drop, memory_order_release);
+            queued -= drop;
+            if (!behind)
+                fprintf(stderr,
+                        "voxtral: mic: transcription is falling behind real time (%.1f s of audio queued%s); "
+                        "dropping the oldest audio\n",
+                        (queued + drop + 0.0) / m->dev_rate, overruns != seen_overruns ? ", capture buffer full" : "");
+            behind = 1;
+            dropped_s += lost;
+            seen_overruns = overruns;
+        } else if (behind && queued < caught_up) {
+            if (m->verbose >= 1) fprintf(stderr, "voxtral: mic: caught up (%.1f s of audio dropped)\n", dropped_s);
+            behind = 0;
+            dropped_s = 0;
+        }
+        if (queued > 0) { /* in pieces, so that the backlog is looked at between them */
+            if (drain(m, queued < m->mono_cap ? queued : m->mono_cap) != 0) return -1;
+            continue; /* the engine took a while: look again before sleeping */
+        }
+        unsigned callbacks = atomic_load_explicit(&r->callbacks, memory_order_relaxed);
+        double t = now_s();
+        if (callbacks != seen_callbacks) seen_callbacks = callbacks, last_audio = t;
+        PaError active = Pa_IsStreamActive(m->pa);
+        if (active != 1) {
+            rc = active < 0 ? pa_fail(m->dev_name, active)
+                            : vox_error("mic: %s: the audio device stopped (disconnected?)", m->dev_name);
+            break;
+        }
+        if (t - last_audio > DEVICE_SILENT_S) {
+            rc = vox_error("mic: %s: no audio for %.0f s (device disconnected or sound server gone?)", m->dev_name,
+                           DEVICE_SILENT_S);
+            break;
+        }
+        nanosleep(&(struct timespec){0, POLL_NS}, NULL);
+    }
+    /* the audio captured before the stop (or the failure) is still transcribed */
+    int q = quiet_begin(m->verbose);
+    if (rc) Pa_AbortStream(m->pa);
+    else Pa_StopStream(m->pa);
+    quiet_end(q);
+    size_t queued = atomic_load_explicit(&r->head, memory_order_acquire) - atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (drain(m, queued) != 0 || push(m, NULL, 0) != 0 || feed_flush(m) != 0) return -1;
+    return rc;
+}
+
+static void mic_close(mic *m) {
+    int q = quiet_begin(m->verbose);
+    if (m->pa) Pa_CloseStream(m->pa); /* stops it if still running */
+    Pa_Terminate();
+    quiet_end(q);
+    if (m->soxr) soxr_delete(m->soxr);
+    if (m->dump) fclose(m->dump);
+    free(m->r.buf);
+    free(m->mono);
+    free(m->feed);
+}
+
+int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose) {
+    mic m = {.s = s, .rate = rate, .verbose = verbose};
+    if (pa_start(verbose) != 0) return -1;
+    int rc = mic_open(&m, device);
+    if (!rc) rc = mic_run(&m);
+    char err[1024] = "";
+    if (rc) snprintf(err, sizeof err, "%s", vox_last_error());
+    mic_close(&m);
+    if (rc) vox_error("%s", err);
+    return rc;
+}

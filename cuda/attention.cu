@@ -13,6 +13,10 @@
  *
  * attention_tiled (many rows: encoder chunks, prefill): a block owns 16 query
  * rows of one head and walks 32-key tiles staged in shared memory, online softmax.
+ *
+ * attention_generic (any head_dim <= 256, any group size: the tiny test models):
+ * one block per (row, head), two passes over the keys (max, then exp-weighted sum).
+ * Correct and simple; not tuned.
  */
 #include <math.h>
 
@@ -72,6 +76,8 @@ attn_split_kernel(float *part, const float *q, const float *kc, const float *vc,
                   int rows_are_streams, int nb) {
     constexpr int HD = DPL * 32;
     __shared__ float sm[SPLIT_WARPS][G], sl[SPLIT_WARPS][G], sacc[SPLIT_WARPS][G][HD];
+    pdl_wait();
+    pdl_trigger();
     const int b = blockIdx.x, kh = blockIdx.y, i = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int p = pos[i];
@@ -168,6 +174,8 @@ __global__ void __launch_bounds__(COMBINE_WARPS * 32)
 attn_combine_kernel(float *out, const float *part, const int32_t *pos, int n_heads, int head_dim,
                     int cap, int window, int nb) {
     __shared__ float red[COMBINE_WARPS], sL[COMBINE_WARPS], sA[COMBINE_WARPS][128];
+    pdl_wait();
+    pdl_trigger();
     const int h = blockIdx.x, i = blockIdx.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int p = pos[i];
@@ -207,15 +215,80 @@ attn_combine_kernel(float *out, const float *part, const int32_t *pos, int n_hea
     }
 }
 
+/* ---- generic: any head_dim <= GEN_THREADS ------------------------------------------ */
+enum { GEN_THREADS = 256 };
+
+__device__ __forceinline__ float block_max(float v, float *red) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = red[0];
+    for (int w = 1; w < GEN_THREADS / 32; w++) v = fmaxf(v, red[w]);
+    return v;
+}
+
+/* grid (n_heads, M); dynamic shared memory: head_dim + GEN_THREADS floats */
+__global__ void __launch_bounds__(GEN_THREADS)
+attn_generic_kernel(float *out, const float *q, const float *kc, const float *vc,
+                    const int32_t *pos, int n_heads, int n_kv_heads, int head_dim, int cap,
+                    int window, int rows_are_streams) {
+    extern __shared__ float sh[];
+    __shared__ float red[GEN_THREADS / 32];
+    pdl_wait();
+    pdl_trigger();
+    const int h = blockIdx.x, i = blockIdx.y, tid = threadIdx.x;
+    const int kv_dim = n_kv_heads * head_dim;
+    const int64_t koff = (rows_are_streams ? (int64_t)i * cap * kv_dim : 0) +
+                         (int64_t)(h / (n_heads / n_kv_heads)) * head_dim;
+    const int p = pos[i], lo = first_key(p, window, cap), n = p - lo + 1;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    float *qs = sh, *es = sh + head_dim;
+    for (int d = tid; d < head_dim; d += GEN_THREADS) qs[d] = q[((int64_t)i * n_heads + h) * head_dim + d];
+    __syncthreads();
+    auto score = [&](int j) {
+        const float *kj = kc + koff + (int64_t)(j % cap) * kv_dim;
+        float s = 0.0f;
+        for (int d = 0; d < head_dim; d++) s += qs[d] * kj[d];
+        return s * scale;
+    };
+    float mx = -INFINITY;
+    for (int t = tid; t < n; t += GEN_THREADS) mx = fmaxf(mx, score(lo + t));
+    mx = block_max(mx, red);
+    float acc = 0.0f, L = 0.0f; /* thread d < head_dim owns out[d] */
+    for (int j0 = 0; j0 < n; j0 += GEN_THREADS) {
+        es[tid] = j0 + tid < n ? expf(score(lo + j0 + tid) - mx) : 0.0f;
+        __syncthreads();
+        const int cnt = n - j0 < GEN_THREADS ? n - j0 : GEN_THREADS;
+        if (tid < head_dim)
+            for (int u = 0; u < cnt; u++) {
+                L += es[u];
+                acc += es[u] * vc[koff + (int64_t)((lo + j0 + u) % cap) * kv_dim + tid];
+            }
+        __syncthreads();
+    }
+    if (tid < head_dim) out[((int64_t)i * n_heads + h) * head_dim + tid] = acc / L;
+}
+
+static int attention_generic(float *out, const float *q, const float *kc, const float *vc,
+                             const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
+                             int cap, int window, int rows_are_streams, cudaStream_t st) {
+    if (head_dim < 1 || head_dim > GEN_THREADS) return -1;
+    vox_launch(attn_generic_kernel, dim3(n_heads, M), GEN_THREADS,
+               sizeof(float) * (head_dim + GEN_THREADS), st, out, q, kc, vc, pos, n_heads,
+               n_kv_heads, head_dim, cap, window, rows_are_streams);
+    return 0;
+}
+
 template <int DPL>
 static int launch_split(float *part, const float *q, const float *kc, const float *vc,
                         const int32_t *pos, int M, int n_heads, int n_kv_heads, int cap,
                         int window, int rows_are_streams, int nb, cudaStream_t st) {
     dim3 grid(nb, n_kv_heads, M), block(SPLIT_WARPS * 32);
     switch (n_heads / n_kv_heads) {
-    case 1: attn_split_kernel<DPL, 1><<<grid, block, 0, st>>>(part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
-    case 2: attn_split_kernel<DPL, 2><<<grid, block, 0, st>>>(part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
-    case 4: attn_split_kernel<DPL, 4><<<grid, block, 0, st>>>(part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 1: vox_launch(attn_split_kernel<DPL, 1>, grid, block, 0, st, part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 2: vox_launch(attn_split_kernel<DPL, 2>, grid, block, 0, st, part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 4: vox_launch(attn_split_kernel<DPL, 4>, grid, block, 0, st, part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
     default: return -1;
     }
     return 0;
@@ -239,11 +312,13 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
     case 32: rc = launch_split<1>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
     case 64: rc = launch_split<2>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
     case 128: rc = launch_split<4>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
-    default: return -1;
+    default: rc = -1;
     }
-    if (rc) return rc;
-    attn_combine_kernel<<<dim3(n_heads, M), COMBINE_WARPS * 32, 0, st>>>(out, part, pos, n_heads,
-                                                                         head_dim, cap, window, nb);
+    if (rc)
+        return attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
+                                 rows_are_streams, st);
+    vox_launch(attn_combine_kernel, dim3(n_heads, M), COMBINE_WARPS * 32, 0, st, out, part, pos,
+               n_heads, head_dim, cap, window, nb);
     return 0;
 }
 
@@ -366,7 +441,9 @@ extern "C" int vox_cuda_attention_tiled(float *out, const float *q, const float 
     case 32: attn_tiled_kernel<1><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
     case 64: attn_tiled_kernel<2><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
     case 128: attn_tiled_kernel<4><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
-    default: return -1;
+    default:
+        return attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
+                                 0, st);
     }
     return 0;
 }

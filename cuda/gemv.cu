@@ -1,6 +1,9 @@
 /* cuda/gemv.cu - linear for few rows (decoder step M=1, short encoder chunks):
  * y[M][N] (= or +=) act(x[M][K] . W^T + b), W BF16 [N][K], x/y fp32, fp32 sums.
  * CPU twin: cpu_linear (voxtral_kernels.c), its "few rows" branch.
+ * gemv1: the decoder step's M=1 GEMVs with their input stage fused in: up to three
+ * weights in one launch (q/k/v, w1/w3), RMSNorm or SwiGLU of the input computed on
+ * the fly. CPU twins: cpu_norm_linear, cpu_swiglu_linear, cpu_linear.
  *
  * Memory-bound: every weight byte is read once from HBM with 16-byte streaming
  * loads (8 BF16 each), several in flight per lane before the first use. A warp
@@ -112,4 +115,173 @@ extern "C" void vox_cuda_gemv(float *y, const float *x, const uint16_t *W, const
         gemv_kernel<4><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
     else
         gemv_kernel<8><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
+}
+
+/* ---- gemv1: M = 1, fused input stage, several weights per launch ------------------------
+ * Warp = R consecutive rows of one weight (the x fragment it loads serves all R);
+ * lanes stride the row in 16-byte steps. The input is formed per element from L1:
+ * NORM uses linearity, W.(x*g*s*r) = r * W.(x*g*s), so the block's scalar r is
+ * only needed at the end; each block computes it from x (12 KB, L1/L2). The first
+ * weights are fetched before pdl_wait(): they overlap the previous kernel's tail. */
+enum { G1_WARPS = 4, G1_THREADS = G1_WARPS * 32, G1_UNROLL = 4 };
+
+template <int MODE>
+__device__ __forceinline__ void gemv1_input(const vox_cuda_gemv1_args &a, int c, float4 &i0,
+                                            float4 &i1) {
+    const float4 *x4 = reinterpret_cast<const float4 *>(a.x) + 2 * c;
+    i0 = __ldg(x4);
+    i1 = __ldg(x4 + 1);
+    if (MODE == VOX_GEMV_NORM) {
+        const float4 *g4 = reinterpret_cast<const float4 *>(a.norm) + 2 * c;
+        float4 g0 = __ldg(g4), g1 = __ldg(g4 + 1);
+        i0.x *= g0.x, i0.y *= g0.y, i0.z *= g0.z, i0.w *= g0.w;
+        i1.x *= g1.x, i1.y *= g1.y, i1.z *= g1.z, i1.w *= g1.w;
+        if (a.scale) {
+            const float4 *s4 = reinterpret_cast<const float4 *>(a.scale) + 2 * c;
+            float4 s0 = __ldg(s4), s1 = __ldg(s4 + 1);
+            i0.x *= s0.x, i0.y *= s0.y, i0.z *= s0.z, i0.w *= s0.w;
+            i1.x *= s1.x, i1.y *= s1.y, i1.z *= s1.z, i1.w *= s1.w;
+        }
+    } else if (MODE == VOX_GEMV_SWIGLU) {
+        const float4 *u4 = reinterpret_cast<const float4 *>(a.u) + 2 * c;
+        float4 u0 = __ldg(u4), u1 = __ldg(u4 + 1);
+#define SILU_MUL(g, u) (g) = (g) / (1.0f + expf(-(g))) * (u)
+        SILU_MUL(i0.x, u0.x), SILU_MUL(i0.y, u0.y), SILU_MUL(i0.z, u0.z), SILU_MUL(i0.w, u0.w);
+        SILU_MUL(i1.x, u1.x), SILU_MUL(i1.y, u1.y), SILU_MUL(i1.z, u1.z), SILU_MUL(i1.w, u1.w);
+#undef SILU_MUL
+    }
+}
+
+/* group g (R rows) -> weight seg and its first row; selects without indexing the
+ * parameter arrays at run time (that would go through local memory) */
+__device__ __forceinline__ void gemv1_locate(const vox_cuda_gemv1_args &a, int row, int &seg,
+                                             int &r0) {
+    seg = 0;
+    r0 = row;
+    if (a.n_out > 1 && r0 >= a.rows[0]) {
+        r0 -= a.rows[0];
+        seg = 1;
+        if (a.n_out > 2 && r0 >= a.rows[1]) {
+            r0 -= a.rows[1];
+            seg = 2;
+        }
+    }
+}
+
+template <int R>
+__device__ __forceinline__ void gemv1_load(uint4 (&w)[R][G1_UNROLL], const uint4 *const (&wr)[R],
+                                           int c0, int K8) {
+#pragma unroll
+    for (int u = 0; u < G1_UNROLL; u++) {
+        int c = c0 + u * 32;
+#pragma unroll
+        for (int r = 0; r < R; r++) w[r][u] = c < K8 ? __ldcs(wr[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+}
+
+template <int R, int MODE>
+__global__ void __launch_bounds__(G1_THREADS)
+gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int K8 = a.K >> 3, gstride = gridDim.x * G1_WARPS;
+    int grp = blockIdx.x * G1_WARPS + warp;
+    uint4 w[R][G1_UNROLL];
+    bool have = false;
+    if (grp < groups) { /* weights: no kernel writes them, so before the wait */
+        int seg, r0;
+        gemv1_locate(a, grp * R, seg, r0);
+        const uint16_t *W = seg == 0 ? a.W[0] : seg == 1 ? a.W[1] : a.W[2];
+        const uint4 *wr[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const uint4 *>(W + (int64_t)(r0 + r) * a.K);
+        gemv1_load<R>(w, wr, lane, K8);
+        have = true;
+    }
+    pdl_wait();
+    pdl_trigger();
+    float rs = 1.0f;
+    if (MODE == VOX_GEMV_NORM) { /* sum of squares in double, as the CPU twin */
+        __shared__ double red[G1_WARPS];
+        __shared__ float r_s;
+        double ss = 0;
+        const float4 *x4 = reinterpret_cast<const float4 *>(a.x);
+        for (int i = threadIdx.x; i < a.K / 4; i += G1_THREADS) {
+            float4 v = __ldg(x4 + i);
+            ss += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0) red[warp] = ss;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            double t = 0;
+            for (int i = 0; i < G1_WARPS; i++) t += red[i];
+            r_s = (float)(1.0 / sqrt(t / a.K + (double)a.eps));
+        }
+        __syncthreads();
+        rs = r_s;
+    }
+    for (; grp < groups; grp += gstride) {
+        int seg, r0;
+        gemv1_locate(a, grp * R, seg, r0);
+        const uint16_t *W = seg == 0 ? a.W[0] : seg == 1 ? a.W[1] : a.W[2];
+        const uint4 *wr[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const uint4 *>(W + (int64_t)(r0 + r) * a.K);
+        float acc[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = 0.0f;
+        for (int c0 = lane; c0 < K8; c0 += G1_UNROLL * 32) {
+            if (!have) gemv1_load<R>(w, wr, c0, K8);
+            have = false;
+#pragma unroll
+            for (int u = 0; u < G1_UNROLL; u++) {
+                int c = c0 + u * 32;
+                if (c >= K8) break;
+                float4 i0, i1;
+                gemv1_input<MODE>(a, c, i0, i1);
+#pragma unroll
+                for (int r = 0; r < R; r++) acc[r] += dot8(w[r][u], i0, i1);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            float v = acc[r];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            acc[r] = v * rs;
+        }
+        if (lane == 0) {
+            float *y = (seg == 0 ? a.y[0] : seg == 1 ? a.y[1] : a.y[2]) + r0;
+#pragma unroll
+            for (int r = 0; r < R; r++) y[r] = a.accumulate ? y[r] + acc[r] : acc[r];
+        }
+    }
+}
+
+template <int R>
+static void gemv1_launch(const vox_cuda_gemv1_args *a, int groups, int blocks, cudaStream_t st) {
+    switch (a->mode) {
+    case VOX_GEMV_NORM: vox_launch(gemv1_kernel<R, VOX_GEMV_NORM>, blocks, G1_THREADS, 0, st, *a, groups); break;
+    case VOX_GEMV_SWIGLU: vox_launch(gemv1_kernel<R, VOX_GEMV_SWIGLU>, blocks, G1_THREADS, 0, st, *a, groups); break;
+    default: vox_launch(gemv1_kernel<R, VOX_GEMV_PLAIN>, blocks, G1_THREADS, 0, st, *a, groups); break;
+    }
+}
+
+extern "C" void vox_cuda_gemv1(const vox_cuda_gemv1_args *a, int n_sm, cudaStream_t st) {
+    int total = 0, even = 1;
+    for (int i = 0; i < a->n_out; i++) {
+        total += a->rows[i];
+        even &= (a->rows[i] & 1) == 0;
+    }
+    if (total <= 0) return;
+    /* two rows per warp halve the input traffic; warps loop over groups only when
+     * there are many more than fit at once (the LM head), so that each block's
+     * norm prologue is paid a few times per SM, not once per 8 rows */
+    const int R = even ? 2 : 1, groups = total / R;
+    int per_warp = groups / (n_sm * 64);
+    if (per_warp < 1) per_warp = 1;
+    int blocks = (groups + G1_WARPS * per_warp - 1) / (G1_WARPS * per_warp);
+    if (R == 2) gemv1_launch<2>(a, groups, blocks, st);
+    else gemv1_launch<1>(a, groups, blocks, st);
 }

@@ -1,5 +1,6 @@
 /* cuda/misc.cu - the small ops: fp32 -> BF16 (cuBLASLt inputs), exact GELU,
- * SwiGLU, im2col (conv stem), argmax and top-k over the vocabulary.
+ * SwiGLU (fp32, or BF16 for the GEMM input of swiglu_linear), im2col (conv stem),
+ * argmax and top-k over the vocabulary.
  * CPU twins: cpu_swiglu, cpu_im2col, cpu_argmax, cpu_topk (voxtral_kernels.c).
  */
 #include <cuda_bf16.h>
@@ -45,6 +46,19 @@ extern "C" void vox_cuda_swiglu(float *h, const float *g, const float *u, int64_
     swiglu_kernel<<<blocks_for(n, 256), 256, 0, st>>>(h, g, u, n);
 }
 
+__global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const float *g, const float *u, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float gv = g[i];
+        h[i] = __float2bfloat16_rn(gv / (1.0f + expf(-gv)) * u[i]);
+    }
+}
+
+extern "C" void vox_cuda_swiglu_bf16(uint16_t *h, const float *g, const float *u, int64_t n,
+                                     cudaStream_t st) {
+    swiglu_bf16_kernel<<<blocks_for(n, 256), 256, 0, st>>>((__nv_bfloat16 *)h, g, u, n);
+}
+
 __global__ void im2col_kernel(float *cols, const float *x, int T_out, int C, int K, int stride) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t n = (int64_t)T_out * C * K;
@@ -74,6 +88,8 @@ __device__ __forceinline__ void better(float &v, int &i, float v2, int i2) {
 __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *ids, const float *logits, int V) {
     __shared__ float sv[32];
     __shared__ int si[32];
+    pdl_wait();
+    pdl_trigger();
     const float *l = logits + (int64_t)blockIdx.x * V;
     float bv = -INFINITY;
     int bi = 0x7fffffff;
@@ -104,7 +120,7 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *ids, co
 }
 
 extern "C" void vox_cuda_argmax(int32_t *ids, const float *logits, int M, int V, cudaStream_t st) {
-    argmax_kernel<<<M, ARGMAX_THREADS, 0, st>>>(ids, logits, V);
+    vox_launch(argmax_kernel, M, ARGMAX_THREADS, 0, st, ids, logits, V);
 }
 
 /* ---- top-k: exact radix select of the k-th largest (value, -id) key, then a
@@ -125,6 +141,8 @@ topk_kernel(int32_t *ids, float *vals, const float *logits, int V, int k) {
     __shared__ unsigned remaining_s;
     __shared__ unsigned count_s;
     __shared__ unsigned long long sel[TOPK_MAX];
+    pdl_wait();
+    pdl_trigger();
     const float *l = logits + (int64_t)blockIdx.x * V;
     const int tid = threadIdx.x;
     unsigned long long prefix = 0, mask = 0;
@@ -205,5 +223,5 @@ extern "C" void vox_cuda_topk(int32_t *ids, float *vals, const float *logits, in
                               cudaStream_t st) {
     if (k <= 0) return;
     if (k > TOPK_MAX) k = TOPK_MAX;
-    topk_kernel<<<M, TOPK_THREADS, 0, st>>>(ids, vals, logits, V, k);
+    vox_launch(topk_kernel, M, TOPK_THREADS, 0, st, ids, vals, logits, V, k);
 }

@@ -1,20 +1,28 @@
-/* cuda/norm_rope.cu - per-row ops around attention: RMSNorm, interleaved RoPE,
- * the KV ring store and the decoder input embedding. Positions and token ids are
- * read from device memory, so a captured decoder-step graph replays correctly
- * after the host uploads new ones.
- * CPU twins: cpu_rmsnorm, cpu_rope, cpu_kv_store, cpu_embed (voxtral_kernels.c).
+/* cuda/norm_rope.cu - per-row ops around attention: RMSNorm (fp32 out, or BF16
+ * for the GEMM input of norm_linear), interleaved RoPE, the KV ring store, RoPE +
+ * store fused (rope_kv_store) and the decoder input embedding. Positions and token
+ * ids are read from device memory, so a captured decoder-step graph replays
+ * correctly after the host uploads new ones.
+ * CPU twins: cpu_rmsnorm, cpu_rope, cpu_kv_store, cpu_rope_kv_store, cpu_embed,
+ * cpu_norm_linear's norm (voxtral_kernels.c).
  */
+#include <cuda_bf16.h>
+
 #include "voxtral_cuda.h"
 
 enum { NORM_THREADS = 256 };
 
 /* Sum of squares in double, as the CPU twin, so both round the same scale. */
+__device__ __forceinline__ void store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+template <typename T>
 __global__ void __launch_bounds__(NORM_THREADS)
-rmsnorm_kernel(float *y, const float *x, const float *w, const float *scale, int D, float eps) {
+rmsnorm_kernel(T *y, const float *x, const float *w, const float *scale, int D, float eps) {
     __shared__ double part[NORM_THREADS / 32];
     __shared__ float r_s;
     const float *xi = x + (int64_t)blockIdx.x * D;
-    float *yi = y + (int64_t)blockIdx.x * D;
+    T *yi = y + (int64_t)blockIdx.x * D;
     double ss = 0;
     for (int d = threadIdx.x; d < D; d += blockDim.x) ss += (double)xi[d] * xi[d];
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -29,13 +37,19 @@ rmsnorm_kernel(float *y, const float *x, const float *w, const float *scale, int
     const float r = r_s;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float v = w[d] * (xi[d] * r);
-        yi[d] = scale ? v * scale[d] : v;
+        store(yi + d, scale ? v * scale[d] : v);
     }
 }
 
 extern "C" void vox_cuda_rmsnorm(float *y, const float *x, const float *w, const float *scale,
                                  int M, int D, float eps, cudaStream_t st) {
-    rmsnorm_kernel<<<M, NORM_THREADS, 0, st>>>(y, x, w, scale, D, eps);
+    rmsnorm_kernel<float><<<M, NORM_THREADS, 0, st>>>(y, x, w, scale, D, eps);
+}
+
+extern "C" void vox_cuda_rmsnorm_bf16(uint16_t *y, const float *x, const float *w,
+                                      const float *scale, int M, int D, float eps,
+                                      cudaStream_t st) {
+    rmsnorm_kernel<__nv_bfloat16><<<M, NORM_THREADS, 0, st>>>((__nv_bfloat16 *)y, x, w, scale, D, eps);
 }
 
 /* one thread per (row, pair j, head) */
@@ -61,6 +75,55 @@ extern "C" void vox_cuda_rope(float *x, const int32_t *pos, int M, int n_heads, 
     rope_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(x, pos, M, n_heads, head_dim, *inv_freq);
 }
 
+/* one thread per (row, head of q then k, pair j), then one per float2 of v */
+__global__ void rope_kv_store_kernel(float *q, float *k, const float *v, float *kc, float *vc,
+                                     const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                                     int head_dim, vox_cuda_inv_freq inv_freq, int cap,
+                                     int rows_are_streams) {
+    pdl_wait();
+    pdl_trigger();
+    const int half = head_dim / 2, nh = n_heads + n_kv_heads, kv_dim = n_kv_heads * head_dim;
+    const int64_t n_rope = (int64_t)M * nh * half;
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n_rope) {
+        int j = (int)(i % half);
+        int64_t t = i / half;
+        int h = (int)(t % nh), m = (int)(t / nh);
+        float ang = (float)pos[m] * inv_freq.f[j];
+        float c = cosf(ang), s = sinf(ang);
+        float2 *p = h < n_heads
+                        ? reinterpret_cast<float2 *>(q + ((int64_t)m * n_heads + h) * head_dim) + j
+                        : reinterpret_cast<float2 *>(k + (int64_t)m * kv_dim + (h - n_heads) * head_dim) + j;
+        float2 ab = *p;
+        float2 r = make_float2(ab.x * c - ab.y * s, ab.y * c + ab.x * s);
+        *p = r;
+        if (h >= n_heads) {
+            int64_t base = rows_are_streams ? (int64_t)m * cap * kv_dim : 0;
+            int64_t slot = base + (int64_t)(pos[m] % cap) * kv_dim + (h - n_heads) * head_dim + 2 * j;
+            *reinterpret_cast<float2 *>(kc + slot) = r;
+        }
+        return;
+    }
+    i -= n_rope;
+    if (i >= (int64_t)M * kv_dim / 2) return;
+    int64_t e2 = 2 * i;
+    int m = (int)(e2 / kv_dim), e = (int)(e2 - (int64_t)m * kv_dim);
+    int64_t base = rows_are_streams ? (int64_t)m * cap * kv_dim : 0;
+    int64_t slot = base + (int64_t)(pos[m] % cap) * kv_dim + e;
+    *reinterpret_cast<float2 *>(vc + slot) = *reinterpret_cast<const float2 *>(v + e2);
+}
+
+extern "C" void vox_cuda_rope_kv_store(float *q, float *k, const float *v, float *kc, float *vc,
+                                       const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                                       int head_dim, const vox_cuda_inv_freq *inv_freq, int cap,
+                                       int rows_are_streams, cudaStream_t st) {
+    int64_t n = (int64_t)M * (n_heads + n_kv_heads) * (head_dim / 2) +
+                (int64_t)M * n_kv_heads * head_dim / 2;
+    if (n <= 0) return;
+    vox_launch(rope_kv_store_kernel, (unsigned)((n + 255) / 256), 256, 0, st, q, k, v, kc, vc, pos,
+               M, n_heads, n_kv_heads, head_dim, *inv_freq, cap, rows_are_streams);
+}
+
 __global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v,
                                 const int32_t *pos, int M, int kv_dim, int cap,
                                 int rows_are_streams) {
@@ -84,6 +147,8 @@ extern "C" void vox_cuda_kv_store(float *kc, float *vc, const float *k, const fl
 
 __global__ void embed_kernel(float *x, const uint16_t *emb, const int32_t *ids, const float *audio,
                              const int32_t *pos, int M, int D, int acap, int rows_are_streams) {
+    pdl_wait();
+    pdl_trigger();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)M * D) return;
     int m = (int)(i / D), d = (int)(i - (int64_t)m * D);
@@ -98,6 +163,6 @@ extern "C" void vox_cuda_embed(float *x, const uint16_t *emb, const int32_t *ids
                                int rows_are_streams, cudaStream_t st) {
     int64_t n = (int64_t)M * D;
     if (n <= 0) return;
-    embed_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(x, emb, ids, audio, pos, M, D, acap,
-                                                              rows_are_streams);
+    vox_launch(embed_kernel, (unsigned)((n + 255) / 256), 256, 0, st, x, emb, ids, audio, pos, M, D,
+               acap, rows_are_streams);
 }

@@ -130,3 +130,41 @@ if ! "$VOX" -d "$M" -i "$WAV" --backend cuda >/dev/null 2>"$tmp/err"; then
 else
     echo "ok - --backend cuda: a CUDA device is present (fallback checks skipped)"
 fi
+
+# SIGINT while reading live input: finish, flush what was heard, exit 0
+mkfifo "$tmp/fifo"
+$VOX -d "$M" --stdin --json --quiet <"$tmp/fifo" >"$tmp/int.json" 2>"$tmp/int.err" &
+pid=$!
+exec 3>"$tmp/fifo"
+cat "$tmp/raw.s16" >&3
+sleep 1
+kill -INT $pid
+wait $pid; rc=$?
+exec 3>&-
+$PY -c "import json,sys; o=json.load(open('$tmp/int.json')); sys.exit(0 if len(o['tokens'])>0 else 1)"
+py=$?
+[ $rc -eq 0 ] && [ $py -eq 0 ]
+check "SIGINT on --stdin: exit 0, text so far flushed" $? "rc=$rc $(cat "$tmp/int.err")"
+
+# a closed stdout (| head) ends quietly
+$PY - "$WAV" "$tmp/long.wav" <<'PY'
+import sys, wave
+w = wave.open(sys.argv[1]); p = w.getparams(); d = w.readframes(w.getnframes())
+o = wave.open(sys.argv[2], "wb"); o.setparams(p); o.writeframes(d * 6); o.close()
+PY
+$VOX -d "$M" -i "$tmp/long.wav" --quiet 2>"$tmp/pipe.err" | head -c 1 >/dev/null
+rc=${PIPESTATUS[0]}
+[ $rc -eq 0 ] && ! grep -v "falling back to the CPU" "$tmp/pipe.err" | grep -q "^voxtral: "
+check "stdout closed early (| head -c 1): exit 0, no error" $? "rc=$rc $(cat "$tmp/pipe.err")"
+
+# WAV on stdin with an unsupported format: one clear line, exit 1
+$PY - "$tmp/s8.wav" <<'PY'
+import sys, wave
+o = wave.open(sys.argv[1], "wb"); o.setnchannels(1); o.setsampwidth(1); o.setframerate(16000); o.writeframes(bytes(16000)); o.close()
+PY
+$VOX -d "$M" --stdin --quiet <"$tmp/s8.wav" >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -eq 1 ] && grep -q "stdin: WAV" "$tmp/err"
+check "--stdin: 8-bit WAV is refused with a clear message" $? "rc=$rc $(cat "$tmp/err")"
+head -c 3000 /dev/urandom | $VOX -d "$M" --stdin --quiet >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -eq 0 ]
+check "--stdin: garbage is taken as raw audio and does not crash" $? "rc=$rc $(cat "$tmp/err")"
