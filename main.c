@@ -293,6 +293,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "voxtral: %s\n", vox_last_error());
         return 1;
     }
+    if (input && vox_audio_probe(input) != 0) {
+        fprintf(stderr, "voxtral: %s\n", vox_last_error());
+        free(forced);
+        return 1;
+    }
     vox_ctx *ctx = vox_open(dir, &opt);
     if (!ctx) {
         fprintf(stderr, "voxtral: %s\n", vox_last_error());

@@ -34,6 +34,17 @@
  * (a WAV streamed by ffmpeg says 0xFFFFFFFF), so read until libsndfile stops. */
 #define READ_BLOCK_FRAMES 65536
 
+int vox_audio_probe(const char *path) {
+    SF_INFO info;
+    memset(&info, 0, sizeof(info));
+    SNDFILE *sf = sf_open(path, SFM_READ, &info);
+    if (!sf) return vox_error("%s: cannot read audio: %s", path, sf_strerror(NULL));
+    sf_close(sf);
+    if (info.channels <= 0 || info.samplerate <= 0)
+        return vox_error("%s: invalid header (%d channels, %d Hz)", path, info.channels, info.samplerate);
+    return 0;
+}
+
 int vox_audio_load(const char *path, int rate, float **out, int64_t *n) {
     *out = NULL;
     *n = 0;

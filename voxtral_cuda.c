@@ -8,6 +8,10 @@
  * in a scratch, cuBLASLt BF16 GEMM with fp32 output and a bias epilogue
  * (beta = 1 accumulates); exact-erf GELU in a separate pass (cuBLASLt's GELU
  * epilogue is the tanh approximation).
+ * Fused decoder ops: at M = 1 one launch each (gemv1: norm or SwiGLU computed while
+ * the GEMV loads its input, q/k/v or w1/w3 in one grid; rope_kv_store); at M > 1
+ * the norm / SwiGLU writes the BF16 GEMM input directly, then cuBLASLt per weight.
+ * Decoder-step kernels use programmatic dependent launch (vox_launch, sm_90+).
  * Ops only enqueue; nothing here synchronises except download() and sync(), so
  * the decoder step can be captured into a graph and replayed.
  */
@@ -15,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cublasLt.h>
 
@@ -66,6 +71,8 @@ typedef struct {
 } cuda_impl;
 
 static cuda_impl *impl_of(vox_backend *be) { return (cuda_impl *)be->impl; }
+
+int vox_cuda_pdl;
 
 /* ---- errors ---------------------------------------------------------------------
  * Sticky: the first failure is kept and reported by sync()/download() callers. */
@@ -237,6 +244,7 @@ typedef struct {
     cudaEvent_t ev[2];
     int cur;
     double next_report;
+    int tty; /* stderr is a terminal: a \r progress line; else one line at the end */
 } upload_state;
 
 static void upload_one(vox_weight *w, void *arg) {
@@ -259,7 +267,7 @@ static void upload_one(vox_weight *w, void *arg) {
         CUDA_CHECK(cudaEventRecord(u->ev[b], u->ci->st));
         at += n;
         u->done += n;
-        if (u->total > (1u << 30) && u->done >= u->next_report) {
+        if (u->tty && u->total > (1u << 30) && u->done >= u->next_report) {
             fprintf(stderr, "\rvoxtral: cuda: uploading weights %.1f / %.1f GB", u->done / 1e9,
                     u->total / 1e9);
             u->next_report += u->total / 20.0;
@@ -285,7 +293,7 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
     }
     ci->arena_bytes = total;
     be->mem_bytes += total;
-    upload_state u = {.ci = ci, .arena = ci->arena, .total = total};
+    upload_state u = {.ci = ci, .arena = ci->arena, .total = total, .tty = isatty(2)};
     for (int b = 0; b < 2; b++) {
         CUDA_CHECK(cudaHostAlloc((void **)&u.stage[b], STAGE_BYTES, cudaHostAllocDefault));
         CUDA_CHECK(cudaEventCreateWithFlags(&u.ev[b], cudaEventDisableTiming));
@@ -297,7 +305,9 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
         if (u.stage[b]) CUDA_CHECK(cudaFreeHost(u.stage[b]));
         if (u.ev[b]) CUDA_CHECK(cudaEventDestroy(u.ev[b]));
     }
-    if (total > (1u << 30)) fprintf(stderr, "\rvoxtral: cuda: uploaded weights %.1f GB        \n", total / 1e9);
+    if (total > (1u << 30))
+        fprintf(stderr, "%svoxtral: cuda: uploaded weights %.1f GB%s\n", u.tty ? "\r" : "",
+                total / 1e9, u.tty ? "        " : "");
     if (cuda_failed) return vox_error("cuda: weight upload: %s", cuda_errmsg);
     return 0;
 }
@@ -361,17 +371,41 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
     return p;
 }
 
+/* y[m][N] (= or +=) xb[m][K] . w^T (+ bias): cuBLASLt on the BF16 scratch, which
+ * the caller has filled with m rows. */
+static void lt_matmul(cuda_impl *ci, float *y, const vox_weight *w, const float *bias, int m,
+                      int accumulate) {
+    const int N = (int)w->rows, K = (int)w->cols;
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    lt_plan *p = get_plan(ci, m, N, K, bias != NULL, ptr_align(y));
+    if (!p) return;
+    if (bias)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                    &bias, sizeof bias));
+    CUBLAS_CHECK(cublasLtMatmul(ci->lt, p->desc, &alpha, w->dev, p->a, ci->xb, p->b, &beta, y, p->c,
+                                y, p->c, &p->algo, ci->lt_ws, LT_WORKSPACE, ci->st));
+}
+
+static int bf16_on_device(const vox_weight *w) { return w->dev && w->dtype == VOX_DT_BF16; }
+
 static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weight *w,
                       const vox_weight *b, int M, vox_act act, int accumulate) {
     cuda_impl *ci = impl_of(be);
     const int N = (int)w->rows, K = (int)w->cols;
     const float *bias = b ? (const float *)b->dev : NULL;
-    if (!w->dev || w->dtype != VOX_DT_BF16 || (b && (!bias || b->dtype != VOX_DT_F32))) {
+    if (!bf16_on_device(w) || (b && (!bias || b->dtype != VOX_DT_F32))) {
         op_fail("%s: weight not on the device or not BF16 (%ld columns)", "linear", K);
         return;
     }
     if (M <= 0) return;
     const int gemv_ok = K % 8 == 0 && ((uintptr_t)x & 15) == 0;
+    if (gemv_ok && M == 1 && !bias && act == VOX_ACT_NONE) { /* the decoder step's wo */
+        vox_cuda_gemv1_args a = {.W = {w->dev}, .y = {y}, .rows = {N}, .n_out = 1, .K = K,
+                                 .mode = VOX_GEMV_PLAIN, .accumulate = accumulate, .x = x};
+        vox_cuda_gemv1(&a, ci->n_sm, ci->st);
+        LAUNCHED();
+        return;
+    }
     if (gemv_ok && (M <= ci->gemv_max_rows || (accumulate && act != VOX_ACT_NONE))) {
         vox_cuda_gemv(y, x, w->dev, bias, M, N, K, act, accumulate, ci->n_sm, ci->st);
         LAUNCHED();
@@ -383,19 +417,12 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
     }
     /* many rows: BF16 GEMM in row chunks that fit the BF16 scratch */
     const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
-    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
         float *yr = y + (int64_t)r0 * N;
         vox_cuda_f32_to_bf16(ci->xb, x + (int64_t)r0 * K, (int64_t)m * K, ci->st);
         LAUNCHED();
-        lt_plan *p = get_plan(ci, m, N, K, bias != NULL, ptr_align(yr));
-        if (!p) return;
-        if (bias)
-            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                        &bias, sizeof bias));
-        CUBLAS_CHECK(cublasLtMatmul(ci->lt, p->desc, &alpha, w->dev, p->a, ci->xb, p->b, &beta, yr,
-                                    p->c, yr, p->c, &p->algo, ci->lt_ws, LT_WORKSPACE, ci->st));
+        lt_matmul(ci, yr, w, bias, m, accumulate);
         if (act == VOX_ACT_GELU) {
             vox_cuda_gelu(yr, (int64_t)m * N, ci->st);
             LAUNCHED();
@@ -403,7 +430,81 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
     }
 }
 
-/* Test hook (tests/test_cuda_ops.c): rows up to which linear takes the GEMV path. */
+/* ---- fused decoder ops ------------------------------------------------------------------ */
+static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const float *x,
+                           const vox_weight *const *w, const vox_weight *norm,
+                           const vox_weight *scale, float eps, int M) {
+    cuda_impl *ci = impl_of(be);
+    const int K = (int)w[0]->cols;
+    int ok = n_out >= 1 && n_out <= VOX_GEMV_MAX_OUT && (!norm || norm->dev) && (!scale || scale->dev);
+    for (int i = 0; i < n_out && ok; i++) ok = bf16_on_device(w[i]) && w[i]->cols == K;
+    if (!ok) {
+        op_fail("%s: weights not on the device, not BF16 or of different widths (%ld outputs)",
+                "norm_linear", n_out);
+        return;
+    }
+    if (M <= 0) return;
+    if (M == 1 && K % 8 == 0 && ((uintptr_t)x & 15) == 0) {
+        vox_cuda_gemv1_args a = {.n_out = n_out, .K = K, .x = x, .eps = eps,
+                                 .mode = norm ? VOX_GEMV_NORM : VOX_GEMV_PLAIN,
+                                 .norm = norm ? norm->dev : NULL, .scale = scale ? scale->dev : NULL};
+        for (int i = 0; i < n_out; i++) {
+            a.W[i] = w[i]->dev;
+            a.y[i] = y[i];
+            a.rows[i] = (int)w[i]->rows;
+        }
+        vox_cuda_gemv1(&a, ci->n_sm, ci->st);
+        LAUNCHED();
+        return;
+    }
+    /* many rows: the norm writes the BF16 GEMM input, shared by the n_out GEMMs */
+    const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
+    for (int r0 = 0; r0 < M; r0 += rows_per) {
+        int m = M - r0 < rows_per ? M - r0 : rows_per;
+        if (norm)
+            vox_cuda_rmsnorm_bf16(ci->xb, x + (int64_t)r0 * K, norm->dev, scale ? scale->dev : NULL,
+                                  m, K, eps, ci->st);
+        else
+            vox_cuda_f32_to_bf16(ci->xb, x + (int64_t)r0 * K, (int64_t)m * K, ci->st);
+        LAUNCHED();
+        for (int i = 0; i < n_out; i++) lt_matmul(ci, y[i] + (int64_t)r0 * w[i]->rows, w[i], NULL, m, 0);
+    }
+}
+
+static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const float *u,
+                             const vox_weight *w, int M, int accumulate) {
+    cuda_impl *ci = impl_of(be);
+    const int K = (int)w->cols;
+    if (!bf16_on_device(w)) {
+        op_fail("%s: weight not on the device or not BF16 (%ld columns)", "swiglu_linear", K);
+        return;
+    }
+    if (M <= 0) return;
+    if (M == 1 && K % 8 == 0 && ((uintptr_t)g & 15) == 0 && ((uintptr_t)u & 15) == 0) {
+        vox_cuda_gemv1_args a = {.W = {w->dev}, .y = {y}, .rows = {(int)w->rows}, .n_out = 1,
+                                 .K = K, .mode = VOX_GEMV_SWIGLU, .accumulate = accumulate,
+                                 .x = g, .u = u};
+        vox_cuda_gemv1(&a, ci->n_sm, ci->st);
+        LAUNCHED();
+        return;
+    }
+    const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
+    for (int r0 = 0; r0 < M; r0 += rows_per) {
+        int m = M - r0 < rows_per ? M - r0 : rows_per;
+        vox_cuda_swiglu_bf16(ci->xb, g + (int64_t)r0 * K, u + (int64_t)r0 * K, (int64_t)m * K, ci->st);
+        LAUNCHED();
+        lt_matmul(ci, y + (int64_t)r0 * w->rows, w, NULL, m, accumulate);
+    }
+}
+
+/* Test hooks (tests/test_cuda_ops.c): programmatic dependent launch on/off (for
+ * timing both); rows up to which linear takes the GEMV path. Return the old value. */
+int vox_cuda_set_pdl(vox_backend *be, int on) {
+    int old = vox_cuda_pdl;
+    vox_cuda_pdl = on;
+    return old;
+}
+
 int vox_cuda_set_gemv_max_rows(vox_backend *be, int rows) {
     int old = impl_of(be)->gemv_max_rows;
     impl_of(be)->gemv_max_rows = rows;
@@ -418,17 +519,32 @@ static void cu_rmsnorm(vox_backend *be, float *y, const float *x, const vox_weig
     LAUNCHED();
 }
 
+/* the same expression as the CPU twin, on the host: bit-identical frequencies */
+static int inv_freq_of(vox_cuda_inv_freq *f, const char *op, int head_dim, float theta) {
+    int half = head_dim / 2;
+    if (half > VOX_CUDA_ROPE_MAX_HALF || head_dim % 2) {
+        op_fail("%s: head_dim %ld unsupported (even, at most 256)", op, head_dim);
+        return -1;
+    }
+    for (int j = 0; j < half; j++) f->f[j] = 1.0f / powf(theta, (float)(2 * j) / (float)head_dim);
+    return 0;
+}
+
 static void cu_rope(vox_backend *be, float *x, const int32_t *pos, int M, int n_heads,
                     int head_dim, float theta) {
-    int half = head_dim / 2;
-    if (half > VOX_CUDA_ROPE_MAX_HALF) {
-        op_fail("%s: head_dim %ld too large", "rope", head_dim);
-        return;
-    }
-    /* the same expression as the CPU twin, on the host: bit-identical frequencies */
     vox_cuda_inv_freq f;
-    for (int j = 0; j < half; j++) f.f[j] = 1.0f / powf(theta, (float)(2 * j) / (float)head_dim);
+    if (inv_freq_of(&f, "rope", head_dim, theta)) return;
     vox_cuda_rope(x, pos, M, n_heads, head_dim, &f, impl_of(be)->st);
+    LAUNCHED();
+}
+
+static void cu_rope_kv_store(vox_backend *be, float *q, float *k, const float *v, float *kc,
+                             float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                             int head_dim, float theta, int cap, int rows_are_streams) {
+    vox_cuda_inv_freq f;
+    if (M <= 0 || inv_freq_of(&f, "rope_kv_store", head_dim, theta)) return;
+    vox_cuda_rope_kv_store(q, k, v, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, &f, cap,
+                           rows_are_streams, impl_of(be)->st);
     LAUNCHED();
 }
 
@@ -621,6 +737,7 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
     }
     be->impl = ci;
     ci->n_sm = prop.multiProcessorCount;
+    vox_cuda_pdl = prop.major >= 9;
     ci->gemv_max_rows = GEMV_MAX_ROWS;
     cuda_failed = 0;
     cuda_errmsg[0] = 0;
@@ -659,6 +776,9 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
     be->embed = cu_embed;
     be->argmax = cu_argmax;
     be->topk = cu_topk;
+    be->norm_linear = cu_norm_linear;
+    be->swiglu_linear = cu_swiglu_linear;
+    be->rope_kv_store = cu_rope_kv_store;
     be->graph_launch = cu_graph_launch;
     be->graph_begin = cu_graph_begin;
     be->graph_end = cu_graph_end;

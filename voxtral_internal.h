@@ -218,6 +218,7 @@ int vox_stream_set_tap(vox_stream *s, vox_tap_fn fn, void *user);
  * high quality). 16-bit input at `rate` arrives as exactly int16 / 32768.
  * *out is malloc'd. */
 int vox_audio_load(const char *path, int rate, float **out, int64_t *n);
+int vox_audio_probe(const char *path); /* opens the file's header only: fails fast */
 int vox_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out,
                  int64_t *nout);
 

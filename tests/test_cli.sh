@@ -37,7 +37,7 @@ done
 
 # bad inputs: exit 1, one line naming the file
 $VOX -d "$M" -i "$tmp/missing.wav" >/dev/null 2>"$tmp/err"; rc=$?
-[ $rc -eq 1 ] && grep -q "missing.wav" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -le 2 ]
+[ $rc -eq 1 ] && grep -q "missing.wav" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]
 check "missing audio file: exit 1, names the file" $? "$(cat "$tmp/err")"
 head -c 5000 /dev/urandom >"$tmp/garbage.wav"
 $VOX -d "$M" -i "$tmp/garbage.wav" >/dev/null 2>"$tmp/err"; rc=$?
