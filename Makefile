@@ -4,10 +4,14 @@
 CC       ?= cc
 NVCC     ?= $(CUDA_HOME)/bin/nvcc
 CUDA_HOME ?= /usr/local/cuda
+# CPU_ISA: native (this machine), avx512 (x86-64-v4), avx2 (x86-64-v3), generic (x86-64)
 CPU_ISA  ?= native
+MARCH    := $(if $(filter avx512,$(CPU_ISA)),x86-64-v4,$(if $(filter avx2,$(CPU_ISA)),x86-64-v3,$(if $(filter generic,$(CPU_ISA)),x86-64,$(CPU_ISA))))
 OPT      ?= -O3
 CFLAGS   ?= $(OPT) -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -march=$(CPU_ISA) -fopenmp -I.
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -march=$(MARCH) -fopenmp -I.
+PREFIX   ?= /usr/local
+VERSION  := 0.1.0
 PKGS     := sndfile soxr fftw3f libcjson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lsndfile -lsoxr -lfftw3f -lcjson)
@@ -21,10 +25,14 @@ CUDA     ?= auto
 ifeq ($(CUDA),auto)
   CUDA := $(shell test -x $(NVCC) && echo 1 || echo 0)
 endif
-# CUDA_ARCH: list of SM numbers ("90", "80 86 90"); default: the local GPU, else 80 90.
+# CUDA_ARCH: list of SM numbers ("90", "75 80 86 89 90"): SASS for each, PTX for the
+# newest. Default: the local GPU, else a list for common cards this nvcc supports.
 CUDA_ARCH ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
 ifeq ($(strip $(CUDA_ARCH)),)
-  CUDA_ARCH := 80 90
+  CUDA_ARCH := $(filter $(shell $(NVCC) --list-gpu-arch 2>/dev/null | sed 's/compute_//'),75 80 86 89 90)
+  ifeq ($(strip $(CUDA_ARCH)),)
+    CUDA_ARCH := 80 90
+  endif
 endif
 NVCC_GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
                 -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
@@ -58,10 +66,16 @@ else
   CU_SRC   :=
 endif
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
+
+# A change of build settings rebuilds everything: the settings live in a stamp file.
+CONFIG := CPU_ISA=$(CPU_ISA) OPT=$(OPT) PORTAUDIO=$(PORTAUDIO) CUDA_ARCH=$(CUDA_ARCH)
+STAMP  := $(BUILD)/config.stamp
+$(shell mkdir -p $(BUILD) && (echo '$(CONFIG)' | cmp -s - $(STAMP) || echo '$(CONFIG)' > $(STAMP)))
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all voxtral cpu cuda test bench clean help debug cuda-check tests
+comma := ,
+.PHONY: all voxtral cpu cuda test bench clean help debug cuda-check tests install uninstall
 all: voxtral
 
 # ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
@@ -74,10 +88,10 @@ $(BUILD)/voxtral: $(BUILD)/libvoxtral.a $(BUILD)/main.o
 $(BUILD)/libvoxtral.a: $(ENGINE_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h | $(BUILD)
+$(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
@@ -91,8 +105,11 @@ $(BUILD):
 cpu:
 	$(MAKE) CUDA=0
 cuda:
-	@echo "building CUDA backend for SM $(CUDA_ARCH)"
-	$(MAKE) CUDA=1
+	@test -x $(NVCC) || { echo "nvcc not found at $(NVCC): run 'make cuda-check'"; exit 1; }
+	@for a in $(CUDA_ARCH); do $(NVCC) --list-gpu-arch | grep -qx "compute_$$a" || { \
+	  echo "CUDA_ARCH: CUDA $$($(NVCC) --version | grep -o 'release [0-9.]*' | cut -d' ' -f2) cannot target sm_$$a (it supports: $$($(NVCC) --list-gpu-arch | sed 's/compute_//' | tr '\n' ' ')); use CUDA 12.x for older GPUs"; exit 1; }; done
+	@echo "building the CUDA backend: SASS for sm_$(subst $() ,$(comma)sm_,$(strip $(CUDA_ARCH))), PTX for compute_$(lastword $(CUDA_ARCH)); host ISA $(MARCH)"
+	$(MAKE) CUDA=1 CUDA_ARCH="$(CUDA_ARCH)"
 
 tests: $(TEST_BIN)
 test: voxtral tests
@@ -113,6 +130,23 @@ cuda-check:
 clean:
 	rm -rf build voxtral
 
+# make install PREFIX=/usr/local: the CLI, the static library, the header and a
+# pkg-config file (`cc app.c $(pkg-config --cflags --libs voxtral)`).
+install: voxtral $(BUILD)/libvoxtral.a
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 voxtral $(DESTDIR)$(PREFIX)/bin/voxtral
+	install -m 644 $(BUILD)/libvoxtral.a $(DESTDIR)$(PREFIX)/lib/libvoxtral.a
+	install -m 644 voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral.h
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
+	  'Name: voxtral' 'Description: Voxtral Realtime speech-to-text engine (C, CUDA)' 'Version: $(VERSION)' \
+	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lvoxtral $(LIBS)' \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
+	@echo "installed into $(DESTDIR)$(PREFIX)"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/voxtral $(DESTDIR)$(PREFIX)/lib/libvoxtral.a \
+	  $(DESTDIR)$(PREFIX)/include/voxtral.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
+
 help:
 	@echo "make          build ./voxtral (CUDA backend too when nvcc is found)"
 	@echo "make cpu      CPU-only build (OpenBLAS + own BF16 kernels)"
@@ -121,4 +155,5 @@ help:
 	@echo "make test     build and run the test suite (ends with 'N passed, N failed')"
 	@echo "make bench    benchmark on a random full-size model (scripts/bench.sh)"
 	@echo "make debug    ASan/UBSan build"
-	@echo "CPU_ISA=native|avx2|avx512 (default native): host kernel instruction set"
+	@echo "make install PREFIX=/usr/local   binary, libvoxtral.a, voxtral.h, voxtral.pc"
+	@echo "CPU_ISA=native|avx512|avx2|generic (default native): host kernel instruction set"

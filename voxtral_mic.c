@@ -14,7 +14,8 @@
  * error is one line. A device that disappears mid-capture ends the capture with
  * an error, after what was captured has been fed.
  *
- * VOX_MIC_DUMP=file.raw (for tests) writes the samples fed to the stream, s16le.
+ * VOX_MIC_DUMP=file.raw (for tests) writes the samples fed to the stream: float32,
+ * native byte order, at the model's rate.
  */
 #include <ctype.h>
 #include <dlfcn.h>
@@ -225,13 +226,8 @@ static double now_s(void) {
 
 static int feed_flush(mic *m) {
     if (!m->feed_len) return 0;
-    if (m->dump) {
-        for (size_t i = 0; i < m->feed_len; i++) {
-            float v = m->feed[i] * 32768.0f;
-            int16_t x = v >= 32767.0f ? 32767 : v <= -32768.0f ? -32768 : (int16_t)lrintf(v);
-            fwrite(&x, sizeof x, 1, m->dump); /* little-endian hosts */
-        }
-    }
+    if (m->dump && fwrite(m->feed, sizeof(float), m->feed_len, m->dump) != m->feed_len)
+        return vox_error("VOX_MIC_DUMP: write failed");
     int rc = vox_stream_feed(m->s, m->feed, m->feed_len);
     m->feed_len = 0;
     return rc;

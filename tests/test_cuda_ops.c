@@ -6,8 +6,10 @@
  *
  *   test_cuda_ops          the checks
  *   test_cuda_ops bench    the checks, then timings: D2D copy bandwidth, GEMV
- *                          bandwidth per decoder shape, attention, a synthetic
- *                          full decoder step, GEMV vs cuBLASLt at a few M.
+ *                          bandwidth per decoder shape (fused ops included),
+ *                          attention, a synthetic full decoder step (with and
+ *                          without programmatic dependent launch), GEMV vs
+ *                          cuBLASLt at a few M.
  * Tolerance per element: |got - ref| <= atol * max|ref| + rtol * |ref|.
  */
 #include <math.h>
@@ -20,8 +22,9 @@
 #include "voxtral_internal.h"
 #include "testutil.h"
 
-/* test hook in voxtral_cuda.c (absent from CPU-only builds) */
+/* test hooks in voxtral_cuda.c (absent from CPU-only builds) */
 int vox_cuda_set_gemv_max_rows(vox_backend *be, int rows) __attribute__((weak));
+int vox_cuda_set_pdl(vox_backend *be, int on) __attribute__((weak));
 
 static vox_backend *cpu, *gpu;
 
@@ -38,7 +41,7 @@ static uint16_t to_bf16(float f) {
     return (uint16_t)((v.u + 0x7fff + ((v.u >> 16) & 1)) >> 16);
 }
 static float *rand_f(int64_t n, float scale) {
-    float *p = malloc(sizeof(float) * (n ? n : 1));
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     for (int64_t i = 0; i < n; i++) p[i] = frand() * scale;
     return p;
 }
@@ -350,33 +353,120 @@ static void test_argmax_topk(int V) {
     gpu->free(gpu, dl), gpu->free(gpu, di);
 }
 
+/* ---- fused decoder ops ---------------------------------------------------------------- */
+/* norm_linear: n_out weights [rows[i]][D], optional norm (+ scale) */
+static void test_norm_linear(const char *tag, int M, int D, int n_out, const int *rows, int with_norm,
+                             int with_scale) {
+    vox_weight w[3], norm = {0}, sc = {0};
+    const vox_weight *wp[3];
+    float *ref[3], *dy[3], *got[3];
+    for (int i = 0; i < n_out; i++) {
+        w[i] = weight_bf16(rows[i], D, 1.0f / sqrtf((float)D));
+        wp[i] = &w[i];
+        ref[i] = malloc(sizeof(float) * M * rows[i]);
+        dy[i] = gpu->alloc(gpu, sizeof(float) * M * rows[i]);
+        poison(dy[i], sizeof(float) * M * rows[i]);
+    }
+    if (with_norm) norm = weight_f32(D, 0.5f, 1.0f);
+    if (with_scale) sc = weight_f32(D, 0.3f, 1.0f);
+    float *x = rand_f((int64_t)M * D, 3.0f), *dx = dev_from(x, sizeof(float) * M * D);
+    cpu->norm_linear(cpu, n_out, ref, x, wp, with_norm ? &norm : NULL, with_scale ? &sc : NULL, 1e-5f, M);
+    gpu->norm_linear(gpu, n_out, dy, dx, wp, with_norm ? &norm : NULL, with_scale ? &sc : NULL, 1e-5f, M);
+    int err = gpu->sync(gpu);
+    for (int i = 0; i < n_out; i++) {
+        got[i] = dev_floats(dy[i], (int64_t)M * rows[i]);
+        char name[200];
+        snprintf(name, sizeof name, "norm_linear %s M=%d D=%d out %d/%d (%d rows)%s%s (%s)", tag, M, D,
+                 i + 1, n_out, rows[i], with_norm ? " norm" : "", with_scale ? " scale" : "",
+                 M == 1 ? "gemv1" : "cublasLt");
+        if (err) tu_check(0, name, "%s", vox_last_error());
+        else check(name, got[i], ref[i], (int64_t)M * rows[i], M == 1 ? 2e-5 : 1e-2, M == 1 ? 1e-5 : 1e-2);
+        free(ref[i]), free(got[i]);
+        gpu->free(gpu, dy[i]);
+        weight_free(&w[i]);
+    }
+    free(x);
+    gpu->free(gpu, dx);
+    if (with_norm) weight_free(&norm);
+    if (with_scale) weight_free(&sc);
+}
+
+static void test_swiglu_linear(int M, int N, int K, int acc) {
+    vox_weight w = weight_bf16(N, K, 1.0f / sqrtf((float)K));
+    float *g = rand_f((int64_t)M * K, 6.0f), *u = rand_f((int64_t)M * K, 2.0f);
+    float *y0 = rand_f((int64_t)M * N, 1.0f), *ref = malloc(sizeof(float) * M * N);
+    float *dg = dev_from(g, sizeof(float) * M * K), *du = dev_from(u, sizeof(float) * M * K);
+    float *dy = gpu->alloc(gpu, sizeof(float) * M * N);
+    memcpy(ref, y0, sizeof(float) * M * N);
+    if (acc) gpu->upload(gpu, dy, y0, sizeof(float) * M * N);
+    else poison(dy, sizeof(float) * M * N);
+    cpu->swiglu_linear(cpu, ref, g, u, &w, M, acc); /* overwrites g: its scratch */
+    gpu->swiglu_linear(gpu, dy, dg, du, &w, M, acc);
+    float *got = dev_floats(dy, (int64_t)M * N);
+    char name[160];
+    snprintf(name, sizeof name, "swiglu_linear M=%d N=%d K=%d%s (%s)", M, N, K, acc ? " +=" : "",
+             M == 1 ? "gemv1" : "cublasLt");
+    if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
+    else check(name, got, ref, (int64_t)M * N, M == 1 ? 2e-5 : 1e-2, M == 1 ? 1e-5 : 1e-2);
+    free(g), free(u), free(y0), free(ref), free(got);
+    gpu->free(gpu, dg), gpu->free(gpu, du), gpu->free(gpu, dy);
+    weight_free(&w);
+}
+
+/* q and k rotated in place, k and v stored into the rings (positions wrap) */
+static void test_rope_kv_store(int M, int H, int Hkv, int hd, int cap, int p0) {
+    const int64_t qn = (int64_t)M * H * hd, kn = (int64_t)M * Hkv * hd, nc = (int64_t)cap * Hkv * hd;
+    float *q = rand_f(qn, 1.0f), *k = rand_f(kn, 1.0f), *v = rand_f(kn, 1.0f);
+    float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f);
+    int32_t *pos = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) pos[i] = p0 + i;
+    float *dq = dev_from(q, qn * 4), *dk = dev_from(k, kn * 4), *dv = dev_from(v, kn * 4);
+    float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4);
+    int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
+    cpu->rope_kv_store(cpu, q, k, v, kc, vc, pos, M, H, Hkv, hd, 1e6f, cap, 0);
+    gpu->rope_kv_store(gpu, dq, dk, dv, dkc, dvc, dp, M, H, Hkv, hd, 1e6f, cap, 0);
+    float *gq = dev_floats(dq, qn), *gk = dev_floats(dk, kn), *gkc = dev_floats(dkc, nc), *gvc = dev_floats(dvc, nc);
+    char name[160];
+    snprintf(name, sizeof name, "rope_kv_store M=%d heads %d/%d hd=%d cap=%d pos %d..: q", M, H, Hkv, hd, cap, p0);
+    check(name, gq, q, qn, 1e-6, 1e-5);
+    snprintf(name, sizeof name, "rope_kv_store M=%d hd=%d: k in place", M, hd);
+    check(name, gk, k, kn, 1e-6, 1e-5);
+    snprintf(name, sizeof name, "rope_kv_store M=%d hd=%d: key ring", M, hd);
+    check(name, gkc, kc, nc, 1e-6, 1e-5);
+    snprintf(name, sizeof name, "rope_kv_store M=%d hd=%d: value ring", M, hd);
+    check(name, gvc, vc, nc, 0, 0);
+    free(q), free(k), free(v), free(kc), free(vc), free(pos), free(gq), free(gk), free(gkc), free(gvc);
+    gpu->free(gpu, dq), gpu->free(gpu, dk), gpu->free(gpu, dv), gpu->free(gpu, dkc), gpu->free(gpu, dvc);
+    gpu->free(gpu, dp);
+}
+
 /* ---- graphs: capture at one position, replay at another ------------------------------ */
 typedef struct {
-    vox_weight emb, norm, wq, wk, wv, wo;
-    int D, H, Hkv, hd, cap, window, acap;
+    vox_weight emb, norm, scale, wq, wk, wv, wo, w1, w3, w2;
+    int D, H, Hkv, hd, F, cap, window, acap;
 } mini_model;
 
-/* a decoder-step slice: embed, norm, q/k/v, rope, kv_store, attention, wo (+=), argmax */
-static void mini_step(vox_backend *be, mini_model *m, float *x, float *xn, float *q, float *k,
+/* one decoder layer as decoder_forward (voxtral.c) runs it, through the fused ops:
+ * embed, norm+q/k/v, rope+kv_store, attention, wo (+=), norm*scale+w1/w3,
+ * swiglu+w2 (+=), final norm + LM head, argmax. g, u: F floats of scratch. */
+static void mini_step(vox_backend *be, mini_model *m, float *x, float *g, float *u, float *q, float *k,
                       float *v, float *att, float *kc, float *vc, const float *audio,
                       int32_t *ids, const int32_t *pos, float *logits) {
     be->embed(be, x, &m->emb, ids, audio, pos, 1, m->D, m->acap, 0);
-    be->rmsnorm(be, xn, x, &m->norm, NULL, 1, m->D, 1e-5f);
-    be->linear(be, q, xn, &m->wq, NULL, 1, VOX_ACT_NONE, 0);
-    be->linear(be, k, xn, &m->wk, NULL, 1, VOX_ACT_NONE, 0);
-    be->linear(be, v, xn, &m->wv, NULL, 1, VOX_ACT_NONE, 0);
-    be->rope(be, q, pos, 1, m->H, m->hd, 1e6f);
-    be->rope(be, k, pos, 1, m->Hkv, m->hd, 1e6f);
-    be->kv_store(be, kc, vc, k, v, pos, 1, m->Hkv * m->hd, m->cap, 0);
+    float *qkv[3] = {q, k, v}, *gu[2] = {g, u};
+    const vox_weight *wqkv[3] = {&m->wq, &m->wk, &m->wv}, *w13[2] = {&m->w1, &m->w3}, *head = &m->emb;
+    be->norm_linear(be, 3, qkv, x, wqkv, &m->norm, NULL, 1e-5f, 1);
+    be->rope_kv_store(be, q, k, v, kc, vc, pos, 1, m->H, m->Hkv, m->hd, 1e6f, m->cap, 0);
     be->attention(be, att, q, kc, vc, pos, 1, m->H, m->Hkv, m->hd, m->cap, m->window, 0);
     be->linear(be, x, att, &m->wo, NULL, 1, VOX_ACT_NONE, 1);
-    be->rmsnorm(be, xn, x, &m->norm, NULL, 1, m->D, 1e-5f);
-    be->linear(be, logits, xn, &m->emb, NULL, 1, VOX_ACT_NONE, 0);
+    be->norm_linear(be, 2, gu, x, w13, &m->norm, &m->scale, 1e-5f, 1);
+    be->swiglu_linear(be, x, g, u, &m->w2, 1, 1);
+    be->norm_linear(be, 1, &logits, x, &head, &m->norm, NULL, 1e-5f, 1);
     be->argmax(be, ids, logits, 1, (int)m->emb.rows);
 }
 
 static void test_graph(void) {
-    mini_model m = {.D = 3072, .H = 32, .Hkv = 8, .hd = 128, .cap = 8231, .window = 8192, .acap = 64};
+    mini_model m = {.D = 3072, .H = 32, .Hkv = 8, .hd = 128, .F = 2048, .cap = 8231, .window = 8192, .acap = 64};
     const int V = 8192, qd = m.H * m.hd, kvd = m.Hkv * m.hd;
     m.emb = weight_bf16(V, m.D, 1.0f);
     m.norm = weight_f32(m.D, 0.5f, 1.0f);
@@ -384,18 +474,23 @@ static void test_graph(void) {
     m.wk = weight_bf16(kvd, m.D, 1.0f / sqrtf(m.D));
     m.wv = weight_bf16(kvd, m.D, 1.0f / sqrtf(m.D));
     m.wo = weight_bf16(m.D, qd, 1.0f / sqrtf(qd));
+    m.scale = weight_f32(m.D, 0.3f, 1.0f);
+    m.w1 = weight_bf16(m.F, m.D, 1.0f / sqrtf(m.D));
+    m.w3 = weight_bf16(m.F, m.D, 1.0f / sqrtf(m.D));
+    m.w2 = weight_bf16(m.D, m.F, 1.0f / sqrtf(m.F));
     int64_t nc = (int64_t)m.cap * kvd;
     float *kc0 = rand_f(nc, 1.0f), *vc0 = rand_f(nc, 1.0f), *audio = rand_f((int64_t)m.acap * m.D, 1.0f);
     const int32_t id0 = 1234, P0 = 500, P1 = 9000;
     /* host buffers for the CPU */
-    float *x = malloc(4 * m.D), *xn = malloc(4 * m.D), *q = malloc(4 * qd), *k = malloc(4 * kvd);
+    float *x = malloc(4 * m.D), *g = malloc(4 * m.F), *u = malloc(4 * m.F), *q = malloc(4 * qd), *k = malloc(4 * kvd);
     float *v = malloc(4 * kvd), *att = malloc(4 * qd), *lg = malloc(4 * V);
     float *kc = malloc(nc * 4), *vc = malloc(nc * 4);
     memcpy(kc, kc0, nc * 4), memcpy(vc, vc0, nc * 4);
     int32_t id = id0, pos = P1;
-    mini_step(cpu, &m, x, xn, q, k, v, att, kc, vc, audio, &id, &pos, lg);
+    mini_step(cpu, &m, x, g, u, q, k, v, att, kc, vc, audio, &id, &pos, lg);
     /* device buffers */
-    float *dx = gpu->alloc(gpu, 4 * m.D), *dxn = gpu->alloc(gpu, 4 * m.D), *dq = gpu->alloc(gpu, 4 * qd);
+    float *dx = gpu->alloc(gpu, 4 * m.D), *dg = gpu->alloc(gpu, 4 * m.F), *du = gpu->alloc(gpu, 4 * m.F);
+    float *dq = gpu->alloc(gpu, 4 * qd);
     float *dk = gpu->alloc(gpu, 4 * kvd), *dv = gpu->alloc(gpu, 4 * kvd), *datt = gpu->alloc(gpu, 4 * qd);
     float *dlg = gpu->alloc(gpu, 4 * V), *dkc = gpu->alloc(gpu, nc * 4), *dvc = gpu->alloc(gpu, nc * 4);
     float *da = dev_from(audio, (int64_t)m.acap * m.D * 4);
@@ -405,7 +500,7 @@ static void test_graph(void) {
     /* 1. direct at P1 */
     gpu->upload(gpu, dkc, kc0, nc * 4), gpu->upload(gpu, dvc, vc0, nc * 4);
     gpu->upload(gpu, did, &id0, 4), p = P1, gpu->upload(gpu, dpos, &p, 4);
-    mini_step(gpu, &m, dx, dxn, dq, dk, dv, datt, dkc, dvc, da, did, dpos, dlg);
+    mini_step(gpu, &m, dx, dg, du, dq, dk, dv, datt, dkc, dvc, da, did, dpos, dlg);
     gpu->download(gpu, &direct_id, did, 4);
     direct_x = dev_floats(dx, m.D), direct_lg = dev_floats(dlg, V);
     /* 2. capture at P0 (runs once there) */
@@ -413,7 +508,7 @@ static void test_graph(void) {
     gpu->upload(gpu, did, &id0, 4), p = P0, gpu->upload(gpu, dpos, &p, 4);
     int had = gpu->graph_launch(gpu, 77);
     gpu->graph_begin(gpu, 77);
-    mini_step(gpu, &m, dx, dxn, dq, dk, dv, datt, dkc, dvc, da, did, dpos, dlg);
+    mini_step(gpu, &m, dx, dg, du, dq, dk, dv, datt, dkc, dvc, da, did, dpos, dlg);
     gpu->graph_end(gpu, 77);
     int rc = gpu->sync(gpu);
     /* 3. replay at P1 */
@@ -432,12 +527,13 @@ static void test_graph(void) {
     check("graph step vs CPU: hidden state", graph_x, x, m.D, 1e-4, 1e-4);
     check("graph step vs CPU: logits", graph_lg, lg, V, 1e-4, 1e-4);
     tu_check(graph_id == id, "graph step vs CPU: argmax", "got %d want %d", graph_id, id);
-    free(kc0), free(vc0), free(audio), free(x), free(xn), free(q), free(k), free(v), free(att);
+    free(kc0), free(vc0), free(audio), free(x), free(g), free(u), free(q), free(k), free(v), free(att);
     free(lg), free(kc), free(vc), free(direct_x), free(graph_x), free(direct_lg), free(graph_lg);
-    void *bufs[] = {dx, dxn, dq, dk, dv, datt, dlg, dkc, dvc, da, did, dpos};
+    void *bufs[] = {dx, dg, du, dq, dk, dv, datt, dlg, dkc, dvc, da, did, dpos};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->free(gpu, bufs[i]);
     weight_free(&m.emb), weight_free(&m.norm), weight_free(&m.wq), weight_free(&m.wk);
-    weight_free(&m.wv), weight_free(&m.wo);
+    weight_free(&m.wv), weight_free(&m.wo), weight_free(&m.scale), weight_free(&m.w1);
+    weight_free(&m.w3), weight_free(&m.w2);
 }
 
 /* ---- benchmarks ------------------------------------------------------------------------ */
@@ -525,7 +621,7 @@ static void bench(void) {
     step_bytes += (double)V * D * 2;
     float *kv = gpu->alloc(gpu, (size_t)L * 2 * cap * kvd * 4);
     float *audio = gpu->alloc(gpu, (size_t)64 * D * 4);
-    float *x = gpu->alloc(gpu, D * 4), *xn = gpu->alloc(gpu, D * 4), *q = gpu->alloc(gpu, qd * 4);
+    float *x = gpu->alloc(gpu, D * 4), *q = gpu->alloc(gpu, qd * 4);
     float *k = gpu->alloc(gpu, kvd * 4), *v = gpu->alloc(gpu, kvd * 4), *att = gpu->alloc(gpu, qd * 4);
     float *g = gpu->alloc(gpu, F * 4), *u = gpu->alloc(gpu, F * 4), *lg = gpu->alloc(gpu, (size_t)V * 4);
     int32_t *ids = gpu->alloc(gpu, 4), *dpos = gpu->alloc(gpu, 4);
@@ -534,52 +630,58 @@ static void bench(void) {
     free(kvh);
     int32_t p = 800;
     gpu->upload(gpu, dpos, &p, 4);
-    for (int variant = 0; variant < 3; variant++) { /* 0: whole step, 1: linears only, 2: attention only */
-        gpu->graph_begin(gpu, 200 + variant);
-        if (variant != 2) gpu->embed(gpu, x, &emb, ids, audio, dpos, 1, D, 64, 0);
-        for (int l = 0; l < L; l++) {
-            float *kc = kv + (size_t)l * 2 * cap * kvd, *vc = kc + (size_t)cap * kvd;
-            if (variant == 0) gpu->rmsnorm(gpu, xn, x, &norm, NULL, 1, D, 1e-5f);
-            if (variant != 2) {
-                gpu->linear(gpu, q, xn, &W[l][0], NULL, 1, VOX_ACT_NONE, 0);
-                gpu->linear(gpu, k, xn, &W[l][1], NULL, 1, VOX_ACT_NONE, 0);
-                gpu->linear(gpu, v, xn, &W[l][2], NULL, 1, VOX_ACT_NONE, 0);
+    /* variants: 0 the whole step as decoder_forward runs it (fused ops), 1 without
+     * rope_kv_store/attention, 2 attention only, 3..6 one op class over the 26 layers */
+    const char *vname[] = {"", "", "", "norm+q/k/v (26 x 1 launch)", "wo += (26)", "norm+w1/w3 (26 x 1 launch)",
+                           "swiglu+w2 += (26)"};
+    const double vbytes[] = {0, 0, 0, 26.0 * 6144 * D * 2, 26.0 * D * qd * 2, 26.0 * 2 * F * D * 2, 26.0 * D * F * 2};
+    for (int pdl = 1; pdl >= 0; pdl--) {
+        int old_pdl = vox_cuda_set_pdl(gpu, pdl);
+        for (int variant = 0; variant < 7; variant++) {
+            const int all = variant <= 1;
+            gpu->graph_begin(gpu, 200 + variant);
+            if (all) gpu->embed(gpu, x, &emb, ids, audio, dpos, 1, D, 64, 0);
+            for (int l = 0; l < L; l++) {
+                float *kc = kv + (size_t)l * 2 * cap * kvd, *vc = kc + (size_t)cap * kvd;
+                float *qkv[3] = {q, k, v}, *gu[2] = {g, u};
+                const vox_weight *wqkv[3] = {&W[l][0], &W[l][1], &W[l][2]}, *w13[2] = {&W[l][4], &W[l][5]};
+                if (all || variant == 3) gpu->norm_linear(gpu, 3, qkv, x, wqkv, &norm, NULL, 1e-5f, 1);
+                if (variant == 0) gpu->rope_kv_store(gpu, q, k, v, kc, vc, dpos, 1, H, Hkv, hd, 1e6f, cap, 0);
+                if (variant == 0 || variant == 2) gpu->attention(gpu, att, q, kc, vc, dpos, 1, H, Hkv, hd, cap, 8192, 0);
+                if (all || variant == 4) gpu->linear(gpu, x, att, &W[l][3], NULL, 1, VOX_ACT_NONE, 1);
+                if (all || variant == 5) gpu->norm_linear(gpu, 2, gu, x, w13, &norm, &norm, 1e-5f, 1);
+                if (all || variant == 6) gpu->swiglu_linear(gpu, x, g, u, &W[l][6], 1, 1);
             }
-            if (variant == 0) {
-                gpu->rope(gpu, q, dpos, 1, H, hd, 1e6f);
-                gpu->rope(gpu, k, dpos, 1, Hkv, hd, 1e6f);
-                gpu->kv_store(gpu, kc, vc, k, v, dpos, 1, kvd, cap, 0);
+            if (all) {
+                const vox_weight *head = &emb;
+                gpu->norm_linear(gpu, 1, &lg, x, &head, &norm, NULL, 1e-5f, 1);
+                gpu->argmax(gpu, ids, lg, 1, V);
             }
-            if (variant != 1) gpu->attention(gpu, att, q, kc, vc, dpos, 1, H, Hkv, hd, cap, 8192, 0);
-            if (variant != 2) gpu->linear(gpu, x, att, &W[l][3], NULL, 1, VOX_ACT_NONE, 1);
-            if (variant == 0) gpu->rmsnorm(gpu, xn, x, &norm, &norm, 1, D, 1e-5f);
-            if (variant != 2) {
-                gpu->linear(gpu, g, xn, &W[l][4], NULL, 1, VOX_ACT_NONE, 0);
-                gpu->linear(gpu, u, xn, &W[l][5], NULL, 1, VOX_ACT_NONE, 0);
-            }
-            if (variant == 0) gpu->swiglu(gpu, g, g, u, F);
-            if (variant != 2) gpu->linear(gpu, x, g, &W[l][6], NULL, 1, VOX_ACT_NONE, 1);
+            gpu->graph_end(gpu, 200 + variant);
         }
-        if (variant == 0) gpu->rmsnorm(gpu, xn, x, &norm, NULL, 1, D, 1e-5f);
-        if (variant != 2) gpu->linear(gpu, lg, xn, &emb, NULL, 1, VOX_ACT_NONE, 0);
-        if (variant == 0) gpu->argmax(gpu, ids, lg, 1, V);
-        gpu->graph_end(gpu, 200 + variant);
+        vox_cuda_set_pdl(gpu, old_pdl);
+        const int at_pos[] = {100, 800, 8000};
+        for (int pi = 0; pi < 3; pi++) {
+            p = at_pos[pi];
+            gpu->upload(gpu, dpos, &p, 4);
+            double ts = time_graph(200, 9), tl_ = time_graph(201, 9), ta = time_graph(202, 9);
+            double kvb = 2.0 * L * (double)(p + 1) * kvd * 4;
+            ROW("%s step, pos %-5d (graph, all ops)    %10.1f %10.0f %8.0f\n", pdl ? "PDL  " : "plain", p,
+                ts * 1e6, (step_bytes + kvb) / ts / 1e9, 100.0 * (step_bytes + kvb) / ts / 1e9 / d2d);
+            if (pi == 0) {
+                ROW("  its GEMVs (%.2f GB), 132 launches          %10.1f %10.0f %8.0f\n", step_bytes / 1e9,
+                    tl_ * 1e6, step_bytes / tl_ / 1e9, 100.0 * step_bytes / tl_ / 1e9 / d2d);
+                for (int vi = 3; vi < 7; vi++) {
+                    double tv = time_graph(200 + vi, 9);
+                    ROW("    %-40s %10.1f %10.0f %8.0f\n", vname[vi], tv * 1e6, vbytes[vi] / tv / 1e9,
+                        100.0 * vbytes[vi] / tv / 1e9 / d2d);
+                }
+            }
+            ROW("  its 26 attentions, %5d keys (%5.0f MB)    %10.1f %10.0f %8.0f\n", p + 1, kvb / 1e6,
+                ta * 1e6, kvb / ta / 1e9, 100.0 * kvb / ta / 1e9 / d2d);
+        }
     }
-    const int at_pos[] = {100, 800, 8000};
-    for (int pi = 0; pi < 3; pi++) {
-        p = at_pos[pi];
-        gpu->upload(gpu, dpos, &p, 4);
-        double ts = time_graph(200, 9), tl_ = time_graph(201, 9), ta = time_graph(202, 9);
-        double kvb = 2.0 * L * (double)(p + 1) * kvd * 4;
-        ROW("decoder step, pos %-5d (graph, all ops)       %10.1f %10.0f %8.0f\n", p, ts * 1e6,
-            (step_bytes + kvb) / ts / 1e9, 100.0 * (step_bytes + kvb) / ts / 1e9 / d2d);
-        if (pi == 0)
-            ROW("  its 183 linears (%.2f GB)                %10.1f %10.0f %8.0f\n", step_bytes / 1e9,
-                tl_ * 1e6, step_bytes / tl_ / 1e9, 100.0 * step_bytes / tl_ / 1e9 / d2d);
-        ROW("  its 26 attentions, %5d keys (%5.0f MB)    %10.1f %10.0f %8.0f\n", p + 1, kvb / 1e6,
-            ta * 1e6, kvb / ta / 1e9, 100.0 * kvb / ta / 1e9 / d2d);
-    }
-    void *bufs[] = {kv, audio, x, xn, q, k, v, att, g, u, lg, ids, dpos};
+    void *bufs[] = {kv, audio, x, q, k, v, att, g, u, lg, ids, dpos};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->free(gpu, bufs[i]);
     for (int l = 0; l < L; l++)
         for (int i = 0; i < 7; i++) gpu->free(gpu, W[l][i].dev);
@@ -699,7 +801,41 @@ int main(int argc, char **argv) {
     test_attention("encoder", 512, 32, 32, 64, 1262, 750, NULL, 3000);
     test_attention("encoder first", 512, 32, 32, 64, 1262, 750, NULL, 0);
     test_attention("encoder small", 4, 32, 32, 64, 1262, 750, NULL, 2000);
+    /* any even head_dim (the tiny reference models: 16, 24), GQA groups 1, 2, 3 */
+    const int hds[] = {16, 24, 32, 48};
+    for (int i = 0; i < 4; i++) {
+        int hd = hds[i];
+        const int32_t p_step[] = {0, 5, 300};
+        for (int j = 0; j < 3; j++) test_attention("small step", 1, 4, 2, hd, 26, 16, &p_step[j], 0);
+        test_attention("small prefill", 39, 4, 2, hd, 55, 16, NULL, 0);
+        test_attention("small prefill late", 39, 6, 2, hd, 55, 16, NULL, 200);
+        test_attention("small encoder", 64, 6, 6, hd, 88, 24, NULL, 40);
+        test_attention("small encoder M=5", 5, 6, 6, hd, 88, 24, NULL, 500);
+    }
     test_argmax_topk(131072);
+
+    /* fused decoder ops: M = 1 (gemv1) and prefill rows (cuBLASLt), real and tiny shapes */
+    const int qkv[] = {4096, 1024, 1024}, w13[] = {9216, 9216}, head_rows[] = {131072};
+    test_norm_linear("q/k/v", 1, 3072, 3, qkv, 1, 0);
+    test_norm_linear("w1/w3", 1, 3072, 2, w13, 1, 1);
+    test_norm_linear("lm head", 1, 3072, 1, head_rows, 1, 0);
+    test_norm_linear("no norm", 1, 3072, 2, qkv, 0, 0);
+    test_norm_linear("q/k/v", 39, 3072, 3, qkv, 1, 0);
+    test_norm_linear("w1/w3", 39, 3072, 2, w13, 1, 1);
+    const int tiny_qkv[] = {128, 64, 64}, tiny_odd[] = {7, 5, 9}, tiny_head[] = {1100};
+    test_norm_linear("tiny q/k/v", 1, 96, 3, tiny_qkv, 1, 0);
+    test_norm_linear("tiny odd rows", 1, 96, 3, tiny_odd, 1, 1);
+    test_norm_linear("tiny lm head", 1, 96, 1, tiny_head, 1, 0);
+    test_norm_linear("tiny q/k/v", 39, 96, 3, tiny_qkv, 1, 0);
+    test_swiglu_linear(1, 3072, 9216, 1);
+    test_swiglu_linear(1, 3072, 9216, 0);
+    test_swiglu_linear(39, 3072, 9216, 1);
+    test_swiglu_linear(1, 96, 160, 1);
+    test_swiglu_linear(39, 96, 160, 1);
+    test_rope_kv_store(1, 32, 8, 128, 8231, 8230);
+    test_rope_kv_store(39, 32, 8, 128, 8231, 8231 - 20);
+    test_rope_kv_store(1, 4, 2, 24, 26, 25);
+    test_rope_kv_store(39, 4, 4, 16, 50, 30);
     test_graph();
 
     /* memory accounting and the bandwidth probe */
@@ -712,7 +848,7 @@ int main(int argc, char **argv) {
     double bw = gpu->measure_bandwidth ? gpu->measure_bandwidth(gpu) : 0;
     tu_check(bw > 100 && gpu->sync(gpu) == 0, "measure_bandwidth", "%.0f GB/s (D2D, read+write)", bw);
 
-    if (argc > 1 && !strcmp(argv[1], "bench") && vox_cuda_set_gemv_max_rows) bench();
+    if (argc > 1 && !strcmp(argv[1], "bench") && vox_cuda_set_gemv_max_rows && vox_cuda_set_pdl) bench();
     gpu->destroy(gpu);
     cpu->destroy(cpu);
     return tu_done();
