@@ -143,7 +143,7 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
     if (M < GEMM_MIN_ROWS || (accumulate && act != VOX_ACT_NONE)) {
         /* Few rows: stream each weight row once, reuse it for the M inputs from cache.
          * (accumulate with an activation is not a real use; handled here for generality.) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
         for (int64_t n = 0; n < N; n++) {
             for (int m = 0; m < M; m++) {
                 float s = w->dtype == VOX_DT_BF16
@@ -388,6 +388,24 @@ static void cpu_topk(vox_backend *be, int32_t *ids, float *vals, const float *lo
 }
 
 /* ---- fused decoder ops: the unfused sequences ------------------------------------- */
+/* Few-row matvecs of several weights sharing x, in one parallel loop over all their
+ * rows (one fork/join instead of n_out, and the load balances across weights). */
+static void matvec_multi(int n_out, float *const *y, const float *x, const vox_weight *const *w, int M) {
+    int64_t start[4] = {0};
+    for (int i = 0; i < n_out; i++) start[i + 1] = start[i] + w[i]->rows;
+    const int64_t total = start[n_out], K = w[0]->cols;
+#pragma omp parallel for schedule(dynamic, 64)
+    for (int64_t r = 0; r < total; r++) {
+        int i = 0;
+        while (r >= start[i + 1]) i++;
+        const int64_t n = r - start[i], N = w[i]->rows;
+        for (int m = 0; m < M; m++)
+            y[i][(int64_t)m * N + n] = w[i]->dtype == VOX_DT_BF16
+                                           ? dot_bf16((const uint16_t *)w[i]->data + n * K, x + m * K, K)
+                                           : dot_f32((const float *)w[i]->data + n * K, x + m * K, K);
+    }
+}
+
 static void cpu_norm_linear(vox_backend *be, int n_out, float *const *y, const float *x,
                             const vox_weight *const *w, const vox_weight *norm,
                             const vox_weight *scale, float eps, int M) {
@@ -406,6 +424,10 @@ static void cpu_norm_linear(vox_backend *be, int n_out, float *const *y, const f
         }
         cpu_rmsnorm(be, ci->norm_buf, x, norm, scale, M, D, eps);
         xn = ci->norm_buf;
+    }
+    if (M < GEMM_MIN_ROWS && n_out <= 3) {
+        matvec_multi(n_out, y, xn, w, M);
+        return;
     }
     for (int i = 0; i < n_out; i++) cpu_linear(be, y[i], xn, w[i], NULL, M, VOX_ACT_NONE, 0);
 }

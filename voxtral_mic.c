@@ -9,19 +9,28 @@
  * MAX_BACKLOG_S queued, or an overrun) it says so on stderr once per episode and
  * drops the oldest audio; the callback never waits for the engine.
  *
- * Probing devices makes ALSA, JACK and PortAudio print to stderr (a headless box
- * gets a screenful); that noise goes to /dev/null (shown with --verbose) and the
- * error is one line. A device that disappears mid-capture ends the capture with
- * an error, after what was captured has been fed.
+ * The audio stack is noisy and fragile on machines without sound hardware:
+ * - ALSA, JACK and PortAudio print to stderr while probing (a screenful on a
+ *   headless box) and from PortAudio's capture thread when a device vanishes.
+ *   While PortAudio is in use fd 2 points at /dev/null (not with --verbose); our
+ *   own messages go to the real stderr, and errors are one line.
+ * - PortAudio 19.6's ALSA host abort()s on some boxes, e.g. in Pa_Initialize when
+ *   ALSA has no PCM at all (PortAudio issue #294). An abort inside a PortAudio call
+ *   made by this thread jumps back out and the call fails; PortAudio is then left
+ *   alone (not even terminated).
+ * A device that disappears mid-capture ends the capture with an error, after the
+ * audio captured until then has been fed.
  *
  * VOX_MIC_DUMP=file.raw (for tests) writes the samples fed to the stream: float32,
  * native byte order, at the model's rate.
  */
 #include <ctype.h>
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <math.h>
 #include <portaudio.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <soxr.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -38,15 +47,17 @@
 #define CAUGHT_UP_S 0.5      /* an episode ends when the queue is below this */
 #define FEED_S 0.16          /* feed the stream in blocks of this much (main's -I default) */
 #define DEVICE_SILENT_S 3.0  /* no callback for this long: the device is gone */
-#define POLL_NS 10000000L    /* main thread wakes every 10 ms */
+#define POLL_NS 10000000L    /* the main thread looks at the ring every 10 ms */
+
+#define NO_DEVICE(why) "no audio input device found (no sound card, and no PulseAudio/PipeWire server reachable" why ")"
 
 /* ---- the ring: written by the audio callback, read by the main thread ---- */
 typedef struct {
-    float *buf;              /* cap frames of `channels` floats */
-    size_t cap;              /* frames, a power of two */
+    float *buf;                /* cap frames of `channels` floats */
+    size_t cap;                /* frames, a power of two */
     int channels;
-    _Atomic size_t head;     /* frames written, ever (producer) */
-    _Atomic size_t tail;     /* frames read or dropped, ever (consumer) */
+    _Atomic size_t head;       /* frames written, ever (producer) */
+    _Atomic size_t tail;       /* frames read or dropped, ever (consumer) */
     _Atomic unsigned overruns; /* callbacks that found the ring full */
     _Atomic unsigned callbacks;
 } ring;
@@ -72,54 +83,83 @@ static int on_audio(const void *input, void *output, unsigned long frames,
     return paContinue;
 }
 
-/* ---- keeping the audio stack's noise off the terminal ---- */
+/* ---- a PortAudio session: stderr muted, aborts caught ---- */
+static int err_fd = 2;          /* the real stderr while fd 2 is muted */
+static int pa_broken;           /* PortAudio abort()ed: never call it again */
+static pthread_t pa_caller;
+static sigjmp_buf pa_abort_jmp;
 
-/* Points fd 2 at /dev/null; returns the saved fd for quiet_end (-1: left alone). */
-static int quiet_begin(int verbose) {
-    if (verbose >= 2) return -1;
-    fflush(stderr);
-    int saved = dup(2), nul = open("/dev/null", O_WRONLY);
-    if (saved >= 0 && nul >= 0) dup2(nul, 2);
-    if (nul >= 0) close(nul);
-    return saved;
+static void on_abort(int sig) {
+    /* another thread's abort: return, and abort() ends the process as usual */
+    if (pthread_equal(pthread_self(), pa_caller)) siglongjmp(pa_abort_jmp, 1);
 }
 
-static void quiet_end(int saved) {
-    if (saved < 0) return;
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
+/* fn(arg), a PortAudio call; an abort() inside it gives paInternalError. */
+static PaError guarded(PaError (*fn)(void *), void *arg) {
+    if (pa_broken) return paInternalError;
+    struct sigaction sa = {.sa_handler = on_abort}, old;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGABRT, &sa, &old);
+    pa_caller = pthread_self();
+    PaError e = paInternalError;
+    if (sigsetjmp(pa_abort_jmp, 1) == 0) e = fn(arg);
+    else pa_broken = 1;
+    sigaction(SIGABRT, &old, NULL);
+    return e;
 }
 
-static void alsa_silent(const char *file, int line, const char *fn, int err, const char *fmt, ...) {}
+static PaError initialize(void *unused) { return Pa_Initialize(); }
+static PaError terminate(void *unused) { return Pa_Terminate(); }
 
-/* ALSA reports errors through its own handler, also from PortAudio's capture
- * thread (e.g. when a sound server dies). libasound is loaded with PortAudio on
- * Linux; it is looked up so that the build needs no ALSA headers. */
-static void alsa_quiet(void) {
-    int (*set_handler)(void (*)(const char *, int, const char *, int, const char *, ...));
-    *(void **)&set_handler = dlsym(RTLD_DEFAULT, "snd_lib_error_set_handler");
-    if (set_handler) set_handler(alsa_silent);
+typedef struct {
+    PaStream **stream;
+    const PaStreamParameters *in;
+    double rate;
+    void *user;
+} open_args;
+static PaError is_supported(void *arg) {
+    open_args *a = arg;
+    return Pa_IsFormatSupported(a->in, NULL, a->rate);
+}
+static PaError open_stream(void *arg) {
+    open_args *a = arg;
+    return Pa_OpenStream(a->stream, a->in, NULL, a->rate, paFramesPerBufferUnspecified, paNoFlag, on_audio, a->user);
+}
+
+/* Mutes fd 2 (unless verbose >= 2) and initialises PortAudio. */
+static int session_begin(int verbose) {
+    fflush(stderr);
+    int saved = verbose >= 2 ? -1 : dup(2), nul = saved >= 0 ? open("/dev/null", O_WRONLY) : -1;
+    if (nul >= 0) {
+        dup2(nul, 2);
+        close(nul);
+        err_fd = saved;
+    } else if (saved >= 0) {
+        close(saved);
+    }
+    PaError e = guarded(initialize, NULL);
+    if (pa_broken) return vox_error("mic: " NO_DEVICE("; PortAudio aborted listing the devices"));
+    if (e != paNoError) return vox_error("mic: cannot initialise PortAudio: %s", Pa_GetErrorText(e));
+    return 0;
+}
+
+static void session_end(int initialised) {
+    if (initialised) guarded(terminate, NULL);
+    if (err_fd != 2) {
+        fflush(stderr);
+        dup2(err_fd, 2);
+        close(err_fd);
+        err_fd = 2;
+    }
 }
 
 static int pa_fail(const char *what, PaError e) {
+    if (pa_broken) return vox_error("mic: %s: PortAudio failed an internal check (device unusable?)", what);
     if (e == paUnanticipatedHostError) {
         const PaHostErrorInfo *h = Pa_GetLastHostErrorInfo();
         if (h && h->errorText && *h->errorText) return vox_error("mic: %s: %s", what, h->errorText);
     }
     return vox_error("mic: %s: %s", what, Pa_GetErrorText(e));
-}
-
-#define NO_DEVICE_HINT "no sound card, and no PulseAudio/PipeWire server reachable"
-
-/* Pa_Initialize with the noise hidden; the library's own asserts cannot fire here. */
-static int pa_start(int verbose) {
-    int q = quiet_begin(verbose);
-    PaError e = Pa_Initialize();
-    quiet_end(q);
-    if (e != paNoError) return pa_fail("cannot initialise PortAudio", e);
-    if (verbose < 2) alsa_quiet();
-    return 0;
 }
 
 static int n_inputs(void) {
@@ -137,15 +177,9 @@ static const char *api_name(const PaDeviceInfo *d) {
 }
 
 int vox_cli_list_devices(void) {
-    if (pa_start(0) != 0) {
-        fprintf(stderr, "voxtral: %s\n", vox_last_error());
-        return -1;
-    }
-    int rc = 0;
-    if (n_inputs() == 0) {
-        rc = vox_error("mic: no audio input device found (" NO_DEVICE_HINT ")");
-        fprintf(stderr, "voxtral: %s\n", vox_last_error());
-    } else {
+    int rc = session_begin(0), initialised = !rc && !pa_broken;
+    if (!rc && n_inputs() == 0) rc = vox_error("mic: " NO_DEVICE(""));
+    if (!rc) {
         PaDeviceIndex def = Pa_GetDefaultInputDevice();
         printf("input devices (* = default; --device N or a part of the name):\n");
         for (int i = 0, count = Pa_GetDeviceCount(); i < count; i++) {
@@ -154,11 +188,10 @@ int vox_cli_list_devices(void) {
             printf("%c %3d  %-32s %s, %d ch, %.0f Hz\n", i == def ? '*' : ' ', i, d->name, api_name(d),
                    d->maxInputChannels, d->defaultSampleRate);
         }
+        fflush(stdout);
     }
-    fflush(stdout);
-    int q = quiet_begin(0);
-    Pa_Terminate();
-    quiet_end(q);
+    session_end(initialised);
+    if (rc) fprintf(stderr, "voxtral: %s\n", vox_last_error());
     return rc;
 }
 
@@ -172,9 +205,9 @@ static int name_has(const char *name, const char *part) {
 }
 
 /* `want`: NULL (the default input), an index, or a name: an exact match, else the
- * only device whose name contains it. */
+ * only device whose name contains it (case-insensitive). */
 static int pick_device(const char *want) {
-    if (n_inputs() == 0) return vox_error("mic: no audio input device found (" NO_DEVICE_HINT ")");
+    if (n_inputs() == 0) return vox_error("mic: " NO_DEVICE(""));
     int count = Pa_GetDeviceCount();
     if (!want) {
         PaDeviceIndex def = Pa_GetDefaultInputDevice();
@@ -186,7 +219,7 @@ static int pick_device(const char *want) {
     if (*want && !*end) {
         const PaDeviceInfo *d = idx >= 0 && idx < count ? Pa_GetDeviceInfo((int)idx) : NULL;
         if (!d || d->maxInputChannels <= 0)
-            return vox_error("mic: --device %s: no input device with that number (see --list-devices)", want);
+            return vox_error("mic: --device %s: no input device has that number (see --list-devices)", want);
         return (int)idx;
     }
     int found = -1, matches = 0;
@@ -198,7 +231,7 @@ static int pick_device(const char *want) {
     }
     if (matches == 0) return vox_error("mic: --device %s: no input device has that name (see --list-devices)", want);
     if (matches > 1)
-        return vox_error("mic: --device %s: %d input devices match; use the number or the full name (see --list-devices)",
+        return vox_error("mic: --device %s: %d input devices match; give the number or the full name (see --list-devices)",
                          want, matches);
     return found;
 }
@@ -207,7 +240,7 @@ static int pick_device(const char *want) {
 typedef struct {
     vox_stream *s;
     int rate, dev_rate, verbose;
-    const char *dev_name;
+    char dev_name[128];
     ring r;
     PaStream *pa;
     soxr_t soxr;          /* NULL when the device runs at the model's rate */
@@ -234,10 +267,10 @@ static int feed_flush(mic *m) {
 }
 
 /* Resamples `n` mono samples (x == NULL: the end, drain the resampler) into the
- * feed buffer, feeding it each time a block is full. */
+ * feed buffer, feeding the stream each time a block is full. */
 static int push(mic *m, const float *x, size_t n) {
     if (!m->soxr) {
-        while (n > 0) {
+        while (x && n > 0) {
             size_t take = m->feed_cap - m->feed_len < n ? m->feed_cap - m->feed_len : n;
             memcpy(m->feed + m->feed_len, x, sizeof(float) * take);
             m->feed_len += take, x += take, n -= take;
@@ -258,7 +291,7 @@ static int push(mic *m, const float *x, size_t n) {
     }
 }
 
-/* Drains up to `frames` frames of the ring into the stream. */
+/* Moves `frames` frames from the ring, downmixed, into the stream. */
 static int drain(mic *m, size_t frames) {
     ring *r = &m->r;
     while (frames > 0) {
@@ -281,21 +314,20 @@ static int mic_open(mic *m, const char *want) {
     int dev = pick_device(want);
     if (dev < 0) return -1;
     const PaDeviceInfo *d = Pa_GetDeviceInfo(dev);
-    m->dev_name = d->name;
+    snprintf(m->dev_name, sizeof m->dev_name, "%s", d->name);
     m->dev_rate = (int)lround(d->defaultSampleRate);
     if (m->dev_rate <= 0) return vox_error("mic: %s: reports no sample rate", d->name);
-    /* stereo at most: downmixed anyway; some devices only open with all channels */
+    /* stereo at most: it is downmixed anyway; some devices open only with all channels */
     int tries[3] = {d->maxInputChannels < 2 ? d->maxInputChannels : 2, 1, d->maxInputChannels};
     PaStreamParameters in = {.device = dev, .sampleFormat = paFloat32,
                              .suggestedLatency = d->defaultHighInputLatency};
-    int q = quiet_begin(m->verbose);
+    open_args args = {&m->pa, &in, d->defaultSampleRate, &m->r};
     PaError e = paInvalidChannelCount;
-    for (int t = 0; t < 3 && e != paFormatIsSupported; t++) {
+    for (int t = 0; t < 3 && e != paFormatIsSupported && !pa_broken; t++) {
         in.channelCount = tries[t];
-        e = Pa_IsFormatSupported(&in, NULL, d->defaultSampleRate);
+        e = guarded(is_supported, &args);
     }
-    quiet_end(q);
-    if (e != paFormatIsSupported) return pa_fail(d->name, e);
+    if (e != paFormatIsSupported) return pa_fail(m->dev_name, e);
 
     ring *r = &m->r;
     r->channels = in.channelCount;
@@ -311,27 +343,21 @@ static int mic_open(mic *m, const char *want) {
     if (m->dev_rate != m->rate) {
         soxr_error_t err;
         soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
-        soxr_quality_spec_t qs = soxr_quality_spec(SOXR_HQ, 0);
-        m->soxr = soxr_create(m->dev_rate, m->rate, 1, &err, &io, &qs, NULL);
+        soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
+        m->soxr = soxr_create(m->dev_rate, m->rate, 1, &err, &io, &q, NULL);
         if (!m->soxr) return vox_error("mic: resampler %d -> %d Hz: %s", m->dev_rate, m->rate, err);
     }
     const char *dump = getenv("VOX_MIC_DUMP");
     if (dump && *dump && !(m->dump = fopen(dump, "wb"))) return vox_error("VOX_MIC_DUMP %s: cannot write it", dump);
 
-    q = quiet_begin(m->verbose);
-    e = Pa_OpenStream(&m->pa, &in, NULL, d->defaultSampleRate, paFramesPerBufferUnspecified, paNoFlag, on_audio, r);
-    if (e == paNoError && (e = Pa_StartStream(m->pa)) != paNoError) {
-        Pa_CloseStream(m->pa);
+    if ((e = guarded(open_stream, &args)) != paNoError) {
         m->pa = NULL;
+        return pa_fail(m->dev_name, e);
     }
-    quiet_end(q);
-    if (e != paNoError) {
-        m->pa = NULL;
-        return pa_fail(d->name, e);
-    }
+    if ((e = guarded(Pa_StartStream, m->pa)) != paNoError) return pa_fail(m->dev_name, e);
     if (m->verbose >= 1)
-        fprintf(stderr, "voxtral: mic: %s (%s), %d Hz, %d ch -> %d Hz mono\n", d->name, api_name(d), m->dev_rate,
-                r->channels, m->rate);
+        dprintf(err_fd, "voxtral: mic: %s (%s), %d Hz, %d ch -> %d Hz mono\n", m->dev_name, api_name(d),
+                m->dev_rate, r->channels, m->rate);
     return 0;
 }
 
@@ -349,25 +375,24 @@ static int mic_run(mic *m) {
         unsigned overruns = atomic_load_explicit(&r->overruns, memory_order_relaxed);
         if (queued > max_backlog || overruns != seen_overruns) {
             size_t drop = queued > keep ? queued - keep : 0;
-            double lost = (drop + 0.0) / m->dev_rate;
             atomic_store_explicit(&r->tail, tail + drop, memory_order_release);
-            queued -= drop;
             if (!behind)
-                fprintf(stderr,
+                dprintf(err_fd,
                         "voxtral: mic: transcription is falling behind real time (%.1f s of audio queued%s); "
                         "dropping the oldest audio\n",
-                        (queued + drop + 0.0) / m->dev_rate, overruns != seen_overruns ? ", capture buffer full" : "");
+                        (double)queued / m->dev_rate, overruns != seen_overruns ? ", capture buffer full" : "");
             behind = 1;
-            dropped_s += lost;
+            dropped_s += (double)drop / m->dev_rate;
             seen_overruns = overruns;
+            queued -= drop;
         } else if (behind && queued < caught_up) {
-            if (m->verbose >= 1) fprintf(stderr, "voxtral: mic: caught up (%.1f s of audio dropped)\n", dropped_s);
+            if (m->verbose >= 1) dprintf(err_fd, "voxtral: mic: caught up (%.1f s of audio dropped)\n", dropped_s);
             behind = 0;
             dropped_s = 0;
         }
         if (queued > 0) { /* in pieces, so that the backlog is looked at between them */
             if (drain(m, queued < m->mono_cap ? queued : m->mono_cap) != 0) return -1;
-            continue; /* the engine took a while: look again before sleeping */
+            continue;
         }
         unsigned callbacks = atomic_load_explicit(&r->callbacks, memory_order_relaxed);
         double t = now_s();
@@ -386,20 +411,14 @@ static int mic_run(mic *m) {
         nanosleep(&(struct timespec){0, POLL_NS}, NULL);
     }
     /* the audio captured before the stop (or the failure) is still transcribed */
-    int q = quiet_begin(m->verbose);
-    if (rc) Pa_AbortStream(m->pa);
-    else Pa_StopStream(m->pa);
-    quiet_end(q);
+    guarded(rc ? Pa_AbortStream : Pa_StopStream, m->pa);
     size_t queued = atomic_load_explicit(&r->head, memory_order_acquire) - atomic_load_explicit(&r->tail, memory_order_relaxed);
     if (drain(m, queued) != 0 || push(m, NULL, 0) != 0 || feed_flush(m) != 0) return -1;
     return rc;
 }
 
-static void mic_close(mic *m) {
-    int q = quiet_begin(m->verbose);
-    if (m->pa) Pa_CloseStream(m->pa); /* stops it if still running */
-    Pa_Terminate();
-    quiet_end(q);
+static void mic_free(mic *m) {
+    if (m->pa) guarded(Pa_CloseStream, m->pa);
     if (m->soxr) soxr_delete(m->soxr);
     if (m->dump) fclose(m->dump);
     free(m->r.buf);
@@ -409,12 +428,13 @@ static void mic_close(mic *m) {
 
 int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose) {
     mic m = {.s = s, .rate = rate, .verbose = verbose};
-    if (pa_start(verbose) != 0) return -1;
-    int rc = mic_open(&m, device);
+    int rc = session_begin(verbose), initialised = !rc && !pa_broken;
+    if (!rc) rc = mic_open(&m, device);
     if (!rc) rc = mic_run(&m);
     char err[1024] = "";
     if (rc) snprintf(err, sizeof err, "%s", vox_last_error());
-    mic_close(&m);
+    mic_free(&m);
+    session_end(initialised);
     if (rc) vox_error("%s", err);
     return rc;
 }

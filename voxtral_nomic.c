@@ -1,4 +1,19 @@
-/* placeholder: being written (see the issue); replaced before it is used */
+/* voxtral_nomic.c - `--mic` and `--list-devices` in a build without PortAudio
+ * (the Makefile uses it when pkg-config finds no portaudio-2.0): both explain how
+ * to get microphone input. */
+#include <stdio.h>
+
 #include "voxtral_internal.h"
-int vox_cli_mic(vox_stream *s, const char *d, int r, int v) { (void)s; (void)d; (void)r; (void)v; return vox_error("--mic: not implemented yet"); }
-int vox_cli_list_devices(void) { return -1; }
+
+#define NO_PORTAUDIO                                                                    \
+    "built without PortAudio, so there is no microphone input: install it "             \
+    "(apt-get install portaudio19-dev) and rebuild (make clean && make)"
+
+int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose) {
+    return vox_error("--mic: " NO_PORTAUDIO);
+}
+
+int vox_cli_list_devices(void) {
+    fprintf(stderr, "voxtral: --list-devices: " NO_PORTAUDIO "\n");
+    return -1;
+}
