@@ -251,18 +251,50 @@ static void cpu_kv_store(vox_backend *be, float *kc, float *vc, const float *k, 
     }
 }
 
+#if defined(__AVX512F__)
+/* e^x for 16 floats: Cody-Waite range reduction and the Cephes polynomial
+ * (about 1 ulp over the range softmax uses). */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+#endif
+
 /* Softmax of row r[0..n) restricted to [lo, hi] (others become 0). */
 static void masked_softmax(float *r, int n, int lo, int hi) {
     float mx = -INFINITY;
     for (int j = lo; j <= hi; j++) if (r[j] > mx) mx = r[j];
+    for (int j = 0; j < lo; j++) r[j] = 0.0f;
+    for (int j = hi + 1; j < n; j++) r[j] = 0.0f;
     float sum = 0;
-    for (int j = 0; j < n; j++) {
-        float e = j >= lo && j <= hi ? expf(r[j] - mx) : 0.0f;
+    int j = lo;
+#if defined(__AVX512F__)
+    __m512 vs = _mm512_setzero_ps(), vm = _mm512_set1_ps(mx);
+    for (; j + 16 <= hi + 1; j += 16) {
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(r + j), vm));
+        _mm512_storeu_ps(r + j, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    sum = _mm512_reduce_add_ps(vs);
+#endif
+    for (; j <= hi; j++) {
+        float e = expf(r[j] - mx);
         r[j] = e;
         sum += e;
     }
     float inv = 1.0f / sum;
-    for (int j = 0; j < n; j++) r[j] *= inv;
+    for (j = lo; j <= hi; j++) r[j] *= inv;
 }
 
 static void cpu_attention(vox_backend *be, float *out, const float *q, const float *kc,
