@@ -86,6 +86,7 @@ $(BUILD)/voxtral: $(BUILD)/libvoxtral.a $(BUILD)/main.o
 	$(CC) $(CFLAGS) -o $@ $(BUILD)/main.o $(BUILD)/libvoxtral.a $(LIBS)
 
 $(BUILD)/libvoxtral.a: $(ENGINE_OBJ)
+	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)

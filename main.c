@@ -333,7 +333,13 @@ int main(int argc, char **argv) {
         } else {
             rc = vox_cli_mic(s, device, vox_sample_rate(ctx), opt.verbose);
         }
-        if (!rc) rc = vox_stream_finish(s);
+        /* even when the input failed (a device gone), finish: the audio already fed
+         * is transcribed to the end; the input's error is what gets reported */
+        char in_err[1024] = "";
+        if (rc) snprintf(in_err, sizeof in_err, "%s", vox_last_error());
+        int frc = vox_stream_finish(s);
+        if (rc) vox_error("%s", in_err);
+        else rc = frc;
     }
     double t_end = now_ms();
     int exit_code = 0;

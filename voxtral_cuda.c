@@ -33,6 +33,7 @@ enum {
     LT_WORKSPACE = 32 << 20,           /* cuBLASLt workspace bytes */
     XB_ELEMS = 16 << 20,               /* BF16 scratch for GEMM inputs (32 MB) */
     ATTN_PART_FLOATS = 4 << 20,        /* split-attention partials (16 MB) */
+    ATTN_TICKETS = 4096,               /* split-attention tickets: rows x kv heads */
     STAGE_BYTES = 64 << 20,            /* pinned staging for the weight upload, x2 */
     MAX_PLANS = 64,
     MAX_GRAPHS = 16,
@@ -58,6 +59,7 @@ typedef struct {
     void *lt_ws;
     uint16_t *xb;
     float *attn_part;
+    int *attn_tickets;
     lt_plan plans[MAX_PLANS];
     int n_plans;
     graph_slot graphs[MAX_GRAPHS];
@@ -563,7 +565,7 @@ static void cu_attention(vox_backend *be, float *out, const float *q, const floa
     if (rows_are_streams || M <= SPLIT_MAX_ROWS)
         rc = vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
                                       window, rows_are_streams, ci->attn_part, ATTN_PART_FLOATS,
-                                      ci->n_sm, ci->st);
+                                      ci->attn_tickets, ATTN_TICKETS, ci->n_sm, ci->st);
     if (rc && !rows_are_streams)
         rc = vox_cuda_attention_tiled(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
                                       window, ci->st);
@@ -683,6 +685,7 @@ static void cu_destroy(vox_backend *be) {
         cudaFree(ci->lt_ws);
         cudaFree(ci->xb);
         cudaFree(ci->attn_part);
+        cudaFree(ci->attn_tickets);
         cudaFree(ci->arena);
         for (int i = 0; i < ci->n_allocs; i++) cudaFree(ci->allocs[i].p);
         free(ci->allocs);
@@ -721,7 +724,8 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
         vox_error("cuda: cudaMemGetInfo: %s", cudaGetErrorString(e));
         return NULL;
     }
-    size_t own = (size_t)LT_WORKSPACE + (size_t)XB_ELEMS * 2 + (size_t)ATTN_PART_FLOATS * 4;
+    size_t own = (size_t)LT_WORKSPACE + (size_t)XB_ELEMS * 2 + (size_t)ATTN_PART_FLOATS * 4 +
+                 (size_t)ATTN_TICKETS * 4;
     if (need_bytes + own > fr) {
         vox_error("cuda: needs %.1f GiB, %.1f GiB free on %s", (need_bytes + own) / 1073741824.0,
                   fr / 1073741824.0, prop.name);
@@ -746,6 +750,8 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
     CUDA_CHECK(cudaMalloc(&ci->lt_ws, LT_WORKSPACE));
     CUDA_CHECK(cudaMalloc((void **)&ci->xb, (size_t)XB_ELEMS * 2));
     CUDA_CHECK(cudaMalloc((void **)&ci->attn_part, (size_t)ATTN_PART_FLOATS * 4));
+    CUDA_CHECK(cudaMalloc((void **)&ci->attn_tickets, (size_t)ATTN_TICKETS * 4));
+    CUDA_CHECK(cudaMemsetAsync(ci->attn_tickets, 0, (size_t)ATTN_TICKETS * 4, ci->st));
     if (cuda_failed) {
         char why[1024];
         snprintf(why, sizeof why, "%s", cuda_errmsg);

@@ -108,8 +108,10 @@ void vox_cuda_embed(float *x, const uint16_t *emb, const int32_t *ids, const flo
 
 /* ---- cuda/attention.cu ------------------------------------------------------------
  * Causal sliding-window GQA over ring caches (see the backend table). Two kernels:
- * few rows: split over keys ("flash-decoding"), partials in `part` (floats); the
- * grid does not depend on the positions, which the kernels read on the device,
+ * few rows: split over keys ("flash-decoding"), partials in `part` (floats),
+ * combined by the last block of each (row, kv head), found through `tickets`
+ * (n_tickets >= M * n_kv_heads ints, zero before the first call, left zero); the
+ * grid does not depend on the positions, which the kernel reads on the device,
  * so a captured graph stays valid.
  * many rows: query tiles with key tiles in shared memory, online softmax.
  * Fast paths for head_dim 32, 64, 128 (and q heads per kv head 1, 2, 4); any other
@@ -118,7 +120,8 @@ void vox_cuda_embed(float *x, const uint16_t *emb, const int32_t *ids, const flo
 int vox_cuda_attention_split(float *out, const float *q, const float *kc, const float *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
                              int cap, int window, int rows_are_streams, float *part,
-                             int64_t part_floats, int n_sm, cudaStream_t st);
+                             int64_t part_floats, int *tickets, int n_tickets, int n_sm,
+                             cudaStream_t st);
 int vox_cuda_attention_tiled(float *out, const float *q, const float *kc, const float *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads,
                              int head_dim, int cap, int window, cudaStream_t st);

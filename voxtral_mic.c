@@ -177,7 +177,7 @@ static const char *api_name(const PaDeviceInfo *d) {
 }
 
 int vox_cli_list_devices(void) {
-    int rc = session_begin(0), initialised = !rc && !pa_broken;
+    int rc = session_begin(0), initialised = !rc;
     if (!rc && n_inputs() == 0) rc = vox_error("mic: " NO_DEVICE(""));
     if (!rc) {
         PaDeviceIndex def = Pa_GetDefaultInputDevice();
@@ -428,7 +428,7 @@ static void mic_free(mic *m) {
 
 int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose) {
     mic m = {.s = s, .rate = rate, .verbose = verbose};
-    int rc = session_begin(verbose), initialised = !rc && !pa_broken;
+    int rc = session_begin(verbose), initialised = !rc;
     if (!rc) rc = mic_open(&m, device);
     if (!rc) rc = mic_run(&m);
     char err[1024] = "";

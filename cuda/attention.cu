@@ -7,9 +7,10 @@
  * keys are cut into 32-key chunks dealt round-robin to nb blocks per (kv head,
  * row), ~2 blocks per SM; a block handles all the q heads of its group and keeps
  * one running softmax. Partials (max, sum, unnormalised output) go to a scratch;
- * a second kernel combines them. Both read the row's position on the device, and
- * blocks without a chunk exit at once, so a captured graph stays valid as the
- * position moves.
+ * the last block of a (row, kv head) to finish (an atomic ticket per pair, reset
+ * by that block) combines them, in a fixed order: one launch, deterministic. The
+ * kernel reads the row's position on the device, and blocks without a chunk exit
+ * at once, so a captured graph stays valid as the position moves.
  *
  * attention_tiled (many rows: encoder chunks, prefill): a block owns 16 query
  * rows of one head and walks 32-key tiles staged in shared memory, online softmax.
@@ -53,7 +54,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 /* A chunk is 32 consecutive keys, 8 per warp. Block b of nb takes chunks b, b + nb,
  * ... of its (row, kv head), keeping one running softmax, and loads the next
  * chunk while it computes the current one. */
-enum { SPLIT_WARPS = 4, SPLIT_BATCH = 8, SPLIT_CHUNK = SPLIT_WARPS * SPLIT_BATCH, COMBINE_WARPS = 8 };
+enum { SPLIT_WARPS = 4, SPLIT_BATCH = 8, SPLIT_CHUNK = SPLIT_WARPS * SPLIT_BATCH };
 
 template <int DPL>
 __device__ __forceinline__ void load_chunk(float (&kr)[SPLIT_BATCH][DPL], float (&vr)[SPLIT_BATCH][DPL],
@@ -71,11 +72,12 @@ __device__ __forceinline__ void load_chunk(float (&kr)[SPLIT_BATCH][DPL], float 
 
 template <int DPL, int G>
 __global__ void __launch_bounds__(SPLIT_WARPS * 32)
-attn_split_kernel(float *part, const float *q, const float *kc, const float *vc,
-                  const int32_t *pos, int n_heads, int n_kv_heads, int cap, int window,
-                  int rows_are_streams, int nb) {
+attn_split_kernel(float *out, float *part, int *tickets, const float *q, const float *kc,
+                  const float *vc, const int32_t *pos, int n_heads, int n_kv_heads, int cap,
+                  int window, int rows_are_streams, int nb) {
     constexpr int HD = DPL * 32;
     __shared__ float sm[SPLIT_WARPS][G], sl[SPLIT_WARPS][G], sacc[SPLIT_WARPS][G][HD];
+    __shared__ int last_s;
     pdl_wait();
     pdl_trigger();
     const int b = blockIdx.x, kh = blockIdx.y, i = blockIdx.z;
@@ -167,51 +169,31 @@ attn_split_kernel(float *part, const float *q, const float *kc, const float *vc,
         }
         o[2 + d] = A;
     }
-}
-
-/* one block per (head, row): warps take splits in turn, lanes take dims */
-__global__ void __launch_bounds__(COMBINE_WARPS * 32)
-attn_combine_kernel(float *out, const float *part, const int32_t *pos, int n_heads, int head_dim,
-                    int cap, int window, int nb) {
-    __shared__ float red[COMBINE_WARPS], sL[COMBINE_WARPS], sA[COMBINE_WARPS][128];
-    pdl_wait();
-    pdl_trigger();
-    const int h = blockIdx.x, i = blockIdx.y;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int p = pos[i];
-    const int nchunks = (p - first_key(p, window, cap) + SPLIT_CHUNK) / SPLIT_CHUNK;
+    /* the last block of (row, kv head) combines: partials visible, then the ticket */
     const int nvalid = nchunks < nb ? nchunks : nb;
-    const int stride = head_dim + 2;
-    const float *ph = part + ((int64_t)i * n_heads + h) * nb * stride;
-    float mx = -INFINITY;
-    for (int s = threadIdx.x; s < nvalid; s += blockDim.x) mx = fmaxf(mx, ph[(int64_t)s * stride]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (lane == 0) red[warp] = mx;
+    __threadfence();
     __syncthreads();
-    mx = red[0];
-    for (int w = 1; w < COMBINE_WARPS; w++) mx = fmaxf(mx, red[w]);
-    float L = 0.0f, A[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int s = warp; s < nvalid; s += COMBINE_WARPS) {
-        const float *o = ph + (int64_t)s * stride;
-        float c = expf(o[0] - mx);
-        L += o[1] * c;
-#pragma unroll
-        for (int t = 0; t < 4; t++)
-            if (lane + 32 * t < head_dim) A[t] += o[2 + lane + 32 * t] * c;
+    if (threadIdx.x == 0) {
+        int *t = tickets + (int64_t)i * n_kv_heads + kh;
+        last_s = atomicAdd(t, 1) == nvalid - 1;
+        if (last_s) *t = 0; /* ready for the next launch */
     }
-    if (lane == 0) sL[warp] = L;
-#pragma unroll
-    for (int t = 0; t < 4; t++)
-        if (lane + 32 * t < head_dim) sA[warp][lane + 32 * t] = A[t];
     __syncthreads();
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float Ls = 0.0f, As = 0.0f;
-        for (int w = 0; w < COMBINE_WARPS; w++) {
-            Ls += sL[w];
-            As += sA[w][d];
+    if (!last_s) return;
+    __threadfence();
+    for (int t = threadIdx.x; t < G * HD; t += blockDim.x) {
+        int g = t / HD, d = t - g * HD;
+        const float *ph = part + ((int64_t)i * n_heads + kh * G + g) * nb * (HD + 2);
+        float mx = -INFINITY;
+        for (int s = 0; s < nvalid; s++) mx = fmaxf(mx, __ldcg(ph + (int64_t)s * (HD + 2)));
+        float L = 0.0f, A = 0.0f;
+        for (int s = 0; s < nvalid; s++) { /* L2 reads: other blocks wrote these */
+            const float *o = ph + (int64_t)s * (HD + 2);
+            float c = expf(__ldcg(o) - mx);
+            L += __ldcg(o + 1) * c;
+            A += __ldcg(o + 2 + d) * c;
         }
-        out[((int64_t)i * n_heads + h) * head_dim + d] = As / Ls;
+        out[((int64_t)i * n_heads + kh * G + g) * HD + d] = A / L;
     }
 }
 
@@ -281,14 +263,14 @@ static int attention_generic(float *out, const float *q, const float *kc, const 
 }
 
 template <int DPL>
-static int launch_split(float *part, const float *q, const float *kc, const float *vc,
-                        const int32_t *pos, int M, int n_heads, int n_kv_heads, int cap,
-                        int window, int rows_are_streams, int nb, cudaStream_t st) {
+static int launch_split(float *out, float *part, int *tickets, const float *q, const float *kc,
+                        const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                        int cap, int window, int rows_are_streams, int nb, cudaStream_t st) {
     dim3 grid(nb, n_kv_heads, M), block(SPLIT_WARPS * 32);
     switch (n_heads / n_kv_heads) {
-    case 1: vox_launch(attn_split_kernel<DPL, 1>, grid, block, 0, st, part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
-    case 2: vox_launch(attn_split_kernel<DPL, 2>, grid, block, 0, st, part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
-    case 4: vox_launch(attn_split_kernel<DPL, 4>, grid, block, 0, st, part, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 1: vox_launch(attn_split_kernel<DPL, 1>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 2: vox_launch(attn_split_kernel<DPL, 2>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 4: vox_launch(attn_split_kernel<DPL, 4>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
     default: return -1;
     }
     return 0;
@@ -298,8 +280,8 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
                                         const float *vc, const int32_t *pos, int M, int n_heads,
                                         int n_kv_heads, int head_dim, int cap, int window,
                                         int rows_are_streams, float *part, int64_t part_floats,
-                                        int n_sm, cudaStream_t st) {
-    if (n_kv_heads <= 0 || n_heads % n_kv_heads) return -1;
+                                        int *tickets, int n_tickets, int n_sm, cudaStream_t st) {
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads || (int64_t)M * n_kv_heads > n_tickets) return -1;
     /* about two blocks per SM when the window is full; never more than its chunks */
     const int max_keys = window < cap ? window : cap;
     int nb = (2 * n_sm + n_kv_heads * M - 1) / (n_kv_heads * M);
@@ -309,16 +291,14 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
     if (nb < 1 || (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) return -1;
     int rc;
     switch (head_dim) {
-    case 32: rc = launch_split<1>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
-    case 64: rc = launch_split<2>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
-    case 128: rc = launch_split<4>(part, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
+    case 32: rc = launch_split<1>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
+    case 64: rc = launch_split<2>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
+    case 128: rc = launch_split<4>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
     default: rc = -1;
     }
     if (rc)
         return attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
                                  rows_are_streams, st);
-    vox_launch(attn_combine_kernel, dim3(n_heads, M), COMBINE_WARPS * 32, 0, st, out, part, pos,
-               n_heads, head_dim, cap, window, nb);
     return 0;
 }
 

@@ -181,9 +181,10 @@ __device__ __forceinline__ void gemv1_load(uint4 (&w)[R][G1_UNROLL], const uint4
     }
 }
 
-/* at most 64 registers: 8 blocks per SM, so every decoder GEMV is one wave */
+/* at most 64 registers (8 blocks per SM) where that does not spill; the two-row
+ * norm variant gets 80 (6 blocks per SM); the grid adapts to either */
 template <int R, int MODE>
-__global__ void __launch_bounds__(G1_THREADS, 8)
+__global__ void __launch_bounds__(G1_THREADS, R == 2 && MODE == VOX_GEMV_NORM ? 6 : 8)
 gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int K8 = a.K >> 3, gstride = gridDim.x * G1_WARPS;

@@ -52,7 +52,7 @@ pulseaudio --daemonize=no --exit-idle-time=-1 -n --use-pid-file=no --disallow-ex
     --load="module-native-protocol-unix socket=$tmp/run/native auth-anonymous=1" \
     >"$tmp/pulse.log" 2>&1 &
 pa_pid=$!
-for _ in $(seq 50); do pactl info >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 50); do pactl info >/dev/null 2>&1 && break; kill -0 $pa_pid 2>/dev/null || break; sleep 0.1; done
 pactl info >/dev/null 2>&1 || skip "pulseaudio cannot start: $(grep -m1 '^E:' "$tmp/pulse.log")"
 pactl set-default-source vox.monitor
 
@@ -65,7 +65,7 @@ check "make a tiny random model" $?
 start_mic() {
     local out=$1 err=$2
     shift 2
-    $VOX -d "$M" --mic "$@" >"$out" 2>"$err" &
+    $VOX -d "$M" --backend cpu --mic "$@" >"$out" 2>"$err" &
     vox_pid=$!
     for _ in $(seq 150); do
         grep -q "^voxtral: mic: .* Hz mono" "$err" && { sleep 0.5; return 0; }
@@ -99,10 +99,10 @@ check "--list-devices: lists pulse and default (*), stderr quiet" $? "rc=$rc $(c
 default_n=$(awk '$1 == "*" && $3 == "default" { print $2 }' "$tmp/list.txt")
 
 # --device that does not exist: one line, exit 1
-$VOX -d "$M" --mic --device nonexistent --quiet >/dev/null 2>"$tmp/err"; rc=$?
+$VOX -d "$M" --backend cpu --mic --device nonexistent --quiet >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "^voxtral: mic: --device nonexistent: " "$tmp/err"
 check "--device nonexistent: exit 1, one line" $? "rc=$rc $(cat "$tmp/err")"
-$VOX -d "$M" --mic --device 999 --quiet >/dev/null 2>"$tmp/err"; rc=$?
+$VOX -d "$M" --backend cpu --mic --device 999 --quiet >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "no input device has that number" "$tmp/err"
 check "--device 999: exit 1, one line" $? "rc=$rc $(cat "$tmp/err")"
 
@@ -126,13 +126,17 @@ EOF
 check "--mic transcript ids == offline ids of the captured samples" $?
 $PY - "$tmp/cap.f32" "$REF16" <<'EOF'
 # The capture is hello_44k_stereo.wav resampled by libsoxr; hello.wav is the same
-# speech resampled by sox. Aligned to a fraction of a sample (band-limited shift),
-# they must agree to > 40 dB, and the capture must be silent elsewhere.
+# speech resampled by sox. Their speech (the file's silent ends trimmed: the sound
+# server may already have rendered some of the leading silence when paplay came),
+# aligned to a fraction of a sample by a band-limited shift, must agree to > 40 dB;
+# the capture must be silent elsewhere.
 import sys, wave
 import numpy as np
 cap = np.fromfile(sys.argv[1], dtype="<f4").astype(np.float64)
 w = wave.open(sys.argv[2])
 ref = np.frombuffer(w.readframes(w.getnframes()), "<i2") / 32768.0
+speech = np.nonzero(ref)[0]
+ref = ref[speech[0]:speech[-1] + 1]
 assert len(cap) > len(ref), (len(cap), len(ref))
 n = 1 << int(np.ceil(np.log2(len(cap) + len(ref))))
 C, R = np.fft.rfft(cap, n), np.fft.rfft(ref, n)
@@ -142,30 +146,27 @@ snr = max(
     10 * np.log10(np.sum(ref**2) / np.sum((np.fft.irfft(C * np.exp(2j * np.pi * f * (lag + d)), n)[: len(ref)] - ref) ** 2))
     for d in np.linspace(-0.5, 0.5, 41))
 rest = np.r_[cap[:lag], cap[lag + len(ref):]]
-print("# played file found at %.3f s of the capture, SNR %.1f dB, elsewhere max %.1e" % (lag / 16000, snr, np.abs(rest).max()))
+print("# the played speech is at %.3f s of the capture, SNR %.1f dB; elsewhere max %.1e" % (lag / 16000, snr, np.abs(rest).max()))
 assert snr > 40 and np.abs(rest).max() < 1e-3
 EOF
 check "the capture holds the played file (sub-sample aligned, > 40 dB SNR), silence elsewhere" $?
 
-# falling behind: the main thread stalls 7 s writing VOX_MIC_DUMP to a FIFO nobody
+# falling behind: the main thread stalls 9 s writing VOX_MIC_DUMP to a FIFO nobody
 # reads yet; the callback keeps capturing, the oldest audio is dropped, one message
 mkfifo "$tmp/fifo"
-(sleep 7; cat >"$tmp/slow.f32") <"$tmp/fifo" &
+(sleep 9; cat >"$tmp/slow.f32") <"$tmp/fifo" &
 reader=$!
-t0=$(date +%s.%N)
 VOX_MIC_DUMP=$tmp/fifo start_mic "$tmp/slow.json" "$tmp/slow.err" --json --device "$default_n"; started=$?
-sleep 9.5
+sleep 10.5
 kill -INT $vox_pid
 wait_for $vox_pid 20
-t1=$(date +%s.%N)
 wait $reader
 f32_to_wav "$tmp/slow.f32" "$tmp/slow.wav"
-fed=$($PY -c "import os; print(os.path.getsize('$tmp/slow.f32') / 4 / 16000)")
-lost=$($PY -c "print(int($t1 - $t0 - 2 - $fed > 3))")
+dropped=$(sed -n 's/.*caught up (\([0-9.]*\) s of audio dropped).*/\1/p' "$tmp/slow.err")
 [ $started -eq 0 ] && [ $rc -eq 0 ] && [ "$(grep -c "falling behind real time" "$tmp/slow.err")" -eq 1 ] \
-    && grep -q "caught up" "$tmp/slow.err" && [ "$lost" -eq 1 ] && only_ours "$tmp/slow.err"
-check "engine stalled 7 s: one 'falling behind' message, oldest audio dropped, caught up, exit 0" $? \
-    "started=$started rc=$rc fed ${fed}s $(cat "$tmp/slow.err")"
+    && $PY -c "import sys; sys.exit(not 2.5 <= float('${dropped:-0}') <= 9)" && only_ours "$tmp/slow.err"
+check "engine stalled 9 s: one 'falling behind' message, then caught up having dropped ${dropped:-?} s, exit 0" $? \
+    "started=$started rc=$rc $(cat "$tmp/slow.err")"
 $VOX -d "$M" --stdin --json --quiet <"$tmp/slow.wav" >"$tmp/slow_off.json"
 $PY -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:3]); sys.exit(a['tokens']!=b['tokens'])" \
     "$tmp/slow.json" "$tmp/slow_off.json"
@@ -175,8 +176,7 @@ check "after dropping audio, --mic ids == offline ids of what was fed" $?
 start_mic "$tmp/kill.json" "$tmp/kill.err" --json --device pulse; started=$?
 paplay "$WAV44" 2>/dev/null &
 sleep 2.5
-kill -KILL $pa_pid
-wait $pa_pid 2>/dev/null
+{ kill -KILL $pa_pid; wait $pa_pid; } 2>/dev/null
 pa_pid=""
 wait_for $vox_pid 10
 $PY -c "import json,sys; o=json.load(open('$tmp/kill.json')); sys.exit(not (o['tokens'] and 'pulse' in o['error']))"
@@ -188,13 +188,16 @@ check "sound server killed mid-capture: exits 1 by itself, one error, ids so far
 wait 2>/dev/null # paplay
 
 # no sound server at all, and an ALSA with no PCM configured (PortAudio asserts there)
+if ls /dev/snd/pcmC* >/dev/null 2>&1; then
+    ok "no-device checks skipped: this machine has sound cards"
+    exit 0
+fi
 for how in "no server" "no ALSA config"; do
     [ "$how" = "no ALSA config" ] && export ALSA_CONFIG_PATH=$tmp/empty.conf && : >"$ALSA_CONFIG_PATH"
-    $VOX -d "$M" --mic --quiet >/dev/null 2>"$tmp/err"; rc=$?
+    timeout 30 $VOX -d "$M" --backend cpu --mic --quiet >/dev/null 2>"$tmp/err"; rc=$?
     [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "^voxtral: mic: no audio input device found" "$tmp/err"
     check "$how: --mic exits 1 with one clear line, no abort" $? "rc=$rc $(head -c 600 "$tmp/err")"
-    $VOX --list-devices >"$tmp/out" 2>"$tmp/err"; rc=$?
+    timeout 30 $VOX --list-devices >"$tmp/out" 2>"$tmp/err"; rc=$?
     [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && ! grep -q . "$tmp/out"
     check "$how: --list-devices exits 1 with one line" $? "rc=$rc $(head -c 600 "$tmp/err")"
 done
-unset ALSA_CONFIG_PATH
