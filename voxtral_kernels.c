@@ -24,6 +24,7 @@
 void openblas_set_num_threads(int num_threads);
 
 enum { GEMM_MIN_ROWS = 8,                  /* below this, our matvec kernels */
+       PAR_MIN_WORK = 1 << 18,             /* multiply-adds below which threads cost more */
        WIDEN_BLOCK_FLOATS = 1 << 20 };     /* per thread: 4 MB of widened weight rows */
 
 typedef struct {
@@ -143,7 +144,7 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
     if (M < GEMM_MIN_ROWS || (accumulate && act != VOX_ACT_NONE)) {
         /* Few rows: stream each weight row once, reuse it for the M inputs from cache.
          * (accumulate with an activation is not a real use; handled here for generality.) */
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (N * K * M >= PAR_MIN_WORK)
         for (int64_t n = 0; n < N; n++) {
             for (int m = 0; m < M; m++) {
                 float s = w->dtype == VOX_DT_BF16
@@ -166,7 +167,7 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
     if (nb > 256) nb = 256;
     if (nb < 1) nb = 1;
     const int64_t nblocks = (N + nb - 1) / nb;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (N * K * M >= PAR_MIN_WORK)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t n0 = blk * nb, cnt = N - n0 < nb ? N - n0 : nb;
         const float *wf;
@@ -227,13 +228,13 @@ static void cpu_rope(vox_backend *be, float *x, const int32_t *pos, int M, int n
 }
 
 static void cpu_swiglu(vox_backend *be, float *h, const float *g, const float *u, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN_WORK / 16)
     for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static void cpu_im2col(vox_backend *be, float *cols, const float *x, int T_out, int C, int K,
                        int stride) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T_out * C * K >= PAR_MIN_WORK / 16)
     for (int t = 0; t < T_out; t++)
         for (int c = 0; c < C; c++)
             for (int k = 0; k < K; k++)
@@ -319,7 +320,7 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
         const size_t per = (size_t)2 * nk * head_dim + (size_t)M * nk;
         float *scr = thread_scratch(ci, per);
         if (!scr) return;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)M * nk * head_dim * n_heads >= PAR_MIN_WORK)
         for (int h = 0; h < n_heads; h++) {
             float *kb = scr + per * omp_get_thread_num(), *vb = kb + (size_t)nk * head_dim,
                   *S = vb + (size_t)nk * head_dim;
@@ -344,7 +345,7 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
     size_t need = (size_t)(window < cap ? window : cap) + 1;
     float *scr = thread_scratch(ci, need);
     if (!scr) return;
-#pragma omp parallel for schedule(dynamic, 1) collapse(2)
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if ((int64_t)M * n_heads * (window < cap ? window : cap) * head_dim >= PAR_MIN_WORK)
     for (int i = 0; i < M; i++) {
         for (int h = 0; h < n_heads; h++) {
             float *sc = scr + need * omp_get_thread_num();
@@ -426,7 +427,7 @@ static void matvec_multi(int n_out, float *const *y, const float *x, const vox_w
     int64_t start[4] = {0};
     for (int i = 0; i < n_out; i++) start[i + 1] = start[i] + w[i]->rows;
     const int64_t total = start[n_out], K = w[0]->cols;
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (total * K * M >= PAR_MIN_WORK)
     for (int64_t r = 0; r < total; r++) {
         int i = 0;
         while (r >= start[i + 1]) i++;
