@@ -32,6 +32,7 @@ static void usage(FILE *f) {
             "  -I SEC               live input: audio gathered before the engine runs (default 0.16)\n"
             "  --delay MS           transcription delay, 80..2400 in steps of 80 (default: model's, 480)\n"
             "  --backend B          auto (default), cpu or cuda\n"
+            "  --gpu-path P         CUDA weights: auto (bf16 on sm_80+, else fp16), bf16, fp16 or fp32\n"
             "  -t N                 CPU threads (default: all cores)\n"
             "  --json               print one JSON object at the end: text, tokens (every id), topk\n"
             "  --topk K             with --json: the K best logits of every step\n"
@@ -243,6 +244,13 @@ int main(int argc, char **argv) {
                 return 2;
             }
             opt.backend = next;
+        } else if (!strcmp(a, "--gpu-path")) {
+            NEED_ARG();
+            if (strcmp(next, "auto") && strcmp(next, "bf16") && strcmp(next, "fp16") && strcmp(next, "fp32")) {
+                fprintf(stderr, "voxtral: --gpu-path %s: use auto, bf16, fp16 or fp32\n", next);
+                return 2;
+            }
+            opt.gpu_path = next;
         } else if (!strcmp(a, "-t")) {
             NEED_ARG();
             char *end;

@@ -166,7 +166,7 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     if (!strcmp(opt.backend, "cuda") || (!strcmp(opt.backend, "auto") && vox_cuda_built())) {
         ctx->enc_chunk_tokens = 128;
         need = weight_bytes(m) + stream_bytes(ctx);
-        ctx->be = vox_cuda_backend_new(need);
+        ctx->be = vox_cuda_backend_new(need, opt.gpu_path);
         if (ctx->be && ctx->be->upload_weights(ctx->be, m) != 0) {
             char why[1024];
             snprintf(why, sizeof why, "%s", vox_last_error());
@@ -210,16 +210,21 @@ size_t vox_backend_bytes(const vox_ctx *ctx) { return ctx->be->mem_bytes; }
 double vox_measure_bandwidth(vox_ctx *ctx) {
     return ctx->be->measure_bandwidth ? ctx->be->measure_bandwidth(ctx->be) : 0.0;
 }
+/* bytes one pass over w reads: the backend's copy when it has one (fp16/fp32 paths) */
+static double weight_read_bytes(const vox_weight *w) {
+    vox_dtype dt = w->dev ? w->dev_dtype : w->dtype;
+    return (double)w->rows * w->cols * (dt == VOX_DT_F32 ? 4 : 2);
+}
+
 double vox_step_weight_bytes(const vox_ctx *ctx) {
     const vox_model *m = &ctx->model;
     double b = 0;
     for (int l = 0; l < m->cfg.dec.n_layers; l++) {
         const vox_dec_layer *L = &m->dec[l];
         const vox_weight *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w1, &L->w3, &L->w2};
-        for (int i = 0; i < 7; i++) b += (double)w[i]->rows * w[i]->cols * (w[i]->dtype == VOX_DT_BF16 ? 2 : 4);
+        for (int i = 0; i < 7; i++) b += weight_read_bytes(w[i]);
     }
-    const vox_weight *e = &m->tok_emb; /* the tied LM head */
-    return b + (double)e->rows * e->cols * (e->dtype == VOX_DT_BF16 ? 2 : 4);
+    return b + weight_read_bytes(&m->tok_emb); /* the tied LM head */
 }
 
 int vox_delay_ms(const vox_ctx *ctx) {

@@ -31,6 +31,9 @@ typedef struct {
     int threads;         /* CPU threads; 0 = all cores */
     int delay_ms;        /* transcription delay; 0 = tekken.json's default (else 480) */
     int verbose;         /* 0 quiet, 1 normal (backend line on stderr), 2 verbose */
+    const char *gpu_path; /* NULL/"auto", "bf16", "fp16", "fp32": how the CUDA backend
+                             holds the matrices (auto: bf16 on compute capability 8.0+,
+                             else fp16 with fp32 for tensors fp16 cannot hold) */
 } vox_options;
 
 /* One decoded step. `piece` holds the token's bytes (not NUL-terminated, may be

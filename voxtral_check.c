@@ -118,7 +118,8 @@ enum {
     CU_ATTR_CLOCK_KHZ = 13, CU_ATTR_SM_COUNT = 16, CU_ATTR_MEM_CLOCK_KHZ = 36,
     CU_ATTR_BUS_WIDTH = 37, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76,
     CU_NO_DEVICE = 100, CU_SYSTEM_DRIVER_MISMATCH = 803, CU_COMPAT_NOT_SUPPORTED = 804,
-    BF16_MIN_MAJOR = 8, /* the CUDA backend's BF16 GEMV/GEMM need sm_80+ */
+    BF16_MIN_MAJOR = 8, /* the CUDA backend's BF16 path needs sm_80+; below, its fp16 path
+                           (vox_options.gpu_path "auto") */
     MAX_GPUS = 16,
 };
 
@@ -378,7 +379,8 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
         line(r, "FAIL", name, "transcribing %s: %s", what, vox_last_error());
         if (!strcmp(backend, "cuda")) {
             fix(r, "'no kernel image' means this build lacks the GPU's architecture: rebuild with "
-                   "make cuda CUDA_ARCH=<sm, e.g. 86>; otherwise use --backend cpu");
+                   "make cuda CUDA_ARCH=<sm, e.g. 75>; otherwise (or on a card this backend does not "
+                   "support) use --backend cpu");
         }
     } else {
         vox_stats st;
@@ -504,17 +506,17 @@ int vox_cli_check(const char *dir, const char *audio, int verbose) {
              gib(g->total), fr, i == 0 && n_gpus > 1 ? " (the one voxtral uses)" : "");
         if (verbose >= 2 && g->peak_gb_s > 0) printf("      peak memory bandwidth ~%.0f GB/s\n", g->peak_gb_s);
         if (i > 0) continue;
-        if (!bf16) {
-            line(&r, built ? "FAIL" : "info", "support",
-                 "sm_%d%d: the CUDA backend's BF16 paths need compute capability 8.0+; this card gets the CPU path "
-                 "(--backend auto falls back to the CPU)", g->major, g->minor);
-            if (built) fix(&r, "use --backend cpu on this machine, or a GPU of compute capability 8.0+ (A100, RTX 30xx or newer)");
-        } else if (!built) {
-            line(&r, "warn", "support", "sm_%d%d can run the CUDA backend, but this build has none", g->major, g->minor);
+        const char *path = bf16 ? "BF16 GEMV/GEMM path" : "fp16 path (no BF16 below compute capability 8.0; "
+                                                          "fp32 where fp16 cannot hold a tensor)";
+        if (!built) {
+            line(&r, "warn", "support", "sm_%d%d can run the CUDA backend (%s), but this build has none", g->major,
+                 g->minor, path);
             fix(&r, "install the CUDA toolkit and rebuild: make cuda (pass CUDA_HOME=/path/to/cuda if nvcc is "
                     "not in /usr/local/cuda; make cuda-check explains what is missing)");
         } else {
-            line(&r, "ok", "support", "sm_%d%d: BF16 GEMV/GEMM path (compute capability 8.0+)", g->major, g->minor);
+            /* below 8.0 the smoke run decides: whether the fp16 path runs there depends on
+             * the architectures this build holds */
+            line(&r, bf16 ? "ok" : "info", "support", "sm_%d%d: %s", g->major, g->minor, path);
             gpu_ok = 1;
         }
     }

@@ -2,15 +2,26 @@
  * plans, graphs, and the op table (voxtral_internal.h) over the kernels in cuda/.
  * Every op computes what its CPU twin in voxtral_kernels.c computes.
  *
- * Weights: every matrix stays BF16 and goes to the device once, into one arena
- * (upload_weights). Activations fp32; sums fp32.
- * linear: few rows -> our memory-bound GEMV (cuda/gemv.cu); many rows -> x to BF16
- * in a scratch, cuBLASLt BF16 GEMM with fp32 output and a bias epilogue
- * (beta = 1 accumulates); exact-erf GELU in a separate pass (cuBLASLt's GELU
- * epilogue is the tanh approximation).
+ * Weights: every matrix goes to the device once, into one arena (upload_weights),
+ * in the dtype of the GPU path, chosen from the compute capability or forced
+ * (vox_options.gpu_path):
+ *   bf16 (sm_80+): as in the checkpoint;
+ *   fp16 (sm_6x / 7.x: no BF16 tensor cores): converted on the device, which is
+ *        exact for 2^-17 <= |w| <= 65504; a tensor outside that (or losing too
+ *        much to FP16 subnormals) stays fp32, said on stderr;
+ *   fp32: every matrix converted (twice the memory; checked before the upload).
+ * Each weight's device dtype is w->dev_dtype; every op reads any of the three.
+ * Activations fp32; sums fp32.
+ * linear: few rows -> our memory-bound GEMV (cuda/gemv.cu); many rows -> cuBLASLt
+ * with fp32 output and a bias epilogue (beta = 1 accumulates): BF16 x BF16 with x
+ * rounded to BF16; FP16 x FP16 with x scaled by a power of two so max |x| sits just
+ * under 2^15 (no FP16 overflow whatever the activations; alpha undoes it, read on
+ * the device); FP32 x FP32 on x itself (COMPUTE_32F: no TF32). Exact-erf GELU in
+ * a separate pass (cuBLASLt's GELU epilogue is the tanh approximation).
  * Fused decoder ops: at M = 1 one launch each (gemv1: norm or SwiGLU computed while
  * the GEMV loads its input, q/k/v or w1/w3 in one grid; rope_kv_store); at M > 1
- * the norm / SwiGLU writes the BF16 GEMM input directly, then cuBLASLt per weight.
+ * the norm / SwiGLU writes the GEMM input (BF16 directly; fp32 for the other
+ * dtypes), then cuBLASLt per weight.
  * Decoder-step kernels use programmatic dependent launch (vox_launch, sm_90+).
  * Ops only enqueue; nothing here synchronises except download() and sync(), so
  * the decoder step can be captured into a graph and replayed.
@@ -31,7 +42,8 @@ enum {
                                           cuBLASLt wins from M = 2 on an H100 */
     SPLIT_MAX_ROWS = 8,                /* up to this many rows, split-key attention */
     LT_WORKSPACE = 32 << 20,           /* cuBLASLt workspace bytes */
-    XB_ELEMS = 16 << 20,               /* BF16 scratch for GEMM inputs (32 MB) */
+    XB_ELEMS = 16 << 20,               /* GEMM-input scratch: BF16/FP16 (32 MB), and
+                                          fp32 (64 MB) on the fp16 and fp32 paths */
     ATTN_PART_FLOATS = 4 << 20,        /* split-attention partials (16 MB) */
     ATTN_TICKETS = 4096,               /* split-attention tickets: rows x kv heads */
     STAGE_BYTES = 64 << 20,            /* pinned staging for the weight upload, x2 */
@@ -42,6 +54,7 @@ enum {
 
 typedef struct {
     int M, N, K, bias, align;
+    vox_dtype dt; /* of the weight and the input */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -54,10 +67,16 @@ typedef struct {
 
 typedef struct {
     int device, n_sm;
+    vox_dtype path;     /* BF16, F16 or F32: what matrices become on the device */
+    char gpu[96];       /* device name, for messages */
+    size_t need_bytes;  /* vox_open's estimate: BF16 matrices + one stream's buffers */
     cudaStream_t st;
     cublasLtHandle_t lt;
     void *lt_ws;
     uint16_t *xb;
+    float *xf;          /* fp32 GEMM input (fp16 / fp32 paths: NULL on bf16) */
+    float *scal;        /* device: [0] alpha of the scaled FP16 GEMM, [1] 0, [2] 1;
+                           [3] the max |x| word of the scaling */
     float *attn_part;
     int *attn_tickets;
     lt_plan plans[MAX_PLANS];
@@ -207,55 +226,120 @@ done:
 }
 
 /* ---- weights ----------------------------------------------------------------------- */
-static size_t weight_bytes_of(const vox_weight *w) {
-    if (!w->data) return 0;
-    return (size_t)(w->rows * w->cols) * (w->dtype == VOX_DT_BF16 ? 2 : 4);
+static const char *path_name(vox_dtype dt) {
+    return dt == VOX_DT_F16 ? "fp16" : dt == VOX_DT_F32 ? "fp32" : "bf16";
 }
 
-/* Calls fn on every weight of the model; returns how many there are. */
-static int each_weight(vox_model *m, void (*fn)(vox_weight *, void *), void *arg) {
+static size_t dtype_size(vox_dtype dt) { return dt == VOX_DT_F32 ? 4 : 2; }
+
+static size_t arena_round(size_t b) { return (b + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; }
+
+/* BF16 -> FP16 is exact for 2^-17 <= |w| <= 65504: FP16 keeps 11 significant bits
+ * down to 2^-14, and the 8 of a BF16 down to 2^-17 as subnormals; smaller values
+ * round to multiples of 2^-24. A tensor stays fp32 when its max |w| is beyond the
+ * FP16 range, or when that rounding costs more than F16_MAX_REL_ERR of its L2 norm
+ * (a sixteenth of BF16's own rounding unit, 2^-8): only tensors of tiny scale.
+ * Returns 1 when FP16 holds the tensor; max |w| and the relative error in *. */
+#define F16_MAX 65504.0f
+#define F16_MAX_REL_ERR (1.0 / 4096)
+#define BF16_2POW_M17 0x3700u /* the BF16 bits of 2^-17 */
+
+int vox_cuda_f16_check(const uint16_t *w, int64_t n, float *max_abs, double *rel_err) {
+    unsigned max_bits = 0;
+    double ss = 0, es = 0;
+#pragma omp parallel for reduction(max : max_bits) reduction(+ : ss, es) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        unsigned b = w[i] & 0x7fffu;
+        float v = vox_bf16_to_f32((uint16_t)b);
+        max_bits = b > max_bits ? b : max_bits;
+        ss += (double)v * v;
+        if (b < BF16_2POW_M17) {
+            double q = rint((double)v * 16777216.0) / 16777216.0; /* FP16 subnormal: 2^-24 steps */
+            es += ((double)v - q) * ((double)v - q);
+        }
+    }
+    *max_abs = vox_bf16_to_f32((uint16_t)max_bits); /* NaN bits sort above inf: both fail */
+    *rel_err = ss > 0 ? sqrt(es / ss) : 0.0;
+    return *max_abs <= F16_MAX && *rel_err <= F16_MAX_REL_ERR;
+}
+
+/* Calls fn on every weight of the model, with a short name ("dec.3.wq"). */
+typedef void (*weight_fn)(vox_weight *w, const char *name, void *arg);
+
+static void each_weight(vox_model *m, weight_fn fn, void *arg) {
     const vox_config *c = &m->cfg;
-    int n = 0;
-#define W(w) (fn((w), arg), n++)
-    W(&m->conv0_w), W(&m->conv0_b), W(&m->conv1_w), W(&m->conv1_b);
+    char nm[64];
+#define W(w, ...) (snprintf(nm, sizeof nm, __VA_ARGS__), fn((w), nm, arg))
+#define WL(tower, f) W(&L->f, tower ".%d." #f, l)
+    W(&m->conv0_w, "conv0_w"), W(&m->conv0_b, "conv0_b"), W(&m->conv1_w, "conv1_w"), W(&m->conv1_b, "conv1_b");
     for (int l = 0; l < c->enc.n_layers; l++) {
         vox_enc_layer *L = &m->enc[l];
-        W(&L->attn_norm), W(&L->wq), W(&L->bq), W(&L->wk), W(&L->wv), W(&L->bv), W(&L->wo);
-        W(&L->bo), W(&L->ffn_norm), W(&L->w1), W(&L->w3), W(&L->w2), W(&L->b2);
+        WL("enc", attn_norm), WL("enc", wq), WL("enc", bq), WL("enc", wk), WL("enc", wv), WL("enc", bv);
+        WL("enc", wo), WL("enc", bo), WL("enc", ffn_norm), WL("enc", w1), WL("enc", w3), WL("enc", w2);
+        WL("enc", b2);
     }
-    W(&m->enc_norm), W(&m->adapter0), W(&m->adapter2), W(&m->tok_emb), W(&m->dec_norm);
+    W(&m->enc_norm, "enc_norm"), W(&m->adapter0, "adapter0"), W(&m->adapter2, "adapter2");
+    W(&m->tok_emb, "tok_emb"), W(&m->dec_norm, "dec_norm");
     for (int l = 0; l < c->dec.n_layers; l++) {
         vox_dec_layer *L = &m->dec[l];
-        W(&L->attn_norm), W(&L->wq), W(&L->wk), W(&L->wv), W(&L->wo), W(&L->ffn_norm);
-        W(&L->w1), W(&L->w3), W(&L->w2), W(&L->ada0), W(&L->ada2), W(&L->ffn_scale);
+        WL("dec", attn_norm), WL("dec", wq), WL("dec", wk), WL("dec", wv), WL("dec", wo);
+        WL("dec", ffn_norm), WL("dec", w1), WL("dec", w3), WL("dec", w2), WL("dec", ada0);
+        WL("dec", ada2), WL("dec", ffn_scale);
     }
+#undef WL
 #undef W
-    return n;
 }
 
-static void add_size(vox_weight *w, void *arg) {
-    size_t b = weight_bytes_of(w);
-    if (b) *(size_t *)arg += (b + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+/* pass 1: each weight's device dtype, the arena size */
+typedef struct {
+    vox_dtype path;
+    size_t arena, host, bf16_host; /* arena bytes; host bytes: all, the BF16 matrices */
+    int n_converted, n_kept_f32;
+} layout_state;
+
+static void layout_one(vox_weight *w, const char *name, void *arg) {
+    layout_state *ls = arg;
+    w->dev = NULL;
+    w->dev_dtype = w->dtype;
+    if (!w->data) return;
+    const int64_t n = w->rows * w->cols;
+    if (w->dtype == VOX_DT_BF16 && ls->path != VOX_DT_BF16) {
+        w->dev_dtype = ls->path;
+        float mx;
+        double re;
+        if (ls->path == VOX_DT_F16 && !vox_cuda_f16_check(w->data, n, &mx, &re)) {
+            w->dev_dtype = VOX_DT_F32;
+            ls->n_kept_f32++;
+            fprintf(stderr, "voxtral: cuda: tensor %s kept in fp32: max |w| = %g, fp16 relative error %.2g\n",
+                    name, mx, re);
+        }
+        ls->n_converted++;
+    }
+    ls->host += (size_t)n * dtype_size(w->dtype);
+    if (w->dtype == VOX_DT_BF16) ls->bf16_host += (size_t)n * 2;
+    ls->arena += arena_round((size_t)n * dtype_size(w->dev_dtype));
 }
 
+/* pass 2: copies through pinned double-buffered staging; a converted weight goes
+ * BF16 to the device staging buffer, then the conversion kernel writes the arena */
 typedef struct {
     cuda_impl *ci;
     char *arena;
     size_t off, done, total;
     char *stage[2];
+    uint16_t *dstage; /* device, STAGE_BYTES; NULL on the bf16 path */
     cudaEvent_t ev[2];
     int cur;
     double next_report;
     int tty; /* stderr is a terminal: a \r progress line; else one line at the end */
 } upload_state;
 
-static void upload_one(vox_weight *w, void *arg) {
+static void upload_one(vox_weight *w, const char *name, void *arg) {
     upload_state *u = arg;
-    size_t bytes = weight_bytes_of(w);
-    if (!bytes) {
-        w->dev = NULL;
-        return;
-    }
+    if (!w->data) return;
+    const size_t n_el = (size_t)(w->rows * w->cols), bytes = n_el * dtype_size(w->dtype);
+    const size_t dsize = dtype_size(w->dev_dtype);
+    const int convert = w->dev_dtype != w->dtype;
     w->dev = u->arena + u->off;
     const char *src = w->data;
     for (size_t at = 0; at < bytes;) {
@@ -264,8 +348,15 @@ static void upload_one(vox_weight *w, void *arg) {
         u->cur ^= 1;
         CUDA_CHECK(cudaEventSynchronize(u->ev[b])); /* its last copy is done */
         memcpy(u->stage[b], src + at, n);           /* reads the mmap: pages come in here */
-        CUDA_CHECK(cudaMemcpyAsync((char *)w->dev + at, u->stage[b], n, cudaMemcpyHostToDevice,
-                                   u->ci->st));
+        if (!convert) {
+            CUDA_CHECK(cudaMemcpyAsync((char *)w->dev + at, u->stage[b], n, cudaMemcpyHostToDevice,
+                                       u->ci->st));
+        } else { /* BF16 -> dev_dtype; the next chunk's copy into dstage waits for it (one stream) */
+            CUDA_CHECK(cudaMemcpyAsync(u->dstage, u->stage[b], n, cudaMemcpyHostToDevice, u->ci->st));
+            vox_cuda_convert_bf16((char *)w->dev + at / 2 * dsize, w->dev_dtype, u->dstage,
+                                  (int64_t)(n / 2), u->ci->st);
+            CUDA_CHECK(cudaGetLastError());
+        }
         CUDA_CHECK(cudaEventRecord(u->ev[b], u->ci->st));
         at += n;
         u->done += n;
@@ -275,27 +366,40 @@ static void upload_one(vox_weight *w, void *arg) {
             u->next_report += u->total / 20.0;
         }
     }
-    u->off += (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    u->off += arena_round(n_el * dsize);
 }
 
 static int cu_upload_weights(vox_backend *be, vox_model *m) {
     cuda_impl *ci = impl_of(be);
-    size_t total = 0;
-    each_weight(m, add_size, &total);
+    layout_state ls = {.path = ci->path};
+    each_weight(m, layout_one, &ls);
     drop_graphs(ci);
     if (ci->arena) CUDA_CHECK(cudaFree(ci->arena));
     be->mem_bytes -= ci->arena_bytes;
     ci->arena = NULL;
     ci->arena_bytes = 0;
-    cudaError_t e = cudaMalloc(&ci->arena, total ? total : 1);
+    /* the arena, the staging buffer, and what the stream will need after it */
+    size_t fr = 0, tot = 0;
+    size_t buffers = ci->need_bytes > ls.bf16_host ? ci->need_bytes - ls.bf16_host : 0;
+    size_t staging = ls.n_converted ? (size_t)STAGE_BYTES : 0;
+    CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    if (ls.arena + buffers + staging > fr)
+        return vox_error("cuda: the %s path needs %.2f GiB of weights + %.2f GiB of buffers, %.2f GiB "
+                         "free on %s%s", path_name(ci->path), ls.arena / 1073741824.0,
+                         (buffers + staging) / 1073741824.0, fr / 1073741824.0, ci->gpu,
+                         ci->path == VOX_DT_F32 ? " (fp32 doubles the weights: --gpu-path fp16, or "
+                                                  "bf16 on compute capability 8.0+)" : "");
+    cudaError_t e = cudaMalloc(&ci->arena, ls.arena ? ls.arena : 1);
     if (e != cudaSuccess) {
         ci->arena = NULL;
-        return vox_error("cuda: weights need %.2f GiB on the device: %s", total / 1073741824.0,
+        return vox_error("cuda: weights need %.2f GiB on the device: %s", ls.arena / 1073741824.0,
                          cudaGetErrorString(e));
     }
-    ci->arena_bytes = total;
-    be->mem_bytes += total;
-    upload_state u = {.ci = ci, .arena = ci->arena, .total = total, .tty = isatty(2)};
+    ci->arena_bytes = ls.arena;
+    be->mem_bytes += ls.arena;
+    upload_state u = {.ci = ci, .arena = ci->arena, .total = ls.host, .tty = isatty(2)};
+    if (staging && (e = cudaMalloc((void **)&u.dstage, staging)) != cudaSuccess)
+        return vox_error("cuda: weight staging buffer: %s", cudaGetErrorString(e));
     for (int b = 0; b < 2; b++) {
         CUDA_CHECK(cudaHostAlloc((void **)&u.stage[b], STAGE_BYTES, cudaHostAllocDefault));
         CUDA_CHECK(cudaEventCreateWithFlags(&u.ev[b], cudaEventDisableTiming));
@@ -307,9 +411,11 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
         if (u.stage[b]) CUDA_CHECK(cudaFreeHost(u.stage[b]));
         if (u.ev[b]) CUDA_CHECK(cudaEventDestroy(u.ev[b]));
     }
-    if (total > (1u << 30))
-        fprintf(stderr, "%svoxtral: cuda: uploaded weights %.1f GB%s\n", u.tty ? "\r" : "",
-                total / 1e9, u.tty ? "        " : "");
+    if (u.dstage) CUDA_CHECK(cudaFree(u.dstage));
+    if (ls.arena > (1u << 30))
+        fprintf(stderr, "%svoxtral: cuda: uploaded weights %.1f GB (%s path%s)%s\n", u.tty ? "\r" : "",
+                ls.arena / 1e9, path_name(ci->path),
+                ls.n_kept_f32 ? ", some tensors fp32" : "", u.tty ? "        " : "");
     if (cuda_failed) return vox_error("cuda: weight upload: %s", cuda_errmsg);
     return 0;
 }
@@ -322,10 +428,15 @@ static int ptr_align(const void *p) {
     return a;
 }
 
-static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align) {
+static cudaDataType_t lt_type(vox_dtype dt) {
+    return dt == VOX_DT_BF16 ? CUDA_R_16BF : dt == VOX_DT_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align, vox_dtype dt) {
     for (int i = 0; i < ci->n_plans; i++) {
         lt_plan *p = &ci->plans[i];
-        if (p->M == M && p->N == N && p->K == K && p->bias == bias && p->align == align) return p;
+        if (p->M == M && p->N == N && p->K == K && p->bias == bias && p->align == align && p->dt == dt)
+            return p;
     }
     if (ci->n_plans == MAX_PLANS) { /* never with this model: evict the oldest */
         lt_plan *p = &ci->plans[0];
@@ -338,26 +449,32 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
     }
     lt_plan *p = &ci->plans[ci->n_plans];
     memset(p, 0, sizeof *p);
-    p->M = M, p->N = N, p->K = K, p->bias = bias, p->align = align;
-    /* column-major view: y^T[N][M] = W[K][N]^T . x^T[K][M] */
+    p->M = M, p->N = N, p->K = K, p->bias = bias, p->align = align, p->dt = dt;
+    /* column-major view: y^T[N][M] = W[K][N]^T . x^T[K][M]. COMPUTE_32F: fp32 sums,
+     * and for fp32 inputs no TF32 (that takes COMPUTE_32F_FAST_TF32) */
     cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
+    if (dt == VOX_DT_F16) { /* alpha undoes the input's scale, known only on the device */
+        cublasLtPointerMode_t pm = CUBLASLT_POINTER_MODE_DEVICE;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof pm));
+    }
     if (bias) {
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
         cudaDataType_t bt = CUDA_R_32F;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
     }
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, K, N, K));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, K, M, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, lt_type(dt), K, N, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, lt_type(dt), K, M, K));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, N, M, N));
     cublasLtMatmulPreference_t pref;
     size_t ws = LT_WORKSPACE;
     uint32_t al = (uint32_t)align;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
     cublasLtMatmulHeuristicResult_t res;
@@ -365,7 +482,9 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
     CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ci->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res, &nres));
     cublasLtMatmulPreferenceDestroy(pref);
     if (nres < 1) {
-        op_fail("%s: no cuBLASLt algorithm for K=%ld", "linear", K);
+        char what[64];
+        snprintf(what, sizeof what, "linear (%s)", path_name(dt));
+        op_fail("%s: no cuBLASLt algorithm for K=%ld", what, K);
         return NULL;
     }
     p->algo = res.algo;
@@ -373,43 +492,73 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
     return p;
 }
 
-/* y[m][N] (= or +=) xb[m][K] . w^T (+ bias): cuBLASLt on the BF16 scratch, which
- * the caller has filled with m rows. */
-static void lt_matmul(cuda_impl *ci, float *y, const vox_weight *w, const float *bias, int m,
-                      int accumulate) {
+/* y[m][N] (= or +=) in[m][K] . w^T (+ bias): cuBLASLt; `in` is what gemm_input()
+ * returned for this weight's device dtype. */
+static void lt_matmul(cuda_impl *ci, float *y, const vox_weight *w, const void *in, const float *bias,
+                      int m, int accumulate) {
     const int N = (int)w->rows, K = (int)w->cols;
-    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    lt_plan *p = get_plan(ci, m, N, K, bias != NULL, ptr_align(y));
+    const float one = 1.0f, zero = 0.0f;
+    const float *alpha = &one, *beta = accumulate ? &one : &zero;
+    if (w->dev_dtype == VOX_DT_F16) alpha = &ci->scal[0], beta = &ci->scal[accumulate ? 2 : 1];
+    if (!in) return;
+    int ay = ptr_align(y), ax = ptr_align(in);
+    lt_plan *p = get_plan(ci, m, N, K, bias != NULL, ay < ax ? ay : ax, w->dev_dtype);
     if (!p) return;
     if (bias)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                     &bias, sizeof bias));
-    CUBLAS_CHECK(cublasLtMatmul(ci->lt, p->desc, &alpha, w->dev, p->a, ci->xb, p->b, &beta, y, p->c,
+    CUBLAS_CHECK(cublasLtMatmul(ci->lt, p->desc, alpha, w->dev, p->a, in, p->b, beta, y, p->c,
                                 y, p->c, &p->algo, ci->lt_ws, LT_WORKSPACE, ci->st));
 }
 
-static int bf16_on_device(const vox_weight *w) { return w->dev && w->dtype == VOX_DT_BF16; }
+/* a matrix the kernels can read: on the device as BF16, F16 or F32 */
+static int matrix_on_device(const vox_weight *w) {
+    return w->dev && (w->dev_dtype == VOX_DT_BF16 || w->dev_dtype == VOX_DT_F16 ||
+                      w->dev_dtype == VOX_DT_F32);
+}
+
+/* the fp32 input scratch and the FP16 scale words: fp16 and fp32 paths only */
+static int have_scratch(cuda_impl *ci, const char *op) {
+    if (!ci->xf) op_fail("%s: fp16/fp32 weights on a bf16-path backend (no scratch for them, %ld)", op, 0);
+    return ci->xf != NULL;
+}
+
+/* The GEMM input for weights of dtype dt from n fp32 values at x: rounded to BF16
+ * or scaled to FP16 in the scratch xb (alpha in scal[0]), or x itself for FP32. */
+static const void *gemm_input(cuda_impl *ci, vox_dtype dt, const float *x, int64_t n) {
+    if (dt == VOX_DT_F32) return x;
+    if (dt == VOX_DT_BF16) {
+        vox_cuda_f32_to_bf16(ci->xb, x, n, ci->st);
+    } else {
+        if (!have_scratch(ci, "linear")) return NULL;
+        vox_cuda_f32_to_f16_scaled(ci->xb, x, n, (unsigned *)&ci->scal[3], &ci->scal[0], ci->n_sm, ci->st);
+    }
+    LAUNCHED();
+    return ci->xb;
+}
+
 
 static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weight *w,
                       const vox_weight *b, int M, vox_act act, int accumulate) {
     cuda_impl *ci = impl_of(be);
     const int N = (int)w->rows, K = (int)w->cols;
     const float *bias = b ? (const float *)b->dev : NULL;
-    if (!bf16_on_device(w) || (b && (!bias || b->dtype != VOX_DT_F32))) {
-        op_fail("%s: weight not on the device or not BF16 (%ld columns)", "linear", K);
+    if (!matrix_on_device(w) || (b && (!bias || b->dev_dtype != VOX_DT_F32))) {
+        op_fail("%s: weight not on the device or of an unknown dtype (%ld columns)", "linear", K);
         return;
     }
     if (M <= 0) return;
     const int gemv_ok = K % 8 == 0 && ((uintptr_t)x & 15) == 0;
     if (gemv_ok && M == 1 && !bias && act == VOX_ACT_NONE) { /* the decoder step's wo */
-        vox_cuda_gemv1_args a = {.W = {w->dev}, .y = {y}, .rows = {N}, .n_out = 1, .K = K,
-                                 .mode = VOX_GEMV_PLAIN, .accumulate = accumulate, .x = x};
+        vox_cuda_gemv1_args a = {.W = {w->dev}, .wtype = w->dev_dtype, .y = {y}, .rows = {N},
+                                 .n_out = 1, .K = K, .mode = VOX_GEMV_PLAIN,
+                                 .accumulate = accumulate, .x = x};
         vox_cuda_gemv1(&a, ci->n_sm, ci->st);
         LAUNCHED();
         return;
     }
     if (gemv_ok && (M <= ci->gemv_max_rows || (accumulate && act != VOX_ACT_NONE))) {
-        vox_cuda_gemv(y, x, w->dev, bias, M, N, K, act, accumulate, ci->n_sm, ci->st);
+        vox_cuda_gemv(y, x, w->dev, w->dev_dtype, bias, M, N, K, act, accumulate, ci->n_sm, ci->st);
         LAUNCHED();
         return;
     }
@@ -417,14 +566,13 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
         op_fail("%s: accumulate with an activation needs K %% 8 == 0 (K=%ld)", "linear", K);
         return;
     }
-    /* many rows: BF16 GEMM in row chunks that fit the BF16 scratch */
+    /* many rows: GEMM in row chunks that fit the input scratch */
     const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
         float *yr = y + (int64_t)r0 * N;
-        vox_cuda_f32_to_bf16(ci->xb, x + (int64_t)r0 * K, (int64_t)m * K, ci->st);
-        LAUNCHED();
-        lt_matmul(ci, yr, w, bias, m, accumulate);
+        const void *in = gemm_input(ci, w->dev_dtype, x + (int64_t)r0 * K, (int64_t)m * K);
+        lt_matmul(ci, yr, w, in, bias, m, accumulate);
         if (act == VOX_ACT_GELU) {
             vox_cuda_gelu(yr, (int64_t)m * N, ci->st);
             LAUNCHED();
@@ -433,43 +581,80 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
 }
 
 /* ---- fused decoder ops ------------------------------------------------------------------ */
+/* M = 1: one gemv1 launch over the weights w[0..n) (one dtype) */
+static void gemv1_of(cuda_impl *ci, int n, float *const *y, const vox_weight *const *w, int mode,
+                     const float *x, const float *u, const vox_weight *norm, const vox_weight *scale,
+                     float eps, int accumulate) {
+    vox_cuda_gemv1_args a = {.n_out = n, .K = (int)w[0]->cols, .wtype = w[0]->dev_dtype,
+                             .mode = mode, .accumulate = accumulate, .x = x, .u = u, .eps = eps,
+                             .norm = norm ? norm->dev : NULL, .scale = scale ? scale->dev : NULL};
+    for (int i = 0; i < n; i++) {
+        a.W[i] = w[i]->dev;
+        a.y[i] = y[i];
+        a.rows[i] = (int)w[i]->rows;
+    }
+    vox_cuda_gemv1(&a, ci->n_sm, ci->st);
+    LAUNCHED();
+}
+
 static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const float *x,
                            const vox_weight *const *w, const vox_weight *norm,
                            const vox_weight *scale, float eps, int M) {
     cuda_impl *ci = impl_of(be);
     const int K = (int)w[0]->cols;
     int ok = n_out >= 1 && n_out <= VOX_GEMV_MAX_OUT && (!norm || norm->dev) && (!scale || scale->dev);
-    for (int i = 0; i < n_out && ok; i++) ok = bf16_on_device(w[i]) && w[i]->cols == K;
+    int one_dtype = 1;
+    for (int i = 0; i < n_out && ok; i++) {
+        ok = matrix_on_device(w[i]) && w[i]->cols == K;
+        one_dtype &= w[i]->dev_dtype == w[0]->dev_dtype;
+    }
     if (!ok) {
-        op_fail("%s: weights not on the device, not BF16 or of different widths (%ld outputs)",
+        op_fail("%s: weights not on the device, of an unknown dtype or of different widths (%ld outputs)",
                 "norm_linear", n_out);
         return;
     }
     if (M <= 0) return;
     if (M == 1 && K % 8 == 0 && ((uintptr_t)x & 15) == 0) {
-        vox_cuda_gemv1_args a = {.n_out = n_out, .K = K, .x = x, .eps = eps,
-                                 .mode = norm ? VOX_GEMV_NORM : VOX_GEMV_PLAIN,
-                                 .norm = norm ? norm->dev : NULL, .scale = scale ? scale->dev : NULL};
-        for (int i = 0; i < n_out; i++) {
-            a.W[i] = w[i]->dev;
-            a.y[i] = y[i];
-            a.rows[i] = (int)w[i]->rows;
-        }
-        vox_cuda_gemv1(&a, ci->n_sm, ci->st);
-        LAUNCHED();
+        const int mode = norm ? VOX_GEMV_NORM : VOX_GEMV_PLAIN;
+        if (one_dtype) gemv1_of(ci, n_out, y, w, mode, x, NULL, norm, scale, eps, 0);
+        else /* an fp16-path layer with a tensor kept in fp32: one launch per weight */
+            for (int i = 0; i < n_out; i++) gemv1_of(ci, 1, &y[i], &w[i], mode, x, NULL, norm, scale, eps, 0);
         return;
     }
-    /* many rows: the norm writes the BF16 GEMM input, shared by the n_out GEMMs */
     const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
+    if (one_dtype && w[0]->dev_dtype == VOX_DT_BF16) {
+        /* many rows, BF16: the norm writes the GEMM input, shared by the n_out GEMMs */
+        for (int r0 = 0; r0 < M; r0 += rows_per) {
+            int m = M - r0 < rows_per ? M - r0 : rows_per;
+            if (norm)
+                vox_cuda_rmsnorm_bf16(ci->xb, x + (int64_t)r0 * K, norm->dev, scale ? scale->dev : NULL,
+                                      m, K, eps, ci->st);
+            else
+                vox_cuda_f32_to_bf16(ci->xb, x + (int64_t)r0 * K, (int64_t)m * K, ci->st);
+            LAUNCHED();
+            for (int i = 0; i < n_out; i++)
+                lt_matmul(ci, y[i] + (int64_t)r0 * w[i]->rows, w[i], ci->xb, NULL, m, 0);
+        }
+        return;
+    }
+    /* many rows, other dtypes: the norm in fp32, then each weight's input from it */
+    if (norm && !have_scratch(ci, "norm_linear")) return;
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
-        if (norm)
-            vox_cuda_rmsnorm_bf16(ci->xb, x + (int64_t)r0 * K, norm->dev, scale ? scale->dev : NULL,
-                                  m, K, eps, ci->st);
-        else
-            vox_cuda_f32_to_bf16(ci->xb, x + (int64_t)r0 * K, (int64_t)m * K, ci->st);
-        LAUNCHED();
-        for (int i = 0; i < n_out; i++) lt_matmul(ci, y[i] + (int64_t)r0 * w[i]->rows, w[i], NULL, m, 0);
+        const float *xn = x + (int64_t)r0 * K;
+        if (norm) {
+            vox_cuda_rmsnorm(ci->xf, xn, norm->dev, scale ? scale->dev : NULL, m, K, eps, ci->st);
+            LAUNCHED();
+            xn = ci->xf;
+        }
+        int in_dt = -1; /* what the scratch xb holds now */
+        for (int i = 0; i < n_out; i++) {
+            vox_dtype dt = w[i]->dev_dtype;
+            const void *in = dt == VOX_DT_F32 ? xn : dt == (vox_dtype)in_dt ? ci->xb
+                                                     : gemm_input(ci, dt, xn, (int64_t)m * K);
+            if (dt != VOX_DT_F32) in_dt = dt;
+            lt_matmul(ci, y[i] + (int64_t)r0 * w[i]->rows, w[i], in, NULL, m, 0);
+        }
     }
 }
 
@@ -477,25 +662,30 @@ static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const fl
                              const vox_weight *w, int M, int accumulate) {
     cuda_impl *ci = impl_of(be);
     const int K = (int)w->cols;
-    if (!bf16_on_device(w)) {
-        op_fail("%s: weight not on the device or not BF16 (%ld columns)", "swiglu_linear", K);
+    if (!matrix_on_device(w)) {
+        op_fail("%s: weight not on the device or of an unknown dtype (%ld columns)", "swiglu_linear", K);
         return;
     }
     if (M <= 0) return;
     if (M == 1 && K % 8 == 0 && ((uintptr_t)g & 15) == 0 && ((uintptr_t)u & 15) == 0) {
-        vox_cuda_gemv1_args a = {.W = {w->dev}, .y = {y}, .rows = {(int)w->rows}, .n_out = 1,
-                                 .K = K, .mode = VOX_GEMV_SWIGLU, .accumulate = accumulate,
-                                 .x = g, .u = u};
-        vox_cuda_gemv1(&a, ci->n_sm, ci->st);
-        LAUNCHED();
+        gemv1_of(ci, 1, &y, &w, VOX_GEMV_SWIGLU, g, u, NULL, NULL, 0.0f, accumulate);
         return;
     }
+    if (w->dev_dtype != VOX_DT_BF16 && !have_scratch(ci, "swiglu_linear")) return;
     const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
-        vox_cuda_swiglu_bf16(ci->xb, g + (int64_t)r0 * K, u + (int64_t)r0 * K, (int64_t)m * K, ci->st);
-        LAUNCHED();
-        lt_matmul(ci, y + (int64_t)r0 * w->rows, w, NULL, m, accumulate);
+        const float *gr = g + (int64_t)r0 * K, *ur = u + (int64_t)r0 * K;
+        const void *in = ci->xb;
+        if (w->dev_dtype == VOX_DT_BF16) {
+            vox_cuda_swiglu_bf16(ci->xb, gr, ur, (int64_t)m * K, ci->st);
+            LAUNCHED();
+        } else {
+            vox_cuda_swiglu(ci->xf, gr, ur, (int64_t)m * K, ci->st);
+            LAUNCHED();
+            in = gemm_input(ci, w->dev_dtype, ci->xf, (int64_t)m * K);
+        }
+        lt_matmul(ci, y + (int64_t)r0 * w->rows, w, in, NULL, m, accumulate);
     }
 }
 
@@ -592,11 +782,12 @@ static void cu_im2col(vox_backend *be, float *cols, const float *x, int T_out, i
 static void cu_embed(vox_backend *be, float *x, const vox_weight *emb, const int32_t *ids,
                      const float *audio, const int32_t *pos, int M, int D, int acap,
                      int rows_are_streams) {
-    if (!emb->dev || emb->dtype != VOX_DT_BF16) {
-        op_fail("%s: embedding not on the device or not BF16 (%ld)", "embed", D);
+    if (!matrix_on_device(emb)) {
+        op_fail("%s: embedding not on the device or of an unknown dtype (%ld)", "embed", D);
         return;
     }
-    vox_cuda_embed(x, emb->dev, ids, audio, pos, M, D, acap, rows_are_streams, impl_of(be)->st);
+    vox_cuda_embed(x, emb->dev, emb->dev_dtype, ids, audio, pos, M, D, acap, rows_are_streams,
+                   impl_of(be)->st);
     LAUNCHED();
 }
 
@@ -684,6 +875,8 @@ static void cu_destroy(vox_backend *be) {
         if (ci->lt) cublasLtDestroy(ci->lt);
         cudaFree(ci->lt_ws);
         cudaFree(ci->xb);
+        cudaFree(ci->xf);
+        cudaFree(ci->scal);
         cudaFree(ci->attn_part);
         cudaFree(ci->attn_tickets);
         cudaFree(ci->arena);
@@ -702,7 +895,23 @@ int vox_cuda_available(void) {
     return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-vox_backend *vox_cuda_backend_new(size_t need_bytes) {
+/* NULL / "auto" / "" -> -1 (chosen from the device), else the path's dtype; -2 unknown */
+static int parse_path(const char *p) {
+    if (!p || !*p || !strcmp(p, "auto")) return -1;
+    if (!strcmp(p, "bf16")) return VOX_DT_BF16;
+    if (!strcmp(p, "fp16")) return VOX_DT_F16;
+    if (!strcmp(p, "fp32")) return VOX_DT_F32;
+    return -2;
+}
+
+vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
+    _Static_assert((int)VOX_CUDA_F32 == (int)VOX_DT_F32 && (int)VOX_CUDA_BF16 == (int)VOX_DT_BF16 &&
+                       (int)VOX_CUDA_F16 == (int)VOX_DT_F16, "kernel dtype tags are vox_dtype values");
+    int path = parse_path(gpu_path);
+    if (path == -2) {
+        vox_error("cuda: unknown GPU path '%s' (use auto, bf16, fp16 or fp32)", gpu_path);
+        return NULL;
+    }
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -714,9 +923,23 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
         vox_error("cuda: device 0: %s", cudaGetErrorString(e));
         return NULL;
     }
-    if (prop.major < 8) {
-        vox_error("cuda: %s is sm_%d%d: the BF16 path needs compute capability 8.0+", prop.name,
+    if (prop.major < 6) {
+        vox_error("cuda: %s is sm_%d%d: the CUDA backend needs compute capability 6.0+", prop.name,
                   prop.major, prop.minor);
+        return NULL;
+    }
+    /* BF16 tensor cores (and cuBLASLt BF16 GEMMs) from sm_80 on; FP16 runs anywhere */
+    if (path == -1) path = prop.major >= 8 ? VOX_DT_BF16 : VOX_DT_F16;
+    if (path == VOX_DT_BF16 && prop.major < 8) {
+        vox_error("cuda: %s is sm_%d%d: the bf16 path needs compute capability 8.0+ (use --gpu-path "
+                  "fp16 or fp32)", prop.name, prop.major, prop.minor);
+        return NULL;
+    }
+    if ((e = vox_cuda_probe_kernels()) != cudaSuccess) {
+        cudaGetLastError();
+        vox_error("cuda: this build has no kernels for %s (sm_%d%d): %s; rebuild with `make cuda "
+                  "CUDA_ARCH=%d%d` (CUDA 12.x for sm_6x and sm_70)", prop.name, prop.major, prop.minor,
+                  cudaGetErrorString(e), prop.major, prop.minor);
         return NULL;
     }
     size_t fr = 0, tot = 0;
@@ -724,7 +947,8 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
         vox_error("cuda: cudaMemGetInfo: %s", cudaGetErrorString(e));
         return NULL;
     }
-    size_t own = (size_t)LT_WORKSPACE + (size_t)XB_ELEMS * 2 + (size_t)ATTN_PART_FLOATS * 4 +
+    const size_t xf_bytes = path == VOX_DT_BF16 ? 0 : (size_t)XB_ELEMS * 4;
+    size_t own = (size_t)LT_WORKSPACE + (size_t)XB_ELEMS * 2 + xf_bytes + (size_t)ATTN_PART_FLOATS * 4 +
                  (size_t)ATTN_TICKETS * 4;
     if (need_bytes + own > fr) {
         vox_error("cuda: needs %.1f GiB, %.1f GiB free on %s", (need_bytes + own) / 1073741824.0,
@@ -741,6 +965,9 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
     }
     be->impl = ci;
     ci->n_sm = prop.multiProcessorCount;
+    ci->path = (vox_dtype)path;
+    ci->need_bytes = need_bytes;
+    snprintf(ci->gpu, sizeof ci->gpu, "%.95s", prop.name);
     vox_cuda_pdl = prop.major >= 9;
     ci->gemv_max_rows = GEMV_MAX_ROWS;
     cuda_failed = 0;
@@ -752,6 +979,13 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
     CUDA_CHECK(cudaMalloc((void **)&ci->attn_part, (size_t)ATTN_PART_FLOATS * 4));
     CUDA_CHECK(cudaMalloc((void **)&ci->attn_tickets, (size_t)ATTN_TICKETS * 4));
     CUDA_CHECK(cudaMemsetAsync(ci->attn_tickets, 0, (size_t)ATTN_TICKETS * 4, ci->st));
+    if (xf_bytes) {
+        const float scal[4] = {1.0f, 0.0f, 1.0f, 0.0f};
+        CUDA_CHECK(cudaMalloc((void **)&ci->xf, xf_bytes));
+        CUDA_CHECK(cudaMalloc((void **)&ci->scal, sizeof scal));
+        CUDA_CHECK(cudaMemcpyAsync(ci->scal, scal, sizeof scal, cudaMemcpyHostToDevice, ci->st));
+        CUDA_CHECK(cudaStreamSynchronize(ci->st)); /* scal is a stack array */
+    }
     if (cuda_failed) {
         char why[1024];
         snprintf(why, sizeof why, "%s", cuda_errmsg);
@@ -760,8 +994,8 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes) {
         return NULL;
     }
     be->name = "cuda";
-    snprintf(be->device_name, sizeof be->device_name, "cuda (%.80s, sm_%d%d, %.0f GiB)", prop.name,
-             prop.major, prop.minor, tot / 1073741824.0);
+    snprintf(be->device_name, sizeof be->device_name, "cuda (%.80s, sm_%d%d, %.0f GiB, %s)", prop.name,
+             prop.major, prop.minor, tot / 1073741824.0, path_name(ci->path));
     be->alloc = cu_alloc;
     be->free = cu_free;
     be->upload = cu_upload;

@@ -4,7 +4,7 @@
  * Launchers only enqueue on the stream they are given; they never synchronise
  * and never allocate, so every one of them may be captured into a CUDA graph.
  * Shapes and dtypes follow the CPU twins in voxtral_kernels.c: activations fp32
- * row-major, weights BF16 [out][in] (passed as uint16_t bits), positions int32.
+ * row-major, weights [out][in] of a device dtype (`wtype`, below), positions int32.
  */
 #ifndef VOXTRAL_CUDA_H
 #define VOXTRAL_CUDA_H
@@ -15,6 +15,11 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Device dtypes of weights (the values of vox_dtype, voxtral_internal.h): BF16 on
+ * the bf16 path, F16 on the fp16 path (F32 for a tensor FP16 cannot hold), F32 on
+ * the fp32 path. Kernels read all three as fp32 and sum in fp32. */
+enum { VOX_CUDA_F32 = 0, VOX_CUDA_BF16 = 1, VOX_CUDA_F16 = 2 };
 
 /* ---- errors ------------------------------------------------------------------
  * A failed CUDA / cuBLAS call records "file:line: statement: reason" (through
@@ -42,31 +47,44 @@ extern int vox_cuda_pdl;
     } while (0)
 
 /* ---- cuda/gemv.cu --------------------------------------------------------------
- * y[M][N] (= or +=) act(x[M][K] . W^T + b), W BF16 [N][K], fp32 accumulation.
- * Memory-bound path for few rows. Needs K % 8 == 0 and x 16-byte aligned.
+ * y[M][N] (= or +=) act(x[M][K] . W^T + b), W [N][K] of dtype wtype, fp32 accumulation.
+ * Memory-bound path for few rows. Needs K % 8 == 0, x and W 16-byte aligned.
  * act: 0 none, 1 exact (erf) GELU. b may be NULL. */
-void vox_cuda_gemv(float *y, const float *x, const uint16_t *W, const float *b, int M, int N,
-                   int K, int act, int accumulate, int n_sm, cudaStream_t st);
+void vox_cuda_gemv(float *y, const float *x, const void *W, int wtype, const float *b, int M,
+                   int N, int K, int act, int accumulate, int n_sm, cudaStream_t st);
 
 /* Fused M=1 GEMVs over up to 3 weights sharing one input (concatenated rows, one
  * launch): y[i][0..rows_i) (= or +=) in . W_i^T, where the input is
  *   VOX_GEMV_PLAIN:  in = x
  *   VOX_GEMV_NORM:   in = rmsnorm(x; norm, scale, eps) (scale may be NULL)
  *   VOX_GEMV_SWIGLU: in = silu(x) * u
+ * All weights of one launch share the dtype wtype.
  * Needs K % 8 == 0 and x, u 16-byte aligned. */
 enum { VOX_GEMV_PLAIN = 0, VOX_GEMV_NORM = 1, VOX_GEMV_SWIGLU = 2, VOX_GEMV_MAX_OUT = 3 };
 typedef struct {
-    const uint16_t *W[VOX_GEMV_MAX_OUT];
+    const uint16_t *W[VOX_GEMV_MAX_OUT]; /* of dtype wtype; typed so only for the kernel's
+                                            codegen (void * here costs it spills) */
     float *y[VOX_GEMV_MAX_OUT];
     int rows[VOX_GEMV_MAX_OUT];
     int n_out, K, mode, accumulate;
     const float *x, *u, *norm, *scale;
     float eps;
+    int wtype; /* of every W[i] */
 } vox_cuda_gemv1_args;
 void vox_cuda_gemv1(const vox_cuda_gemv1_args *a, int n_sm, cudaStream_t st);
 
 /* ---- cuda/misc.cu -------------------------------------------------------------- */
 void vox_cuda_f32_to_bf16(uint16_t *dst, const float *src, int64_t n, cudaStream_t st);
+/* The FP16 GEMM input: dst = f16(src * s), s = 2^(15 - e) for max|src| in
+ * [2^(e-1), 2^e) (the largest maps into [2^14, 2^15): no overflow, and values down
+ * to 2^-29 of it stay normal); *alpha = 1 / s for the GEMM's output. s = 1 when
+ * max|src| is 0 or not finite. amax: one device word of scratch. */
+void vox_cuda_f32_to_f16_scaled(uint16_t *dst, const float *src, int64_t n, unsigned *amax,
+                                float *alpha, int n_sm, cudaStream_t st);
+/* Weight upload: dst[i] (F16 or F32, wtype) = src[i] (BF16); F16 rounds to nearest even */
+void vox_cuda_convert_bf16(void *dst, int wtype, const uint16_t *src, int64_t n, cudaStream_t st);
+/* cudaSuccess when this binary holds kernels the current device can run */
+cudaError_t vox_cuda_probe_kernels(void);
 void vox_cuda_gelu(float *y, int64_t n, cudaStream_t st);
 /* h = silu(g) * u */
 void vox_cuda_swiglu(float *h, const float *g, const float *u, int64_t n, cudaStream_t st);
@@ -101,8 +119,8 @@ void vox_cuda_rope_kv_store(float *q, float *k, const float *v, float *kc, float
                             cudaStream_t st);
 void vox_cuda_kv_store(float *kc, float *vc, const float *k, const float *v, const int32_t *pos,
                        int M, int kv_dim, int cap, int rows_are_streams, cudaStream_t st);
-/* x[i] = emb[ids[i]] (BF16 rows) + audio[pos[i] % acap] */
-void vox_cuda_embed(float *x, const uint16_t *emb, const int32_t *ids, const float *audio,
+/* x[i] = emb[ids[i]] (rows of dtype wtype) + audio[pos[i] % acap] */
+void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids, const float *audio,
                     const int32_t *pos, int M, int D, int acap, int rows_are_streams,
                     cudaStream_t st);
 

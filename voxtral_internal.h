@@ -20,8 +20,9 @@
 int vox_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- weights --------------------------------------------------------------- */
-/* The dtype tag every weight carries. BF16 today; INT8/4-bit slot in here later. */
-typedef enum { VOX_DT_F32 = 0, VOX_DT_BF16 = 1 } vox_dtype;
+/* The dtype tag every weight carries. BF16 in the checkpoint; F16 only as a device
+ * copy (the CUDA backend's pre-Ampere path); INT8/4-bit slot in here later. */
+typedef enum { VOX_DT_F32 = 0, VOX_DT_BF16 = 1, VOX_DT_F16 = 2 } vox_dtype;
 
 typedef struct {
     vox_dtype dtype;
@@ -29,6 +30,8 @@ typedef struct {
                            conv weights [out][in * kernel] (flattened, as stored) */
     const void *data;   /* host copy: mmap'd checkpoint (BF16) or loader-owned (F32) */
     void *dev;          /* backend copy (CUDA device pointer), NULL for the CPU */
+    vox_dtype dev_dtype; /* dtype of the backend copy, set with dev: the CUDA backend
+                            may convert BF16 to F16 or F32 (its GPU path) */
 } vox_weight;
 
 static inline float vox_bf16_to_f32(uint16_t h) {
@@ -201,8 +204,10 @@ struct vox_backend {
 
 vox_backend *vox_cpu_backend_new(int threads);
 /* voxtral_cuda.c (or voxtral_nocuda.c when built without CUDA): NULL + error if no
- * usable device; `need_bytes` is checked against free device memory first. */
-vox_backend *vox_cuda_backend_new(size_t need_bytes);
+ * usable device; `need_bytes` is checked against free device memory first.
+ * gpu_path: NULL or "auto" (bf16 from compute capability 8.0, else fp16), "bf16",
+ * "fp16" or "fp32": the dtype matrices get on the device (vox_options.gpu_path). */
+vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path);
 int vox_cuda_available(void); /* 1 when built with CUDA and a device is present */
 int vox_cuda_built(void);     /* 1 when built with CUDA */
 

@@ -406,7 +406,7 @@ static int load_mat(loader *L, vox_weight *w, int64_t rows, int64_t cols, const 
     int64_t want[2] = {rows, cols};
     const st_tensor *t = find(L, 2, want, name);
     if (!t) return -1;
-    *w = (vox_weight){t->dtype, rows, cols, t->data, NULL};
+    *w = (vox_weight){t->dtype, rows, cols, t->data, NULL, t->dtype};
     return 0;
 }
 
@@ -420,7 +420,7 @@ static int load_conv(loader *L, vox_weight *w, int64_t out, int64_t in, int *k,
         return vox_error("%s: tensor '%s' has kernel size %lld, expected at least 2", L->file,
                          name, (long long)t->shape[2]);
     *k = (int)t->shape[2];
-    *w = (vox_weight){t->dtype, out, in * *k, t->data, NULL};
+    *w = (vox_weight){t->dtype, out, in * *k, t->data, NULL, t->dtype};
     return 0;
 }
 
@@ -437,7 +437,7 @@ static int load_vec(loader *L, vox_weight *w, int64_t n, const char *name) {
         const uint8_t *src = t->data;
         for (int64_t i = 0; i < n; i++) dst[i] = vox_bf16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
     }
-    *w = (vox_weight){VOX_DT_F32, n, 1, dst, NULL};
+    *w = (vox_weight){VOX_DT_F32, n, 1, dst, NULL, VOX_DT_F32};
     return 0;
 }
 
@@ -525,7 +525,7 @@ static int load_weights(loader *L) {
         float *s = m->f32_pool + m->f32_used;
         m->f32_used += (size_t)d->dim;
         for (int j = 0; j < d->dim; j++) s[j] = 1.0f;
-        l->ffn_scale = (vox_weight){VOX_DT_F32, d->dim, 1, s, NULL};
+        l->ffn_scale = (vox_weight){VOX_DT_F32, d->dim, 1, s, NULL, VOX_DT_F32};
     }
     return 0;
 }

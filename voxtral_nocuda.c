@@ -5,8 +5,9 @@
 int vox_cuda_available(void) { return 0; }
 int vox_cuda_built(void) { return 0; }
 
-vox_backend *vox_cuda_backend_new(size_t need_bytes) {
+vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     (void)need_bytes;
+    (void)gpu_path;
     vox_error("this voxtral was built without CUDA (rebuild with `make cuda`)");
     return NULL;
 }

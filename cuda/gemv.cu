@@ -1,48 +1,39 @@
 /* cuda/gemv.cu - linear for few rows (decoder step M=1, short encoder chunks):
- * y[M][N] (= or +=) act(x[M][K] . W^T + b), W BF16 [N][K], x/y fp32, fp32 sums.
+ * y[M][N] (= or +=) act(x[M][K] . W^T + b), W [N][K] BF16, F16 or F32 (the GPU
+ * path), x/y fp32, fp32 sums.
  * CPU twin: cpu_linear (voxtral_kernels.c), its "few rows" branch.
  * gemv1: the decoder step's M=1 GEMVs with their input stage fused in: up to three
  * weights in one launch (q/k/v, w1/w3), RMSNorm or SwiGLU of the input computed on
  * the fly. CPU twins: cpu_norm_linear, cpu_swiglu_linear, cpu_linear.
  *
  * Memory-bound: every weight byte is read once from HBM with 16-byte streaming
- * loads (8 BF16 each), several in flight per lane before the first use. A warp
- * owns a slice of one weight row (ksplit warps share a row when N alone would
- * not fill the GPU); the x rows are small and stay in L1/L2.
+ * loads (8 BF16/F16 each, or 4 F32), several in flight per lane before the first
+ * use. A warp owns a slice of one weight row (ksplit warps share a row when N alone
+ * would not fill the GPU); the x rows are small and stay in L1/L2. Kernels are
+ * templated on the weight dtype (cuda/weights.cuh); one launch reads one dtype.
  */
-#include "voxtral_cuda.h"
+#include "weights.cuh"
 
-enum { GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32, GEMV_UNROLL = 4 };
+enum { GEMV_THREADS = 256, GEMV_WARPS = GEMV_THREADS / 32 };
 
 __device__ __forceinline__ float gelu_erf(float x) {
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
-__device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b) {
-    /* a BF16 is the top half of an fp32: widening is a shift */
-    float s = __uint_as_float(w.x << 16) * a.x;
-    s = fmaf(__uint_as_float(w.x & 0xffff0000u), a.y, s);
-    s = fmaf(__uint_as_float(w.y << 16), a.z, s);
-    s = fmaf(__uint_as_float(w.y & 0xffff0000u), a.w, s);
-    s = fmaf(__uint_as_float(w.z << 16), b.x, s);
-    s = fmaf(__uint_as_float(w.z & 0xffff0000u), b.y, s);
-    s = fmaf(__uint_as_float(w.w << 16), b.z, s);
-    s = fmaf(__uint_as_float(w.w & 0xffff0000u), b.w, s);
-    return s;
-}
-
 /* MT: rows of x per pass (M > MT loops, re-reading the weight row from cache). */
-template <int MT>
+template <int WT, int MT>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_kernel(float *__restrict__ y, const float *__restrict__ x, const uint16_t *__restrict__ W,
             const float *__restrict__ b, int M, int N, int K, int act, int accumulate, int ksplit) {
+    constexpr int UNROLL = w_unroll<WT>();
     __shared__ float red[GEMV_WARPS][MT];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int rows_per_block = GEMV_WARPS / ksplit;
     const int row = blockIdx.x * rows_per_block + warp / ksplit;
     const int part = warp % ksplit;
     const int K8 = K >> 3, stride = 32 * ksplit;
-    const uint4 *wrow = reinterpret_cast<const uint4 *>(W + (int64_t)(row < N ? row : 0) * K);
+    const uint4 *wrow = reinterpret_cast<const uint4 *>(
+        W + (int64_t)(row < N ? row : 0) * K * (WT == VOX_CUDA_F32 ? 2 : 1)); /* W: 16-bit units */
     const int c_first = part * 32 + lane;
 
     for (int m0 = 0; m0 < M; m0 += MT) {
@@ -50,15 +41,15 @@ gemv_kernel(float *__restrict__ y, const float *__restrict__ x, const uint16_t *
 #pragma unroll
         for (int m = 0; m < MT; m++) acc[m] = 0.0f;
         if (row < N) {
-            for (int c0 = c_first; c0 < K8; c0 += GEMV_UNROLL * stride) {
-                uint4 w[GEMV_UNROLL];
+            for (int c0 = c_first; c0 < K8; c0 += UNROLL * stride) {
+                w8<WT> w[UNROLL];
 #pragma unroll
-                for (int u = 0; u < GEMV_UNROLL; u++) {
+                for (int u = 0; u < UNROLL; u++) {
                     int c = c0 + u * stride;
-                    w[u] = c < K8 ? __ldcs(wrow + c) : make_uint4(0, 0, 0, 0);
+                    w8_load<WT>(w[u], wrow, c, c < K8);
                 }
 #pragma unroll
-                for (int u = 0; u < GEMV_UNROLL; u++) {
+                for (int u = 0; u < UNROLL; u++) {
                     int c = c0 + u * stride;
                     if (c >= K8) break;
 #pragma unroll
@@ -66,7 +57,7 @@ gemv_kernel(float *__restrict__ y, const float *__restrict__ x, const uint16_t *
                         if (m0 + m < M) {
                             const float4 *xr =
                                 reinterpret_cast<const float4 *>(x + (int64_t)(m0 + m) * K) + 2 * c;
-                            acc[m] += dot8(w[u], __ldg(xr), __ldg(xr + 1));
+                            acc[m] += w8_dot(w[u], __ldg(xr), __ldg(xr + 1));
                         }
                     }
                 }
@@ -97,8 +88,22 @@ gemv_kernel(float *__restrict__ y, const float *__restrict__ x, const uint16_t *
     }
 }
 
-extern "C" void vox_cuda_gemv(float *y, const float *x, const uint16_t *W, const float *b, int M,
-                              int N, int K, int act, int accumulate, int n_sm, cudaStream_t st) {
+template <int WT>
+static void gemv_launch(float *y, const float *x, const uint16_t *W, const float *b, int M, int N,
+                        int K, int act, int accumulate, int ksplit, dim3 grid, cudaStream_t st) {
+    if (M == 1)
+        gemv_kernel<WT, 1><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
+    else if (M == 2)
+        gemv_kernel<WT, 2><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
+    else if (M <= 4)
+        gemv_kernel<WT, 4><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
+    else
+        gemv_kernel<WT, 8><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
+}
+
+extern "C" void vox_cuda_gemv(float *y, const float *x, const void *W, int wtype, const float *b,
+                              int M, int N, int K, int act, int accumulate, int n_sm,
+                              cudaStream_t st) {
     /* split rows over more warps while the grid is small, keeping >= 2 loads per lane */
     int ksplit = 1;
     const int K8 = K / 8;
@@ -107,14 +112,12 @@ extern "C" void vox_cuda_gemv(float *y, const float *x, const uint16_t *W, const
         ksplit *= 2;
     int rows_per_block = GEMV_WARPS / ksplit;
     dim3 grid((N + rows_per_block - 1) / rows_per_block);
-    if (M == 1)
-        gemv_kernel<1><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
-    else if (M == 2)
-        gemv_kernel<2><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
-    else if (M <= 4)
-        gemv_kernel<4><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
-    else
-        gemv_kernel<8><<<grid, GEMV_THREADS, 0, st>>>(y, x, W, b, M, N, K, act, accumulate, ksplit);
+    const uint16_t *W16 = static_cast<const uint16_t *>(W);
+    switch (wtype) {
+    case VOX_CUDA_F16: gemv_launch<VOX_CUDA_F16>(y, x, W16, b, M, N, K, act, accumulate, ksplit, grid, st); break;
+    case VOX_CUDA_F32: gemv_launch<VOX_CUDA_F32>(y, x, W16, b, M, N, K, act, accumulate, ksplit, grid, st); break;
+    default: gemv_launch<VOX_CUDA_BF16>(y, x, W16, b, M, N, K, act, accumulate, ksplit, grid, st); break;
+    }
 }
 
 /* ---- gemv1: M = 1, fused input stage, several weights per launch ------------------------
@@ -123,7 +126,7 @@ extern "C" void vox_cuda_gemv(float *y, const float *x, const uint16_t *W, const
  * NORM uses linearity, W.(x*g*s*r) = r * W.(x*g*s), so the block's scalar r is
  * only needed at the end; each block computes it from x (12 KB, L1/L2). The first
  * weights are fetched before pdl_wait(): they overlap the previous kernel's tail. */
-enum { G1_WARPS = 4, G1_THREADS = G1_WARPS * 32, G1_UNROLL = 4 };
+enum { G1_WARPS = 4, G1_THREADS = G1_WARPS * 32 };
 
 template <int MODE>
 __device__ __forceinline__ void gemv1_input(const vox_cuda_gemv1_args &a, int c, float4 &i0,
@@ -170,35 +173,44 @@ __device__ __forceinline__ void gemv1_locate(const vox_cuda_gemv1_args &a, int r
     }
 }
 
-template <int R>
-__device__ __forceinline__ void gemv1_load(uint4 (&w)[R][G1_UNROLL], const uint4 *const (&wr)[R],
+template <int WT, int R>
+__device__ __forceinline__ void gemv1_load(w8<WT> (&w)[R][w_unroll<WT>()], const uint4 *const (&wr)[R],
                                            int c0, int K8) {
 #pragma unroll
-    for (int u = 0; u < G1_UNROLL; u++) {
+    for (int u = 0; u < w_unroll<WT>(); u++) {
         int c = c0 + u * 32;
 #pragma unroll
-        for (int r = 0; r < R; r++) w[r][u] = c < K8 ? __ldcs(wr[r] + c) : make_uint4(0, 0, 0, 0);
+        for (int r = 0; r < R; r++) w8_load<WT>(w[r][u], wr[r], c, c < K8);
     }
+}
+
+/* the R rows r0.. of weight seg */
+template <int WT, int R>
+__device__ __forceinline__ void gemv1_rows(const uint4 *(&wr)[R], const vox_cuda_gemv1_args &a,
+                                           int seg, int r0) {
+    const char *W = reinterpret_cast<const char *>(seg == 0 ? a.W[0] : seg == 1 ? a.W[1] : a.W[2]);
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        wr[r] = reinterpret_cast<const uint4 *>(W + (int64_t)(r0 + r) * a.K * (WT == VOX_CUDA_F32 ? 4 : 2));
 }
 
 /* at most 64 registers (8 blocks per SM) where that does not spill; the two-row
  * norm variant gets 80 (6 blocks per SM); the grid adapts to either */
-template <int R, int MODE>
+template <int WT, int R, int MODE>
 __global__ void __launch_bounds__(G1_THREADS, R == 2 && MODE == VOX_GEMV_NORM ? 6 : 8)
 gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
+    constexpr int UNROLL = w_unroll<WT>();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int K8 = a.K >> 3, gstride = gridDim.x * G1_WARPS;
     int grp = blockIdx.x * G1_WARPS + warp;
-    uint4 w[R][G1_UNROLL];
+    w8<WT> w[R][UNROLL];
     bool have = false;
     if (grp < groups) { /* weights: no kernel writes them, so before the wait */
         int seg, r0;
         gemv1_locate(a, grp * R, seg, r0);
-        const uint16_t *W = seg == 0 ? a.W[0] : seg == 1 ? a.W[1] : a.W[2];
         const uint4 *wr[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const uint4 *>(W + (int64_t)(r0 + r) * a.K);
-        gemv1_load<R>(w, wr, lane, K8);
+        gemv1_rows<WT, R>(wr, a, seg, r0);
+        gemv1_load<WT, R>(w, wr, lane, K8);
         have = true;
     }
     pdl_wait();
@@ -231,24 +243,22 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
     for (; grp < groups; grp += gstride) {
         int seg, r0;
         gemv1_locate(a, grp * R, seg, r0);
-        const uint16_t *W = seg == 0 ? a.W[0] : seg == 1 ? a.W[1] : a.W[2];
         const uint4 *wr[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const uint4 *>(W + (int64_t)(r0 + r) * a.K);
+        gemv1_rows<WT, R>(wr, a, seg, r0);
         float acc[R];
 #pragma unroll
         for (int r = 0; r < R; r++) acc[r] = 0.0f;
-        for (int c0 = lane; c0 < K8; c0 += G1_UNROLL * 32) {
-            if (!have) gemv1_load<R>(w, wr, c0, K8);
+        for (int c0 = lane; c0 < K8; c0 += UNROLL * 32) {
+            if (!have) gemv1_load<WT, R>(w, wr, c0, K8);
             have = false;
 #pragma unroll
-            for (int u = 0; u < G1_UNROLL; u++) {
+            for (int u = 0; u < UNROLL; u++) {
                 int c = c0 + u * 32;
                 if (c >= K8) break;
                 float4 i0, i1;
                 gemv1_input<MODE>(a, c, i0, i1);
 #pragma unroll
-                for (int r = 0; r < R; r++) acc[r] += dot8(w[r][u], i0, i1);
+                for (int r = 0; r < R; r++) acc[r] += w8_dot(w[r][u], i0, i1);
             }
         }
 #pragma unroll
@@ -269,26 +279,33 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
 /* One wave, balanced: each warp takes ceil(groups / resident warps) groups, and the
  * grid is just large enough for that (a second, partial wave was a 15-30% tail on
  * the 25 MB GEMVs). Blocks per SM from the occupancy API, once per instance. */
-template <int R, int MODE>
+template <int WT, int R, int MODE>
 static void gemv1_launch(const vox_cuda_gemv1_args *a, int groups, int n_sm, cudaStream_t st) {
     static int per_sm; /* 0 until asked; a pure query, safe inside a graph capture */
-    if (!per_sm && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv1_kernel<R, MODE>,
+    if (!per_sm && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv1_kernel<WT, R, MODE>,
                                                                  G1_THREADS, 0) != cudaSuccess)
         per_sm = 1;
     if (per_sm < 1) per_sm = 1;
     const int warps = n_sm * per_sm * G1_WARPS;
     const int per_warp = (groups + warps - 1) / warps;
     const int blocks = (groups + G1_WARPS * per_warp - 1) / (G1_WARPS * per_warp);
-    vox_launch(gemv1_kernel<R, MODE>, blocks, G1_THREADS, 0, st, *a, groups);
+    vox_launch(gemv1_kernel<WT, R, MODE>, blocks, G1_THREADS, 0, st, *a, groups);
 }
 
-template <int R>
+template <int WT, int R>
 static void gemv1_mode(const vox_cuda_gemv1_args *a, int groups, int n_sm, cudaStream_t st) {
     switch (a->mode) {
-    case VOX_GEMV_NORM: gemv1_launch<R, VOX_GEMV_NORM>(a, groups, n_sm, st); break;
-    case VOX_GEMV_SWIGLU: gemv1_launch<R, VOX_GEMV_SWIGLU>(a, groups, n_sm, st); break;
-    default: gemv1_launch<R, VOX_GEMV_PLAIN>(a, groups, n_sm, st); break;
+    case VOX_GEMV_NORM: gemv1_launch<WT, R, VOX_GEMV_NORM>(a, groups, n_sm, st); break;
+    case VOX_GEMV_SWIGLU: gemv1_launch<WT, R, VOX_GEMV_SWIGLU>(a, groups, n_sm, st); break;
+    default: gemv1_launch<WT, R, VOX_GEMV_PLAIN>(a, groups, n_sm, st); break;
     }
+}
+
+template <int WT>
+static void gemv1_pairs(const vox_cuda_gemv1_args *a, int total, int even, int n_sm, cudaStream_t st) {
+    /* two rows per warp halve the input traffic (and the norm / SwiGLU work) */
+    if (even) gemv1_mode<WT, 2>(a, total / 2, n_sm, st);
+    else gemv1_mode<WT, 1>(a, total, n_sm, st);
 }
 
 extern "C" void vox_cuda_gemv1(const vox_cuda_gemv1_args *a, int n_sm, cudaStream_t st) {
@@ -298,7 +315,9 @@ extern "C" void vox_cuda_gemv1(const vox_cuda_gemv1_args *a, int n_sm, cudaStrea
         even &= (a->rows[i] & 1) == 0;
     }
     if (total <= 0) return;
-    /* two rows per warp halve the input traffic (and the norm / SwiGLU work) */
-    if (even) gemv1_mode<2>(a, total / 2, n_sm, st);
-    else gemv1_mode<1>(a, total, n_sm, st);
+    switch (a->wtype) {
+    case VOX_CUDA_F16: gemv1_pairs<VOX_CUDA_F16>(a, total, even, n_sm, st); break;
+    case VOX_CUDA_F32: gemv1_pairs<VOX_CUDA_F32>(a, total, even, n_sm, st); break;
+    default: gemv1_pairs<VOX_CUDA_BF16>(a, total, even, n_sm, st); break;
+    }
 }

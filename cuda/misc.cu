@@ -1,9 +1,11 @@
-/* cuda/misc.cu - the small ops: fp32 -> BF16 (cuBLASLt inputs), exact GELU,
- * SwiGLU (fp32, or BF16 for the GEMM input of swiglu_linear), im2col (conv stem),
- * argmax and top-k over the vocabulary.
+/* cuda/misc.cu - the small ops: fp32 -> BF16 or scaled FP16 (cuBLASLt inputs),
+ * BF16 -> FP16 / FP32 (weight upload), exact GELU, SwiGLU (fp32, or BF16 for the
+ * GEMM input of swiglu_linear), im2col (conv stem), argmax and top-k over the
+ * vocabulary.
  * CPU twins: cpu_swiglu, cpu_im2col, cpu_argmax, cpu_topk (voxtral_kernels.c).
  */
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "voxtral_cuda.h"
 
@@ -19,6 +21,77 @@ __global__ void f32_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int64_t
 
 extern "C" void vox_cuda_f32_to_bf16(uint16_t *dst, const float *src, int64_t n, cudaStream_t st) {
     f32_to_bf16_kernel<<<blocks_for(n, 256), 256, 0, st>>>((__nv_bfloat16 *)dst, src, n);
+}
+
+/* ---- scaled FP16 GEMM input: max |x| first, then x * 2^k rounded to FP16 ---------- */
+enum { AMAX_THREADS = 256, AMAX_BLOCKS_PER_SM = 4 };
+
+/* |x| of non-negative floats orders as their bits: atomicMax on the bits (NaN, whose
+ * bits are above inf's, wins and turns the scale off) */
+__global__ void __launch_bounds__(AMAX_THREADS) amax_kernel(const float *x, int64_t n, unsigned *amax) {
+    __shared__ unsigned red[AMAX_THREADS / 32];
+    unsigned m = 0;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        m = max(m, __float_as_uint(fabsf(x[i])));
+    for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int i = 1; i < AMAX_THREADS / 32; i++) m = max(m, red[i]);
+        atomicMax(amax, m);
+    }
+}
+
+__device__ __forceinline__ float f16_scale(unsigned amax_bits) {
+    float a = __uint_as_float(amax_bits);
+    if (!(a > 0.0f) || !isfinite(a)) return 1.0f;
+    int e;
+    frexpf(a, &e); /* a in [2^(e-1), 2^e) */
+    return ldexpf(1.0f, min(max(15 - e, -100), 100));
+}
+
+__global__ void f32_to_f16_scaled_kernel(__half *dst, const float *src, int64_t n,
+                                         const unsigned *amax, float *alpha) {
+    const float s = f16_scale(*amax);
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i == 0) *alpha = 1.0f / s; /* a power of two: exact */
+    if (i < n) dst[i] = __float2half_rn(src[i] * s);
+}
+
+extern "C" void vox_cuda_f32_to_f16_scaled(uint16_t *dst, const float *src, int64_t n,
+                                           unsigned *amax, float *alpha, int n_sm, cudaStream_t st) {
+    unsigned blocks = blocks_for(n, AMAX_THREADS);
+    if (blocks > (unsigned)(n_sm * AMAX_BLOCKS_PER_SM)) blocks = n_sm * AMAX_BLOCKS_PER_SM;
+    cudaMemsetAsync(amax, 0, sizeof(unsigned), st); /* an error here shows in cudaGetLastError() */
+    amax_kernel<<<blocks, AMAX_THREADS, 0, st>>>(src, n, amax);
+    f32_to_f16_scaled_kernel<<<blocks_for(n, 256), 256, 0, st>>>((__half *)dst, src, n, amax, alpha);
+}
+
+/* ---- weight upload: BF16 -> F16 or F32 --------------------------------------------- */
+__global__ void bf16_to_f16_kernel(__half *dst, const uint16_t *src, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = __float2half_rn(__uint_as_float((unsigned)src[i] << 16));
+}
+
+__global__ void bf16_to_f32_kernel(float *dst, const uint16_t *src, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = __uint_as_float((unsigned)src[i] << 16);
+}
+
+extern "C" void vox_cuda_convert_bf16(void *dst, int wtype, const uint16_t *src, int64_t n,
+                                      cudaStream_t st) {
+    if (n <= 0) return;
+    if (wtype == VOX_CUDA_F16)
+        bf16_to_f16_kernel<<<blocks_for(n, 256), 256, 0, st>>>((__half *)dst, src, n);
+    else
+        bf16_to_f32_kernel<<<blocks_for(n, 256), 256, 0, st>>>((float *)dst, src, n);
+}
+
+/* A binary built without SASS or PTX for this device (CUDA 13 builds and sm_6x/7.0)
+ * fails every launch: asking for a kernel's attributes says so up front. */
+extern "C" cudaError_t vox_cuda_probe_kernels(void) {
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, bf16_to_f32_kernel);
 }
 
 __global__ void gelu_kernel(float *y, int64_t n) {
@@ -159,12 +232,16 @@ topk_kernel(int32_t *ids, float *vals, const float *logits, int V, int k) {
                 in = (key & mask) == prefix;
                 d = (unsigned)(key >> shift) & 255u;
             }
+#if __CUDA_ARCH__ >= 700
             /* aggregate equal digits within the warp: few atomics on skewed data */
             unsigned active = __ballot_sync(0xffffffffu, in);
             if (in) {
                 unsigned same = __match_any_sync(active, d);
                 if ((tid & 31) == __ffs(same) - 1) atomicAdd(&hist[d], __popc(same));
             }
+#else
+            if (in) atomicAdd(&hist[d], 1u); /* no __match_any_sync before sm_70 */
+#endif
         }
         __syncthreads();
         if (tid == 0) {

@@ -1,14 +1,14 @@
 /* cuda/norm_rope.cu - per-row ops around attention: RMSNorm (fp32 out, or BF16
  * for the GEMM input of norm_linear), interleaved RoPE, the KV ring store, RoPE +
- * store fused (rope_kv_store) and the decoder input embedding. Positions and token
- * ids are read from device memory, so a captured decoder-step graph replays
- * correctly after the host uploads new ones.
+ * store fused (rope_kv_store) and the decoder input embedding (BF16, F16 or F32
+ * rows, cuda/weights.cuh). Positions and token ids are read from device memory,
+ * so a captured decoder-step graph replays correctly after the host uploads new ones.
  * CPU twins: cpu_rmsnorm, cpu_rope, cpu_kv_store, cpu_rope_kv_store, cpu_embed,
  * cpu_norm_linear's norm (voxtral_kernels.c).
  */
 #include <cuda_bf16.h>
 
-#include "voxtral_cuda.h"
+#include "weights.cuh"
 
 enum { NORM_THREADS = 256 };
 
@@ -145,7 +145,8 @@ extern "C" void vox_cuda_kv_store(float *kc, float *vc, const float *k, const fl
                                                                  rows_are_streams);
 }
 
-__global__ void embed_kernel(float *x, const uint16_t *emb, const int32_t *ids, const float *audio,
+template <int WT>
+__global__ void embed_kernel(float *x, const void *emb, const int32_t *ids, const float *audio,
                              const int32_t *pos, int M, int D, int acap, int rows_are_streams) {
     pdl_wait();
     pdl_trigger();
@@ -154,15 +155,22 @@ __global__ void embed_kernel(float *x, const uint16_t *emb, const int32_t *ids, 
     int m = (int)(i / D), d = (int)(i - (int64_t)m * D);
     const float *a = audio + (rows_are_streams ? (int64_t)m * acap * D : 0) +
                      (int64_t)(pos[m] % acap) * D;
-    float e = __uint_as_float((unsigned)emb[(int64_t)ids[m] * D + d] << 16);
-    x[i] = e + a[d];
+    x[i] = w_load1<WT>(emb, (int64_t)ids[m] * D + d) + a[d];
 }
 
-extern "C" void vox_cuda_embed(float *x, const uint16_t *emb, const int32_t *ids,
+extern "C" void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids,
                                const float *audio, const int32_t *pos, int M, int D, int acap,
                                int rows_are_streams, cudaStream_t st) {
     int64_t n = (int64_t)M * D;
     if (n <= 0) return;
-    vox_launch(embed_kernel, (unsigned)((n + 255) / 256), 256, 0, st, x, emb, ids, audio, pos, M, D,
-               acap, rows_are_streams);
+    unsigned blocks = (unsigned)((n + 255) / 256);
+    if (wtype == VOX_CUDA_F16)
+        vox_launch(embed_kernel<VOX_CUDA_F16>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
+                   acap, rows_are_streams);
+    else if (wtype == VOX_CUDA_F32)
+        vox_launch(embed_kernel<VOX_CUDA_F32>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
+                   acap, rows_are_streams);
+    else
+        vox_launch(embed_kernel<VOX_CUDA_BF16>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
+                   acap, rows_are_streams);
 }

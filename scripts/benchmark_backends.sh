@@ -54,8 +54,10 @@ trap 'rm -rf "$tmp"' EXIT
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 cores=$(nproc)
 check=$("$VOX" --check 2>/dev/null)
-gpu=$(printf '%s\n' "$check" | sed -n 's/^ok    gpu 0      //p' | head -1)
-driver=$(printf '%s\n' "$check" | sed -n 's/^ok    driver     //p' | head -1)
+# "ok    gpu 0      NAME, sm_90, 132 SMs, 79.2 GiB total, ..." -> "NAME (sm_90, 79.2 GiB)"
+gpu=$(printf '%s\n' "$check" | sed -n 's/^ok    gpu 0      \(.*\), \(sm_[0-9]*\), [0-9]* SMs, \([0-9.]* GiB\) total.*/\1 (\2, \3)/p' | head -1)
+# "ok    driver     NVIDIA driver 580.159.04, supports CUDA 13.0, 1 GPU" -> "580.159.04 (CUDA 13.0)"
+driver=$(printf '%s\n' "$check" | sed -n 's/^ok    driver     NVIDIA driver \(.*\), supports CUDA \([0-9.]*\),.*/\1 (CUDA \2)/p' | head -1)
 
 status=0
 : >"$tmp/index"
@@ -126,12 +128,13 @@ print("machine: %s, %d cores; GPU: %s; driver: %s" % (machine["cpu_model"], mach
 print("model: %s, %s runs per (backend, file) after one warm-up" % (os.environ["MODEL"], os.environ["RUNS"]))
 head = ("backend", "file", "run", "audio s", "load ms", "enc ms/s", "step ms", "p95 ms", "TTFT ms", "RTF",
         "RSS MB", "VRAM MB")
-fmt = "%-9s %-24s %-7s %7s %8s %8s %8s %8s %8s %7s %8s %8s"
+fmt = "%-9s %-28s %-7s %7s %8s %8s %8s %8s %8s %7s %8s %8s"
 print(fmt % head)
 for r in sorted(rows, key=lambda r: (r["backend"], r["file"], r["run"] == "summary",
                                         r["run"] if r["run"] != "summary" else 0)):
     be = "cpu/%dt" % r["threads"] if r["backend"] == "cpu" else r["backend"]
-    name = os.path.basename(r["file"])[-24:]
+    name = os.path.basename(r["file"])
+    name = name if len(name) <= 28 else name[:27] + "~"
     print(fmt % (be, name, r["run"], "%.1f" % r["audio_s"], "%.0f" % r["load_ms"],
                  "%.1f" % r["encoder_ms_per_audio_s"], "%.2f" % r["step_ms_mean"], "%.2f" % r["step_ms_p95"],
                  "%.0f" % r["first_token_ms"], "%.3f" % r["rtf"], "%.0f" % r["peak_rss_mb"],

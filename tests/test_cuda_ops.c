@@ -2,6 +2,8 @@
  * (voxtral_kernels.c) on fresh random inputs of the real model's shapes, outputs
  * poisoned (NaN / -1) before each run so an unwritten element fails; plus graph
  * capture + replay at a changed device position. Prints "ok - ..." lines.
+ * Matrix ops run with each device dtype of weights (BF16, FP16, FP32: the GPU paths);
+ * the CPU twin always reads the BF16 weight, which FP16 and FP32 hold exactly.
  * Without a CUDA device: "skipped: no CUDA device", exit 0.
  *
  *   test_cuda_ops          the checks
@@ -10,7 +12,9 @@
  *                          attention, a synthetic full decoder step (with and
  *                          without programmatic dependent launch), GEMV vs
  *                          cuBLASLt at a few M.
- * Tolerance per element: |got - ref| <= atol * max|ref| + rtol * |ref|.
+ * Tolerance per element: |got - ref| <= atol * max|ref| + rtol * |ref|; it depends
+ * on how the GPU rounds the activations: not at all in the GEMVs and FP32 GEMMs,
+ * to FP16 (11 bits) or BF16 (8 bits) in the cuBLASLt GEMMs of those dtypes.
  */
 #include <math.h>
 #include <omp.h>
@@ -25,6 +29,7 @@
 /* test hooks in voxtral_cuda.c (absent from CPU-only builds) */
 int vox_cuda_set_gemv_max_rows(vox_backend *be, int rows) __attribute__((weak));
 int vox_cuda_set_pdl(vox_backend *be, int on) __attribute__((weak));
+int vox_cuda_f16_check(const uint16_t *w, int64_t n, float *max_abs, double *rel_err) __attribute__((weak));
 
 static vox_backend *cpu, *gpu;
 
@@ -79,13 +84,58 @@ static float *dev_floats(const void *dev, int64_t n) {
     return h;
 }
 static vox_weight weight_bf16(int64_t rows, int64_t cols, float scale) {
-    vox_weight w = {VOX_DT_BF16, rows, cols, NULL, NULL};
+    vox_weight w = {VOX_DT_BF16, rows, cols, NULL, NULL, VOX_DT_BF16};
     w.data = rand_bf16(rows * cols, scale);
     w.dev = dev_from(w.data, rows * cols * 2);
     return w;
 }
+/* IEEE half of f, round to nearest even (the test's own, independent of the backend's) */
+static uint16_t to_f16(float f) {
+    union { float f; uint32_t u; } v = {f};
+    uint32_t sign = (v.u >> 16) & 0x8000u, a = v.u & 0x7fffffffu;
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);            /* rounds past 65504 */
+    if (a < 0x38800000u) return (uint16_t)(sign | lrintf(fabsf(f) * 16777216.0f)); /* subnormal */
+    return (uint16_t)(sign | (((a + 0xfffu + ((a >> 13) & 1)) >> 13) - (112u << 10)));
+}
+/* the BF16 weight w with its device copy in dtype dt (host data shared with w) */
+static vox_weight weight_as(const vox_weight *w, vox_dtype dt) {
+    if (dt == VOX_DT_BF16) return *w;
+    vox_weight c = *w;
+    int64_t n = w->rows * w->cols;
+    const uint16_t *b = w->data;
+    size_t es = dt == VOX_DT_F32 ? 4 : 2;
+    char *h = malloc(es * n);
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; i++) {
+        float f = vox_bf16_to_f32(b[i]);
+        if (dt == VOX_DT_F32) ((float *)h)[i] = f;
+        else ((uint16_t *)h)[i] = to_f16(f);
+    }
+    c.dev = dev_from(h, es * n);
+    c.dev_dtype = dt;
+    free(h);
+    return c;
+}
+/* w's device copy replaced by one in dtype dt */
+static void weight_convert(vox_weight *w, vox_dtype dt) {
+    if (dt == VOX_DT_BF16) return;
+    vox_weight c = weight_as(w, dt);
+    gpu->free(gpu, w->dev);
+    *w = c;
+}
+static void weight_as_free(vox_weight *c) {
+    if (c->dev_dtype != VOX_DT_BF16 && c->dev) gpu->free(gpu, c->dev);
+    c->dev = NULL;
+}
+static const vox_dtype dtypes[] = {VOX_DT_BF16, VOX_DT_F16, VOX_DT_F32};
+static const char *dt_name(vox_dtype dt) {
+    return dt == VOX_DT_F16 ? "fp16" : dt == VOX_DT_F32 ? "fp32" : "bf16";
+}
+/* (atol, rtol) of a GEMM (cuBLASLt) with this weight dtype; GEMVs: fp32 activations */
+static double gemm_tol(vox_dtype dt) { return dt == VOX_DT_BF16 ? 1e-2 : dt == VOX_DT_F16 ? 2e-3 : 2e-5; }
+static double gemm_rtol(vox_dtype dt) { return dt == VOX_DT_BF16 ? 1e-2 : dt == VOX_DT_F16 ? 2e-3 : 1e-5; }
 static vox_weight weight_f32(int64_t n, float scale, float offset) {
-    vox_weight w = {VOX_DT_F32, n, 1, NULL, NULL};
+    vox_weight w = {VOX_DT_F32, n, 1, NULL, NULL, VOX_DT_F32};
     float *p = rand_f(n, scale);
     for (int64_t i = 0; i < n; i++) p[i] += offset;
     w.data = p;
@@ -130,12 +180,12 @@ static double now_s(void) {
 }
 
 /* ---- linear ------------------------------------------------------------------------ */
-static void test_linear_w(const char *tag, vox_weight *w, int M, int bias, vox_act act, int acc,
-                          int force_gemv) {
+static void test_linear_xs(const char *tag, vox_weight *w, int M, int bias, vox_act act, int acc,
+                           int force_gemv, float x_scale) {
     const int64_t N = w->rows, K = w->cols;
     vox_weight b = {0};
-    if (bias) b = weight_f32(N, 0.5f, 0.0f);
-    float *x = rand_f(M * K, 1.0f), *y0 = rand_f(M * N, 1.0f);
+    if (bias) b = weight_f32(N, 0.5f * x_scale, 0.0f);
+    float *x = rand_f(M * K, x_scale), *y0 = rand_f(M * N, x_scale);
     float *ref = malloc(sizeof(float) * M * N);
     memcpy(ref, y0, sizeof(float) * M * N);
     cpu->linear(cpu, ref, x, w, bias ? &b : NULL, M, act, acc);
@@ -152,22 +202,33 @@ static void test_linear_w(const char *tag, vox_weight *w, int M, int bias, vox_a
     if (vox_cuda_set_gemv_max_rows) vox_cuda_set_gemv_max_rows(gpu, limit);
     int gemv = (M <= limit || force_gemv) && K % 8 == 0;
     char name[200];
-    snprintf(name, sizeof name, "linear %s M=%d N=%lld K=%lld%s%s%s (%s)", tag, M, (long long)N,
-             (long long)K, bias ? " bias" : "", act ? " gelu" : "", acc ? " +=" : "",
-             gemv ? "gemv" : "cublasLt");
+    snprintf(name, sizeof name, "linear %s %s M=%d N=%lld K=%lld%s%s%s (%s)", dt_name(w->dev_dtype),
+             tag, M, (long long)N, (long long)K, bias ? " bias" : "", act ? " gelu" : "",
+             acc ? " +=" : "", gemv ? "gemv" : "cublasLt");
     if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
-    else check(name, got, ref, M * N, gemv ? 2e-5 : 1e-2, gemv ? 1e-5 : 1e-2);
+    else check(name, got, ref, M * N, gemv ? 2e-5 : gemm_tol(w->dev_dtype),
+               gemv ? 1e-5 : gemm_rtol(w->dev_dtype));
     free(x), free(y0), free(ref), free(got);
     gpu->free(gpu, dx), gpu->free(gpu, dy);
     if (bias) weight_free(&b);
 }
 
+static void test_linear_w(const char *tag, vox_weight *w, int M, int bias, vox_act act, int acc,
+                          int force_gemv) {
+    test_linear_xs(tag, w, M, bias, act, acc, force_gemv, 1.0f);
+}
+
+/* every device dtype */
 static void test_linear(const char *tag, int M, int N, int K, int bias, vox_act act, int acc) {
     vox_weight w = weight_bf16(N, K, 1.0f / sqrtf((float)K));
-    test_linear_w(tag, &w, M, bias, act, acc, 0);
-    /* few rows go to cuBLASLt; the GEMV kernel's multi-row variants still must be right */
-    if (M > 1 && M <= 8 && K % 8 == 0 && vox_cuda_set_gemv_max_rows)
-        test_linear_w(tag, &w, M, bias, act, acc, 1);
+    for (int d = 0; d < 3; d++) {
+        vox_weight c = weight_as(&w, dtypes[d]);
+        test_linear_w(tag, &c, M, bias, act, acc, 0);
+        /* few rows go to cuBLASLt; the GEMV kernel's multi-row variants still must be right */
+        if (M > 1 && M <= 8 && K % 8 == 0 && vox_cuda_set_gemv_max_rows)
+            test_linear_w(tag, &c, M, bias, act, acc, 1);
+        weight_as_free(&c);
+    }
     weight_free(&w);
 }
 
@@ -303,7 +364,10 @@ static void test_embed(vox_weight *emb, int M, int acap) {
     poison(dx, (int64_t)M * D * 4);
     gpu->embed(gpu, dx, emb, di, da, dp, M, D, acap, 0);
     float *got = dev_floats(dx, (int64_t)M * D);
-    check("embed M=39 D=3072 vocab 131072", got, ref, (int64_t)M * D, 0, 0);
+    char name[96];
+    snprintf(name, sizeof name, "embed %s M=39 D=3072 vocab 131072", dt_name(emb->dev_dtype));
+    /* exact, but FP16 rounds the BF16 values below 2^-17 to 2^-24 steps: off by <= 2^-25 */
+    check(name, got, ref, (int64_t)M * D, emb->dev_dtype == VOX_DT_F16 ? 3e-8 : 0, 0);
     free(audio), free(ref), free(ids), free(pos), free(got);
     gpu->free(gpu, da), gpu->free(gpu, dx), gpu->free(gpu, di), gpu->free(gpu, dp);
 }
@@ -355,14 +419,16 @@ static void test_argmax_topk(int V) {
 
 /* ---- fused decoder ops ---------------------------------------------------------------- */
 /* norm_linear: n_out weights [rows[i]][D], optional norm (+ scale) */
-static void test_norm_linear(const char *tag, int M, int D, int n_out, const int *rows, int with_norm,
-                             int with_scale) {
-    vox_weight w[3], norm = {0}, sc = {0};
+/* norm_linear: n_out weights [rows[i]][D] of device dtypes dt[i], optional norm (+ scale) */
+static void test_norm_linear_dt(const char *tag, int M, int D, int n_out, const int *rows, int with_norm,
+                                int with_scale, const vox_dtype *dt) {
+    vox_weight w[3], wd[3], norm = {0}, sc = {0};
     const vox_weight *wp[3];
     float *ref[3], *dy[3], *got[3];
     for (int i = 0; i < n_out; i++) {
         w[i] = weight_bf16(rows[i], D, 1.0f / sqrtf((float)D));
-        wp[i] = &w[i];
+        wd[i] = weight_as(&w[i], dt[i]);
+        wp[i] = &wd[i];
         ref[i] = malloc(sizeof(float) * M * rows[i]);
         dy[i] = gpu->alloc(gpu, sizeof(float) * M * rows[i]);
         poison(dy[i], sizeof(float) * M * rows[i]);
@@ -376,13 +442,15 @@ static void test_norm_linear(const char *tag, int M, int D, int n_out, const int
     for (int i = 0; i < n_out; i++) {
         got[i] = dev_floats(dy[i], (int64_t)M * rows[i]);
         char name[200];
-        snprintf(name, sizeof name, "norm_linear %s M=%d D=%d out %d/%d (%d rows)%s%s (%s)", tag, M, D,
-                 i + 1, n_out, rows[i], with_norm ? " norm" : "", with_scale ? " scale" : "",
-                 M == 1 ? "gemv1" : "cublasLt");
+        snprintf(name, sizeof name, "norm_linear %s %s M=%d D=%d out %d/%d (%d rows)%s%s (%s)",
+                 dt_name(dt[i]), tag, M, D, i + 1, n_out, rows[i], with_norm ? " norm" : "",
+                 with_scale ? " scale" : "", M == 1 ? "gemv1" : "cublasLt");
         if (err) tu_check(0, name, "%s", vox_last_error());
-        else check(name, got[i], ref[i], (int64_t)M * rows[i], M == 1 ? 2e-5 : 1e-2, M == 1 ? 1e-5 : 1e-2);
+        else check(name, got[i], ref[i], (int64_t)M * rows[i], M == 1 ? 2e-5 : gemm_tol(dt[i]),
+                   M == 1 ? 1e-5 : gemm_rtol(dt[i]));
         free(ref[i]), free(got[i]);
         gpu->free(gpu, dy[i]);
+        weight_as_free(&wd[i]);
         weight_free(&w[i]);
     }
     free(x);
@@ -391,8 +459,17 @@ static void test_norm_linear(const char *tag, int M, int D, int n_out, const int
     if (with_scale) weight_free(&sc);
 }
 
-static void test_swiglu_linear(int M, int N, int K, int acc) {
-    vox_weight w = weight_bf16(N, K, 1.0f / sqrtf((float)K));
+/* every device dtype, all weights of a call in one */
+static void test_norm_linear(const char *tag, int M, int D, int n_out, const int *rows, int with_norm,
+                             int with_scale) {
+    for (int d = 0; d < 3; d++) {
+        const vox_dtype dt[3] = {dtypes[d], dtypes[d], dtypes[d]};
+        test_norm_linear_dt(tag, M, D, n_out, rows, with_norm, with_scale, dt);
+    }
+}
+
+static void test_swiglu_linear_dt(int M, int N, int K, int acc, vox_dtype dt) {
+    vox_weight wb = weight_bf16(N, K, 1.0f / sqrtf((float)K)), w = weight_as(&wb, dt);
     float *g = rand_f((int64_t)M * K, 6.0f), *u = rand_f((int64_t)M * K, 2.0f);
     float *y0 = rand_f((int64_t)M * N, 1.0f), *ref = malloc(sizeof(float) * M * N);
     float *dg = dev_from(g, sizeof(float) * M * K), *du = dev_from(u, sizeof(float) * M * K);
@@ -404,13 +481,18 @@ static void test_swiglu_linear(int M, int N, int K, int acc) {
     gpu->swiglu_linear(gpu, dy, dg, du, &w, M, acc);
     float *got = dev_floats(dy, (int64_t)M * N);
     char name[160];
-    snprintf(name, sizeof name, "swiglu_linear M=%d N=%d K=%d%s (%s)", M, N, K, acc ? " +=" : "",
-             M == 1 ? "gemv1" : "cublasLt");
+    snprintf(name, sizeof name, "swiglu_linear %s M=%d N=%d K=%d%s (%s)", dt_name(dt), M, N, K,
+             acc ? " +=" : "", M == 1 ? "gemv1" : "cublasLt");
     if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
-    else check(name, got, ref, (int64_t)M * N, M == 1 ? 2e-5 : 1e-2, M == 1 ? 1e-5 : 1e-2);
+    else check(name, got, ref, (int64_t)M * N, M == 1 ? 2e-5 : gemm_tol(dt), M == 1 ? 1e-5 : gemm_rtol(dt));
     free(g), free(u), free(y0), free(ref), free(got);
     gpu->free(gpu, dg), gpu->free(gpu, du), gpu->free(gpu, dy);
-    weight_free(&w);
+    weight_as_free(&w);
+    weight_free(&wb);
+}
+
+static void test_swiglu_linear(int M, int N, int K, int acc) {
+    for (int d = 0; d < 3; d++) test_swiglu_linear_dt(M, N, K, acc, dtypes[d]);
 }
 
 /* q and k rotated in place, k and v stored into the rings (positions wrap) */
@@ -465,7 +547,7 @@ static void mini_step(vox_backend *be, mini_model *m, float *x, float *g, float 
     be->argmax(be, ids, logits, 1, (int)m->emb.rows);
 }
 
-static void test_graph(void) {
+static void test_graph(vox_dtype dt) {
     mini_model m = {.D = 3072, .H = 32, .Hkv = 8, .hd = 128, .F = 2048, .cap = 8231, .window = 8192, .acap = 64};
     const int V = 8192, qd = m.H * m.hd, kvd = m.Hkv * m.hd;
     m.emb = weight_bf16(V, m.D, 1.0f);
@@ -478,6 +560,8 @@ static void test_graph(void) {
     m.w1 = weight_bf16(m.F, m.D, 1.0f / sqrtf(m.D));
     m.w3 = weight_bf16(m.F, m.D, 1.0f / sqrtf(m.D));
     m.w2 = weight_bf16(m.D, m.F, 1.0f / sqrtf(m.F));
+    vox_weight *mats[] = {&m.emb, &m.wq, &m.wk, &m.wv, &m.wo, &m.w1, &m.w3, &m.w2};
+    for (int i = 0; i < 8; i++) weight_convert(mats[i], dt);
     int64_t nc = (int64_t)m.cap * kvd;
     float *kc0 = rand_f(nc, 1.0f), *vc0 = rand_f(nc, 1.0f), *audio = rand_f((int64_t)m.acap * m.D, 1.0f);
     const int32_t id0 = 1234, P0 = 500, P1 = 9000;
@@ -518,15 +602,18 @@ static void test_graph(void) {
     gpu->download(gpu, &graph_id, did, 4);
     graph_x = dev_floats(dx, m.D), graph_lg = dev_floats(dlg, V);
     rc |= gpu->sync(gpu);
-    tu_check(!had && launched && rc == 0, "graph: captured under a key, replayed", "%s",
-             rc ? vox_last_error() : "");
+    char name[128];
+    snprintf(name, sizeof name, "graph %s: captured under a key, replayed", dt_name(dt));
+    tu_check(!had && launched && rc == 0, name, "%s", rc ? vox_last_error() : "");
+    snprintf(name, sizeof name, "graph %s: replay at a new device position == direct run (bitwise)", dt_name(dt));
     tu_check(direct_id == graph_id && !memcmp(direct_x, graph_x, 4 * m.D) &&
-                 !memcmp(direct_lg, graph_lg, 4 * V),
-             "graph replay at a new device position == direct run (bitwise)", "ids %d / %d",
-             graph_id, direct_id);
-    check("graph step vs CPU: hidden state", graph_x, x, m.D, 1e-4, 1e-4);
-    check("graph step vs CPU: logits", graph_lg, lg, V, 1e-4, 1e-4);
-    tu_check(graph_id == id, "graph step vs CPU: argmax", "got %d want %d", graph_id, id);
+                 !memcmp(direct_lg, graph_lg, 4 * V), name, "ids %d / %d", graph_id, direct_id);
+    snprintf(name, sizeof name, "graph %s step vs CPU: hidden state", dt_name(dt));
+    check(name, graph_x, x, m.D, 1e-4, 1e-4);
+    snprintf(name, sizeof name, "graph %s step vs CPU: logits", dt_name(dt));
+    check(name, graph_lg, lg, V, 1e-4, 1e-4);
+    snprintf(name, sizeof name, "graph %s step vs CPU: argmax", dt_name(dt));
+    tu_check(graph_id == id, name, "got %d want %d", graph_id, id);
     free(kc0), free(vc0), free(audio), free(x), free(g), free(u), free(q), free(k), free(v), free(att);
     free(lg), free(kc), free(vc), free(direct_x), free(graph_x), free(direct_lg), free(graph_lg);
     void *bufs[] = {dx, dg, du, dq, dk, dv, datt, dlg, dkc, dvc, da, did, dpos};
@@ -534,6 +621,46 @@ static void test_graph(void) {
     weight_free(&m.emb), weight_free(&m.norm), weight_free(&m.wq), weight_free(&m.wk);
     weight_free(&m.wv), weight_free(&m.wo), weight_free(&m.scale), weight_free(&m.w1);
     weight_free(&m.w3), weight_free(&m.w2);
+}
+
+/* ---- the fp16 path's range handling ----------------------------------------------------- */
+/* GEMM inputs far outside FP16's range (and deep in its subnormals) are scaled: the
+ * result keeps FP16's relative precision */
+static void test_f16_input_range(void) {
+    vox_weight w = weight_bf16(1280, 2048, 1.0f / sqrtf(2048.0f)), c = weight_as(&w, VOX_DT_F16);
+    test_linear_xs("x ~1e6", &c, 39, 1, VOX_ACT_NONE, 0, 0, 1e6f);
+    test_linear_xs("x ~1e-6", &c, 39, 1, VOX_ACT_NONE, 1, 0, 1e-6f);
+    weight_as_free(&c);
+    weight_free(&w);
+}
+
+/* which tensors the fp16 path keeps in fp32 */
+static void test_f16_check(void) {
+    if (!vox_cuda_f16_check) return;
+    const int64_t n = 1 << 20;
+    uint16_t *w = rand_bf16(n, 0.02f);
+    float mx;
+    double re;
+    int fit = vox_cuda_f16_check(w, n, &mx, &re);
+    tu_check(fit && mx < 0.0201f && mx > 0.019f && re < 1e-6, "f16 check: weights of scale 0.02 fit",
+             "max %g, relative error %.2g", mx, re);
+    w[12345] = to_bf16(-1e5f);
+    fit = vox_cuda_f16_check(w, n, &mx, &re);
+    tu_check(!fit && mx > 99000, "f16 check: |w| = 1e5 is kept in fp32", "max %g", mx);
+    w[12345] = to_bf16(65280.0f); /* the largest BF16 FP16 holds */
+    fit = vox_cuda_f16_check(w, n, &mx, &re);
+    tu_check(fit && mx == 65280.0f, "f16 check: |w| = 65280 fits", "max %g", mx);
+    w[12345] = to_bf16(65536.0f);
+    tu_check(!vox_cuda_f16_check(w, n, &mx, &re), "f16 check: |w| = 65536 is kept in fp32", "max %g", mx);
+    free(w);
+    w = rand_bf16(n, 1e-6f); /* all below FP16's normal range: 2^-24 steps cost bits */
+    fit = vox_cuda_f16_check(w, n, &mx, &re);
+    tu_check(!fit && re > 1e-3, "f16 check: a tensor of scale 1e-6 is kept in fp32", "relative error %.2g", re);
+    free(w);
+    w = rand_bf16(n, 1e-4f); /* mostly FP16 subnormals, exact down to 2^-17: a small loss */
+    fit = vox_cuda_f16_check(w, n, &mx, &re);
+    tu_check(fit, "f16 check: a tensor of scale 1e-4 fits", "relative error %.2g", re);
+    free(w);
 }
 
 /* ---- benchmarks ------------------------------------------------------------------------ */
@@ -743,7 +870,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     cpu = vox_cpu_backend_new(0);
-    gpu = vox_cuda_backend_new(0);
+    gpu = vox_cuda_backend_new(0, "fp16"); /* the fp16 path's backend runs weights of every dtype */
     if (!cpu || !gpu) {
         printf("not ok - backends: %s\n", vox_last_error());
         return 1;
@@ -757,8 +884,12 @@ int main(int argc, char **argv) {
     test_linear("w1", 1, 9216, 3072, 0, VOX_ACT_NONE, 0);
     test_linear("w2", 1, 3072, 9216, 0, VOX_ACT_NONE, 1);
     vox_weight head = weight_bf16(131072, 3072, 1.0f / sqrtf(3072.0f));
-    test_linear_w("lm head", &head, 1, 0, VOX_ACT_NONE, 0, 0);
-    test_embed(&head, 39, 300);
+    for (int d = 0; d < 3; d++) {
+        vox_weight c = weight_as(&head, dtypes[d]);
+        test_linear_w("lm head", &c, 1, 0, VOX_ACT_NONE, 0, 0);
+        test_embed(&c, 39, 300);
+        weight_as_free(&c);
+    }
     weight_free(&head);
     /* few rows: streaming encoder chunks and the adapter */
     test_linear("enc wo", 4, 1280, 2048, 1, VOX_ACT_NONE, 1);
@@ -776,9 +907,15 @@ int main(int argc, char **argv) {
     test_linear("odd", 13, 100, 36, 1, VOX_ACT_NONE, 1);
     if (vox_cuda_set_gemv_max_rows) {
         vox_weight w = weight_bf16(9216, 3072, 1.0f / sqrtf(3072.0f));
-        test_linear_w("w1 forced", &w, 39, 0, VOX_ACT_NONE, 0, 1);
+        for (int d = 0; d < 3; d++) {
+            vox_weight c = weight_as(&w, dtypes[d]);
+            test_linear_w("w1 forced", &c, 39, 0, VOX_ACT_NONE, 0, 1);
+            weight_as_free(&c);
+        }
         weight_free(&w);
     }
+    test_f16_input_range();
+    test_f16_check();
 
     test_rmsnorm(39, 3072, 1, 0);
     test_rmsnorm(512, 1280, 0, 0);
@@ -836,7 +973,12 @@ int main(int argc, char **argv) {
     test_rope_kv_store(39, 32, 8, 128, 8231, 8231 - 20);
     test_rope_kv_store(1, 4, 2, 24, 26, 25);
     test_rope_kv_store(39, 4, 4, 16, 50, 30);
-    test_graph();
+    /* an fp16-path layer with one tensor kept in fp32 */
+    const vox_dtype mixed[3] = {VOX_DT_F16, VOX_DT_F32, VOX_DT_F16};
+    test_norm_linear_dt("mixed q/k/v", 1, 3072, 3, qkv, 1, 0, mixed);
+    test_norm_linear_dt("mixed q/k/v", 39, 3072, 3, qkv, 1, 0, mixed);
+    test_norm_linear_dt("mixed no norm", 39, 3072, 3, qkv, 0, 0, mixed);
+    for (int d = 0; d < 3; d++) test_graph(dtypes[d]);
 
     /* memory accounting and the bandwidth probe */
     size_t before = gpu->mem_bytes;

@@ -10,7 +10,8 @@
  * exactly the offline ids.
  *
  * Usage: test_fixtures [FIXTURES_DIR] (default tests/fixtures); backend from
- * VOX_TEST_BACKEND (cpu by default), tolerances scaled by VOX_TEST_TOL_SCALE.
+ * VOX_TEST_BACKEND (cpu by default), the CUDA backend's path from VOX_TEST_GPU_PATH
+ * (auto, bf16, fp16, fp32), tolerances scaled by VOX_TEST_TOL_SCALE.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -160,6 +161,7 @@ static void run_case(const char *root, const char *cs, const char *backend, doub
     opt.backend = backend;
     opt.delay_ms = delay_ms;
     opt.verbose = 0;
+    opt.gpu_path = getenv("VOX_TEST_GPU_PATH");
     snprintf(p, sizeof p, "%s/model", dir);
     vox_ctx *ctx = vox_open(p, &opt);
     char name[600];

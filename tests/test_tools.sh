@@ -7,7 +7,7 @@
 # differences beyond its thresholds (a stand-in voxtral whose "cuda" backend is the
 # CPU, with or without a planted difference).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 VOX=${VOXTRAL:-./voxtral}
 case $VOX in /*) ;; *) VOX=$PWD/$VOX ;; esac
 PY=${PYTHON:-/usr/bin/python3}
