@@ -126,7 +126,7 @@ cuda-check:
 	@test -x $(NVCC) || { echo "nvcc not found at $(NVCC): install the CUDA toolkit or pass CUDA_HOME=/path/to/cuda"; exit 1; }
 	@test -f $(CUDA_HOME)/include/cuda_runtime.h || { echo "cuda_runtime.h missing under $(CUDA_HOME)/include: pass CUDA_HOME"; exit 1; }
 	@ls $(CUDA_HOME)/lib64/libcublasLt.so* >/dev/null 2>&1 || { echo "cuBLASLt missing under $(CUDA_HOME)/lib64: install the CUDA math libraries (libcublas)"; exit 1; }
-	@echo "CUDA toolkit OK: $(CUDA_HOME), nvcc $$($(NVCC) --version | tail -1), target SM $(CUDA_ARCH)"
+	@echo "CUDA toolkit OK: $(CUDA_HOME), CUDA $$($(NVCC) --version | grep -o 'release [0-9.]*' | cut -d' ' -f2), target SM $(CUDA_ARCH)"
 
 clean:
 	rm -rf build voxtral
