@@ -109,21 +109,39 @@ void vox_options_default(vox_options *opt) {
 }
 
 /* Bytes a backend needs resident: matrices + one stream's buffers (upper bound). */
-static size_t weight_bytes(const vox_model *m) {
-    size_t total = 0;
+/* Memory a context needs: BF16 matrices, KV rings, and the stream's buffers for
+ * encoder chunks of `chunk_tokens` (an upper bound; vox_open checks it against the
+ * device, `voxtral --check` reports it). */
+vox_need vox_memory_need(const vox_model *m, int prompt_len, int chunk_tokens) {
     const vox_config *c = &m->cfg;
     const vox_tower_config *e = &c->enc, *d = &c->dec;
-    size_t enc_layer = (size_t)e->dim * (e->n_heads * e->head_dim * 2 + e->n_kv_heads * e->head_dim * 2) +
-                       (size_t)e->dim * e->hidden_dim * 3;
-    size_t dec_layer = (size_t)d->dim * (d->n_heads * d->head_dim * 2 + d->n_kv_heads * d->head_dim * 2) +
-                       (size_t)d->dim * d->hidden_dim * 3;
-    total += enc_layer * e->n_layers + dec_layer * d->n_layers;
-    total += (size_t)c->vocab_size * d->dim + (size_t)d->dim * (e->dim * c->downsample_factor + d->dim);
-    total += (size_t)e->dim * (c->num_mel_bins + e->dim) * c->conv_kernel;
-    return total * 2; /* BF16 */
+    vox_need n = {0};
+    double enc_layer = (double)e->dim * (e->n_heads * e->head_dim * 2 + e->n_kv_heads * e->head_dim * 2) +
+                       (double)e->dim * e->hidden_dim * 3;
+    double dec_layer = (double)d->dim * (d->n_heads * d->head_dim * 2 + d->n_kv_heads * d->head_dim * 2) +
+                       (double)d->dim * d->hidden_dim * 3;
+    n.weights = 2.0 * (enc_layer * e->n_layers + dec_layer * d->n_layers + (double)c->vocab_size * d->dim +
+                       (double)d->dim * (e->dim * c->downsample_factor + d->dim) +
+                       (double)e->dim * (c->num_mel_bins + e->dim) * c->conv_kernel);
+    double rows = (double)chunk_tokens * c->downsample_factor;
+    double enc_cap = e->sliding_window + rows, dec_cap = (double)d->sliding_window + prompt_len;
+    n.kv = 4.0 * ((double)e->n_layers * 2 * enc_cap * e->n_kv_heads * e->head_dim +
+                  (double)d->n_layers * 2 * dec_cap * d->n_kv_heads * d->head_dim);
+    double f = rows * 2 * c->num_mel_bins * c->conv_kernel * 2 + rows * 2 * e->dim * 2;
+    f += rows * (e->dim * 2 + e->n_heads * e->head_dim * 2 + e->n_kv_heads * e->head_dim * 2 + e->hidden_dim * 2);
+    f += (double)(prompt_len + 2 * chunk_tokens) * d->dim * 2;
+    f += (double)prompt_len * (d->dim * 2 + d->n_heads * d->head_dim * 2 + d->hidden_dim * 2);
+    f += c->vocab_size;
+    n.workspace = f * 4 + (64u << 20);
+    return n;
 }
 
-static size_t stream_bytes(const vox_ctx *ctx);
+static size_t need_bytes(const vox_ctx *ctx) {
+    vox_need n = vox_memory_need(&ctx->model, ctx->prompt_len, ctx->enc_chunk_tokens);
+    return (size_t)(n.weights + n.kv + n.workspace);
+}
+
+
 
 vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     vox_options opt;
@@ -161,12 +179,13 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     if (vox_model_set_delay(m, ctx->delay_tokens) != 0) goto fail;
 
     /* backend: explicit choice fails loudly; auto falls back to the CPU and says so */
-    ctx->enc_chunk_tokens = 64;
-    size_t need = weight_bytes(m) + stream_bytes(ctx);
+    ctx->enc_chunk_tokens = VOX_CPU_CHUNK_TOKENS;
+    size_t need = need_bytes(ctx);
     if (!strcmp(opt.backend, "cuda") || (!strcmp(opt.backend, "auto") && vox_cuda_built())) {
-        ctx->enc_chunk_tokens = 128;
-        need = weight_bytes(m) + stream_bytes(ctx);
+        ctx->enc_chunk_tokens = VOX_CUDA_CHUNK_TOKENS;
+        need = need_bytes(ctx);
         ctx->be = vox_cuda_backend_new(need, opt.gpu_path);
+        if (ctx->be) ctx->be->verbose = opt.verbose;
         if (ctx->be && ctx->be->upload_weights(ctx->be, m) != 0) {
             char why[1024];
             snprintf(why, sizeof why, "%s", vox_last_error());
@@ -178,7 +197,7 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
             if (!strcmp(opt.backend, "cuda")) goto fail;
             fprintf(stderr, "voxtral: CUDA backend unavailable (%s); falling back to the CPU\n",
                     vox_last_error());
-            ctx->enc_chunk_tokens = 64;
+            ctx->enc_chunk_tokens = VOX_CPU_CHUNK_TOKENS;
         }
     }
     if (!ctx->be) {
@@ -309,23 +328,6 @@ struct vox_stream {
     void *tap_user;
     float *tap_buf;
 };
-
-static size_t stream_bytes(const vox_ctx *ctx) {
-    const vox_config *c = &ctx->model.cfg;
-    const vox_tower_config *e = &c->enc, *d = &c->dec;
-    size_t rows = (size_t)ctx->enc_chunk_tokens * c->downsample_factor;
-    size_t enc_cap = (size_t)e->sliding_window + rows;
-    size_t dec_cap = (size_t)d->sliding_window + ctx->prompt_len;
-    size_t f = 0;
-    f += rows * 2 * c->num_mel_bins * c->conv_kernel * 2 + rows * 2 * e->dim * 2;
-    f += rows * (e->dim * 2 + e->n_heads * e->head_dim * 2 + e->n_kv_heads * e->head_dim * 2 + e->hidden_dim * 2);
-    f += (size_t)e->n_layers * 2 * enc_cap * e->n_kv_heads * e->head_dim;
-    f += (size_t)d->n_layers * 2 * dec_cap * d->n_kv_heads * d->head_dim;
-    f += (size_t)(ctx->prompt_len + 2 * ctx->enc_chunk_tokens) * d->dim * 2;
-    f += (size_t)ctx->prompt_len * (d->dim * 2 + d->n_heads * d->head_dim * 2 + d->hidden_dim * 2);
-    f += (size_t)c->vocab_size;
-    return f * sizeof(float) + (64u << 20);
-}
 
 #define ALLOC(ptr, count)                                                  \
     do {                                                                   \

@@ -237,39 +237,22 @@ static int cuda_runtime_version(void) {
     return v;
 }
 
-/* ---- the model's memory need ------------------------------------------------------------
- * Mirrors weight_bytes() and stream_bytes() in voxtral.c (the engine's own check in
- * vox_open), split into weights, KV caches and workspace. */
+/* ---- the model's memory need: the engine's own formula (vox_memory_need) ------------------ */
 typedef struct {
     double weights, kv, workspace;
     int dec_window, enc_window, prompt_len;
 } model_need;
 
 static model_need need_of(const vox_model *m, int chunk_tokens) {
-    const vox_config *c = &m->cfg;
-    const vox_tower_config *e = &c->enc, *d = &c->dec;
     model_need n = {0};
-    double enc_layer = (double)e->dim * (e->n_heads * e->head_dim * 2 + e->n_kv_heads * e->head_dim * 2) +
-                       (double)e->dim * e->hidden_dim * 3;
-    double dec_layer = (double)d->dim * (d->n_heads * d->head_dim * 2 + d->n_kv_heads * d->head_dim * 2) +
-                       (double)d->dim * d->hidden_dim * 3;
-    n.weights = 2.0 * (enc_layer * e->n_layers + dec_layer * d->n_layers + (double)c->vocab_size * d->dim +
-                       (double)d->dim * (e->dim * c->downsample_factor + d->dim) +
-                       (double)e->dim * (c->num_mel_bins + e->dim) * c->conv_kernel);
-    int ms_per_token = (int)lround(1000.0 / c->frame_rate);
+    int ms_per_token = (int)lround(1000.0 / m->cfg.frame_rate);
     n.prompt_len = 1 + m->tok.left_pad_tokens + m->tok.delay_ms / (ms_per_token > 0 ? ms_per_token : 80);
-    n.dec_window = d->sliding_window;
-    n.enc_window = e->sliding_window;
-    double rows = (double)chunk_tokens * c->downsample_factor;
-    double enc_cap = e->sliding_window + rows, dec_cap = (double)d->sliding_window + n.prompt_len;
-    n.kv = 4.0 * ((double)e->n_layers * 2 * enc_cap * e->n_kv_heads * e->head_dim +
-                  (double)d->n_layers * 2 * dec_cap * d->n_kv_heads * d->head_dim);
-    double f = rows * 2 * c->num_mel_bins * c->conv_kernel * 2 + rows * 2 * e->dim * 2;
-    f += rows * (e->dim * 2 + e->n_heads * e->head_dim * 2 + e->n_kv_heads * e->head_dim * 2 + e->hidden_dim * 2);
-    f += (double)(n.prompt_len + 2 * chunk_tokens) * d->dim * 2;
-    f += (double)n.prompt_len * (d->dim * 2 + d->n_heads * d->head_dim * 2 + d->hidden_dim * 2);
-    f += c->vocab_size;
-    n.workspace = f * 4 + (64u << 20);
+    n.dec_window = m->cfg.dec.sliding_window;
+    n.enc_window = m->cfg.enc.sliding_window;
+    vox_need v = vox_memory_need(m, n.prompt_len, chunk_tokens);
+    n.weights = v.weights;
+    n.kv = v.kv;
+    n.workspace = v.workspace;
     return n;
 }
 
@@ -531,7 +514,7 @@ int vox_cli_check(const char *dir, const char *audio, int verbose) {
             fix(&r, "pass the directory with consolidated.safetensors, params.json and tekken.json "
                     "(scripts/download_model.sh DIR fetches them)");
         } else {
-            model_need cpu_need = need_of(&m, 64), gpu_need = need_of(&m, 128);
+            model_need cpu_need = need_of(&m, VOX_CPU_CHUNK_TOKENS), gpu_need = need_of(&m, VOX_CUDA_CHUNK_TOKENS);
             vox_model_free(&m);
             line(&r, "ok", "model", "%s: weights %.0f MiB, KV %.0f MiB (decoder window %d + prompt %d), "
                  "workspace %.0f MiB (CPU) / %.0f MiB (CUDA)", dir, mib(cpu_need.weights), mib(cpu_need.kv),

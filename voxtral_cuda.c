@@ -332,6 +332,7 @@ typedef struct {
     int cur;
     double next_report;
     int tty; /* stderr is a terminal: a \r progress line; else one line at the end */
+    int verbose; /* 0: no progress or summary line */
 } upload_state;
 
 static void upload_one(vox_weight *w, const char *name, void *arg) {
@@ -360,7 +361,7 @@ static void upload_one(vox_weight *w, const char *name, void *arg) {
         CUDA_CHECK(cudaEventRecord(u->ev[b], u->ci->st));
         at += n;
         u->done += n;
-        if (u->tty && u->total > (1u << 30) && u->done >= u->next_report) {
+        if (u->tty && u->verbose && u->total > (1u << 30) && u->done >= u->next_report) {
             fprintf(stderr, "\rvoxtral: cuda: uploading weights %.1f / %.1f GB", u->done / 1e9,
                     u->total / 1e9);
             u->next_report += u->total / 20.0;
@@ -397,7 +398,7 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
     }
     ci->arena_bytes = ls.arena;
     be->mem_bytes += ls.arena;
-    upload_state u = {.ci = ci, .arena = ci->arena, .total = ls.host, .tty = isatty(2)};
+    upload_state u = {.ci = ci, .arena = ci->arena, .total = ls.host, .tty = isatty(2), .verbose = be->verbose};
     if (staging && (e = cudaMalloc((void **)&u.dstage, staging)) != cudaSuccess)
         return vox_error("cuda: weight staging buffer: %s", cudaGetErrorString(e));
     for (int b = 0; b < 2; b++) {
@@ -412,7 +413,7 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
         if (u.ev[b]) CUDA_CHECK(cudaEventDestroy(u.ev[b]));
     }
     if (u.dstage) CUDA_CHECK(cudaFree(u.dstage));
-    if (ls.arena > (1u << 30))
+    if (ls.arena > (1u << 30) && u.verbose)
         fprintf(stderr, "%svoxtral: cuda: uploaded weights %.1f GB (%s path%s)%s\n", u.tty ? "\r" : "",
                 ls.arena / 1e9, path_name(ci->path),
                 ls.n_kept_f32 ? ", some tensors fp32" : "", u.tty ? "        " : "");

@@ -112,6 +112,11 @@ typedef struct vox_model {
  * converted to F32; matrices stay BF16 in the mmap. */
 int vox_model_load(vox_model *m, const char *dir);
 void vox_model_free(vox_model *m);
+/* Memory (bytes) a context needs, as vox_open checks it (voxtral.c). */
+typedef struct { double weights, kv, workspace; } vox_need;
+vox_need vox_memory_need(const vox_model *m, int prompt_len, int chunk_tokens);
+/* encoder chunk sizes the backends use (audio tokens) */
+enum { VOX_CPU_CHUNK_TOKENS = 64, VOX_CUDA_CHUNK_TOKENS = 128 };
 /* (Re)computes every layer's ffn_scale for `delay_tokens` (voxtral.c). */
 int vox_model_set_delay(vox_model *m, int delay_tokens);
 
@@ -146,6 +151,7 @@ struct vox_backend {
      * the decoder step's floor is its weight bytes / this). May be NULL. */
     double (*measure_bandwidth)(vox_backend *be);
     size_t mem_bytes; /* backend memory held now (device backends: weights + buffers) */
+    int verbose;      /* set by vox_open: 0 = no progress lines on stderr */
 
     /* y[M][w.rows] (= or, with accumulate, +=) act(x[M][w.cols] . w^T + b). b may be NULL. */
     void (*linear)(vox_backend *be, float *y, const float *x, const vox_weight *w,
