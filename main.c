@@ -29,7 +29,7 @@ static void usage(FILE *f) {
             "  --mic                transcribe the microphone (PortAudio); --device N|NAME picks it,\n"
             "                       --list-devices lists them\n"
             "  --check              preflight: drivers, GPUs, memory, a smoke run (-d optional)\n"
-            "  -I SEC               live input: audio gathered before the engine runs (default 0.16)\n"
+            "  -I SEC               live input (--stdin, --mic): audio gathered per engine run (0.16)\n"
             "  --delay MS           transcription delay, 80..2400 in steps of 80 (default: model's, 480)\n"
             "  --backend B          auto (default), cpu or cuda\n"
             "  --gpu-path P         CUDA weights: auto (bf16 on sm_80+, else fp16), bf16, fp16 or fp32\n"
@@ -344,7 +344,7 @@ int main(int argc, char **argv) {
         } else if (use_stdin) {
             rc = vox_cli_stdin(s, vox_sample_rate(ctx), interval);
         } else {
-            rc = vox_cli_mic(s, device, vox_sample_rate(ctx), opt.verbose);
+            rc = vox_cli_mic(s, device, vox_sample_rate(ctx), interval, opt.verbose);
         }
         /* even when the input failed (a device gone), finish: the audio already fed
          * is transcribed to the end; the input's error is what gets reported */

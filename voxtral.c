@@ -327,6 +327,9 @@ struct vox_stream {
     vox_tap_fn tap;
     void *tap_user;
     float *tap_buf;
+    /* pull mode (no callback): decoded tokens wait here for vox_stream_next */
+    vox_token *queue;
+    size_t q_head, q_len, q_cap;
 };
 
 #define ALLOC(ptr, count)                                                  \
@@ -432,7 +435,35 @@ void vox_stream_free(vox_stream *s) {
     free(s->forced);
     free(s->tap_buf);
     free(s->raw);
+    free(s->queue);
     free(s);
+}
+
+static int enqueue(vox_stream *s, const vox_token *t) {
+    if (s->q_len == s->q_cap) { /* grows only while the caller does not pull */
+        size_t cap = s->q_cap ? s->q_cap * 2 : 256;
+        vox_token *q = malloc(sizeof *q * cap);
+        if (!q) return vox_error("out of memory (%zu tokens not pulled)", s->q_len);
+        for (size_t i = 0; i < s->q_len; i++) q[i] = s->queue[(s->q_head + i) % s->q_cap];
+        free(s->queue);
+        s->queue = q;
+        s->q_head = 0;
+        s->q_cap = cap;
+    }
+    vox_token c = *t;
+    c.k = 0; /* top-k rows are not kept in pull mode */
+    c.topk_ids = NULL;
+    c.topk_logits = NULL;
+    s->queue[(s->q_head + s->q_len++) % s->q_cap] = c;
+    return 0;
+}
+
+int vox_stream_next(vox_stream *s, vox_token *tok) {
+    if (!s->q_len) return 0;
+    *tok = s->queue[s->q_head];
+    s->q_head = (s->q_head + 1) % s->q_cap;
+    s->q_len--;
+    return 1;
 }
 
 int vox_stream_set_tap(vox_stream *s, vox_tap_fn fn, void *user) {
@@ -635,6 +666,7 @@ static int emit(vox_stream *s, int64_t pos) {
     /* what the next position is fed: the forced id while forcing, else this one */
     int fed = s->n_out - 1 < s->n_forced ? s->forced[s->n_out - 1] : id;
     if (s->cb) s->cb(s->user, &t);
+    else if (enqueue(s, &t) != 0) return -1;
     s->nontext_run = t.piece_len > 0 ? 0 : s->nontext_run + 1;
     /* audio the segment has not transcribed yet starts after this position's token */
     int64_t uncommitted = s->seg_sample0 + (pos + 1 - s->ctx->prompt_len > 0 ? pos + 1 - s->ctx->prompt_len : 0) *

@@ -61,7 +61,12 @@ const char *vox_backend_name(const vox_ctx *ctx); /* "cpu" or "cuda (<device nam
 int vox_sample_rate(const vox_ctx *ctx);            /* 16000 for the released model */
 int vox_delay_ms(const vox_ctx *ctx);
 
+/* cb receives every decoded token as soon as it is decoded (push). With cb == NULL
+ * the tokens queue up instead and vox_stream_next takes them in order (pull). */
 vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user);
+/* Pull mode: 1 and *tok filled with the oldest pending token, or 0 when none is
+ * pending. tok->piece stays valid until vox_close; top-k is not kept (k = 0). */
+int vox_stream_next(vox_stream *s, vox_token *tok);
 void vox_stream_free(vox_stream *s);
 int vox_stream_set_topk(vox_stream *s, int k);              /* before the first feed */
 int vox_stream_force_tokens(vox_stream *s, const int *ids, int n); /* teacher forcing */

@@ -257,8 +257,9 @@ int vox_cli_interrupted(void);                      /* SIGINT/SIGTERM seen (main
 /* voxtral_stdin.c: feeds once `interval` seconds of audio have gathered */
 int vox_cli_stdin(vox_stream *s, int rate, double interval);
 /* voxtral_mic.c (PortAudio) or voxtral_nomic.c: capture from `device` (NULL = default;
- * a number or a name substring) at its native rate, resampled to `rate`. */
-int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose);
+ * a number or a name substring) at its native rate, resampled to `rate`, fed in
+ * blocks of `interval` seconds. */
+int vox_cli_mic(vox_stream *s, const char *device, int rate, double interval, int verbose);
 int vox_cli_list_devices(void);                     /* prints devices to stdout */
 /* voxtral_check.c: `voxtral --check`: preflight of drivers, GPUs, memory and a smoke
  * transcription (dir/audio may be NULL). Returns the process exit code. */

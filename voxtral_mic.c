@@ -45,7 +45,6 @@
 #define MAX_BACKLOG_S 4.0    /* more than this queued: falling behind */
 #define KEEP_S 1.0           /* ...then drop all but the newest KEEP_S */
 #define CAUGHT_UP_S 0.5      /* an episode ends when the queue is below this */
-#define FEED_S 0.16          /* feed the stream in blocks of this much (main's -I default) */
 #define DEVICE_SILENT_S 3.0  /* no callback for this long: the device is gone */
 #define POLL_NS 10000000L    /* the main thread looks at the ring every 10 ms */
 
@@ -240,6 +239,7 @@ static int pick_device(const char *want) {
 typedef struct {
     vox_stream *s;
     int rate, dev_rate, verbose;
+    double interval;      /* seconds of audio per feed (-I) */
     char dev_name[128];
     ring r;
     PaStream *pa;
@@ -336,7 +336,8 @@ static int mic_open(mic *m, const char *want) {
     r->buf = malloc(sizeof(float) * r->cap * r->channels);
     m->mono_cap = (size_t)m->dev_rate / 10 + 1;
     m->mono = malloc(sizeof(float) * m->mono_cap);
-    m->feed_block = (size_t)(FEED_S * m->rate);
+    m->feed_block = (size_t)(m->interval * m->rate);
+    if (m->feed_block < 1) m->feed_block = 1;
     m->feed_cap = m->feed_block + (size_t)((double)m->mono_cap * m->rate / m->dev_rate) + 1024;
     m->feed = malloc(sizeof(float) * m->feed_cap);
     if (!r->buf || !m->mono || !m->feed) return vox_error("out of memory");
@@ -426,8 +427,8 @@ static void mic_free(mic *m) {
     free(m->feed);
 }
 
-int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose) {
-    mic m = {.s = s, .rate = rate, .verbose = verbose};
+int vox_cli_mic(vox_stream *s, const char *device, int rate, double interval, int verbose) {
+    mic m = {.s = s, .rate = rate, .interval = interval, .verbose = verbose};
     int rc = session_begin(verbose), initialised = !rc;
     if (!rc) rc = mic_open(&m, device);
     if (!rc) rc = mic_run(&m);

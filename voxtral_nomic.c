@@ -9,7 +9,7 @@
     "built without PortAudio, so there is no microphone input: install it "             \
     "(apt-get install portaudio19-dev) and rebuild (make clean && make)"
 
-int vox_cli_mic(vox_stream *s, const char *device, int rate, int verbose) {
+int vox_cli_mic(vox_stream *s, const char *device, int rate, double interval, int verbose) {
     return vox_error("--mic: " NO_PORTAUDIO);
 }
 

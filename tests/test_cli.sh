@@ -168,3 +168,6 @@ check "--stdin: 8-bit WAV is refused with a clear message" $? "rc=$rc $(cat "$tm
 head -c 3000 /dev/urandom | $VOX -d "$M" --stdin --quiet >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc -eq 0 ]
 check "--stdin: garbage is taken as raw audio and does not crash" $? "rc=$rc $(cat "$tmp/err")"
+head -c 30 "$WAV" | $VOX -d "$M" --stdin --quiet >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -eq 1 ] && grep -q "stdin: WAV .*truncated" "$tmp/err"
+check "--stdin: a truncated WAV header is a clear error" $? "rc=$rc $(cat "$tmp/err")"

@@ -98,6 +98,30 @@ int main(int argc, char **argv) {
     tu_check(same, "flush: A, flush, B gives offline(A) then offline(B)", "%d + %d ids, got %d", oa.n, ob.n, ab.n);
     vox_stream_free(s);
 
+    /* --- pull mode: the same ids, taken with vox_stream_next between feeds --------- */
+    {
+        idlist pulled = {0};
+        vox_stream *ps = vox_stream_new(ctx, NULL, NULL);
+        int pok = ps != NULL;
+        vox_token t;
+        for (int64_t off = 0; pok && off < na; off += 4000) {
+            pok = !vox_stream_feed(ps, a + off, (size_t)(na - off < 4000 ? na - off : 4000));
+            while (pok && vox_stream_next(ps, &t)) on_token(&pulled, &t);
+        }
+        pok = pok && !vox_stream_finish(ps);
+        double last_time = -1e9;
+        int ordered = 1;
+        while (pok && vox_stream_next(ps, &t)) {
+            on_token(&pulled, &t);
+            if (t.time_s < last_time) ordered = 0;
+            last_time = t.time_s;
+        }
+        tu_check(pok && ordered && pulled.n == oa.n && !memcmp(pulled.ids, oa.ids, sizeof(int) * oa.n),
+                 "pull mode (vox_stream_next) gives the offline ids in order", "%d ids, offline %d", pulled.n, oa.n);
+        vox_stream_free(ps);
+        free(pulled.ids);
+    }
+
     /* --- endless stream: flat memory, marked span exact ------------------------- */
     int64_t seconds = (int64_t)(hours * 3600);
     float *sec = malloc(sizeof(float) * rate);
