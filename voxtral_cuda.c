@@ -669,7 +669,15 @@ static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const fl
     }
     if (M <= 0) return;
     if (M == 1 && K % 8 == 0 && ((uintptr_t)g & 15) == 0 && ((uintptr_t)u & 15) == 0) {
-        gemv1_of(ci, 1, &y, &w, VOX_GEMV_SWIGLU, g, u, NULL, NULL, 0.0f, accumulate);
+        if ((int64_t)K * 4 <= (int64_t)XB_ELEMS * 2) {
+            /* h once into the scratch, then a plain GEMV (the fused SwiGLU input
+             * recomputed h in every warp: SFU-bound) */
+            float *h = (float *)ci->xb;
+            vox_cuda_swiglu1(h, g, u, K, ci->st);
+            LAUNCHED();
+            gemv1_of(ci, 1, &y, &w, VOX_GEMV_PLAIN, h, NULL, NULL, NULL, 0.0f, accumulate);
+        } else
+            gemv1_of(ci, 1, &y, &w, VOX_GEMV_SWIGLU, g, u, NULL, NULL, 0.0f, accumulate);
         return;
     }
     if (w->dev_dtype != VOX_DT_BF16 && !have_scratch(ci, "swiglu_linear")) return;

@@ -72,6 +72,8 @@ typedef struct {
     int wtype; /* of every W[i] */
 } vox_cuda_gemv1_args;
 void vox_cuda_gemv1(const vox_cuda_gemv1_args *a, int n_sm, cudaStream_t st);
+/* h[0..n) = silu(g) * u (launched with PDL: the M = 1 swiglu_linear's input) */
+void vox_cuda_swiglu1(float *h, const float *g, const float *u, int n, cudaStream_t st);
 
 /* ---- cuda/misc.cu -------------------------------------------------------------- */
 void vox_cuda_f32_to_bf16(uint16_t *dst, const float *src, int64_t n, cudaStream_t st);

@@ -54,7 +54,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 /* A chunk is 32 consecutive keys, 8 per warp. Block b of nb takes chunks b, b + nb,
  * ... of its (row, kv head), keeping one running softmax, and loads the next
  * chunk while it computes the current one. */
-enum { SPLIT_WARPS = 4, SPLIT_BATCH = 8, SPLIT_CHUNK = SPLIT_WARPS * SPLIT_BATCH };
+enum { SPLIT_WARPS = 4, SPLIT_BATCH = 8, SPLIT_CHUNK = SPLIT_WARPS * SPLIT_BATCH,
+       SPLIT_MAX_NB = 128 /* blocks per (row, kv head): the combine's weights in shared memory */ };
 
 template <int DPL>
 __device__ __forceinline__ void load_chunk(float (&kr)[SPLIT_BATCH][DPL], float (&vr)[SPLIT_BATCH][DPL],
@@ -77,6 +78,7 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
                   int window, int rows_are_streams, int nb) {
     constexpr int HD = DPL * 32;
     __shared__ float sm[SPLIT_WARPS][G], sl[SPLIT_WARPS][G], sacc[SPLIT_WARPS][G][HD];
+    __shared__ float cf[G][SPLIT_MAX_NB], sL[G];
     __shared__ int last_s;
     pdl_wait();
     pdl_trigger();
@@ -181,19 +183,49 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
     __syncthreads();
     if (!last_s) return;
     __threadfence();
-    for (int t = threadIdx.x; t < G * HD; t += blockDim.x) {
-        int g = t / HD, d = t - g * HD;
+    /* the weights exp(m_s - mx) and the sum L of each q head once (warp g), then the
+     * outputs with many independent L2 loads in flight (the serial per-output loops
+     * over the partials made this latency-bound) */
+    for (int g = warp; g < G; g += SPLIT_WARPS) {
         const float *ph = part + ((int64_t)i * n_heads + kh * G + g) * nb * (HD + 2);
         float mx = -INFINITY;
-        for (int s = 0; s < nvalid; s++) mx = fmaxf(mx, __ldcg(ph + (int64_t)s * (HD + 2)));
-        float L = 0.0f, A = 0.0f;
-        for (int s = 0; s < nvalid; s++) { /* L2 reads: other blocks wrote these */
+        for (int s = lane; s < nvalid; s += 32) mx = fmaxf(mx, __ldcg(ph + (int64_t)s * (HD + 2)));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float L = 0.0f;
+        for (int s = lane; s < nvalid; s += 32) { /* L2 reads: other blocks wrote these */
             const float *o = ph + (int64_t)s * (HD + 2);
             float c = expf(__ldcg(o) - mx);
+            cf[g][s] = c;
             L += __ldcg(o + 1) * c;
-            A += __ldcg(o + 2 + d) * c;
         }
-        out[((int64_t)i * n_heads + kh * G + g) * HD + d] = A / L;
+        L = warp_sum(L);
+        if (lane == 0) sL[g] = L;
+    }
+    __syncthreads();
+    constexpr int PER = (G * HD + SPLIT_WARPS * 32 - 1) / (SPLIT_WARPS * 32);
+    float A[PER];
+#pragma unroll
+    for (int k = 0; k < PER; k++) A[k] = 0.0f;
+#pragma unroll 4
+    for (int s = 0; s < nvalid; s++) {
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int t = threadIdx.x + k * SPLIT_WARPS * 32;
+            if (t < G * HD) {
+                int g = t / HD, d = t - g * HD;
+                const float *o = part + (((int64_t)i * n_heads + kh * G + g) * nb + s) * (HD + 2);
+                A[k] += __ldcg(o + 2 + d) * cf[g][s];
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        int t = threadIdx.x + k * SPLIT_WARPS * 32;
+        if (t < G * HD) {
+            int g = t / HD, d = t - g * HD;
+            out[((int64_t)i * n_heads + kh * G + g) * HD + d] = A[k] / sL[g];
+        }
     }
 }
 
@@ -287,6 +319,7 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
     int nb = (2 * n_sm + n_kv_heads * M - 1) / (n_kv_heads * M);
     int max_chunks = (max_keys + SPLIT_CHUNK - 1) / SPLIT_CHUNK;
     if (nb > max_chunks) nb = max_chunks;
+    if (nb > SPLIT_MAX_NB) nb = SPLIT_MAX_NB;
     while (nb > 1 && (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) nb /= 2;
     if (nb < 1 || (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) return -1;
     int rc;

@@ -120,6 +120,25 @@ extern "C" void vox_cuda_gemv(float *y, const float *x, const void *W, int wtype
     }
 }
 
+/* ---- h = silu(g) * u for the M = 1 swiglu_linear: once, ahead of a plain gemv1 (the
+ * fused SwiGLU input made every warp redo all K of it: SFU-bound, 66% of the copy
+ * bandwidth). It lets the GEMV launch at once (its weight prefetch overlaps the
+ * previous kernel), then waits for g and u. */
+__global__ void swiglu1_kernel(float *h, const float *g, const float *u, int n) {
+    pdl_trigger();
+    pdl_wait();
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float gv = g[i];
+        h[i] = gv / (1.0f + expf(-gv)) * u[i];
+    }
+}
+
+extern "C" void vox_cuda_swiglu1(float *h, const float *g, const float *u, int n, cudaStream_t st) {
+    if (n <= 0) return;
+    vox_launch(swiglu1_kernel, (n + 255) / 256, 256, 0, st, h, g, u, n);
+}
+
 /* ---- gemv1: M = 1, fused input stage, several weights per launch ------------------------
  * Warp = R consecutive rows of one weight (the x fragment it loads serves all R);
  * lanes stride the row in 16-byte steps. The input is formed per element from L1:
@@ -250,7 +269,9 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
         for (int r = 0; r < R; r++) acc[r] = 0.0f;
         for (int c0 = lane; c0 < K8; c0 += UNROLL * 32) {
             if (!have) gemv1_load<WT, R>(w, wr, c0, K8);
-            have = false;
+            /* rolling prefetch: each slot is refilled with the next pass's weights as
+             * soon as it is used, so loads stay in flight through the compute */
+            have = MODE == VOX_GEMV_PLAIN && c0 + UNROLL * 32 < K8; /* NORM / SWIGLU: spills */
 #pragma unroll
             for (int u = 0; u < UNROLL; u++) {
                 int c = c0 + u * 32;
@@ -258,7 +279,21 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
                 float4 i0, i1;
                 gemv1_input<MODE>(a, c, i0, i1);
 #pragma unroll
-                for (int r = 0; r < R; r++) acc[r] += w8_dot(w[r][u], i0, i1);
+                for (int r = 0; r < R; r++) {
+                    acc[r] += w8_dot(w[r][u], i0, i1);
+                    if (have) w8_load<WT>(w[r][u], wr[r], c + UNROLL * 32, c + UNROLL * 32 < K8);
+                }
+            }
+        }
+        {   /* the next group's first weights, before this one's reduction */
+            const int ng = grp + gstride;
+            if (MODE == VOX_GEMV_PLAIN && ng < groups) {
+                int nseg, nr0;
+                gemv1_locate(a, ng * R, nseg, nr0);
+                const uint4 *nwr[R];
+                gemv1_rows<WT, R>(nwr, a, nseg, nr0);
+                gemv1_load<WT, R>(w, nwr, lane, K8);
+                have = true;
             }
         }
 #pragma unroll
