@@ -337,8 +337,8 @@ int main(int argc, char **argv) {
     if (!rc) {
         catch_signals();
         if (input) {
-            /* fed in 1 s blocks so a signal can stop it between blocks */
-            int64_t block = vox_sample_rate(ctx);
+            /* fed in blocks that fill the encoder's batches; a signal stops it between them */
+            int64_t block = (int64_t)vox_feed_block(ctx);
             for (int64_t off = 0; !rc && off < n_audio && !got_signal; off += block)
                 rc = vox_stream_feed(s, audio + off, (size_t)(n_audio - off < block ? n_audio - off : block));
         } else if (use_stdin) {

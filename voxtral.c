@@ -225,6 +225,9 @@ void vox_close(vox_ctx *ctx) {
 const char *vox_backend_name(const vox_ctx *ctx) { return ctx->backend_desc; }
 int vox_sample_rate(const vox_ctx *ctx) { return ctx->model.cfg.sampling_rate; }
 double vox_load_ms(const vox_ctx *ctx) { return ctx->load_ms; }
+size_t vox_feed_block(const vox_ctx *ctx) {
+    return (size_t)ctx->enc_chunk_tokens * ctx->model.cfg.samples_per_token;
+}
 size_t vox_backend_bytes(const vox_ctx *ctx) { return ctx->be->mem_bytes; }
 double vox_measure_bandwidth(vox_ctx *ctx) {
     return ctx->be->measure_bandwidth ? ctx->be->measure_bandwidth(ctx->be) : 0.0;

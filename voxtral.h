@@ -60,6 +60,9 @@ void vox_close(vox_ctx *ctx);
 const char *vox_backend_name(const vox_ctx *ctx); /* "cpu" or "cuda (<device name>)" */
 int vox_sample_rate(const vox_ctx *ctx);            /* 16000 for the released model */
 int vox_delay_ms(const vox_ctx *ctx);
+/* Samples per feed that keep the backend's encoder batches full (offline input:
+ * feeding in blocks of this size is fastest; any size gives the same ids). */
+size_t vox_feed_block(const vox_ctx *ctx);
 
 /* cb receives every decoded token as soon as it is decoded (push). With cb == NULL
  * the tokens queue up instead and vox_stream_next takes them in order (pull). */
