@@ -147,9 +147,22 @@ extern "C" void vox_cuda_swiglu1(float *h, const float *g, const float *u, int n
  * weights are fetched before pdl_wait(): they overlap the previous kernel's tail. */
 enum { G1_WARPS = 4, G1_THREADS = G1_WARPS * 32 };
 
+/* NORM with the input staged in shared memory: each block forms x*norm*scale once
+ * (dynamic shared, K floats: low halves of the 8-groups, then the high halves, so
+ * a warp's 16-byte reads are conflict-free); the loop then is the plain one, with
+ * its registers free for the rolling prefetch (the per-element NORM input spilled
+ * with it at the 80-register cap). Used where K * 4 bytes fits G1_SMEM_MAX. */
+enum { G1_NORM_SMEM = 3, G1_SMEM_MAX = 32 * 1024 };
+extern __shared__ float4 g1_xs[];
+
 template <int MODE>
 __device__ __forceinline__ void gemv1_input(const vox_cuda_gemv1_args &a, int c, float4 &i0,
                                             float4 &i1) {
+    if (MODE == G1_NORM_SMEM) {
+        i0 = g1_xs[c];
+        i1 = g1_xs[(a.K >> 3) + c];
+        return;
+    }
     const float4 *x4 = reinterpret_cast<const float4 *>(a.x) + 2 * c;
     i0 = __ldg(x4);
     i1 = __ldg(x4 + 1);
@@ -214,9 +227,12 @@ __device__ __forceinline__ void gemv1_rows(const uint4 *(&wr)[R], const vox_cuda
 }
 
 /* at most 64 registers (8 blocks per SM) where that does not spill; the two-row
- * norm variant gets 80 (6 blocks per SM); the grid adapts to either */
+ * norm variant gets 80 (6 blocks per SM), the two-row staged norm 72 (7) for BF16
+ * and 80 (6) for F16 / F32; the grid adapts to any */
 template <int WT, int R, int MODE>
-__global__ void __launch_bounds__(G1_THREADS, R == 2 && MODE == VOX_GEMV_NORM ? 6 : 8)
+__global__ void __launch_bounds__(G1_THREADS, R == 2 && MODE == VOX_GEMV_NORM ? 6
+                                              : R == 2 && MODE == G1_NORM_SMEM ? (WT == VOX_CUDA_BF16 ? 7 : 6)
+                                                                               : 8)
 gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
     constexpr int UNROLL = w_unroll<WT>();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -259,6 +275,37 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
         __syncthreads();
         rs = r_s;
     }
+    if (MODE == G1_NORM_SMEM) {
+        /* stage x*norm*scale in shared memory while summing the squares of x */
+        __shared__ double red[G1_WARPS];
+        __shared__ float r_s;
+        float part = 0.0f;
+        const float4 *x4 = reinterpret_cast<const float4 *>(a.x);
+        const float4 *g4 = reinterpret_cast<const float4 *>(a.norm);
+        const float4 *s4 = reinterpret_cast<const float4 *>(a.scale);
+        for (int i = threadIdx.x; i < a.K / 4; i += G1_THREADS) {
+            float4 v = __ldg(x4 + i), g = __ldg(g4 + i);
+            part = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, part))));
+            v.x *= g.x, v.y *= g.y, v.z *= g.z, v.w *= g.w;
+            if (s4) {
+                float4 t = __ldg(s4 + i);
+                v.x *= t.x, v.y *= t.y, v.z *= t.z, v.w *= t.w;
+            }
+            g1_xs[(i & 1) * K8 + (i >> 1)] = v;
+        }
+        double ss = part;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0) red[warp] = ss;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            double t = 0;
+            for (int i = 0; i < G1_WARPS; i++) t += red[i];
+            r_s = (float)(1.0 / sqrt(t / a.K + (double)a.eps));
+        }
+        __syncthreads();
+        rs = r_s;
+    }
     for (; grp < groups; grp += gstride) {
         int seg, r0;
         gemv1_locate(a, grp * R, seg, r0);
@@ -271,7 +318,8 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
             if (!have) gemv1_load<WT, R>(w, wr, c0, K8);
             /* rolling prefetch: each slot is refilled with the next pass's weights as
              * soon as it is used, so loads stay in flight through the compute */
-            have = MODE == VOX_GEMV_PLAIN && c0 + UNROLL * 32 < K8; /* NORM / SWIGLU: spills */
+            have = (MODE == VOX_GEMV_PLAIN || MODE == G1_NORM_SMEM) &&
+                   c0 + UNROLL * 32 < K8; /* NORM / SWIGLU: spills */
 #pragma unroll
             for (int u = 0; u < UNROLL; u++) {
                 int c = c0 + u * 32;
@@ -287,7 +335,7 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
         }
         {   /* the next group's first weights, before this one's reduction */
             const int ng = grp + gstride;
-            if (MODE == VOX_GEMV_PLAIN && ng < groups) {
+            if ((MODE == VOX_GEMV_PLAIN || MODE == G1_NORM_SMEM) && ng < groups) {
                 int nseg, nr0;
                 gemv1_locate(a, ng * R, nseg, nr0);
                 const uint4 *nwr[R];
@@ -316,21 +364,27 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
  * the 25 MB GEMVs). Blocks per SM from the occupancy API, once per instance. */
 template <int WT, int R, int MODE>
 static void gemv1_launch(const vox_cuda_gemv1_args *a, int groups, int n_sm, cudaStream_t st) {
-    static int per_sm; /* 0 until asked; a pure query, safe inside a graph capture */
-    if (!per_sm && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv1_kernel<WT, R, MODE>,
-                                                                 G1_THREADS, 0) != cudaSuccess)
+    static int per_sm, per_sm_smem; /* 0 until asked; a pure query, safe inside a graph capture */
+    const size_t smem = MODE == G1_NORM_SMEM ? (size_t)a->K * sizeof(float) : 0;
+    if ((!per_sm || per_sm_smem != (int)smem) &&
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv1_kernel<WT, R, MODE>,
+                                                      G1_THREADS, smem) != cudaSuccess)
         per_sm = 1;
+    per_sm_smem = (int)smem;
     if (per_sm < 1) per_sm = 1;
     const int warps = n_sm * per_sm * G1_WARPS;
     const int per_warp = (groups + warps - 1) / warps;
     const int blocks = (groups + G1_WARPS * per_warp - 1) / (G1_WARPS * per_warp);
-    vox_launch(gemv1_kernel<WT, R, MODE>, blocks, G1_THREADS, 0, st, *a, groups);
+    vox_launch(gemv1_kernel<WT, R, MODE>, blocks, G1_THREADS, smem, st, *a, groups);
 }
 
 template <int WT, int R>
 static void gemv1_mode(const vox_cuda_gemv1_args *a, int groups, int n_sm, cudaStream_t st) {
     switch (a->mode) {
-    case VOX_GEMV_NORM: gemv1_launch<WT, R, VOX_GEMV_NORM>(a, groups, n_sm, st); break;
+    case VOX_GEMV_NORM:
+        if ((int64_t)a->K * 4 <= G1_SMEM_MAX) gemv1_launch<WT, R, G1_NORM_SMEM>(a, groups, n_sm, st);
+        else gemv1_launch<WT, R, VOX_GEMV_NORM>(a, groups, n_sm, st);
+        break;
     case VOX_GEMV_SWIGLU: gemv1_launch<WT, R, VOX_GEMV_SWIGLU>(a, groups, n_sm, st); break;
     default: gemv1_launch<WT, R, VOX_GEMV_PLAIN>(a, groups, n_sm, st); break;
     }
