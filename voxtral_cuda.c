@@ -40,7 +40,6 @@
 enum {
     GEMV_MAX_ROWS = 1,                 /* up to this many rows, the GEMV kernel: measured,
                                           cuBLASLt wins from M = 2 on an H100 */
-    PF_MAP = 128,                      /* q weight -> wo entries for the L2 prefetch */
     SPLIT_MAX_ROWS = 8,                /* up to this many rows, split-key attention */
     LT_WORKSPACE = 32 << 20,           /* cuBLASLt workspace bytes */
     XB_ELEMS = 16 << 20,               /* GEMM-input scratch: BF16/FP16 (32 MB), and
@@ -90,15 +89,6 @@ typedef struct {
     struct { void *p; size_t n; } *allocs; /* live alloc() blocks, for be->mem_bytes */
     int n_allocs, cap_allocs;
     int gemv_max_rows;
-    /* L2 prefetch of the decoder step's wo while its attention runs: a norm_linear,
-     * an attention, then a linear is q/k/v, attention, wo. The first such sequence
-     * (the prefill, before any step is captured) maps the q weight to its wo; the
-     * step's attention then prefetches that wo. Only a hint: a stale entry costs
-     * bandwidth, never correctness (entries are dropped with any freed buffer). */
-    const void *pf_key;   /* w[0] of the last norm_linear, until an attention */
-    const void *pf_learn; /* w[0] of the norm_linear before the last attention */
-    struct { const void *key, *w; size_t bytes; } pf_map[PF_MAP];
-    int n_pf, pf_on;
 } cuda_impl;
 
 static cuda_impl *impl_of(vox_backend *be) { return (cuda_impl *)be->impl; }
@@ -159,11 +149,6 @@ static void *cu_alloc(vox_backend *be, size_t bytes) {
     return p;
 }
 
-static void pf_forget(cuda_impl *ci) {
-    ci->n_pf = 0;
-    ci->pf_key = ci->pf_learn = NULL;
-}
-
 static void drop_graphs(cuda_impl *ci) {
     for (int i = 0; i < ci->n_graphs; i++) CUDA_CHECK(cudaGraphExecDestroy(ci->graphs[i].exec));
     ci->n_graphs = 0;
@@ -174,7 +159,6 @@ static void cu_free(vox_backend *be, void *p) {
     cuda_impl *ci = impl_of(be);
     /* captured graphs hold raw pointers: any freed buffer may be in one */
     drop_graphs(ci);
-    pf_forget(ci);
     for (int i = 0; i < ci->n_allocs; i++) {
         if (ci->allocs[i].p == p) {
             be->mem_bytes -= ci->allocs[i].n;
@@ -391,7 +375,6 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
     layout_state ls = {.path = ci->path};
     each_weight(m, layout_one, &ls);
     drop_graphs(ci);
-    pf_forget(ci);
     if (ci->arena) CUDA_CHECK(cudaFree(ci->arena));
     be->mem_bytes -= ci->arena_bytes;
     ci->arena = NULL;
@@ -566,18 +549,6 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
         return;
     }
     if (M <= 0) return;
-    if (ci->pf_learn) { /* the linear right after an attention: that layer's wo */
-        int i = 0;
-        while (i < ci->n_pf && ci->pf_map[i].key != ci->pf_learn) i++;
-        if (i < PF_MAP) {
-            if (i == ci->n_pf) ci->n_pf++;
-            ci->pf_map[i].key = ci->pf_learn;
-            ci->pf_map[i].w = w->dev;
-            ci->pf_map[i].bytes = (size_t)N * K * (w->dev_dtype == VOX_DT_F32 ? 4 : 2);
-        }
-        ci->pf_learn = NULL;
-    }
-    ci->pf_key = NULL;
     const int gemv_ok = K % 8 == 0 && ((uintptr_t)x & 15) == 0;
     if (gemv_ok && M == 1 && !bias && act == VOX_ACT_NONE) { /* the decoder step's wo */
         vox_cuda_gemv1_args a = {.W = {w->dev}, .wtype = w->dev_dtype, .y = {y}, .rows = {N},
@@ -644,8 +615,6 @@ static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const fl
         return;
     }
     if (M <= 0) return;
-    ci->pf_key = w[0]->dev;
-    ci->pf_learn = NULL;
     if (M == 1 && K % 8 == 0 && ((uintptr_t)x & 15) == 0) {
         const int mode = norm ? VOX_GEMV_NORM : VOX_GEMV_PLAIN;
         if (one_dtype) gemv1_of(ci, n_out, y, w, mode, x, NULL, norm, scale, eps, 0);
@@ -737,12 +706,6 @@ int vox_cuda_set_pdl(vox_backend *be, int on) {
     return old;
 }
 
-int vox_cuda_set_l2_prefetch(vox_backend *be, int on) {
-    int old = impl_of(be)->pf_on;
-    impl_of(be)->pf_on = on;
-    return old;
-}
-
 int vox_cuda_set_gemv_max_rows(vox_backend *be, int rows) {
     int old = impl_of(be)->gemv_max_rows;
     impl_of(be)->gemv_max_rows = rows;
@@ -797,21 +760,11 @@ static void cu_attention(vox_backend *be, float *out, const float *q, const floa
                          int head_dim, int cap, int window, int rows_are_streams) {
     cuda_impl *ci = impl_of(be);
     if (M <= 0) return;
-    const void *pf = NULL;
-    size_t pf_bytes = 0;
-    for (int i = 0; ci->pf_key && ci->pf_on && i < ci->n_pf; i++)
-        if (ci->pf_map[i].key == ci->pf_key) {
-            pf = ci->pf_map[i].w;
-            pf_bytes = ci->pf_map[i].bytes;
-            break;
-        }
-    ci->pf_learn = ci->pf_key;
-    ci->pf_key = NULL;
     int rc = -1;
     if (rows_are_streams || M <= SPLIT_MAX_ROWS)
         rc = vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
                                       window, rows_are_streams, ci->attn_part, ATTN_PART_FLOATS,
-                                      ci->attn_tickets, ATTN_TICKETS, ci->n_sm, pf, pf_bytes, ci->st);
+                                      ci->attn_tickets, ATTN_TICKETS, ci->n_sm, ci->st);
     if (rc && !rows_are_streams)
         rc = vox_cuda_attention_tiled(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
                                       window, ci->st);
@@ -1026,7 +979,6 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     snprintf(ci->gpu, sizeof ci->gpu, "%.95s", prop.name);
     vox_cuda_pdl = prop.major >= 9;
     ci->gemv_max_rows = GEMV_MAX_ROWS;
-    ci->pf_on = 1;
     cuda_failed = 0;
     cuda_errmsg[0] = 0;
     CUDA_CHECK(cudaStreamCreateWithFlags(&ci->st, cudaStreamNonBlocking));

@@ -136,14 +136,12 @@ void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids, co
  * many rows: query tiles with key tiles in shared memory, online softmax.
  * Fast paths for head_dim 32, 64, 128 (and q heads per kv head 1, 2, 4); any other
  * shape takes a simple generic kernel (one block per row and head, head_dim <= 256).
- * Both return 0, or -1 for a shape nothing handles.
- * split also takes an L2 prefetch hint: pf_bytes at pf (a weight the next kernel
- * streams: the decoder step's wo), fetched into L2 while it runs; NULL for none. */
+ * Both return 0, or -1 for a shape nothing handles. */
 int vox_cuda_attention_split(float *out, const float *q, const float *kc, const float *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
                              int cap, int window, int rows_are_streams, float *part,
                              int64_t part_floats, int *tickets, int n_tickets, int n_sm,
-                             const void *pf, size_t pf_bytes, cudaStream_t st);
+                             cudaStream_t st);
 int vox_cuda_attention_tiled(float *out, const float *q, const float *kc, const float *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads,
                              int head_dim, int cap, int window, cudaStream_t st);

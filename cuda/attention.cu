@@ -50,29 +50,6 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-/* Block (of nblocks) `blk`'s share of an L2 prefetch of pf_bytes at pf: issued
- * before pdl_wait (a weight: nothing writes it), fire and forget, so the next
- * kernel's weight reads hit L2 instead of waiting on HBM. sm_90: bulk prefetches
- * of up to 4 KB per thread; older: one prefetch per 128-byte line. */
-__device__ __forceinline__ void l2_prefetch_share(const void *pf, size_t pf_bytes, int blk,
-                                                  int nblocks) {
-    if (!pf || (reinterpret_cast<uintptr_t>(pf) & 15)) return; /* bulk: 16-byte aligned */
-    const size_t share = (pf_bytes / nblocks + 4095) & ~(size_t)4095;
-    size_t lo = (size_t)blk * share, hi = lo + share;
-    if (hi > pf_bytes) hi = pf_bytes;
-    hi &= ~(size_t)15;
-    const char *base = static_cast<const char *>(pf);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    for (size_t o = lo + (size_t)threadIdx.x * 4096; o < hi; o += (size_t)blockDim.x * 4096) {
-        unsigned n = (unsigned)(hi - o < 4096 ? hi - o : 4096);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + o), "r"(n) : "memory");
-    }
-#else
-    for (size_t o = lo + (size_t)threadIdx.x * 128; o < hi; o += (size_t)blockDim.x * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(base + o));
-#endif
-}
-
 /* ---- split over keys ------------------------------------------------------------ */
 /* A chunk is 32 consecutive keys, 8 per warp. Block b of nb takes chunks b, b + nb,
  * ... of its (row, kv head), keeping one running softmax, and loads the next
@@ -98,13 +75,11 @@ template <int DPL, int G>
 __global__ void __launch_bounds__(SPLIT_WARPS * 32)
 attn_split_kernel(float *out, float *part, int *tickets, const float *q, const float *kc,
                   const float *vc, const int32_t *pos, int n_heads, int n_kv_heads, int cap,
-                  int window, int rows_are_streams, int nb, const void *pf, size_t pf_bytes) {
+                  int window, int rows_are_streams, int nb) {
     constexpr int HD = DPL * 32;
     __shared__ float sm[SPLIT_WARPS][G], sl[SPLIT_WARPS][G], sacc[SPLIT_WARPS][G][HD];
     __shared__ float cf[G][SPLIT_MAX_NB], sL[G];
     __shared__ int last_s;
-    l2_prefetch_share(pf, pf_bytes, (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x,
-                      gridDim.x * gridDim.y * gridDim.z);
     pdl_wait();
     pdl_trigger();
     const int b = blockIdx.x, kh = blockIdx.y, i = blockIdx.z;
@@ -322,13 +297,12 @@ static int attention_generic(float *out, const float *q, const float *kc, const 
 template <int DPL>
 static int launch_split(float *out, float *part, int *tickets, const float *q, const float *kc,
                         const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                        int cap, int window, int rows_are_streams, int nb, const void *pf,
-                        size_t pf_bytes, cudaStream_t st) {
+                        int cap, int window, int rows_are_streams, int nb, cudaStream_t st) {
     dim3 grid(nb, n_kv_heads, M), block(SPLIT_WARPS * 32);
     switch (n_heads / n_kv_heads) {
-    case 1: vox_launch(attn_split_kernel<DPL, 1>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, pf, pf_bytes); break;
-    case 2: vox_launch(attn_split_kernel<DPL, 2>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, pf, pf_bytes); break;
-    case 4: vox_launch(attn_split_kernel<DPL, 4>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, pf, pf_bytes); break;
+    case 1: vox_launch(attn_split_kernel<DPL, 1>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 2: vox_launch(attn_split_kernel<DPL, 2>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 4: vox_launch(attn_split_kernel<DPL, 4>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
     default: return -1;
     }
     return 0;
@@ -338,8 +312,7 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
                                         const float *vc, const int32_t *pos, int M, int n_heads,
                                         int n_kv_heads, int head_dim, int cap, int window,
                                         int rows_are_streams, float *part, int64_t part_floats,
-                                        int *tickets, int n_tickets, int n_sm, const void *pf,
-                                        size_t pf_bytes, cudaStream_t st) {
+                                        int *tickets, int n_tickets, int n_sm, cudaStream_t st) {
     if (n_kv_heads <= 0 || n_heads % n_kv_heads || (int64_t)M * n_kv_heads > n_tickets) return -1;
     /* about two blocks per SM when the window is full; never more than its chunks */
     const int max_keys = window < cap ? window : cap;
@@ -351,9 +324,9 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
     if (nb < 1 || (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) return -1;
     int rc;
     switch (head_dim) {
-    case 32: rc = launch_split<1>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, pf, pf_bytes, st); break;
-    case 64: rc = launch_split<2>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, pf, pf_bytes, st); break;
-    case 128: rc = launch_split<4>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, pf, pf_bytes, st); break;
+    case 32: rc = launch_split<1>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
+    case 64: rc = launch_split<2>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
+    case 128: rc = launch_split<4>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
     default: rc = -1;
     }
     if (rc)

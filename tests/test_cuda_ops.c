@@ -29,7 +29,6 @@
 /* test hooks in voxtral_cuda.c (absent from CPU-only builds) */
 int vox_cuda_set_gemv_max_rows(vox_backend *be, int rows) __attribute__((weak));
 int vox_cuda_set_pdl(vox_backend *be, int on) __attribute__((weak));
-int vox_cuda_set_l2_prefetch(vox_backend *be, int on) __attribute__((weak));
 int vox_cuda_f16_check(const uint16_t *w, int64_t n, float *max_abs, double *rel_err) __attribute__((weak));
 
 static vox_backend *cpu, *gpu;
@@ -763,23 +762,7 @@ static void bench(void) {
     const char *vname[] = {"", "", "", "norm+q/k/v (26 x 1 launch)", "wo += (26)", "norm+w1/w3 (26 x 1 launch)",
                            "swiglu+w2 += (26)"};
     const double vbytes[] = {0, 0, 0, 26.0 * 6144 * D * 2, 26.0 * D * qd * 2, 26.0 * 2 * F * D * 2, 26.0 * D * F * 2};
-    /* what the prefill does before the first step is captured: q/k/v, attention, wo
-     * (the backend learns each layer's wo for its L2 prefetch) */
-    for (int l = 0; l < L; l++) {
-        float *kc = kv + (size_t)l * 2 * cap * kvd, *vc = kc + (size_t)cap * kvd;
-        float *qkv[3] = {q, k, v};
-        const vox_weight *wqkv[3] = {&W[l][0], &W[l][1], &W[l][2]};
-        gpu->norm_linear(gpu, 3, qkv, x, wqkv, &norm, NULL, 1e-5f, 1);
-        gpu->attention(gpu, att, q, kc, vc, dpos, 1, H, Hkv, hd, cap, 8192, 0);
-        gpu->linear(gpu, x, att, &W[l][3], NULL, 1, VOX_ACT_NONE, 1);
-    }
-    gpu->sync(gpu);
-    /* configs: 0 PDL (all rows), 1 PDL without the wo L2 prefetch, 2 plain launches
-     * (1, 2: the step rows only) */
-    for (int cfg = 0; cfg < 3; cfg++) {
-        const int pdl = cfg != 2, pf = cfg != 1;
-        if (cfg == 1 && !vox_cuda_set_l2_prefetch) continue;
-        int old_pf = vox_cuda_set_l2_prefetch ? vox_cuda_set_l2_prefetch(gpu, pf) : 1;
+    for (int pdl = 1; pdl >= 0; pdl--) {
         int old_pdl = vox_cuda_set_pdl(gpu, pdl);
         for (int variant = 0; variant < 7; variant++) {
             const int all = variant <= 1;
@@ -804,17 +787,14 @@ static void bench(void) {
             gpu->graph_end(gpu, 200 + variant);
         }
         vox_cuda_set_pdl(gpu, old_pdl);
-        if (vox_cuda_set_l2_prefetch) vox_cuda_set_l2_prefetch(gpu, old_pf);
         const int at_pos[] = {100, 800, 8000};
         for (int pi = 0; pi < 3; pi++) {
             p = at_pos[pi];
             gpu->upload(gpu, dpos, &p, 4);
-            double ts = time_graph(200, 9), tl_ = cfg ? 0 : time_graph(201, 9), ta = time_graph(202, 9);
+            double ts = time_graph(200, 9), tl_ = time_graph(201, 9), ta = time_graph(202, 9);
             double kvb = 2.0 * L * (double)(p + 1) * kvd * 4;
-            ROW("%s step, pos %-5d (graph, all ops)    %10.1f %10.0f %8.0f\n",
-                cfg == 0 ? "PDL  " : cfg == 1 ? "nopf " : "plain", p,
+            ROW("%s step, pos %-5d (graph, all ops)    %10.1f %10.0f %8.0f\n", pdl ? "PDL  " : "plain", p,
                 ts * 1e6, (step_bytes + kvb) / ts / 1e9, 100.0 * (step_bytes + kvb) / ts / 1e9 / d2d);
-            if (cfg) continue;
             if (pi == 0) {
                 ROW("  its GEMVs (%.2f GB), 132 launches          %10.1f %10.0f %8.0f\n", step_bytes / 1e9,
                     tl_ * 1e6, step_bytes / tl_ / 1e9, 100.0 * step_bytes / tl_ / 1e9 / d2d);
