@@ -6,18 +6,8 @@ set -u
 cd "$(dirname "$0")/.."
 VOX=${VOXTRAL:-./voxtral}
 PY=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { echo "ok - $1"; }
-nok() { echo "not ok - $1${2:+: $2}"; }
-check() { # check NAME CONDITION-EXIT-CODE [DETAIL]
-    if [ "$2" -eq 0 ]; then ok "$1"; else nok "$1" "${3:-}"; fi
-}
-
-M=$tmp/model
-$PY scripts/make_random_model.py --preset tiny --seed 3 --out "$M" >/dev/null 2>&1
-check "make a tiny random model" $? 
+. tests/testlib.sh
+tiny_model 3
 WAV=samples/hello.wav
 
 # --help fits one screen and exits 0

@@ -4,10 +4,7 @@
 # links the library and transcribes with it.
 set -u
 cd "$(dirname "$0")/.."
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-ok() { echo "ok - $1"; }
-nok() { echo "not ok - $1${2:+: $2}"; }
+. tests/testlib.sh
 
 if make install PREFIX="$tmp/prefix" >"$tmp/install.log" 2>&1 \
    && [ -x "$tmp/prefix/bin/voxtral" ] && [ -f "$tmp/prefix/lib/libvoxtral.a" ] \

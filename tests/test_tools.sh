@@ -12,17 +12,8 @@ VOX=${VOXTRAL:-./voxtral}
 case $VOX in /*) ;; *) VOX=$PWD/$VOX ;; esac
 PY=${PYTHON:-/usr/bin/python3}
 export OMP_NUM_THREADS=1 # tiny model: one thread is fastest, and immune to a busy machine
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-ok() { echo "ok - $1"; }
-nok() { echo "not ok - $1${2:+: $2}"; }
-check() { # check NAME CONDITION-EXIT-CODE [DETAIL]
-    if [ "$2" -eq 0 ]; then ok "$1"; else nok "$1" "${3:-}"; fi
-}
-
-M=$tmp/model
-$PY scripts/make_random_model.py --preset tiny --seed 5 --out "$M" >/dev/null 2>&1
-check "make a tiny random model" $?
+. tests/testlib.sh
+tiny_model 5
 WAV=samples/hello.wav
 
 # ---- WER / CER ----------------------------------------------------------------------
