@@ -38,6 +38,8 @@ NVCC_GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)
                 -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
 NVCCFLAGS ?= -O3 -lineinfo
 NVCCFLAGS += -std=c++17 $(NVCC_GENCODE) -I. -Xcompiler -Wall
+# NVCC_CCBIN=g++-12: the host compiler nvcc uses, when the default one is too new for it
+NVCCFLAGS += $(if $(NVCC_CCBIN),-ccbin $(NVCC_CCBIN))
 
 # PORTAUDIO=auto uses PortAudio for --mic when its pkg-config file is found
 PORTAUDIO ?= auto
@@ -68,7 +70,7 @@ endif
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
 
 # A change of build settings rebuilds everything: the settings live in a stamp file.
-CONFIG := CPU_ISA=$(CPU_ISA) OPT=$(OPT) PORTAUDIO=$(PORTAUDIO) CUDA_ARCH=$(CUDA_ARCH)
+CONFIG := CPU_ISA=$(CPU_ISA) OPT=$(OPT) PORTAUDIO=$(PORTAUDIO) CUDA_ARCH=$(CUDA_ARCH) NVCC_CCBIN=$(NVCC_CCBIN)
 STAMP  := $(BUILD)/config.stamp
 $(shell mkdir -p $(BUILD) && (echo '$(CONFIG)' | cmp -s - $(STAMP) || echo '$(CONFIG)' > $(STAMP)))
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -110,7 +112,7 @@ cuda:
 	@for a in $(CUDA_ARCH); do $(NVCC) --list-gpu-arch | grep -qx "compute_$$a" || { \
 	  echo "CUDA_ARCH: CUDA $$($(NVCC) --version | grep -o 'release [0-9.]*' | cut -d' ' -f2) cannot target sm_$$a (it supports: $$($(NVCC) --list-gpu-arch | sed 's/compute_//' | tr '\n' ' ')); use CUDA 12.x for older GPUs"; exit 1; }; done
 	@echo "building the CUDA backend: SASS for sm_$(subst $() ,$(comma)sm_,$(strip $(CUDA_ARCH))), PTX for compute_$(lastword $(CUDA_ARCH)); host ISA $(MARCH)"
-	$(MAKE) CUDA=1 CUDA_ARCH="$(CUDA_ARCH)"
+	$(MAKE) CUDA=1 CUDA_ARCH="$(CUDA_ARCH)" NVCC_CCBIN="$(NVCC_CCBIN)"
 
 tests: $(TEST_BIN)
 test: voxtral tests
