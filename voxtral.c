@@ -833,6 +833,7 @@ int vox_stream_set_continuous(vox_stream *s, int on) {
 int vox_stream_flush(vox_stream *s) {
     if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
     if (s->finished) return vox_error("stream already finished");
+    if (s->seg_samples == 0) return 0; /* nothing since the last segment: nothing to force out */
     const int64_t spt = s->ctx->model.cfg.samples_per_token;
     int64_t pad = (spt - s->seg_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
     int was = s->continuous;
@@ -858,6 +859,9 @@ int vox_stream_finish(vox_stream *s) {
     /* right pad: to a whole token, plus delay + 11 tokens (the reference's offline padding) */
     int64_t pad = (spt - s->seg_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
     s->finished = 1;
+    /* a segment opened by a flush or restart that got no audio adds nothing (a stream
+     * that never got any audio is still decoded, as the reference does) */
+    if (s->seg_samples == 0 && s->n_samples > 0) return 0;
     if (vox_mel_end(s->mel, pad) != 0 || process(s) != 0) {
         s->failed = 1;
         return -1;

@@ -97,6 +97,14 @@ int main(int argc, char **argv) {
                !memcmp(ab.ids + oa.n, ob.ids, sizeof(int) * ob.n);
     tu_check(same, "flush: A, flush, B gives offline(A) then offline(B)", "%d + %d ids, got %d", oa.n, ob.n, ab.n);
     vox_stream_free(s);
+    /* flush, flush again, finish: the empty segments add no ids */
+    idlist af = {0};
+    s = vox_stream_new(ctx, on_token, &af);
+    ok = s && !vox_stream_feed(s, a, na) && !vox_stream_flush(s) && !vox_stream_flush(s) && !vox_stream_finish(s);
+    tu_check(ok && af.n == oa.n && !memcmp(af.ids, oa.ids, sizeof(int) * oa.n),
+             "flush twice then finish: empty segments add nothing", "%d ids, offline %d", af.n, oa.n);
+    vox_stream_free(s);
+    free(af.ids);
 
     /* --- pull mode: the same ids, taken with vox_stream_next between feeds --------- */
     {
