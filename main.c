@@ -162,33 +162,51 @@ static void reset_peak_rss(void) {
     }
 }
 
-static cJSON *stats_json(vox_ctx *ctx, vox_stream *s, double run_ms, double audio_s, int bench) {
+/* What a run measured, and the figures derived from it: computed once, reported
+ * both in --json's "stats" and in the stderr timing/bench lines. */
+typedef struct {
     vox_stats sx;
-    vox_stream_stats(s, &sx);
+    double run_ms, rtf, enc_ms_per_s, step_ms, step_bytes, floor_ms, step_vs_floor;
+} run_figures;
+
+static run_figures figures_of(vox_ctx *ctx, vox_stream *s, double run_ms) {
+    run_figures f = {0};
+    vox_stream_stats(s, &f.sx);
+    f.run_ms = run_ms;
+    f.rtf = f.sx.audio_s > 0 ? run_ms / 1e3 / f.sx.audio_s : 0;
+    f.enc_ms_per_s = f.sx.audio_s > 0 ? f.sx.encoder_ms / f.sx.audio_s : 0;
+    f.step_ms = f.sx.steps ? f.sx.decode_ms / f.sx.steps : 0;
+    f.step_bytes = vox_step_weight_bytes(ctx);
+    f.floor_ms = bench_bw > 0 ? f.step_bytes / bench_bw / 1e6 : 0;
+    f.step_vs_floor = f.floor_ms > 0 ? f.step_ms / f.floor_ms : 0;
+    return f;
+}
+
+static cJSON *stats_json(vox_ctx *ctx, const run_figures *f, int bench) {
+    const vox_stats *sx = &f->sx;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "backend", vox_backend_name(ctx));
     cJSON_AddNumberToObject(o, "load_ms", vox_load_ms(ctx));
-    cJSON_AddNumberToObject(o, "audio_s", audio_s);
-    cJSON_AddNumberToObject(o, "run_ms", run_ms);
-    cJSON_AddNumberToObject(o, "rtf", audio_s > 0 ? run_ms / 1e3 / audio_s : 0);
-    cJSON_AddNumberToObject(o, "encoder_ms", sx.encoder_ms);
-    cJSON_AddNumberToObject(o, "encoder_tokens", sx.encoder_tokens);
-    cJSON_AddNumberToObject(o, "encoder_ms_per_audio_s", audio_s > 0 ? sx.encoder_ms / audio_s : 0);
-    cJSON_AddNumberToObject(o, "prefill_ms", sx.prefill_ms);
-    cJSON_AddNumberToObject(o, "steps", sx.steps);
-    cJSON_AddNumberToObject(o, "step_ms_mean", sx.steps ? sx.decode_ms / sx.steps : 0);
-    cJSON_AddNumberToObject(o, "step_ms_p95", sx.step_ms_p95);
-    cJSON_AddNumberToObject(o, "first_token_ms", sx.first_token_ms);
+    cJSON_AddNumberToObject(o, "audio_s", sx->audio_s);
+    cJSON_AddNumberToObject(o, "run_ms", f->run_ms);
+    cJSON_AddNumberToObject(o, "rtf", f->rtf);
+    cJSON_AddNumberToObject(o, "encoder_ms", sx->encoder_ms);
+    cJSON_AddNumberToObject(o, "encoder_tokens", sx->encoder_tokens);
+    cJSON_AddNumberToObject(o, "encoder_ms_per_audio_s", f->enc_ms_per_s);
+    cJSON_AddNumberToObject(o, "prefill_ms", sx->prefill_ms);
+    cJSON_AddNumberToObject(o, "steps", sx->steps);
+    cJSON_AddNumberToObject(o, "step_ms_mean", f->step_ms);
+    cJSON_AddNumberToObject(o, "step_ms_p95", sx->step_ms_p95);
+    cJSON_AddNumberToObject(o, "first_token_ms", sx->first_token_ms);
     cJSON_AddNumberToObject(o, "peak_rss_mb", peak_rss_kb / 1024.0);
     cJSON_AddNumberToObject(o, "backend_mb", vox_backend_bytes(ctx) / 1048576.0);
     if (bench) {
-        double floor_ms = bench_bw > 0 ? vox_step_weight_bytes(ctx) / bench_bw / 1e6 : 0;
         cJSON_AddNumberToObject(o, "read_bandwidth_gb_s", bench_bw);
         cJSON_AddNumberToObject(o, "read_bandwidth_before_gb_s", bench_bw_before);
         cJSON_AddNumberToObject(o, "read_bandwidth_after_gb_s", bench_bw_after);
-        cJSON_AddNumberToObject(o, "step_weight_bytes", vox_step_weight_bytes(ctx));
-        cJSON_AddNumberToObject(o, "step_floor_ms", floor_ms);
-        cJSON_AddNumberToObject(o, "step_vs_floor", floor_ms > 0 && sx.steps ? sx.decode_ms / sx.steps / floor_ms : 0);
+        cJSON_AddNumberToObject(o, "step_weight_bytes", f->step_bytes);
+        cJSON_AddNumberToObject(o, "step_floor_ms", f->floor_ms);
+        cJSON_AddNumberToObject(o, "step_vs_floor", f->step_vs_floor);
     }
     return o;
 }
@@ -389,17 +407,13 @@ int main(int argc, char **argv) {
         exit_code = 1;
     }
     if (stdout_closed) rc = 0;
-    double audio_s = 0;
-    if (s) {
-        vox_stats sx;
-        vox_stream_stats(s, &sx);
-        audio_s = sx.audio_s;
-    }
     peak_rss_kb = peak_rss_now();
     if (bench) {
         bench_bw_after = vox_measure_bandwidth(ctx);
         bench_bw = bench_bw_before > bench_bw_after ? bench_bw_before : bench_bw_after;
     }
+    run_figures fig = {0};
+    if (s) fig = figures_of(ctx, s, t_end - t_run);
     if (st.json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "text", st.text ? st.text : "");
@@ -408,7 +422,7 @@ int main(int argc, char **argv) {
         if (topk) cJSON_AddItemToObject(o, "topk", st.topk);
         else cJSON_Delete(st.topk);
         if (rc) cJSON_AddStringToObject(o, "error", err);
-        if (s) cJSON_AddItemToObject(o, "stats", stats_json(ctx, s, t_end - t_run, audio_s, bench));
+        if (s) cJSON_AddItemToObject(o, "stats", stats_json(ctx, &fig, bench));
         char *js = cJSON_PrintUnformatted(o);
         if (js) printf("%s\n", js);
         free(js);
@@ -419,16 +433,14 @@ int main(int argc, char **argv) {
     fflush(stdout);
     if (rc) fprintf(stderr, "voxtral: %s\n", err);
     if (s && !st.quiet) {
-        vox_stats sx;
-        vox_stream_stats(s, &sx);
+        const vox_stats *sx = &fig.sx;
         fprintf(stderr,
                 "timing: encoder %.1f ms (%d tokens, %.2f ms/token), prefill %.1f ms, "
                 "decoder %.2f ms/step (%d steps, p95 %.2f), first token %.1f ms\n",
-                sx.encoder_ms, sx.encoder_tokens,
-                sx.encoder_tokens ? sx.encoder_ms / sx.encoder_tokens : 0.0, sx.prefill_ms,
-                sx.steps ? sx.decode_ms / sx.steps : 0.0, sx.steps, sx.step_ms_p95, sx.first_token_ms);
-        if (bench && bench_bw > 0) {
-            double step = sx.steps ? sx.decode_ms / sx.steps : 0, floor_ms = vox_step_weight_bytes(ctx) / bench_bw / 1e6;
+                sx->encoder_ms, sx->encoder_tokens,
+                sx->encoder_tokens ? sx->encoder_ms / sx->encoder_tokens : 0.0, sx->prefill_ms,
+                fig.step_ms, sx->steps, sx->step_ms_p95, sx->first_token_ms);
+        if (bench && bench_bw > 0)
             fprintf(stderr,
                     "bench: %-28s %s\n"
                     "bench: %-28s %.1f ms\n"
@@ -439,12 +451,10 @@ int main(int argc, char **argv) {
                     "bench: %-28s %.2f ms (p95 %.2f) = %.2fx floor\n"
                     "bench: %-28s %.1f ms\n",
                     "backend", vox_backend_name(ctx), "load", vox_load_ms(ctx), "end to end",
-                    audio_s, audio_s > 0 ? (t_end - t_run) / 1e3 / audio_s : 0, "encoder",
-                    audio_s > 0 ? sx.encoder_ms / audio_s : 0, "measured read bandwidth", bench_bw, bench_bw_before, bench_bw_after,
-                    "decoder weights per step", vox_step_weight_bytes(ctx) / 1e9, floor_ms,
-                    "decoder step", step, sx.step_ms_p95, floor_ms > 0 ? step / floor_ms : 0,
-                    "first token", sx.first_token_ms);
-        }
+                    sx->audio_s, fig.rtf, "encoder", fig.enc_ms_per_s, "measured read bandwidth", bench_bw,
+                    bench_bw_before, bench_bw_after, "decoder weights per step", fig.step_bytes / 1e9,
+                    fig.floor_ms, "decoder step", fig.step_ms, sx->step_ms_p95, fig.step_vs_floor,
+                    "first token", sx->first_token_ms);
     }
     vox_stream_free(s);
     vox_close(ctx);

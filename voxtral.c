@@ -108,7 +108,6 @@ void vox_options_default(vox_options *opt) {
     opt->verbose = 1;
 }
 
-/* Bytes a backend needs resident: matrices + one stream's buffers (upper bound). */
 /* Memory a context needs: BF16 matrices, KV rings, and the stream's buffers for
  * encoder chunks of `chunk_tokens` (an upper bound; vox_open checks it against the
  * device, `voxtral --check` reports it). */
@@ -140,8 +139,6 @@ static size_t need_bytes(const vox_ctx *ctx) {
     vox_need n = vox_memory_need(&ctx->model, ctx->prompt_len, ctx->enc_chunk_tokens);
     return (size_t)(n.weights + n.kv + n.workspace);
 }
-
-
 
 vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     vox_options opt;
@@ -310,7 +307,7 @@ struct vox_stream {
     /* decoder */
     int rows_max;         /* prompt_len */
     int dec_cap;
-    float *dx, *dxn, *dq, *dk, *dv, *dattn, *dg, *du, *logits;
+    float *dx, *dq, *dk, *dv, *dattn, *dg, *du, *logits;
     float *dkv;           /* [layers][2][dec_cap][kv_dim] */
     int32_t *ids_buf, *dpos_buf; /* [rows_max] */
     int32_t *topk_ids_buf;
@@ -358,7 +355,7 @@ vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user) {
     s->t_start = now_ms();
     s->mel = vox_mel_new(c);
     if (!s->mel) goto fail;
-    s->feed_block = (int64_t)ctx->enc_chunk_tokens * c->samples_per_token;
+    s->feed_block = (int64_t)vox_feed_block(ctx);
     s->raw_cap = 2 * s->feed_block + (int64_t)(ctx->prompt_len + 16) * c->samples_per_token;
     s->raw = malloc(sizeof(float) * s->raw_cap);
     if (!s->raw) {
@@ -402,7 +399,6 @@ vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user) {
     s->rows_max = ctx->prompt_len;
     s->dec_cap = d->sliding_window + s->rows_max; /* a prefill never overwrites a visible key */
     ALLOC(s->dx, (size_t)s->rows_max * d->dim);
-    ALLOC(s->dxn, (size_t)s->rows_max * d->dim);
     ALLOC(s->dq, (size_t)s->rows_max * d_q);
     ALLOC(s->dk, (size_t)s->rows_max * d_kv);
     ALLOC(s->dv, (size_t)s->rows_max * d_kv);
@@ -425,7 +421,7 @@ void vox_stream_free(vox_stream *s) {
     if (be) {
         void *bufs[] = {s->conv_in, s->conv_cols, s->conv_mid, s->ex, s->exn, s->eq, s->ek, s->ev,
                         s->eattn, s->eg, s->eu, s->ekv, s->adapt_mid, s->enc_pos_buf, s->audio,
-                        s->dx, s->dxn, s->dq, s->dk, s->dv, s->dattn, s->dg, s->du, s->logits,
+                        s->dx, s->dq, s->dk, s->dv, s->dattn, s->dg, s->du, s->logits,
                         s->dkv, s->ids_buf, s->dpos_buf, s->topk_ids_buf, s->topk_vals_buf};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) be->free(be, bufs[i]);
@@ -822,6 +818,13 @@ int vox_stream_feed(vox_stream *s, const float *samples, size_t n) {
     return 0;
 }
 
+/* The segment's right pad: to a whole token, plus delay + 11 tokens (the
+ * reference's offline padding). */
+static int64_t segment_right_pad(const vox_stream *s) {
+    const int64_t spt = s->ctx->model.cfg.samples_per_token;
+    return (spt - s->seg_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
+}
+
 int vox_stream_set_continuous(vox_stream *s, int on) {
     if (on && s->n_forced) return vox_error("continuous mode and forced tokens do not mix");
     s->continuous = on;
@@ -834,8 +837,7 @@ int vox_stream_flush(vox_stream *s) {
     if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
     if (s->finished) return vox_error("stream already finished");
     if (s->seg_samples == 0) return 0; /* nothing since the last segment: nothing to force out */
-    const int64_t spt = s->ctx->model.cfg.samples_per_token;
-    int64_t pad = (spt - s->seg_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
+    int64_t pad = segment_right_pad(s);
     int was = s->continuous;
     s->continuous = 0; /* the flushed segment ends at its EOS or its audio */
     int rc = vox_mel_end(s->mel, pad) != 0 || process(s) != 0;
@@ -854,10 +856,7 @@ int vox_stream_restarts(const vox_stream *s) { return s->restarts; }
 int vox_stream_finish(vox_stream *s) {
     if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
     if (s->finished) return 0;
-    const vox_config *c = &s->ctx->model.cfg;
-    const int64_t spt = c->samples_per_token;
-    /* right pad: to a whole token, plus delay + 11 tokens (the reference's offline padding) */
-    int64_t pad = (spt - s->seg_samples % spt) % spt + (int64_t)(s->ctx->delay_tokens + 11) * spt;
+    int64_t pad = segment_right_pad(s);
     s->finished = 1;
     /* a segment opened by a flush or restart that got no audio adds nothing (a stream
      * that never got any audio is still decoded, as the reference does) */
