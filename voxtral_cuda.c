@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cublasLt.h>
@@ -54,6 +55,7 @@ enum {
 
 typedef struct {
     int M, N, K, bias, align;
+    int Mb;       /* the row bucket whose algorithm this plan uses (M itself: its own) */
     vox_dtype dt; /* of the weight and the input */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
@@ -81,6 +83,8 @@ typedef struct {
     int *attn_tickets;
     lt_plan plans[MAX_PLANS];
     int n_plans;
+    int plans_made;        /* over the backend's life, and the host time they took */
+    double plans_ms;
     graph_slot graphs[MAX_GRAPHS];
     int n_graphs;
     int capturing;
@@ -448,6 +452,8 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
         memmove(ci->plans, ci->plans + 1, sizeof(lt_plan) * (MAX_PLANS - 1));
         ci->n_plans--;
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     lt_plan *p = &ci->plans[ci->n_plans];
     memset(p, 0, sizeof *p);
     p->M = M, p->N = N, p->K = K, p->bias = bias, p->align = align, p->dt = dt;
@@ -470,6 +476,14 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, lt_type(dt), K, N, K));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, lt_type(dt), K, M, K));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, N, M, N));
+    /* The algorithm is chosen for M's bucket (the next power of two from 16) and
+     * checked for M: each bucket costs one heuristic query (~ms) per shape, not each
+     * row count a stream produces, and a given M always gets the same algorithm. */
+    int Mb = 16;
+    while (Mb < M) Mb *= 2;
+    cublasLtMatrixLayout_t bb = NULL, cb = NULL;
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&bb, lt_type(dt), K, Mb, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&cb, CUDA_R_32F, N, Mb, N));
     cublasLtMatmulPreference_t pref;
     size_t ws = LT_WORKSPACE;
     uint32_t al = (uint32_t)align;
@@ -479,17 +493,40 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
     cublasLtMatmulHeuristicResult_t res;
-    int nres = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ci->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res, &nres));
+    int nres = 0, found = 0;
+    for (int i = 0; i < ci->n_plans && !found; i++) { /* the bucket's algorithm, if known */
+        const lt_plan *q = &ci->plans[i];
+        if (q->Mb == Mb && q->N == N && q->K == K && q->bias == bias && q->align == align && q->dt == dt) {
+            res.algo = q->algo;
+            found = 1;
+        }
+    }
+    if (!found && cublasLtMatmulAlgoGetHeuristic(ci->lt, p->desc, p->a, bb, cb, cb, pref, 1, &res, &nres) ==
+                      CUBLAS_STATUS_SUCCESS && nres >= 1)
+        found = 1;
+    cublasLtMatmulHeuristicResult_t chk;
+    if (found && (cublasLtMatmulAlgoCheck(ci->lt, p->desc, p->a, p->b, p->c, p->c, &res.algo, &chk) !=
+                      CUBLAS_STATUS_SUCCESS || chk.workspaceSize > ws))
+        found = 0;
+    if (!found) { /* the bucket's choice does not fit M: ask for M itself */
+        Mb = M;
+        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ci->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res, &nres));
+    }
+    cublasLtMatrixLayoutDestroy(bb);
+    cublasLtMatrixLayoutDestroy(cb);
     cublasLtMatmulPreferenceDestroy(pref);
-    if (nres < 1) {
+    if (!found && nres < 1) {
         char what[64];
         snprintf(what, sizeof what, "linear (%s)", path_name(dt));
         op_fail("%s: no cuBLASLt algorithm for K=%ld", what, K);
         return NULL;
     }
+    p->Mb = Mb;
     p->algo = res.algo;
     ci->n_plans++;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ci->plans_made++;
+    ci->plans_ms += (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
     return p;
 }
 
@@ -698,11 +735,12 @@ static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const fl
     }
 }
 
-/* Test hooks (tests/test_cuda_ops.c): programmatic dependent launch on/off (for
- * timing both); rows up to which linear takes the GEMV path. Return the old value. */
-int vox_cuda_set_pdl(vox_backend *be, int on) {
+/* Test hooks (tests/test_cuda_ops.c): the kernel families launched with programmatic
+ * dependent launch (VOX_PDL_*, for timing the choices); rows up to which linear
+ * takes the GEMV path. Return the old value. */
+int vox_cuda_set_pdl(vox_backend *be, int families) {
     int old = vox_cuda_pdl;
-    vox_cuda_pdl = on;
+    vox_cuda_pdl = families;
     return old;
 }
 
@@ -739,14 +777,31 @@ static void cu_rope(vox_backend *be, float *x, const int32_t *pos, int M, int n_
     LAUNCHED();
 }
 
-static void cu_rope_kv_store(vox_backend *be, float *q, float *k, const float *v, float *kc,
-                             float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                             int head_dim, float theta, int cap, int rows_are_streams) {
+static void cu_attention(vox_backend *be, float *out, const float *q, const float *kc,
+                         const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                         int head_dim, int cap, int window, int rows_are_streams);
+
+/* one launch where the split kernel's fused form applies (the decoder step), else
+ * rope_kv_store then attention */
+static void cu_rope_attention(vox_backend *be, float *out, float *q, float *k, const float *v,
+                              float *kc, float *vc, const int32_t *pos, int M, int n_heads,
+                              int n_kv_heads, int head_dim, float theta, int cap, int window,
+                              int rows_are_streams) {
+    cuda_impl *ci = impl_of(be);
     vox_cuda_inv_freq f;
-    if (M <= 0 || inv_freq_of(&f, "rope_kv_store", head_dim, theta)) return;
+    if (M <= 0 || inv_freq_of(&f, "rope_attention", head_dim, theta)) return;
+    if ((M == 1 || rows_are_streams) &&
+        vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
+                                 rows_are_streams, k, v, &f, ci->attn_part, ATTN_PART_FLOATS,
+                                 ci->attn_tickets, ATTN_TICKETS, ci->n_sm, ci->st) == 0) {
+        LAUNCHED();
+        return;
+    }
     vox_cuda_rope_kv_store(q, k, v, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, &f, cap,
-                           rows_are_streams, impl_of(be)->st);
+                           rows_are_streams, ci->st);
     LAUNCHED();
+    cu_attention(be, out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
+                 rows_are_streams);
 }
 
 static void cu_kv_store(vox_backend *be, float *kc, float *vc, const float *k, const float *v,
@@ -763,8 +818,9 @@ static void cu_attention(vox_backend *be, float *out, const float *q, const floa
     int rc = -1;
     if (rows_are_streams || M <= SPLIT_MAX_ROWS)
         rc = vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
-                                      window, rows_are_streams, ci->attn_part, ATTN_PART_FLOATS,
-                                      ci->attn_tickets, ATTN_TICKETS, ci->n_sm, ci->st);
+                                      window, rows_are_streams, NULL, NULL, NULL, ci->attn_part,
+                                      ATTN_PART_FLOATS, ci->attn_tickets, ATTN_TICKETS, ci->n_sm,
+                                      ci->st);
     if (rc && !rows_are_streams)
         rc = vox_cuda_attention_tiled(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
                                       window, ci->st);
@@ -874,6 +930,8 @@ static void cu_destroy(vox_backend *be) {
     cuda_impl *ci = impl_of(be);
     if (ci) {
         if (ci->st) cudaStreamSynchronize(ci->st);
+        if (be->verbose >= 2 && ci->plans_made)
+            fprintf(stderr, "voxtral: cuda: %d cuBLASLt plans made, %.1f ms\n", ci->plans_made, ci->plans_ms);
         drop_graphs(ci);
         for (int i = 0; i < ci->n_plans; i++) {
             cublasLtMatmulDescDestroy(ci->plans[i].desc);
@@ -977,7 +1035,9 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     ci->path = (vox_dtype)path;
     ci->need_bytes = need_bytes;
     snprintf(ci->gpu, sizeof ci->gpu, "%.95s", prop.name);
-    vox_cuda_pdl = prop.major >= 9;
+    vox_cuda_pdl = prop.major >= 9 ? VOX_PDL_ALL : 0;
+    const char *pdl_env = getenv("VOX_CUDA_PDL"); /* a developer's knob: families, VOX_PDL_* */
+    if (pdl_env && *pdl_env && prop.major >= 9) vox_cuda_pdl = atoi(pdl_env) & VOX_PDL_ALL;
     ci->gemv_max_rows = GEMV_MAX_ROWS;
     cuda_failed = 0;
     cuda_errmsg[0] = 0;
@@ -1027,7 +1087,8 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     be->topk = cu_topk;
     be->norm_linear = cu_norm_linear;
     be->swiglu_linear = cu_swiglu_linear;
-    be->rope_kv_store = cu_rope_kv_store;
+    be->rope_attention = cu_rope_attention;
+    be->warm_up = 1;
     be->graph_launch = cu_graph_launch;
     be->graph_begin = cu_graph_begin;
     be->graph_end = cu_graph_end;

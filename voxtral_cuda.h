@@ -37,7 +37,10 @@ void vox_cuda_fail(const char *file, int line, const char *stmt, const char *why
  * with vox_launch(), which lets a kernel start while its predecessor finishes.
  * Every kernel so launched calls pdl_wait() before it touches any buffer another
  * kernel writes (weights excepted: the GEMVs fetch their first weights before
- * it), then pdl_trigger(). Set by the backend at creation (sm_90+); 0 = plain launches. */
+ * it), then pdl_trigger(). vox_cuda_pdl: the kernel families (VOX_PDL_*) launched
+ * that way, set by the backend at creation (0 before sm_90: plain launches). */
+enum { VOX_PDL_GEMV = 1, VOX_PDL_SWIGLU = 2, VOX_PDL_ATTN = 4, VOX_PDL_ROPE = 8, VOX_PDL_EMBED = 16,
+       VOX_PDL_PICK = 32, VOX_PDL_ALL = 63 };
 extern int vox_cuda_pdl;
 
 #define CUBLAS_CHECK(stmt)                                                        \
@@ -136,10 +139,16 @@ void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids, co
  * many rows: query tiles with key tiles in shared memory, online softmax.
  * Fast paths for head_dim 32, 64, 128 (and q heads per kv head 1, 2, 4); any other
  * shape takes a simple generic kernel (one block per row and head, head_dim <= 256).
- * Both return 0, or -1 for a shape nothing handles. */
+ * Both return 0, or -1 for a shape nothing handles.
+ * rope != NULL (the split kernel's fused form, one new key per row: M = 1 or rows
+ * that are streams): q, knew, vnew are the rows' fresh projections, not rotated;
+ * the kernel rotates q and knew (as vox_cuda_rope_kv_store) and stores knew, vnew
+ * in the rings before using them; -1 (nothing launched) where the fast path does
+ * not apply, for the caller to run rope_kv_store and attention instead. */
 int vox_cuda_attention_split(float *out, const float *q, const float *kc, const float *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
-                             int cap, int window, int rows_are_streams, float *part,
+                             int cap, int window, int rows_are_streams, const float *knew,
+                             const float *vnew, const vox_cuda_inv_freq *rope, float *part,
                              int64_t part_floats, int *tickets, int n_tickets, int n_sm,
                              cudaStream_t st);
 int vox_cuda_attention_tiled(float *out, const float *q, const float *kc, const float *vc,
@@ -165,9 +174,10 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 /* kernel<<<grid, block, smem, st>>>(args...), with the programmatic-serialisation
- * attribute when vox_cuda_pdl is set. Errors surface in cudaGetLastError(). */
+ * attribute when vox_cuda_pdl has the kernel's family. Errors surface in
+ * cudaGetLastError(). */
 template <typename... KArgs, typename... Args>
-static inline void vox_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+static inline void vox_launch(int family, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
                               cudaStream_t st, Args... args) {
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute attr[1];
@@ -178,7 +188,7 @@ static inline void vox_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, s
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
     cfg.attrs = attr;
-    cfg.numAttrs = vox_cuda_pdl ? 1 : 0;
+    cfg.numAttrs = (vox_cuda_pdl & family) ? 1 : 0;
     cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
 }
 #endif

@@ -152,6 +152,9 @@ struct vox_backend {
     double (*measure_bandwidth)(vox_backend *be);
     size_t mem_bytes; /* backend memory held now (device backends: weights + buffers) */
     int verbose;      /* set by vox_open: 0 = no progress lines on stderr */
+    int warm_up;      /* 1: vox_open runs a silent chunk through the model once, so the
+                         first audio pays no one-time costs (GPU: kernel loading,
+                         cuBLASLt algorithm choice, first launches) */
 
     /* y[M][w.rows] (= or, with accumulate, +=) act(x[M][w.cols] . w^T + b). b may be NULL. */
     void (*linear)(vox_backend *be, float *y, const float *x, const vox_weight *w,
@@ -195,10 +198,12 @@ struct vox_backend {
     /* y[M][w.rows] (= or +=) (silu(g) * u) . w^T; g, u [M][w.cols]. */
     void (*swiglu_linear)(vox_backend *be, float *y, const float *g, const float *u,
                           const vox_weight *w, int M, int accumulate);
-    /* rope(q, n_heads) and rope(k, n_kv_heads) at pos, then kv_store(k, v). */
-    void (*rope_kv_store)(vox_backend *be, float *q, float *k, const float *v, float *kc,
-                          float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                          int head_dim, float theta, int cap, int rows_are_streams);
+    /* The decoder's attention core: rope(q, n_heads) and rope(k, n_kv_heads) at pos,
+     * kv_store(k, v), then attention(out, q, ...). q and k are left unspecified. */
+    void (*rope_attention)(vox_backend *be, float *out, float *q, float *k, const float *v,
+                           float *kc, float *vc, const int32_t *pos, int M, int n_heads,
+                           int n_kv_heads, int head_dim, float theta, int cap, int window,
+                           int rows_are_streams);
 
     /* Graphs for the decoder step (CUDA); the CPU returns 0 and does nothing.
      * graph_launch: replays the graph captured under `key`, returns 1, or 0 if none.

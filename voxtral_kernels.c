@@ -472,12 +472,15 @@ static void cpu_swiglu_linear(vox_backend *be, float *y, const float *g, const f
     cpu_linear(be, y, g, w, NULL, M, VOX_ACT_NONE, accumulate);
 }
 
-static void cpu_rope_kv_store(vox_backend *be, float *q, float *k, const float *v, float *kc,
-                              float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                              int head_dim, float theta, int cap, int rows_are_streams) {
+static void cpu_rope_attention(vox_backend *be, float *out, float *q, float *k, const float *v,
+                               float *kc, float *vc, const int32_t *pos, int M, int n_heads,
+                               int n_kv_heads, int head_dim, float theta, int cap, int window,
+                               int rows_are_streams) {
     cpu_rope(be, q, pos, M, n_heads, head_dim, theta);
     cpu_rope(be, k, pos, M, n_kv_heads, head_dim, theta);
     cpu_kv_store(be, kc, vc, k, v, pos, M, n_kv_heads * head_dim, cap, rows_are_streams);
+    cpu_attention(be, out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
+                  rows_are_streams);
 }
 
 /* Streams a 1 GiB buffer on all threads, best of 5 passes (see bench/membw.c). */
@@ -555,7 +558,7 @@ vox_backend *vox_cpu_backend_new(int threads) {
     be->measure_bandwidth = cpu_measure_bandwidth;
     be->norm_linear = cpu_norm_linear;
     be->swiglu_linear = cpu_swiglu_linear;
-    be->rope_kv_store = cpu_rope_kv_store;
+    be->rope_attention = cpu_rope_attention;
     return be;
 oom:
     if (ci) free(ci->widen);

@@ -71,11 +71,50 @@ __device__ __forceinline__ void load_chunk(float (&kr)[SPLIT_BATCH][DPL], float 
     }
 }
 
-template <int DPL, int G>
+/* interleaved RoPE of a lane's DPL consecutive values of a head (dims lane * DPL..):
+ * pairs (2j, 2j+1) rotated by p * inv_freq[j]; with DPL = 1 a pair spans two lanes.
+ * The cosines and sines depend on the lane only: computed once, used for every head. */
+template <int DPL> struct lane_rot {
+    float c[(DPL + 1) / 2], s[(DPL + 1) / 2];
+};
+
+template <int DPL>
+__device__ __forceinline__ lane_rot<DPL> lane_angles(int p, const vox_cuda_inv_freq &f, int lane) {
+    lane_rot<DPL> r;
+#pragma unroll
+    for (int t = 0; t < (DPL + 1) / 2; t++) {
+        float ang = (float)p * f.f[DPL == 1 ? lane >> 1 : (lane * DPL >> 1) + t];
+        r.c[t] = cosf(ang);
+        r.s[t] = sinf(ang);
+    }
+    return r;
+}
+
+template <int DPL>
+__device__ __forceinline__ void rope_lane(float (&x)[DPL], const lane_rot<DPL> &r, int lane) {
+    if constexpr (DPL == 1) {
+        float other = __shfl_xor_sync(0xffffffffu, x[0], 1);
+        x[0] = (lane & 1) ? x[0] * r.c[0] + other * r.s[0] : x[0] * r.c[0] - other * r.s[0];
+    } else {
+#pragma unroll
+        for (int t = 0; t < DPL / 2; t++) {
+            float a = x[2 * t], b = x[2 * t + 1];
+            x[2 * t] = a * r.c[t] - b * r.s[t];
+            x[2 * t + 1] = b * r.c[t] + a * r.s[t];
+        }
+    }
+}
+
+/* ROPE: the fused decoder form (one new key per row: M = 1, or rows that are
+ * streams): q and the row's new key arrive un-rotated; every block rotates its q
+ * heads and the new key in registers and uses that key in place of ring slot p;
+ * block 0 also stores the rotated key and the value in the rings. */
+template <int DPL, int G, bool ROPE>
 __global__ void __launch_bounds__(SPLIT_WARPS * 32)
 attn_split_kernel(float *out, float *part, int *tickets, const float *q, const float *kc,
                   const float *vc, const int32_t *pos, int n_heads, int n_kv_heads, int cap,
-                  int window, int rows_are_streams, int nb) {
+                  int window, int rows_are_streams, int nb, const float *knew, const float *vnew,
+                  vox_cuda_inv_freq rope) {
     constexpr int HD = DPL * 32;
     __shared__ float sm[SPLIT_WARPS][G], sl[SPLIT_WARPS][G], sacc[SPLIT_WARPS][G][HD];
     __shared__ float cf[G][SPLIT_MAX_NB], sL[G];
@@ -93,9 +132,26 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
     const float scale = rsqrtf((float)HD);
 
     float qr[G][DPL], acc[G][DPL], m[G], l[G];
+    float k1[DPL], v1[DPL]; /* ROPE: the new key (rotated) and value, this lane's part */
+    lane_rot<DPL> rot;
+    if constexpr (ROPE) {
+        rot = lane_angles<DPL>(p, rope, lane);
+        load_vec<DPL>(k1, knew + (int64_t)i * kv_dim + koff);
+        load_vec<DPL>(v1, vnew + (int64_t)i * kv_dim + koff);
+        rope_lane<DPL>(k1, rot, lane);
+        if (b == 0 && warp == 0) { /* the rings are written only here (the fused form) */
+            const int64_t slot = base + (int64_t)(p % cap) * kv_dim + koff;
+#pragma unroll
+            for (int d = 0; d < DPL; d++) {
+                const_cast<float *>(kc)[slot + d] = k1[d];
+                const_cast<float *>(vc)[slot + d] = v1[d];
+            }
+        }
+    }
 #pragma unroll
     for (int g = 0; g < G; g++) {
         load_vec<DPL>(qr[g], q + ((int64_t)i * n_heads + kh * G + g) * HD + lane * DPL);
+        if constexpr (ROPE) rope_lane<DPL>(qr[g], rot, lane);
         m[g] = -INFINITY;
         l[g] = 0.0f;
 #pragma unroll
@@ -115,8 +171,9 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
 #pragma unroll
             for (int u = 0; u < SPLIT_BATCH; u++) {
                 float d0 = 0.0f;
+                const bool fresh = ROPE && j0 + u * SPLIT_WARPS == p; /* the new key */
 #pragma unroll
-                for (int d = 0; d < DPL; d++) d0 += qr[g][d] * kr[u][d];
+                for (int d = 0; d < DPL; d++) d0 += qr[g][d] * (fresh ? k1[d] : kr[u][d]);
                 float sv = warp_sum(d0) * scale;
                 sc[u] = j0 + u * SPLIT_WARPS <= p ? sv : -INFINITY;
                 mx = fmaxf(mx, sc[u]);
@@ -130,8 +187,9 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
             for (int u = 0; u < SPLIT_BATCH; u++) {
                 float e = expf(sc[u] - mx);
                 l[g] += e;
+                const bool fresh = ROPE && j0 + u * SPLIT_WARPS == p;
 #pragma unroll
-                for (int d = 0; d < DPL; d++) acc[g][d] += e * vr[u][d];
+                for (int d = 0; d < DPL; d++) acc[g][d] += e * (fresh ? v1[d] : vr[u][d]);
             }
             m[g] = mx;
         }
@@ -288,32 +346,53 @@ static int attention_generic(float *out, const float *q, const float *kc, const 
                              const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
                              int cap, int window, int rows_are_streams, cudaStream_t st) {
     if (head_dim < 1 || head_dim > GEN_THREADS) return -1;
-    vox_launch(attn_generic_kernel, dim3(n_heads, M), GEN_THREADS,
+    vox_launch(VOX_PDL_ATTN, attn_generic_kernel, dim3(n_heads, M), GEN_THREADS,
                sizeof(float) * (head_dim + GEN_THREADS), st, out, q, kc, vc, pos, n_heads,
                n_kv_heads, head_dim, cap, window, rows_are_streams);
     return 0;
 }
 
-template <int DPL>
+template <int DPL, bool ROPE>
 static int launch_split(float *out, float *part, int *tickets, const float *q, const float *kc,
                         const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                        int cap, int window, int rows_are_streams, int nb, cudaStream_t st) {
+                        int cap, int window, int rows_are_streams, int nb, const float *knew,
+                        const float *vnew, const vox_cuda_inv_freq &rope, cudaStream_t st) {
     dim3 grid(nb, n_kv_heads, M), block(SPLIT_WARPS * 32);
+#define SPLIT_ARGS grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, \
+                   window, rows_are_streams, nb, knew, vnew, rope
     switch (n_heads / n_kv_heads) {
-    case 1: vox_launch(attn_split_kernel<DPL, 1>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
-    case 2: vox_launch(attn_split_kernel<DPL, 2>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
-    case 4: vox_launch(attn_split_kernel<DPL, 4>, grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, window, rows_are_streams, nb); break;
+    case 1: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 1, ROPE>, SPLIT_ARGS); break;
+    case 2: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 2, ROPE>, SPLIT_ARGS); break;
+    case 4: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 4, ROPE>, SPLIT_ARGS); break;
     default: return -1;
     }
+#undef SPLIT_ARGS
     return 0;
+}
+
+template <bool ROPE>
+static int split_of(int head_dim, float *out, float *part, int *tickets, const float *q,
+                    const float *kc, const float *vc, const int32_t *pos, int M, int n_heads,
+                    int n_kv_heads, int cap, int window, int rows_are_streams, int nb,
+                    const float *knew, const float *vnew, const vox_cuda_inv_freq &rope,
+                    cudaStream_t st) {
+    switch (head_dim) {
+    case 32: return launch_split<1, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, knew, vnew, rope, st);
+    case 64: return launch_split<2, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, knew, vnew, rope, st);
+    case 128: return launch_split<4, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, knew, vnew, rope, st);
+    default: return -1;
+    }
 }
 
 extern "C" int vox_cuda_attention_split(float *out, const float *q, const float *kc,
                                         const float *vc, const int32_t *pos, int M, int n_heads,
                                         int n_kv_heads, int head_dim, int cap, int window,
-                                        int rows_are_streams, float *part, int64_t part_floats,
-                                        int *tickets, int n_tickets, int n_sm, cudaStream_t st) {
+                                        int rows_are_streams, const float *knew, const float *vnew,
+                                        const vox_cuda_inv_freq *rope, float *part,
+                                        int64_t part_floats, int *tickets, int n_tickets, int n_sm,
+                                        cudaStream_t st) {
     if (n_kv_heads <= 0 || n_heads % n_kv_heads || (int64_t)M * n_kv_heads > n_tickets) return -1;
+    if (rope && M > 1 && !rows_are_streams) return -1; /* one new key per row only */
     /* about two blocks per SM when the window is full; never more than its chunks */
     const int max_keys = window < cap ? window : cap;
     int nb = (2 * n_sm + n_kv_heads * M - 1) / (n_kv_heads * M);
@@ -322,17 +401,15 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
     if (nb > SPLIT_MAX_NB) nb = SPLIT_MAX_NB;
     while (nb > 1 && (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) nb /= 2;
     if (nb < 1 || (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) return -1;
-    int rc;
-    switch (head_dim) {
-    case 32: rc = launch_split<1>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
-    case 64: rc = launch_split<2>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
-    case 128: rc = launch_split<4>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, st); break;
-    default: rc = -1;
-    }
-    if (rc)
-        return attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
-                                 rows_are_streams, st);
-    return 0;
+    if (rope) /* no generic fallback: the caller runs rope_kv_store + attention instead */
+        return split_of<true>(head_dim, out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads,
+                              cap, window, rows_are_streams, nb, knew, vnew, *rope, st);
+    const vox_cuda_inv_freq none = {};
+    if (split_of<false>(head_dim, out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap,
+                        window, rows_are_streams, nb, NULL, NULL, none, st) == 0)
+        return 0;
+    return attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
+                             rows_are_streams, st);
 }
 
 /* ---- query tiles ------------------------------------------------------------------ */

@@ -122,11 +122,12 @@ extern "C" void vox_cuda_gemv(float *y, const float *x, const void *W, int wtype
 
 /* ---- h = silu(g) * u for the M = 1 swiglu_linear: once, ahead of a plain gemv1 (the
  * fused SwiGLU input made every warp redo all K of it: SFU-bound, 66% of the copy
- * bandwidth). It lets the GEMV launch at once (its weight prefetch overlaps the
- * previous kernel), then waits for g and u. */
+ * bandwidth). Waits, then lets the GEMV launch (its weight prefetch overlaps this
+ * kernel): triggering first let the GEMV's blocks in two kernels early, which cost
+ * the step ~130 us on an H100 (tests/test_cuda_ops bench, PDL families). */
 __global__ void swiglu1_kernel(float *h, const float *g, const float *u, int n) {
-    pdl_trigger();
     pdl_wait();
+    pdl_trigger();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         float gv = g[i];
@@ -136,7 +137,7 @@ __global__ void swiglu1_kernel(float *h, const float *g, const float *u, int n) 
 
 extern "C" void vox_cuda_swiglu1(float *h, const float *g, const float *u, int n, cudaStream_t st) {
     if (n <= 0) return;
-    vox_launch(swiglu1_kernel, (n + 255) / 256, 256, 0, st, h, g, u, n);
+    vox_launch(VOX_PDL_SWIGLU, swiglu1_kernel, (n + 255) / 256, 256, 0, st, h, g, u, n);
 }
 
 /* ---- gemv1: M = 1, fused input stage, several weights per launch ------------------------
@@ -375,7 +376,7 @@ static void gemv1_launch(const vox_cuda_gemv1_args *a, int groups, int n_sm, cud
     const int warps = n_sm * per_sm * G1_WARPS;
     const int per_warp = (groups + warps - 1) / warps;
     const int blocks = (groups + G1_WARPS * per_warp - 1) / (G1_WARPS * per_warp);
-    vox_launch(gemv1_kernel<WT, R, MODE>, blocks, G1_THREADS, smem, st, *a, groups);
+    vox_launch(VOX_PDL_GEMV, gemv1_kernel<WT, R, MODE>, blocks, G1_THREADS, smem, st, *a, groups);
 }
 
 template <int WT, int R>

@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *ids, co
 }
 
 extern "C" void vox_cuda_argmax(int32_t *ids, const float *logits, int M, int V, cudaStream_t st) {
-    vox_launch(argmax_kernel, M, ARGMAX_THREADS, 0, st, ids, logits, V);
+    vox_launch(VOX_PDL_PICK, argmax_kernel, M, ARGMAX_THREADS, 0, st, ids, logits, V);
 }
 
 /* ---- top-k: exact radix select of the k-th largest (value, -id) key, then a
@@ -300,5 +300,5 @@ extern "C" void vox_cuda_topk(int32_t *ids, float *vals, const float *logits, in
                               cudaStream_t st) {
     if (k <= 0) return;
     if (k > TOPK_MAX) k = TOPK_MAX;
-    vox_launch(topk_kernel, M, TOPK_THREADS, 0, st, ids, vals, logits, V, k);
+    vox_launch(VOX_PDL_PICK, topk_kernel, M, TOPK_THREADS, 0, st, ids, vals, logits, V, k);
 }

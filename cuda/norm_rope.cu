@@ -120,7 +120,7 @@ extern "C" void vox_cuda_rope_kv_store(float *q, float *k, const float *v, float
     int64_t n = (int64_t)M * (n_heads + n_kv_heads) * (head_dim / 2) +
                 (int64_t)M * n_kv_heads * head_dim / 2;
     if (n <= 0) return;
-    vox_launch(rope_kv_store_kernel, (unsigned)((n + 255) / 256), 256, 0, st, q, k, v, kc, vc, pos,
+    vox_launch(VOX_PDL_ROPE, rope_kv_store_kernel, (unsigned)((n + 255) / 256), 256, 0, st, q, k, v, kc, vc, pos,
                M, n_heads, n_kv_heads, head_dim, *inv_freq, cap, rows_are_streams);
 }
 
@@ -165,12 +165,12 @@ extern "C" void vox_cuda_embed(float *x, const void *emb, int wtype, const int32
     if (n <= 0) return;
     unsigned blocks = (unsigned)((n + 255) / 256);
     if (wtype == VOX_CUDA_F16)
-        vox_launch(embed_kernel<VOX_CUDA_F16>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
+        vox_launch(VOX_PDL_EMBED, embed_kernel<VOX_CUDA_F16>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
                    acap, rows_are_streams);
     else if (wtype == VOX_CUDA_F32)
-        vox_launch(embed_kernel<VOX_CUDA_F32>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
+        vox_launch(VOX_PDL_EMBED, embed_kernel<VOX_CUDA_F32>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
                    acap, rows_are_streams);
     else
-        vox_launch(embed_kernel<VOX_CUDA_BF16>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
+        vox_launch(VOX_PDL_EMBED, embed_kernel<VOX_CUDA_BF16>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
                    acap, rows_are_streams);
 }

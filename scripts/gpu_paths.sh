@@ -16,7 +16,7 @@ OUT=${OUT:-build/gpu-paths}
 W=build/gpu-paths-work
 BUDGET_S=${BUDGET_S:-290}
 A60=${1:-.devaudio/60s.wav}; A5=${2:-.devaudio/5s.wav}; M=${3:-/tmp/random-full}
-PATHS="fp16 fp32 bf16"
+PATHS=${PATHS:-"fp16 fp32 bf16"}
 mkdir -p "$OUT" "$W"
 : >"$OUT/session.log"
 say() { echo "$*" | tee -a "$OUT/session.log"; }

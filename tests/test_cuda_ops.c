@@ -495,31 +495,34 @@ static void test_swiglu_linear(int M, int N, int K, int acc) {
     for (int d = 0; d < 3; d++) test_swiglu_linear_dt(M, N, K, acc, dtypes[d]);
 }
 
-/* q and k rotated in place, k and v stored into the rings (positions wrap) */
-static void test_rope_kv_store(int M, int H, int Hkv, int hd, int cap, int p0) {
+/* rope_attention: rope of q and k, k and v stored into the rings (positions wrap),
+ * attention; the output and both rings against the CPU twin. M = 1 takes the fused
+ * split kernel where the shape has a fast path, other shapes the two-launch form. */
+static void test_rope_attention(int M, int H, int Hkv, int hd, int cap, int window, int p0) {
     const int64_t qn = (int64_t)M * H * hd, kn = (int64_t)M * Hkv * hd, nc = (int64_t)cap * Hkv * hd;
-    float *q = rand_f(qn, 1.0f), *k = rand_f(kn, 1.0f), *v = rand_f(kn, 1.0f);
-    float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f);
+    float *q = rand_f(qn, 3.0f), *k = rand_f(kn, 1.0f), *v = rand_f(kn, 1.0f);
+    float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *ref = malloc(sizeof(float) * qn);
     int32_t *pos = malloc(sizeof(int32_t) * M);
     for (int i = 0; i < M; i++) pos[i] = p0 + i;
     float *dq = dev_from(q, qn * 4), *dk = dev_from(k, kn * 4), *dv = dev_from(v, kn * 4);
-    float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4);
+    float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dout = gpu->alloc(gpu, qn * 4);
     int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
-    cpu->rope_kv_store(cpu, q, k, v, kc, vc, pos, M, H, Hkv, hd, 1e6f, cap, 0);
-    gpu->rope_kv_store(gpu, dq, dk, dv, dkc, dvc, dp, M, H, Hkv, hd, 1e6f, cap, 0);
-    float *gq = dev_floats(dq, qn), *gk = dev_floats(dk, kn), *gkc = dev_floats(dkc, nc), *gvc = dev_floats(dvc, nc);
+    poison(dout, qn * 4);
+    cpu->rope_attention(cpu, ref, q, k, v, kc, vc, pos, M, H, Hkv, hd, 1e6f, cap, window, 0);
+    gpu->rope_attention(gpu, dout, dq, dk, dv, dkc, dvc, dp, M, H, Hkv, hd, 1e6f, cap, window, 0);
+    float *got = dev_floats(dout, qn), *gkc = dev_floats(dkc, nc), *gvc = dev_floats(dvc, nc);
     char name[160];
-    snprintf(name, sizeof name, "rope_kv_store M=%d heads %d/%d hd=%d cap=%d pos %d..: q", M, H, Hkv, hd, cap, p0);
-    check(name, gq, q, qn, 1e-6, 1e-5);
-    snprintf(name, sizeof name, "rope_kv_store M=%d hd=%d: k in place", M, hd);
-    check(name, gk, k, kn, 1e-6, 1e-5);
-    snprintf(name, sizeof name, "rope_kv_store M=%d hd=%d: key ring", M, hd);
+    snprintf(name, sizeof name, "rope_attention M=%d heads %d/%d hd=%d cap=%d window=%d pos %d..: out", M, H,
+             Hkv, hd, cap, window, p0);
+    if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
+    else check(name, got, ref, qn, 1e-5, 1e-4);
+    snprintf(name, sizeof name, "rope_attention M=%d hd=%d: key ring", M, hd);
     check(name, gkc, kc, nc, 1e-6, 1e-5);
-    snprintf(name, sizeof name, "rope_kv_store M=%d hd=%d: value ring", M, hd);
+    snprintf(name, sizeof name, "rope_attention M=%d hd=%d: value ring", M, hd);
     check(name, gvc, vc, nc, 0, 0);
-    free(q), free(k), free(v), free(kc), free(vc), free(pos), free(gq), free(gk), free(gkc), free(gvc);
+    free(q), free(k), free(v), free(kc), free(vc), free(ref), free(pos), free(got), free(gkc), free(gvc);
     gpu->free(gpu, dq), gpu->free(gpu, dk), gpu->free(gpu, dv), gpu->free(gpu, dkc), gpu->free(gpu, dvc);
-    gpu->free(gpu, dp);
+    gpu->free(gpu, dp), gpu->free(gpu, dout);
 }
 
 /* ---- graphs: capture at one position, replay at another ------------------------------ */
@@ -529,7 +532,7 @@ typedef struct {
 } mini_model;
 
 /* one decoder layer as decoder_forward (voxtral.c) runs it, through the fused ops:
- * embed, norm+q/k/v, rope+kv_store, attention, wo (+=), norm*scale+w1/w3,
+ * embed, norm+q/k/v, rope+kv_store+attention, wo (+=), norm*scale+w1/w3,
  * swiglu+w2 (+=), final norm + LM head, argmax. g, u: F floats of scratch. */
 static void mini_step(vox_backend *be, mini_model *m, float *x, float *g, float *u, float *q, float *k,
                       float *v, float *att, float *kc, float *vc, const float *audio,
@@ -538,8 +541,7 @@ static void mini_step(vox_backend *be, mini_model *m, float *x, float *g, float 
     float *qkv[3] = {q, k, v}, *gu[2] = {g, u};
     const vox_weight *wqkv[3] = {&m->wq, &m->wk, &m->wv}, *w13[2] = {&m->w1, &m->w3}, *head = &m->emb;
     be->norm_linear(be, 3, qkv, x, wqkv, &m->norm, NULL, 1e-5f, 1);
-    be->rope_kv_store(be, q, k, v, kc, vc, pos, 1, m->H, m->Hkv, m->hd, 1e6f, m->cap, 0);
-    be->attention(be, att, q, kc, vc, pos, 1, m->H, m->Hkv, m->hd, m->cap, m->window, 0);
+    be->rope_attention(be, att, q, k, v, kc, vc, pos, 1, m->H, m->Hkv, m->hd, 1e6f, m->cap, m->window, 0);
     be->linear(be, x, att, &m->wo, NULL, 1, VOX_ACT_NONE, 1);
     be->norm_linear(be, 2, gu, x, w13, &m->norm, &m->scale, 1e-5f, 1);
     be->swiglu_linear(be, x, g, u, &m->w2, 1, 1);
@@ -680,8 +682,19 @@ static double time_graph(int key, int reps) {
     return t[reps / 2];
 }
 
+/* seconds per replay of graph `key` launched n times back to back, one sync: the
+ * GPU's time per step without the host's turnaround between steps */
+static double time_graph_b2b(int key, int n) {
+    gpu->graph_launch(gpu, key);
+    gpu->sync(gpu);
+    double t0 = now_s();
+    for (int r = 0; r < n; r++) gpu->graph_launch(gpu, key);
+    gpu->sync(gpu);
+    return (now_s() - t0) / n;
+}
+
 static void bench(void) {
-    char table[8192];
+    char table[16384];
     int tl = 0;
 #define ROW(...) (tl += snprintf(table + tl, sizeof table - tl, __VA_ARGS__))
     /* D2D copy: 1 GiB */
@@ -758,11 +771,17 @@ static void bench(void) {
     int32_t p = 800;
     gpu->upload(gpu, dpos, &p, 4);
     /* variants: 0 the whole step as decoder_forward runs it (fused ops), 1 without
-     * rope_kv_store/attention, 2 attention only, 3..6 one op class over the 26 layers */
+     * rope_attention, 2 rope_attention only, 3..6 one op class over the 26 layers */
     const char *vname[] = {"", "", "", "norm+q/k/v (26 x 1 launch)", "wo += (26)", "norm+w1/w3 (26 x 1 launch)",
                            "swiglu+w2 += (26)"};
     const double vbytes[] = {0, 0, 0, 26.0 * 6144 * D * 2, 26.0 * D * qd * 2, 26.0 * 2 * F * D * 2, 26.0 * D * F * 2};
-    for (int pdl = 1; pdl >= 0; pdl--) {
+    /* which kernel families get programmatic dependent launch: all, none, then
+     * all but one family, then GEMVs only (VOX_PDL_*: 1 GEMV, 2 SwiGLU, 4 attention,
+     * 8 rope+kv, 16 embed, 32 argmax) */
+    const int masks[] = {63, 0, 61, 59};
+    const int n_masks = (int)(sizeof masks / sizeof masks[0]);
+    for (int cf = 0; cf < n_masks; cf++) {
+        const int pdl = masks[cf];
         int old_pdl = vox_cuda_set_pdl(gpu, pdl);
         for (int variant = 0; variant < 7; variant++) {
             const int all = variant <= 1;
@@ -773,8 +792,8 @@ static void bench(void) {
                 float *qkv[3] = {q, k, v}, *gu[2] = {g, u};
                 const vox_weight *wqkv[3] = {&W[l][0], &W[l][1], &W[l][2]}, *w13[2] = {&W[l][4], &W[l][5]};
                 if (all || variant == 3) gpu->norm_linear(gpu, 3, qkv, x, wqkv, &norm, NULL, 1e-5f, 1);
-                if (variant == 0) gpu->rope_kv_store(gpu, q, k, v, kc, vc, dpos, 1, H, Hkv, hd, 1e6f, cap, 0);
-                if (variant == 0 || variant == 2) gpu->attention(gpu, att, q, kc, vc, dpos, 1, H, Hkv, hd, cap, 8192, 0);
+                if (variant == 0 || variant == 2)
+                    gpu->rope_attention(gpu, att, q, k, v, kc, vc, dpos, 1, H, Hkv, hd, 1e6f, cap, 8192, 0);
                 if (all || variant == 4) gpu->linear(gpu, x, att, &W[l][3], NULL, 1, VOX_ACT_NONE, 1);
                 if (all || variant == 5) gpu->norm_linear(gpu, 2, gu, x, w13, &norm, &norm, 1e-5f, 1);
                 if (all || variant == 6) gpu->swiglu_linear(gpu, x, g, u, &W[l][6], 1, 1);
@@ -788,14 +807,19 @@ static void bench(void) {
         }
         vox_cuda_set_pdl(gpu, old_pdl);
         const int at_pos[] = {100, 800, 8000};
-        for (int pi = 0; pi < 3; pi++) {
+        char label[32];
+        snprintf(label, sizeof label, "PDL %2d", pdl);
+        for (int pi = 0; pi < (cf < 2 ? 3 : 2); pi++) {
             p = at_pos[pi];
             gpu->upload(gpu, dpos, &p, 4);
             double ts = time_graph(200, 9), tl_ = time_graph(201, 9), ta = time_graph(202, 9);
+            double tb = time_graph_b2b(200, 20);
             double kvb = 2.0 * L * (double)(p + 1) * kvd * 4;
-            ROW("%s step, pos %-5d (graph, all ops)    %10.1f %10.0f %8.0f\n", pdl ? "PDL  " : "plain", p,
+            ROW("%s step, pos %-5d (graph, all ops)    %10.1f %10.0f %8.0f\n", label, p,
                 ts * 1e6, (step_bytes + kvb) / ts / 1e9, 100.0 * (step_bytes + kvb) / ts / 1e9 / d2d);
-            if (pi == 0) {
+            ROW("  the same, 20 replays back to back (GPU only)  %10.1f %10.0f %8.0f\n", tb * 1e6,
+                (step_bytes + kvb) / tb / 1e9, 100.0 * (step_bytes + kvb) / tb / 1e9 / d2d);
+            if (pi == 0 && cf < 2) {
                 ROW("  its GEMVs (%.2f GB), 132 launches          %10.1f %10.0f %8.0f\n", step_bytes / 1e9,
                     tl_ * 1e6, step_bytes / tl_ / 1e9, 100.0 * step_bytes / tl_ / 1e9 / d2d);
                 for (int vi = 3; vi < 7; vi++) {
@@ -969,10 +993,14 @@ int main(int argc, char **argv) {
     test_swiglu_linear(39, 3072, 9216, 1);
     test_swiglu_linear(1, 96, 160, 1);
     test_swiglu_linear(39, 96, 160, 1);
-    test_rope_kv_store(1, 32, 8, 128, 8231, 8230);
-    test_rope_kv_store(39, 32, 8, 128, 8231, 8231 - 20);
-    test_rope_kv_store(1, 4, 2, 24, 26, 25);
-    test_rope_kv_store(39, 4, 4, 16, 50, 30);
+    test_rope_attention(1, 32, 8, 128, 8231, 8192, 8230);  /* fused: the decoder step */
+    test_rope_attention(1, 32, 8, 128, 8231, 8192, 20000); /* ring wrapped, full window */
+    test_rope_attention(1, 32, 8, 128, 8231, 8192, 0);     /* the first key only */
+    test_rope_attention(1, 8, 4, 64, 300, 100, 777);       /* fused, hd 64, window < cap */
+    test_rope_attention(1, 4, 4, 32, 50, 40, 123);         /* fused, hd 32: pairs span lanes */
+    test_rope_attention(39, 32, 8, 128, 8231, 8192, 8231 - 20); /* prefill: two launches */
+    test_rope_attention(1, 4, 2, 24, 26, 16, 25);          /* no fast path: two launches */
+    test_rope_attention(39, 4, 4, 16, 50, 24, 30);
     /* an fp16-path layer with one tensor kept in fp32 */
     const vox_dtype mixed[3] = {VOX_DT_F16, VOX_DT_F32, VOX_DT_F16};
     test_norm_linear_dt("mixed q/k/v", 1, 3072, 3, qkv, 1, 0, mixed);
