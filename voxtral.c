@@ -318,6 +318,7 @@ struct vox_stream {
     int topk;
     int32_t *topk_ids_host;
     float *topk_vals_host;
+    int32_t *out_ids;     /* [2] host (be->host_alloc): the ids of queued steps */
     int prefilled;
     int64_t next_pos;     /* next decoder position to run */
     int n_out;            /* ids produced */
@@ -411,6 +412,8 @@ vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user) {
     ALLOC(s->logits, (size_t)c->vocab_size);
     ALLOC(s->dkv, (size_t)d->n_layers * 2 * s->dec_cap * d_kv);
     ALLOC(s->ids_buf, s->rows_max);
+    s->out_ids = be->host_alloc(be, 2 * sizeof(int32_t));
+    if (!s->out_ids) goto fail;
     ALLOC(s->dpos_buf, s->rows_max);
     return s;
 fail:
@@ -434,6 +437,7 @@ void vox_stream_free(vox_stream *s) {
     free(s->enc_pos_host);
     free(s->topk_ids_host);
     free(s->topk_vals_host);
+    if (be && s->out_ids) be->host_free(be, s->out_ids);
     free(s->forced);
     free(s->tap_buf);
     free(s->raw);
@@ -665,6 +669,8 @@ static void request_restart(vox_stream *s, const char *why, int64_t from) {
     s->done = 1; /* no more steps in this segment */
 }
 
+static int deliver(vox_stream *s, int64_t pos, int32_t id);
+
 /* Reads back the id just produced at position `pos`, hands it to the callback. */
 static int emit(vox_stream *s, int64_t pos) {
     vox_backend *be = s->be;
@@ -676,6 +682,13 @@ static int emit(vox_stream *s, int64_t pos) {
     }
     if (be->sync(be) != 0) return -1;
     tap(s, "logits", s->logits, 1, s->ctx->model.cfg.vocab_size);
+    return deliver(s, pos, id);
+}
+
+/* Hands the id produced at position `pos` to the callback (or the queue); ends or
+ * restarts the segment on EOS or a long run without text. */
+static int deliver(vox_stream *s, int64_t pos, int32_t id) {
+    vox_backend *be = s->be;
     if (s->n_out == 0) s->stats.first_token_ms = now_ms() - s->t_start;
     const vox_model *m = &s->ctx->model;
     vox_token t = {0};
@@ -737,19 +750,43 @@ static int decode_available(vox_stream *s) {
         s->stats.prefill_ms += now_ms() - t0;
         if (rc) return -1;
     }
-    while (!s->done && s->next_pos + 1 < s->n_audio) {
-        double t0 = now_ms();
-        int32_t p = (int32_t)s->next_pos;
-        be->upload(be, s->dpos_buf, &p, sizeof p);
-        int key = s->topk ? GRAPH_STEP_TOPK : GRAPH_STEP;
-        if (!be->graph_launch(be, key)) {
-            be->graph_begin(be, key);
-            decoder_forward(s, 1);
-            be->graph_end(be, key);
+    /* Greedy steps with nothing read back but the id keep a second step queued
+     * behind the running one: the next step's input is already on the device, so
+     * the GPU does not wait for the host's turnaround. The queued step is wasted
+     * when this one ends the segment (its results are never read). Top-k, taps and
+     * forced ids read more or feed the host's ids, and a synchronous backend (the
+     * CPU) gains nothing: one step at a time. */
+    const int depth = !be->async || s->topk || s->tap || s->n_out < s->n_forced ? 1 : 2;
+    int64_t queued[2];
+    int n_queued = 0;
+    double t_last = now_ms();
+    for (;;) {
+        while (n_queued < depth && !s->done && s->next_pos + 1 < s->n_audio) {
+            int32_t p = (int32_t)s->next_pos;
+            be->upload(be, s->dpos_buf, &p, sizeof p);
+            int key = s->topk ? GRAPH_STEP_TOPK : GRAPH_STEP;
+            if (!be->graph_launch(be, key)) {
+                be->graph_begin(be, key);
+                decoder_forward(s, 1);
+                be->graph_end(be, key);
+            }
+            if (depth > 1) be->download_async(be, &s->out_ids[p & 1], s->ids_buf, sizeof(int32_t), p & 1);
+            s->next_pos++;
+            queued[n_queued++] = p;
         }
-        s->next_pos++;
-        if (emit(s, p) != 0) return -1;
-        double dt = now_ms() - t0;
+        if (!n_queued) break;
+        const int64_t p = queued[0];
+        queued[0] = queued[1];
+        n_queued--;
+        if (depth > 1) {
+            if (be->wait_fence(be, (int)(p & 1)) != 0) return -1;
+            if (s->done) continue; /* queued behind the segment's last step: discarded */
+            if (deliver(s, p, s->out_ids[p & 1]) != 0) return -1;
+        } else if (emit(s, p) != 0) {
+            return -1;
+        }
+        double t = now_ms(), dt = t - t_last; /* a step's time: from output to output */
+        t_last = t;
         s->stats.decode_ms += dt;
         s->stats.steps++;
         s->step_hist[step_bin(dt)]++;

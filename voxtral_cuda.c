@@ -73,6 +73,7 @@ typedef struct {
     char gpu[96];       /* device name, for messages */
     size_t need_bytes;  /* vox_open's estimate: BF16 matrices + one stream's buffers */
     cudaStream_t st;
+    cudaEvent_t fences[VOX_FENCES];
     cublasLtHandle_t lt;
     void *lt_ws;
     uint16_t *xb;
@@ -191,6 +192,33 @@ static void cu_copy(vox_backend *be, void *dst, const void *src, size_t bytes) {
 
 static int cu_sync(vox_backend *be) {
     CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->st));
+    if (cuda_failed) return vox_error("%s", cuda_errmsg);
+    return 0;
+}
+
+static void *cu_host_alloc(vox_backend *be, size_t bytes) {
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        vox_error("cuda: cannot pin %zu bytes of host memory", bytes);
+        return NULL;
+    }
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void cu_host_free(vox_backend *be, void *p) {
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
+static void cu_download_async(vox_backend *be, void *dst, const void *src, size_t bytes, int fence) {
+    cuda_impl *ci = impl_of(be);
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ci->st));
+    CUDA_CHECK(cudaEventRecord(ci->fences[fence], ci->st));
+}
+
+static int cu_wait_fence(vox_backend *be, int fence) {
+    CUDA_CHECK(cudaEventSynchronize(impl_of(be)->fences[fence]));
     if (cuda_failed) return vox_error("%s", cuda_errmsg);
     return 0;
 }
@@ -949,6 +977,8 @@ static void cu_destroy(vox_backend *be) {
         cudaFree(ci->arena);
         for (int i = 0; i < ci->n_allocs; i++) cudaFree(ci->allocs[i].p);
         free(ci->allocs);
+        for (int i = 0; i < VOX_FENCES; i++)
+            if (ci->fences[i]) cudaEventDestroy(ci->fences[i]);
         if (ci->st) cudaStreamDestroy(ci->st);
         free(ci);
     }
@@ -1042,6 +1072,8 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     cuda_failed = 0;
     cuda_errmsg[0] = 0;
     CUDA_CHECK(cudaStreamCreateWithFlags(&ci->st, cudaStreamNonBlocking));
+    for (int i = 0; i < VOX_FENCES; i++)
+        CUDA_CHECK(cudaEventCreateWithFlags(&ci->fences[i], cudaEventDisableTiming));
     CUBLAS_CHECK(cublasLtCreate(&ci->lt));
     CUDA_CHECK(cudaMalloc(&ci->lt_ws, LT_WORKSPACE));
     CUDA_CHECK(cudaMalloc((void **)&ci->xb, (size_t)XB_ELEMS * 2));
@@ -1071,6 +1103,10 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     be->download = cu_download;
     be->copy = cu_copy;
     be->sync = cu_sync;
+    be->host_alloc = cu_host_alloc;
+    be->host_free = cu_host_free;
+    be->download_async = cu_download_async;
+    be->wait_fence = cu_wait_fence;
     be->upload_weights = cu_upload_weights;
     be->destroy = cu_destroy;
     be->measure_bandwidth = cu_measure_bandwidth;
@@ -1089,6 +1125,7 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     be->swiglu_linear = cu_swiglu_linear;
     be->rope_attention = cu_rope_attention;
     be->warm_up = 1;
+    be->async = 1;
     be->graph_launch = cu_graph_launch;
     be->graph_begin = cu_graph_begin;
     be->graph_end = cu_graph_end;

@@ -130,6 +130,7 @@ int vox_model_set_delay(vox_model *m, int delay_tokens);
  * rows belong to stream 0 (prefill, encoder chunks); 1 = row i is stream i,
  * whose ring buffers start at base + i * cap * row_width. B = 1 today. */
 typedef enum { VOX_ACT_NONE = 0, VOX_ACT_GELU = 1 } vox_act;
+enum { VOX_FENCES = 4 };
 
 typedef struct vox_backend vox_backend;
 struct vox_backend {
@@ -145,6 +146,15 @@ struct vox_backend {
     void (*download)(vox_backend *be, void *dst, const void *src, size_t bytes); /* waits for queued work */
     void (*copy)(vox_backend *be, void *dst, const void *src, size_t bytes);
     int (*sync)(vox_backend *be);                 /* 0, or -1 with the error set */
+    /* Step outputs without a stall (the decoder queues a step behind the running one):
+     * host_alloc gives host memory the device can copy into asynchronously (CUDA:
+     * pinned; stream creation only); download_async enqueues a copy into it, then
+     * marks fence k (0 <= k < VOX_FENCES); wait_fence waits for that mark: 0, or -1
+     * with the error set. CPU: plain memory, the copy done at once. */
+    void *(*host_alloc)(vox_backend *be, size_t bytes);
+    void (*host_free)(vox_backend *be, void *p);
+    void (*download_async)(vox_backend *be, void *dst, const void *src, size_t bytes, int fence);
+    int (*wait_fence)(vox_backend *be, int fence);
     int (*upload_weights)(vox_backend *be, vox_model *m); /* sets w->dev (CPU: nothing) */
     void (*destroy)(vox_backend *be);
     /* Measured read bandwidth of the memory weights live in, GB/s (benchmarks:
@@ -152,6 +162,8 @@ struct vox_backend {
     double (*measure_bandwidth)(vox_backend *be);
     size_t mem_bytes; /* backend memory held now (device backends: weights + buffers) */
     int verbose;      /* set by vox_open: 0 = no progress lines on stderr */
+    int async;        /* 1: ops return before the work is done (CUDA): the decoder then
+                         keeps a step queued behind the running one */
     int warm_up;      /* 1: vox_open runs a silent chunk through the model once, so the
                          first audio pays no one-time costs (GPU: kernel loading,
                          cuBLASLt algorithm choice, first launches) */

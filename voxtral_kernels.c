@@ -62,6 +62,11 @@ static void cpu_memcpy(vox_backend *be, void *dst, const void *src, size_t bytes
     memmove(dst, src, bytes);
 }
 static int cpu_sync(vox_backend *be) { return 0; }
+static void *cpu_host_alloc(vox_backend *be, size_t bytes) { return cpu_alloc(be, bytes); }
+static void cpu_download_async(vox_backend *be, void *dst, const void *src, size_t bytes, int fence) {
+    memmove(dst, src, bytes);
+}
+static int cpu_wait_fence(vox_backend *be, int fence) { return 0; }
 static int cpu_upload_weights(vox_backend *be, vox_model *m) { return 0; }
 
 /* ---- dot products ------------------------------------------------------------ */
@@ -540,6 +545,10 @@ vox_backend *vox_cpu_backend_new(int threads) {
     be->download = cpu_memcpy;
     be->copy = cpu_memcpy;
     be->sync = cpu_sync;
+    be->host_alloc = cpu_host_alloc;
+    be->host_free = cpu_free;
+    be->download_async = cpu_download_async;
+    be->wait_fence = cpu_wait_fence;
     be->upload_weights = cpu_upload_weights;
     be->destroy = cpu_destroy;
     be->linear = cpu_linear;

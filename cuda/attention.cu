@@ -119,8 +119,14 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
     __shared__ float sm[SPLIT_WARPS][G], sl[SPLIT_WARPS][G], sacc[SPLIT_WARPS][G][HD];
     __shared__ float cf[G][SPLIT_MAX_NB], sL[G];
     __shared__ int last_s;
-    pdl_wait();
-    pdl_trigger();
+    /* the fused form reads its first keys before waiting for the projections: the
+     * rings hold earlier steps' keys only (slot p is replaced by the new key), and
+     * positions are uploaded before a step's kernels run; the plain form's rings
+     * were just written by rope_kv_store */
+    if constexpr (!ROPE) {
+        pdl_wait();
+        pdl_trigger();
+    }
     const int b = blockIdx.x, kh = blockIdx.y, i = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int p = pos[i];
@@ -131,6 +137,12 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
     const int64_t base = rows_are_streams ? (int64_t)i * cap * kv_dim : 0;
     const float scale = rsqrtf((float)HD);
 
+    float kr[SPLIT_BATCH][DPL], vr[SPLIT_BATCH][DPL];
+    if constexpr (ROPE) {
+        load_chunk<DPL>(kr, vr, kc, vc, base, kv_dim, koff, lo + b * SPLIT_CHUNK + warp, p, cap);
+        pdl_wait();
+        pdl_trigger();
+    }
     float qr[G][DPL], acc[G][DPL], m[G], l[G];
     float k1[DPL], v1[DPL]; /* ROPE: the new key (rotated) and value, this lane's part */
     lane_rot<DPL> rot;
@@ -157,8 +169,8 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
 #pragma unroll
         for (int d = 0; d < DPL; d++) acc[g][d] = 0.0f;
     }
-    float kr[SPLIT_BATCH][DPL], vr[SPLIT_BATCH][DPL];
-    load_chunk<DPL>(kr, vr, kc, vc, base, kv_dim, koff, lo + b * SPLIT_CHUNK + warp, p, cap);
+    if constexpr (!ROPE)
+        load_chunk<DPL>(kr, vr, kc, vc, base, kv_dim, koff, lo + b * SPLIT_CHUNK + warp, p, cap);
     for (int c = b; c < nchunks; c += nb) {
         const int j0 = lo + c * SPLIT_CHUNK + warp;
         float kn[SPLIT_BATCH][DPL], vn[SPLIT_BATCH][DPL];

@@ -208,10 +208,10 @@ __device__ __forceinline__ void gemv1_locate(const vox_cuda_gemv1_args &a, int r
 
 template <int WT, int R>
 __device__ __forceinline__ void gemv1_load(w8<WT> (&w)[R][w_unroll<WT>()], const uint4 *const (&wr)[R],
-                                           int c0, int K8) {
+                                           int c0, int step, int K8) {
 #pragma unroll
     for (int u = 0; u < w_unroll<WT>(); u++) {
-        int c = c0 + u * 32;
+        int c = c0 + u * step;
 #pragma unroll
         for (int r = 0; r < R; r++) w8_load<WT>(w[r][u], wr[r], c, c < K8);
     }
@@ -234,19 +234,25 @@ template <int WT, int R, int MODE>
 __global__ void __launch_bounds__(G1_THREADS, R == 2 && MODE == VOX_GEMV_NORM ? 6
                                               : R == 2 && MODE == G1_NORM_SMEM ? (WT == VOX_CUDA_BF16 ? 7 : 6)
                                                                                : 8)
-gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
+gemv1_kernel(const vox_cuda_gemv1_args a, int groups, int ks_arg) {
     constexpr int UNROLL = w_unroll<WT>();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int K8 = a.K >> 3, gstride = gridDim.x * G1_WARPS;
-    int grp = blockIdx.x * G1_WARPS + warp;
+    /* ks warps share a group, each taking every ks-th 16-byte column of its rows
+     * (more loads in flight where the groups alone would leave the SMs half empty);
+     * a block takes gpb groups per pass, its passes uniform for __syncthreads.
+     * PLAIN and NORM_SMEM only (the other two would spill) */
+    constexpr bool SPLIT = MODE == VOX_GEMV_PLAIN || MODE == G1_NORM_SMEM;
+    const int ks = SPLIT ? ks_arg : 1;
+    const int gpb = G1_WARPS / ks, slot = warp / ks, part = warp - slot * ks;
+    const int K8 = a.K >> 3, step = 32 * ks, c_first = part * 32 + lane;
     w8<WT> w[R][UNROLL];
     bool have = false;
-    if (grp < groups) { /* weights: no kernel writes them, so before the wait */
+    if (blockIdx.x * gpb + slot < groups) { /* weights: no kernel writes them, so before the wait */
         int seg, r0;
-        gemv1_locate(a, grp * R, seg, r0);
+        gemv1_locate(a, (blockIdx.x * gpb + slot) * R, seg, r0);
         const uint4 *wr[R];
         gemv1_rows<WT, R>(wr, a, seg, r0);
-        gemv1_load<WT, R>(w, wr, lane, K8);
+        gemv1_load<WT, R>(w, wr, c_first, step, K8);
         have = true;
     }
     pdl_wait();
@@ -307,41 +313,47 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
         __syncthreads();
         rs = r_s;
     }
-    for (; grp < groups; grp += gstride) {
-        int seg, r0;
-        gemv1_locate(a, grp * R, seg, r0);
-        const uint4 *wr[R];
-        gemv1_rows<WT, R>(wr, a, seg, r0);
+    __shared__ float part_sum[G1_WARPS][R];
+    for (int bi = blockIdx.x; bi * gpb < groups; bi += gridDim.x) {
+        const int grp = bi * gpb + slot;
+        const bool valid = grp < groups;
+        int seg = 0, r0 = 0;
         float acc[R];
 #pragma unroll
         for (int r = 0; r < R; r++) acc[r] = 0.0f;
-        for (int c0 = lane; c0 < K8; c0 += UNROLL * 32) {
-            if (!have) gemv1_load<WT, R>(w, wr, c0, K8);
-            /* rolling prefetch: each slot is refilled with the next pass's weights as
-             * soon as it is used, so loads stay in flight through the compute */
-            have = (MODE == VOX_GEMV_PLAIN || MODE == G1_NORM_SMEM) &&
-                   c0 + UNROLL * 32 < K8; /* NORM / SWIGLU: spills */
+        if (valid) {
+            gemv1_locate(a, grp * R, seg, r0);
+            const uint4 *wr[R];
+            gemv1_rows<WT, R>(wr, a, seg, r0);
+            for (int c0 = c_first; c0 < K8; c0 += UNROLL * step) {
+                if (!have) gemv1_load<WT, R>(w, wr, c0, step, K8);
+                /* rolling prefetch: each slot is refilled with the next pass's weights as
+                 * soon as it is used, so loads stay in flight through the compute */
+                have = (MODE == VOX_GEMV_PLAIN || MODE == G1_NORM_SMEM) &&
+                       c0 + UNROLL * step < K8; /* NORM / SWIGLU: spills */
 #pragma unroll
-            for (int u = 0; u < UNROLL; u++) {
-                int c = c0 + u * 32;
-                if (c >= K8) break;
-                float4 i0, i1;
-                gemv1_input<MODE>(a, c, i0, i1);
+                for (int u = 0; u < UNROLL; u++) {
+                    int c = c0 + u * step;
+                    if (c >= K8) break;
+                    float4 i0, i1;
+                    gemv1_input<MODE>(a, c, i0, i1);
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    acc[r] += w8_dot(w[r][u], i0, i1);
-                    if (have) w8_load<WT>(w[r][u], wr[r], c + UNROLL * 32, c + UNROLL * 32 < K8);
+                    for (int r = 0; r < R; r++) {
+                        acc[r] += w8_dot(w[r][u], i0, i1);
+                        if (have) w8_load<WT>(w[r][u], wr[r], c + UNROLL * step, c + UNROLL * step < K8);
+                    }
                 }
             }
         }
         {   /* the next group's first weights, before this one's reduction */
-            const int ng = grp + gstride;
+            const int ng = grp + gridDim.x * gpb;
+            have = false;
             if ((MODE == VOX_GEMV_PLAIN || MODE == G1_NORM_SMEM) && ng < groups) {
                 int nseg, nr0;
                 gemv1_locate(a, ng * R, nseg, nr0);
                 const uint4 *nwr[R];
                 gemv1_rows<WT, R>(nwr, a, nseg, nr0);
-                gemv1_load<WT, R>(w, nwr, lane, K8);
+                gemv1_load<WT, R>(w, nwr, c_first, step, K8);
                 have = true;
             }
         }
@@ -350,12 +362,28 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups) {
             float v = acc[r];
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            acc[r] = v * rs;
+            acc[r] = v;
         }
-        if (lane == 0) {
+        if (SPLIT && ks > 1) { /* the ks parts of each group, summed in a fixed order */
+            if (lane == 0) {
+#pragma unroll
+                for (int r = 0; r < R; r++) part_sum[warp][r] = acc[r];
+            }
+            __syncthreads();
+            if (part == 0) {
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    float v = part_sum[warp][r];
+                    for (int p = 1; p < ks; p++) v += part_sum[warp + p][r];
+                    acc[r] = v;
+                }
+            }
+            __syncthreads();
+        }
+        if (valid && part == 0 && lane == 0) {
             float *y = (seg == 0 ? a.y[0] : seg == 1 ? a.y[1] : a.y[2]) + r0;
 #pragma unroll
-            for (int r = 0; r < R; r++) y[r] = a.accumulate ? y[r] + acc[r] : acc[r];
+            for (int r = 0; r < R; r++) y[r] = a.accumulate ? y[r] + acc[r] * rs : acc[r] * rs;
         }
     }
 }
@@ -374,9 +402,16 @@ static void gemv1_launch(const vox_cuda_gemv1_args *a, int groups, int n_sm, cud
     per_sm_smem = (int)smem;
     if (per_sm < 1) per_sm = 1;
     const int warps = n_sm * per_sm * G1_WARPS;
-    const int per_warp = (groups + warps - 1) / warps;
-    const int blocks = (groups + G1_WARPS * per_warp - 1) / (G1_WARPS * per_warp);
-    vox_launch(VOX_PDL_GEMV, gemv1_kernel<WT, R, MODE>, blocks, G1_THREADS, smem, st, *a, groups);
+    /* split K over 2 or 4 warps while the groups alone fill under half the resident
+     * warps (the 25 and 57 MB GEMVs: wo, w2), keeping >= 1 full unrolled pass each */
+    int ks = 1;
+    while ((MODE == VOX_GEMV_PLAIN || MODE == G1_NORM_SMEM) && ks < G1_WARPS &&
+           (int64_t)groups * ks * 2 <= warps && (a->K >> 3) / (32 * ks * 2) >= w_unroll<WT>())
+        ks *= 2;
+    const int gpb = G1_WARPS / ks, passes = (groups + gpb - 1) / gpb;
+    const int per_block = (passes + n_sm * per_sm - 1) / (n_sm * per_sm);
+    const int blocks = (passes + per_block - 1) / per_block;
+    vox_launch(VOX_PDL_GEMV, gemv1_kernel<WT, R, MODE>, blocks, G1_THREADS, smem, st, *a, groups, ks);
 }
 
 template <int WT, int R>

@@ -86,7 +86,7 @@ if [ -n "$M" ] && [ -f "$M/consolidated.safetensors" ]; then
             room 15 || break
             ./voxtral -d "$M" -i "$A5" --backend cuda --gpu-path $P --json --topk 64 \
                 --force-tokens "$W/forced5.txt" --quiet >"$W/cuda5f_$P.json" 2>>"$OUT/full.log"
-            python3 - "$W/cpu5f.json" "$W/cuda5f_$P.json" "$P" <<'PY' | tee -a "$OUT/session.log"
+            python3 - "$W/cpu5f.json" "$W/cuda5f_$P.json" "$P" "$W/cuda5.json" <<'PY' | tee -a "$OUT/session.log"
 import json, sys
 try:
     c, g = (json.load(open(p)) for p in sys.argv[1:3])
@@ -101,6 +101,12 @@ for rc, rg in zip(c["topk"], g["topk"]):
     same += rc[0][0] == rg[0][0]
 print("   %s: %d steps, top-1 equal in %d; max |logit diff| over shared top-64 ids %.4f (top-64 range %.2f)"
       % (sys.argv[3], len(c["topk"]), same, worst, spread))
+if sys.argv[3] == "bf16":  # the greedy run (steps queued two deep) against its own teacher-forced replay
+    greedy = json.load(open(sys.argv[4]))["tokens"]
+    top1 = [r[0][0] for r in g["topk"]]
+    n = min(len(greedy), len(top1))
+    ok = n > 0 and greedy[:n] == top1[:n]
+    print("   bf16: greedy ids (queued steps) %s the teacher-forced top-1 over %d steps" % ("EQUAL" if ok else "DIFFER from", n))
 PY
         done
     fi

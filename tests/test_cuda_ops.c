@@ -907,6 +907,8 @@ int main(int argc, char **argv) {
     test_linear("wo", 1, 3072, 4096, 0, VOX_ACT_NONE, 1);
     test_linear("w1", 1, 9216, 3072, 0, VOX_ACT_NONE, 0);
     test_linear("w2", 1, 3072, 9216, 0, VOX_ACT_NONE, 1);
+    test_linear("few rows, K split 4 ways", 1, 256, 8192, 0, VOX_ACT_NONE, 1);
+    test_linear("odd rows, K split", 1, 257, 8192, 0, VOX_ACT_NONE, 0);
     vox_weight head = weight_bf16(131072, 3072, 1.0f / sqrtf(3072.0f));
     for (int d = 0; d < 3; d++) {
         vox_weight c = weight_as(&head, dtypes[d]);
@@ -983,6 +985,9 @@ int main(int argc, char **argv) {
     test_norm_linear("no norm", 1, 3072, 2, qkv, 0, 0);
     test_norm_linear("q/k/v", 39, 3072, 3, qkv, 1, 0);
     test_norm_linear("w1/w3", 39, 3072, 2, w13, 1, 1);
+    const int narrow[] = {64, 30}, narrow_odd[] = {33};
+    test_norm_linear("narrow, K split", 1, 3072, 2, narrow, 1, 1);
+    test_norm_linear("narrow odd, K split", 1, 3072, 1, narrow_odd, 1, 0);
     const int tiny_qkv[] = {128, 64, 64}, tiny_odd[] = {7, 5, 9}, tiny_head[] = {1100};
     test_norm_linear("tiny q/k/v", 1, 96, 3, tiny_qkv, 1, 0);
     test_norm_linear("tiny odd rows", 1, 96, 3, tiny_odd, 1, 1);
