@@ -100,6 +100,7 @@ struct vox_ctx {
     int enc_chunk_tokens; /* audio tokens per encoder chunk */
     char backend_desc[192];
     double load_ms;
+    int streams_made; /* each stream's graph keys are its own: ids from this */
 };
 
 void vox_options_default(vox_options *opt) {
@@ -254,7 +255,9 @@ int vox_delay_ms(const vox_ctx *ctx) {
 }
 
 /* ---- stream state ---------------------------------------------------------------- */
-enum { GRAPH_STEP = 1, GRAPH_STEP_TOPK = 2 };
+/* graph keys: a stream's own (2 * its id + kind): streams alive together on one
+ * backend must never replay each other's graph, which holds their buffers */
+enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1 };
 /* step-time histogram: bin b holds times in [10^(b/100 - 2), 10^((b+1)/100 - 2)) ms */
 enum { STEP_HIST_BINS = 700 };
 /* continuous mode restarts the decoder after this many steps without text (~5 s) */
@@ -319,6 +322,7 @@ struct vox_stream {
     int32_t *topk_ids_host;
     float *topk_vals_host;
     int32_t *out_ids;     /* [2] host (be->host_alloc): the ids of queued steps */
+    int id;               /* this stream's number in its context (graph keys) */
     int prefilled;
     int64_t next_pos;     /* next decoder position to run */
     int n_out;            /* ids produced */
@@ -354,6 +358,7 @@ vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user) {
     const int K = c->conv_kernel;
     s->ctx = ctx;
     s->be = be;
+    s->id = ctx->streams_made++ & 0x3fffffff;
     s->cb = cb;
     s->user = user;
     s->t_start = now_ms();
@@ -764,7 +769,7 @@ static int decode_available(vox_stream *s) {
         while (n_queued < depth && !s->done && s->next_pos + 1 < s->n_audio) {
             int32_t p = (int32_t)s->next_pos;
             be->upload(be, s->dpos_buf, &p, sizeof p);
-            int key = s->topk ? GRAPH_STEP_TOPK : GRAPH_STEP;
+            int key = 2 * s->id + (s->topk ? GRAPH_STEP_TOPK : GRAPH_STEP);
             if (!be->graph_launch(be, key)) {
                 be->graph_begin(be, key);
                 decoder_forward(s, 1);

@@ -69,6 +69,10 @@ PY
     grep "^not ok" "$W/fixtures_$P.log" | head -5 | sed 's/^/   /' | tee -a "$OUT/session.log"
 done
 
+say "== stream behaviour on the GPU: flush, continuous mode, a long stream (${SECONDS} s)"
+VOX_TEST_BACKEND=cuda build/cuda/tests/test_stream tests/fixtures 0.5 >"$W/stream.log" 2>&1
+grep -E "^not ok|^# [0-9]+ passed" "$W/stream.log" | sed 's/^/   /' | tee -a "$OUT/session.log"
+
 say "== full-size random model (${SECONDS} s)"
 if [ ! -f "$M/consolidated.safetensors" ]; then
     room 100 && python3 scripts/make_random_model.py --preset full --out "$M" >"$W/model.log" 2>&1 \

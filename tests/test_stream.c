@@ -5,7 +5,8 @@
  *   - an endless stream (3 hours of audio, time-compressed: a tiny model runs
  *     it in seconds) keeps peak memory flat, and a marked span in its middle,
  *     between two flushes, is transcribed exactly as the span alone.
- * Usage: test_stream [FIXTURES_DIR] [HOURS]
+ * Usage: test_stream [FIXTURES_DIR] [HOURS]; VOX_TEST_BACKEND=cuda runs it on the
+ * GPU (where the decoder keeps a step queued: these cover its segment ends).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,11 +30,18 @@ static void on_token(void *user, const vox_token *t) {
     l->ids[l->n++] = t->id;
 }
 
-static int offline(vox_ctx *ctx, const float *x, int64_t n, idlist *out) {
+static void no_tap(void *user, const char *stage, const float *data, int rows, int width) {}
+
+static int offline_tap(vox_ctx *ctx, const float *x, int64_t n, idlist *out, int tapped) {
     vox_stream *s = vox_stream_new(ctx, on_token, out);
-    int rc = !s || vox_stream_feed(s, x, n) || vox_stream_finish(s);
+    int rc = !s || (tapped && vox_stream_set_tap(s, no_tap, NULL)) || vox_stream_feed(s, x, n) ||
+             vox_stream_finish(s);
     vox_stream_free(s);
     return rc ? -1 : 0;
+}
+
+static int offline(vox_ctx *ctx, const float *x, int64_t n, idlist *out) {
+    return offline_tap(ctx, x, n, out, 0);
 }
 
 static long peak_rss_kb(void) {
@@ -49,7 +57,8 @@ static long peak_rss_kb(void) {
 static vox_ctx *open_model(const char *dir, int delay_ms) {
     vox_options o;
     vox_options_default(&o);
-    o.backend = "cpu";
+    o.backend = getenv("VOX_TEST_BACKEND") ? getenv("VOX_TEST_BACKEND") : "cpu";
+    o.gpu_path = getenv("VOX_TEST_GPU_PATH");
     o.verbose = 0;
     o.delay_ms = delay_ms;
     vox_ctx *ctx = vox_open(dir, &o);
@@ -74,6 +83,10 @@ int main(int argc, char **argv) {
     const char *root = argc > 1 ? argv[1] : "tests/fixtures";
     double hours = argc > 2 ? atof(argv[2]) : 3.0;
     char dir[2048], wav[2100];
+    if (getenv("VOX_TEST_BACKEND") && !strcmp(getenv("VOX_TEST_BACKEND"), "cuda") && !vox_cuda_available()) {
+        printf("skipped: no CUDA device\n");
+        return 0;
+    }
 
     /* --- flush: A | B == offline(A) ++ offline(B) --------------------------------- */
     snprintf(dir, sizeof dir, "%s/tiny_speech/model", root);
@@ -105,6 +118,29 @@ int main(int argc, char **argv) {
              "flush twice then finish: empty segments add nothing", "%d ids, offline %d", af.n, oa.n);
     vox_stream_free(s);
     free(af.ids);
+
+    /* --- two streams alive at once on one context, fed in turns: each gives its own
+     * offline ids (on CUDA each replays only its own captured step graph) --------- */
+    {
+        idlist t1 = {0}, t2 = {0};
+        vox_stream *s1 = vox_stream_new(ctx, on_token, &t1), *s2 = vox_stream_new(ctx, on_token, &t2);
+        int tok = s1 && s2;
+        for (int64_t o1 = 0, o2 = 0; tok && (o1 < na || o2 < nb);) {
+            int64_t l1 = na - o1 < 3000 ? na - o1 : 3000, l2 = nb - o2 < 5000 ? nb - o2 : 5000;
+            if (l1 > 0) tok = !vox_stream_feed(s1, a + o1, (size_t)l1);
+            if (tok && l2 > 0) tok = !vox_stream_feed(s2, b + o2, (size_t)l2);
+            o1 += l1, o2 += l2;
+        }
+        tok = tok && !vox_stream_finish(s1) && !vox_stream_finish(s2);
+        tu_check(tok && t1.n == oa.n && !memcmp(t1.ids, oa.ids, sizeof(int) * oa.n) && t2.n == ob.n &&
+                     !memcmp(t2.ids, ob.ids, sizeof(int) * ob.n),
+                 "two streams fed in turns: each gives its offline ids", "%d and %d ids, offline %d and %d", t1.n,
+                 t2.n, oa.n, ob.n);
+        vox_stream_free(s1);
+        vox_stream_free(s2);
+        free(t1.ids);
+        free(t2.ids);
+    }
 
     /* --- pull mode: the same ids, taken with vox_stream_next between feeds --------- */
     {
@@ -186,30 +222,41 @@ int main(int argc, char **argv) {
         /* four copies: the model's end-of-audio EOS comes inside the stream now */
         float *m4 = malloc(sizeof(float) * nm * 4);
         for (int rep = 0; rep < 4; rep++) memcpy(m4 + rep * nm, m, sizeof(float) * nm);
-        s = vox_stream_new(ctx, on_token, &cm);
-        ok = ok && s && !vox_stream_set_continuous(s, 1) && !vox_stream_feed(s, m4, nm * 4) &&
-             !vox_stream_finish(s);
-        int restarts = s ? vox_stream_restarts(s) : 0;
-        /* the first EOS, produced at decoder position L-1+e, leaves audio from token e
-         * untranscribed: the next segment must be exactly the offline run from there */
-        int e = -1;
-        for (int i = 0; i < cm.n && e < 0; i++)
-            if (cm.ids[i] == 2) e = i;
-        idlist rest = {0};
-        int64_t from = (int64_t)(e < 0 ? 0 : e) * (rate / 1000 * 80);
-        ok = ok && e >= 0 && offline(ctx, m4 + from, nm * 4 - from, &rest) == 0;
-        int n2 = cm.n - (e + 1);
-        int match = ok && n2 >= 1;
-        for (int i = 0; match && i < n2 && i < rest.n; i++) {
-            match = cm.ids[e + 1 + i] == rest.ids[i];
-            if (rest.ids[i] == 2) break; /* a later EOS may restart again */
+        /* twice: as is (CUDA keeps a decoder step queued, discarded at the EOS), then
+         * with a tap set, which makes every backend run one step at a time */
+        for (int tapped = 0; tapped < 2; tapped++) {
+            cm.n = 0;
+            s = vox_stream_new(ctx, on_token, &cm);
+            int cok = ok && s && !vox_stream_set_continuous(s, 1) &&
+                      (!tapped || !vox_stream_set_tap(s, no_tap, NULL)) && !vox_stream_feed(s, m4, nm * 4) &&
+                      !vox_stream_finish(s);
+            int restarts = s ? vox_stream_restarts(s) : 0;
+            /* the first EOS, produced at decoder position L-1+e, leaves audio from token e
+             * untranscribed: the next segment must be exactly the offline run from there */
+            int e = -1;
+            for (int i = 0; i < cm.n && e < 0; i++)
+                if (cm.ids[i] == 2) e = i;
+            idlist rest = {0};
+            int64_t from = (int64_t)(e < 0 ? 0 : e) * (rate / 1000 * 80);
+            cok = cok && e >= 0 && offline_tap(ctx, m4 + from, nm * 4 - from, &rest, tapped) == 0;
+            int n2 = cm.n - (e + 1), first_diff = -1;
+            int match = cok && n2 >= 1;
+            for (int i = 0; match && i < n2 && i < rest.n; i++) {
+                match = cm.ids[e + 1 + i] == rest.ids[i];
+                if (!match) first_diff = i;
+                if (rest.ids[i] == 2) break; /* a later EOS may restart again */
+            }
+            char name[160];
+            snprintf(name, sizeof name, "continuous%s: after EOS, the next segment is the offline run of the untranscribed audio",
+                     tapped ? " (one step at a time)" : "");
+            tu_check(match && restarts >= 1, name,
+                     "first EOS at id %d, %d restarts, %d ids after it, offline %d; first difference at %d", e,
+                     restarts, n2, rest.n, first_diff);
+            free(rest.ids);
+            vox_stream_free(s);
+            s = NULL;
         }
-        tu_check(match && restarts >= 1,
-                 "continuous: after EOS, the next segment is the offline run of the untranscribed audio",
-                 "first EOS at id %d, %d restarts, %d ids after it, offline %d", e, restarts, n2, rest.n);
-        free(rest.ids);
         free(m4);
-        vox_stream_free(s);
         free(m);
         free(om.ids);
         free(cm.ids);
