@@ -39,9 +39,10 @@ NVCC_GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)
 NVCCFLAGS ?= -O3 -lineinfo
 NVCCFLAGS += -std=c++17 $(NVCC_GENCODE) -I. -Xcompiler -Wall
 # NVCC_CCBIN=g++-12: the host compiler nvcc uses, when the default one is too new for it
-# (default: $CXX when the environment sets it, else nvcc's own choice)
+# (default: $CXX when the environment sets it, its last word: "ccache g++" gives g++;
+# else nvcc's own choice)
 ifeq ($(origin CXX),environment)
-NVCC_CCBIN ?= $(CXX)
+NVCC_CCBIN ?= $(lastword $(CXX))
 endif
 NVCCFLAGS += $(if $(NVCC_CCBIN),-ccbin $(NVCC_CCBIN))
 

@@ -186,7 +186,9 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
         need = need_bytes(ctx);
         ctx->be = vox_cuda_backend_new(need, opt.gpu_path);
         if (ctx->be) ctx->be->verbose = opt.verbose;
-        if (ctx->be && ctx->be->upload_weights(ctx->be, m) != 0) {
+        /* the warm-up is the first real use of the device: a failure there falls
+         * back like a failed upload */
+        if (ctx->be && (ctx->be->upload_weights(ctx->be, m) != 0 || (ctx->be->warm_up && warm_up(ctx) != 0))) {
             char why[1024];
             snprintf(why, sizeof why, "%s", vox_last_error());
             ctx->be->destroy(ctx->be);
@@ -205,7 +207,6 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
         if (!ctx->be || ctx->be->upload_weights(ctx->be, m) != 0) goto fail;
     }
     snprintf(ctx->backend_desc, sizeof ctx->backend_desc, "%s", ctx->be->device_name);
-    if (ctx->be->warm_up && warm_up(ctx) != 0) goto fail;
     ctx->load_ms = now_ms() - t0;
     if (opt.verbose >= 1)
         fprintf(stderr, "voxtral: backend %s, delay %d ms (%d tokens)\n", ctx->backend_desc,
@@ -258,6 +259,10 @@ int vox_delay_ms(const vox_ctx *ctx) {
 /* graph keys: a stream's own (2 * its id + kind): streams alive together on one
  * backend must never replay each other's graph, which holds their buffers */
 enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1 };
+/* decoder steps in flight on an async backend: the running one and one queued
+ * (each has an output slot and a fence of its own) */
+enum { STEP_QUEUE = 2 };
+_Static_assert((int)STEP_QUEUE <= (int)VOX_FENCES, "a fence per queued step");
 /* step-time histogram: bin b holds times in [10^(b/100 - 2), 10^((b+1)/100 - 2)) ms */
 enum { STEP_HIST_BINS = 700 };
 /* continuous mode restarts the decoder after this many steps without text (~5 s) */
@@ -321,8 +326,9 @@ struct vox_stream {
     int topk;
     int32_t *topk_ids_host;
     float *topk_vals_host;
-    int32_t *out_ids;     /* [2] host (be->host_alloc): the ids of queued steps */
+    int32_t *out_ids;     /* [STEP_QUEUE] host (be->host_alloc): the ids of queued steps */
     int id;               /* this stream's number in its context (graph keys) */
+    int scratch;          /* vox_open's warm-up stream: no timing lines */
     int prefilled;
     int64_t next_pos;     /* next decoder position to run */
     int n_out;            /* ids produced */
@@ -417,7 +423,7 @@ vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user) {
     ALLOC(s->logits, (size_t)c->vocab_size);
     ALLOC(s->dkv, (size_t)d->n_layers * 2 * s->dec_cap * d_kv);
     ALLOC(s->ids_buf, s->rows_max);
-    s->out_ids = be->host_alloc(be, 2 * sizeof(int32_t));
+    s->out_ids = be->host_alloc(be, STEP_QUEUE * sizeof(int32_t));
     if (!s->out_ids) goto fail;
     ALLOC(s->dpos_buf, s->rows_max);
     return s;
@@ -605,7 +611,7 @@ static int encode_chunk(vox_stream *s, int tokens) {
     s->n_audio += tokens;
     if (be->sync(be) != 0) return -1;
     const double ms = now_ms() - t0;
-    if (ctx->opt.verbose >= 2) fprintf(stderr, "voxtral: encoder: %d tokens in %.1f ms\n", tokens, ms);
+    if (ctx->opt.verbose >= 2 && !s->scratch) fprintf(stderr, "voxtral: encoder: %d tokens in %.1f ms\n", tokens, ms);
     s->stats.encoder_ms += ms;
     s->stats.encoder_tokens += tokens;
     return 0;
@@ -649,6 +655,7 @@ static void decoder_forward(vox_stream *s, int M) {
 static int warm_up(vox_ctx *ctx) {
     vox_stream *s = vox_stream_new(ctx, NULL, NULL);
     if (!s) return -1;
+    s->scratch = 1;
     const vox_config *c = &ctx->model.cfg;
     const int tokens = ctx->enc_chunk_tokens, L = ctx->prompt_len;
     memset(s->mel_host, 0, sizeof(float) * (size_t)tokens * c->mel_per_token * c->num_mel_bins);
@@ -761,8 +768,8 @@ static int decode_available(vox_stream *s) {
      * when this one ends the segment (its results are never read). Top-k, taps and
      * forced ids read more or feed the host's ids, and a synchronous backend (the
      * CPU) gains nothing: one step at a time. */
-    const int depth = !be->async || s->topk || s->tap || s->n_out < s->n_forced ? 1 : 2;
-    int64_t queued[2];
+    const int depth = !be->async || s->topk || s->tap || s->n_out < s->n_forced ? 1 : STEP_QUEUE;
+    int64_t queued[STEP_QUEUE] = {0};
     int n_queued = 0;
     double t_last = now_ms();
     for (;;) {
@@ -775,18 +782,19 @@ static int decode_available(vox_stream *s) {
                 decoder_forward(s, 1);
                 be->graph_end(be, key);
             }
-            if (depth > 1) be->download_async(be, &s->out_ids[p & 1], s->ids_buf, sizeof(int32_t), p & 1);
+            if (depth > 1)
+                be->download_async(be, &s->out_ids[p % STEP_QUEUE], s->ids_buf, sizeof(int32_t), p % STEP_QUEUE);
             s->next_pos++;
             queued[n_queued++] = p;
         }
         if (!n_queued) break;
         const int64_t p = queued[0];
-        queued[0] = queued[1];
+        for (int i = 1; i < n_queued; i++) queued[i - 1] = queued[i];
         n_queued--;
         if (depth > 1) {
-            if (be->wait_fence(be, (int)(p & 1)) != 0) return -1;
+            if (be->wait_fence(be, (int)(p % STEP_QUEUE)) != 0) return -1;
             if (s->done) continue; /* queued behind the segment's last step: discarded */
-            if (deliver(s, p, s->out_ids[p & 1]) != 0) return -1;
+            if (deliver(s, p, s->out_ids[p % STEP_QUEUE]) != 0) return -1;
         } else if (emit(s, p) != 0) {
             return -1;
         }

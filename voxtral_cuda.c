@@ -19,12 +19,14 @@
  * the device); FP32 x FP32 on x itself (COMPUTE_32F: no TF32). Exact-erf GELU in
  * a separate pass (cuBLASLt's GELU epilogue is the tanh approximation).
  * Fused decoder ops: at M = 1 one launch each (gemv1: norm or SwiGLU computed while
- * the GEMV loads its input, q/k/v or w1/w3 in one grid; rope_kv_store); at M > 1
+ * the GEMV loads its input, q/k/v or w1/w3 in one grid; RoPE + KV store + attention
+ * in the split attention kernel); at M > 1
  * the norm / SwiGLU writes the GEMM input (BF16 directly; fp32 for the other
  * dtypes), then cuBLASLt per weight.
  * Decoder-step kernels use programmatic dependent launch (vox_launch, sm_90+).
- * Ops only enqueue; nothing here synchronises except download() and sync(), so
- * the decoder step can be captured into a graph and replayed.
+ * Ops only enqueue; nothing here synchronises except download(), sync() and
+ * wait_fence() (and host_free(): cudaFreeHost), so the decoder step can be
+ * captured into a graph and replayed.
  */
 #include <math.h>
 #include <stdio.h>

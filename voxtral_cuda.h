@@ -36,8 +36,11 @@ void vox_cuda_fail(const char *file, int line, const char *stmt, const char *why
 /* Programmatic dependent launch (Hopper+): the decoder-step kernels are launched
  * with vox_launch(), which lets a kernel start while its predecessor finishes.
  * Every kernel so launched calls pdl_wait() before it touches any buffer another
- * kernel writes (weights excepted: the GEMVs fetch their first weights before
- * it), then pdl_trigger(). vox_cuda_pdl: the kernel families (VOX_PDL_*) launched
+ * kernel writes, then pdl_trigger(). Exceptions, read before the wait: weights (the
+ * GEMVs fetch their first ones), and in the fused decoder attention the positions
+ * (uploaded by memcpy before a step's kernels) and the ring slots of earlier steps;
+ * they rely on every kernel waiting before it triggers, so no kernel two back is
+ * still running. vox_cuda_pdl: the kernel families (VOX_PDL_*) launched
  * that way, set by the backend at creation (0 before sm_90: plain launches). */
 enum { VOX_PDL_GEMV = 1, VOX_PDL_SWIGLU = 2, VOX_PDL_ATTN = 4, VOX_PDL_ROPE = 8, VOX_PDL_EMBED = 16,
        VOX_PDL_PICK = 32, VOX_PDL_ALL = 63 };

@@ -123,8 +123,8 @@ int vox_model_set_delay(vox_model *m, int delay_tokens);
 /* ---- backend op table -------------------------------------------------------
  * The forward pass (voxtral.c) is written once over this table. All pointers
  * are backend memory (host for the CPU, device for CUDA). Ops only enqueue
- * work on the backend's single stream; nothing synchronises except download()
- * and sync(). Every op has a CPU twin in voxtral_kernels.c that is its spec.
+ * work on the backend's single stream; nothing synchronises except download(),
+ * sync() and wait_fence(). Every op has a CPU twin in voxtral_kernels.c that is its spec.
  *
  * `rows_are_streams` (B independent streams batched in one step): 0 = all M
  * rows belong to stream 0 (prefill, encoder chunks); 1 = row i is stream i,

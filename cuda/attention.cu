@@ -1,5 +1,5 @@
 /* cuda/attention.cu - causal sliding-window GQA over the ring KV caches, fp32.
- * CPU twin: cpu_attention (voxtral_kernels.c). Row i (query position p = pos[i],
+ * CPU twins: cpu_attention, cpu_rope_attention (voxtral_kernels.c). Row i (query position p = pos[i],
  * read on the device) sees keys j with max(0, p - window + 1, p - cap + 1) <= j <= p,
  * key j living in ring slot j % cap.
  *
@@ -10,7 +10,10 @@
  * the last block of a (row, kv head) to finish (an atomic ticket per pair, reset
  * by that block) combines them, in a fixed order: one launch, deterministic. The
  * kernel reads the row's position on the device, and blocks without a chunk exit
- * at once, so a captured graph stays valid as the position moves.
+ * at once, so a captured graph stays valid as the position moves. Its fused form
+ * (rope_attention, one new key per row) also rotates q and the new key, block 0
+ * stores the new key and value in the rings, and every block uses the new key in
+ * place of its ring slot.
  *
  * attention_tiled (many rows: encoder chunks, prefill): a block owns 16 query
  * rows of one head and walks 32-key tiles staged in shared memory, online softmax.

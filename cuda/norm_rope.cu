@@ -3,7 +3,7 @@
  * store fused (rope_kv_store) and the decoder input embedding (BF16, F16 or F32
  * rows, cuda/weights.cuh). Positions and token ids are read from device memory,
  * so a captured decoder-step graph replays correctly after the host uploads new ones.
- * CPU twins: cpu_rmsnorm, cpu_rope, cpu_kv_store, cpu_rope_kv_store, cpu_embed,
+ * CPU twins: cpu_rmsnorm, cpu_rope, cpu_kv_store, cpu_rope_attention's first half, cpu_embed,
  * cpu_norm_linear's norm (voxtral_kernels.c).
  */
 #include <cuda_bf16.h>

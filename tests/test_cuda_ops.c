@@ -775,9 +775,9 @@ static void bench(void) {
     const char *vname[] = {"", "", "", "norm+q/k/v (26 x 1 launch)", "wo += (26)", "norm+w1/w3 (26 x 1 launch)",
                            "swiglu+w2 += (26)"};
     const double vbytes[] = {0, 0, 0, 26.0 * 6144 * D * 2, 26.0 * D * qd * 2, 26.0 * 2 * F * D * 2, 26.0 * D * F * 2};
-    /* which kernel families get programmatic dependent launch: all, none, then
-     * all but one family, then GEMVs only (VOX_PDL_*: 1 GEMV, 2 SwiGLU, 4 attention,
-     * 8 rope+kv, 16 embed, 32 argmax) */
+    /* which kernel families get programmatic dependent launch: all, none, all but
+     * SwiGLU, all but attention (VOX_PDL_*: 1 GEMV, 2 SwiGLU, 4 attention, 8 rope+kv,
+     * 16 embed, 32 argmax) */
     const int masks[] = {63, 0, 61, 59};
     const int n_masks = (int)(sizeof masks / sizeof masks[0]);
     for (int cf = 0; cf < n_masks; cf++) {
