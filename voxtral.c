@@ -256,9 +256,10 @@ int vox_delay_ms(const vox_ctx *ctx) {
 }
 
 /* ---- stream state ---------------------------------------------------------------- */
-/* graph keys: a stream's own (2 * its id + kind): streams alive together on one
- * backend must never replay each other's graph, which holds their buffers */
-enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1 };
+/* Graph keys: a stream's own (streams alive together on one backend must never
+ * replay each other's graph, which holds their buffers), a kind, and for the
+ * encoder the chunk's tokens (graph_key below). */
+enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1, GRAPH_ENCODER = 2, GRAPH_MAX_SUB = 255 };
 /* decoder steps in flight on an async backend: the running one and one queued
  * (each has an output slot and a fence of its own) */
 enum { STEP_QUEUE = 2 };
@@ -329,6 +330,7 @@ struct vox_stream {
     int32_t *out_ids;     /* [STEP_QUEUE] host (be->host_alloc): the ids of queued steps */
     int id;               /* this stream's number in its context (graph keys) */
     int scratch;          /* vox_open's warm-up stream: no timing lines */
+    int enc_last_tokens;  /* the previous encoder chunk's size (graph replay) */
     int prefilled;
     int64_t next_pos;     /* next decoder position to run */
     int n_out;            /* ids produced */
@@ -345,6 +347,10 @@ struct vox_stream {
     vox_token *queue;
     size_t q_head, q_len, q_cap;
 };
+
+static int graph_key(const vox_stream *s, int kind, int sub) {
+    return (s->id * (GRAPH_MAX_SUB + 1) + sub) * 4 + kind;
+}
 
 #define ALLOC(ptr, count)                                                  \
     do {                                                                   \
@@ -364,7 +370,7 @@ vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user) {
     const int K = c->conv_kernel;
     s->ctx = ctx;
     s->be = be;
-    s->id = ctx->streams_made++ & 0x3fffffff;
+    s->id = ctx->streams_made++ & 0x1fffff;
     s->cb = cb;
     s->user = user;
     s->t_start = now_ms();
@@ -546,9 +552,11 @@ void vox_stream_stats(const vox_stream *s, vox_stats *st) {
 }
 
 /* ---- encoder ------------------------------------------------------------------------ */
-/* Runs `tokens` audio tokens of mel (in s->mel_host) through the conv stem, the
- * encoder and the adapter, and appends them to the audio ring. */
-static int encode_chunk(vox_stream *s, int tokens) {
+/* The device work of one chunk of `tokens` audio tokens whose mel rows are in
+ * conv_in (after its K-1 context rows) and positions in enc_pos_buf: conv stem,
+ * encoder, adapter, leaving the audio embeddings in adapt_mid. Fixed buffers and
+ * shapes for a given `tokens`: a backend may replay it as a graph. */
+static void encoder_forward(vox_stream *s, int tokens) {
     vox_ctx *ctx = s->ctx;
     vox_backend *be = s->be;
     const vox_model *m = &ctx->model;
@@ -558,10 +566,8 @@ static int encode_chunk(vox_stream *s, int tokens) {
     const int n = tokens * c->mel_per_token; /* mel rows */
     const int M = n / 2;                     /* encoder frames */
     const int e_kv = e->n_kv_heads * e->head_dim;
-    double t0 = now_ms();
 
     /* conv0: stride 1, left context K-1 rows kept from the previous chunk (zeros first) */
-    be->upload(be, s->conv_in + (size_t)(K - 1) * nm, s->mel_host, sizeof(float) * n * nm);
     be->im2col(be, s->conv_cols, s->conv_in, n, nm, K, 1);
     be->linear(be, s->conv_mid + (size_t)(K - 2) * De, s->conv_cols, &m->conv0_w, &m->conv0_b, n,
                VOX_ACT_GELU, 0);
@@ -569,12 +575,9 @@ static int encode_chunk(vox_stream *s, int tokens) {
     /* conv1: stride 2, left context K-2 rows */
     be->im2col(be, s->conv_cols, s->conv_mid, M, De, K, 2);
     be->linear(be, s->ex, s->conv_cols, &m->conv1_w, &m->conv1_b, M, VOX_ACT_GELU, 0);
-    if (s->tap) s->tap(s->tap_user, "mel", s->mel_host, n, nm);
     tap(s, "conv", s->ex, M, De);
     if (K > 2) be->copy(be, s->conv_mid, s->conv_mid + (size_t)n * De, sizeof(float) * (K - 2) * De);
 
-    for (int i = 0; i < M; i++) s->enc_pos_host[i] = (int32_t)(s->enc_pos + i);
-    be->upload(be, s->enc_pos_buf, s->enc_pos_host, sizeof(int32_t) * M);
     for (int l = 0; l < e->n_layers; l++) {
         const vox_enc_layer *L = &m->enc[l];
         float *kc = s->ekv + (size_t)l * 2 * s->enc_cap * e_kv, *vc = kc + (size_t)s->enc_cap * e_kv;
@@ -595,14 +598,42 @@ static int encode_chunk(vox_stream *s, int tokens) {
         be->linear(be, s->ex, s->eg, &L->w2, e->use_biases ? &L->b2 : NULL, M, VOX_ACT_NONE, 1);
     }
     be->rmsnorm(be, s->exn, s->ex, &m->enc_norm, NULL, M, De, e->norm_eps);
-    s->enc_pos += M;
     tap(s, "enc", s->exn, M, De);
 
     /* downsample: `ds` consecutive frames are one row of ds * De (a free reshape), adapter */
-    const int Dd = c->dec.dim;
     be->linear(be, s->eattn, s->exn, &m->adapter0, NULL, tokens, VOX_ACT_GELU, 0);
     be->linear(be, s->adapt_mid, s->eattn, &m->adapter2, NULL, tokens, VOX_ACT_NONE, 0);
-    tap(s, "adapter", s->adapt_mid, tokens, Dd);
+    tap(s, "adapter", s->adapt_mid, tokens, c->dec.dim);
+}
+
+/* Runs `tokens` audio tokens of mel (in s->mel_host) through the conv stem, the
+ * encoder and the adapter, and appends them to the audio ring. A chunk the same
+ * size as the one before (live feeds, a file's full chunks) replays a graph of it
+ * where the backend has graphs: one launch instead of ~20 per layer. */
+static int encode_chunk(vox_stream *s, int tokens) {
+    vox_ctx *ctx = s->ctx;
+    vox_backend *be = s->be;
+    const vox_config *c = &ctx->model.cfg;
+    const int K = c->conv_kernel, nm = c->num_mel_bins;
+    const int n = tokens * c->mel_per_token, M = n / 2;
+    double t0 = now_ms();
+
+    be->upload(be, s->conv_in + (size_t)(K - 1) * nm, s->mel_host, sizeof(float) * n * nm);
+    for (int i = 0; i < M; i++) s->enc_pos_host[i] = (int32_t)(s->enc_pos + i);
+    be->upload(be, s->enc_pos_buf, s->enc_pos_host, sizeof(int32_t) * M);
+    if (s->tap) s->tap(s->tap_user, "mel", s->mel_host, n, nm);
+    const int key = graph_key(s, GRAPH_ENCODER, tokens);
+    if (s->tap || tokens > GRAPH_MAX_SUB || tokens != s->enc_last_tokens) {
+        encoder_forward(s, tokens); /* taps read back mid-way; a new size may not recur */
+    } else if (!be->graph_launch(be, key)) {
+        be->graph_begin(be, key);
+        encoder_forward(s, tokens);
+        be->graph_end(be, key);
+    }
+    s->enc_last_tokens = tokens;
+    s->enc_pos += M;
+
+    const int Dd = c->dec.dim;
     int slot = (int)(s->n_audio % s->acap);
     int first = tokens < s->acap - slot ? tokens : s->acap - slot;
     be->copy(be, s->audio + (size_t)slot * Dd, s->adapt_mid, sizeof(float) * first * Dd);
@@ -649,9 +680,9 @@ static void decoder_forward(vox_stream *s, int M) {
     if (s->topk) be->topk(be, s->topk_ids_buf, s->topk_vals_buf, s->logits, 1, m->cfg.vocab_size, s->topk);
 }
 
-/* vox_open's warm-up (backends with warm_up set): a full encoder chunk of silence,
- * a prefill and one step on a scratch stream, so that the first audio pays none
- * of the one-time costs (on an H100 the first chunk took 85 ms against 20 ms). */
+/* vox_open's warm-up (backends with warm_up set): an encoder chunk of silence, a
+ * prefill and one step on a scratch stream, so that the first audio pays none of
+ * the one-time costs (on an H100 the first chunk took 85 ms against 20 ms). */
 static int warm_up(vox_ctx *ctx) {
     vox_stream *s = vox_stream_new(ctx, NULL, NULL);
     if (!s) return -1;
@@ -659,6 +690,8 @@ static int warm_up(vox_ctx *ctx) {
     const vox_config *c = &ctx->model.cfg;
     const int tokens = ctx->enc_chunk_tokens, L = ctx->prompt_len;
     memset(s->mel_host, 0, sizeof(float) * (size_t)tokens * c->mel_per_token * c->num_mel_bins);
+    /* one full chunk: warming every row bucket of the GEMMs as well (a first odd-sized
+     * chunk: 29 ms against 12 warm) cost 1.1 s more at open on an H100 */
     int rc = encode_chunk(s, tokens);
     if (rc == 0 && L <= 1024) {
         int32_t ids[1024] = {0}, pos[1024];
@@ -776,7 +809,7 @@ static int decode_available(vox_stream *s) {
         while (n_queued < depth && !s->done && s->next_pos + 1 < s->n_audio) {
             int32_t p = (int32_t)s->next_pos;
             be->upload(be, s->dpos_buf, &p, sizeof p);
-            int key = 2 * s->id + (s->topk ? GRAPH_STEP_TOPK : GRAPH_STEP);
+            int key = graph_key(s, s->topk ? GRAPH_STEP_TOPK : GRAPH_STEP, 0);
             if (!be->graph_launch(be, key)) {
                 be->graph_begin(be, key);
                 decoder_forward(s, 1);

@@ -985,7 +985,8 @@ int main(int argc, char **argv) {
     test_norm_linear("no norm", 1, 3072, 2, qkv, 0, 0);
     test_norm_linear("q/k/v", 39, 3072, 3, qkv, 1, 0);
     test_norm_linear("w1/w3", 39, 3072, 2, w13, 1, 1);
-    const int narrow[] = {64, 30}, narrow_odd[] = {33};
+    const int narrow[] = {64, 30}, narrow_odd[] = {33}, narrow64[] = {64};
+    test_norm_linear("narrow, K split 4 ways", 1, 8192, 1, narrow64, 1, 0);
     test_norm_linear("narrow, K split", 1, 3072, 2, narrow, 1, 1);
     test_norm_linear("narrow odd, K split", 1, 3072, 1, narrow_odd, 1, 0);
     const int tiny_qkv[] = {128, 64, 64}, tiny_odd[] = {7, 5, 9}, tiny_head[] = {1100};
