@@ -283,7 +283,9 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups, int ks_arg) {
         rs = r_s;
     }
     if (MODE == G1_NORM_SMEM) {
-        /* stage x*norm*scale in shared memory while summing the squares of x */
+        /* stage x*norm*scale in shared memory while summing the squares of x (the same
+         * reduction as NORM's above: folded into one, the BF16 two-row instance, the
+         * step's q/k/v and w1/w3, spilled 4 bytes at its 72-register cap) */
         __shared__ double red[G1_WARPS];
         __shared__ float r_s;
         float part = 0.0f;
