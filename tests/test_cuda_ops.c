@@ -498,22 +498,24 @@ static void test_swiglu_linear(int M, int N, int K, int acc) {
 /* rope_attention: rope of q and k, k and v stored into the rings (positions wrap),
  * attention; the output and both rings against the CPU twin. M = 1 takes the fused
  * split kernel where the shape has a fast path, other shapes the two-launch form. */
-static void test_rope_attention(int M, int H, int Hkv, int hd, int cap, int window, int p0) {
-    const int64_t qn = (int64_t)M * H * hd, kn = (int64_t)M * Hkv * hd, nc = (int64_t)cap * Hkv * hd;
+static void test_rope_attention_s(int M, int H, int Hkv, int hd, int cap, int window, int p0, int streams) {
+    /* streams: row i is stream i (its own ring, at its own position p0 + 37 i) */
+    const int64_t qn = (int64_t)M * H * hd, kn = (int64_t)M * Hkv * hd,
+                  nc = (int64_t)(streams ? M : 1) * cap * Hkv * hd;
     float *q = rand_f(qn, 3.0f), *k = rand_f(kn, 1.0f), *v = rand_f(kn, 1.0f);
     float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *ref = malloc(sizeof(float) * qn);
     int32_t *pos = malloc(sizeof(int32_t) * M);
-    for (int i = 0; i < M; i++) pos[i] = p0 + i;
+    for (int i = 0; i < M; i++) pos[i] = p0 + (streams ? 37 * i : i);
     float *dq = dev_from(q, qn * 4), *dk = dev_from(k, kn * 4), *dv = dev_from(v, kn * 4);
     float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dout = gpu->alloc(gpu, qn * 4);
     int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
     poison(dout, qn * 4);
-    cpu->rope_attention(cpu, ref, q, k, v, kc, vc, pos, M, H, Hkv, hd, 1e6f, cap, window, 0);
-    gpu->rope_attention(gpu, dout, dq, dk, dv, dkc, dvc, dp, M, H, Hkv, hd, 1e6f, cap, window, 0);
+    cpu->rope_attention(cpu, ref, q, k, v, kc, vc, pos, M, H, Hkv, hd, 1e6f, cap, window, streams);
+    gpu->rope_attention(gpu, dout, dq, dk, dv, dkc, dvc, dp, M, H, Hkv, hd, 1e6f, cap, window, streams);
     float *got = dev_floats(dout, qn), *gkc = dev_floats(dkc, nc), *gvc = dev_floats(dvc, nc);
     char name[160];
-    snprintf(name, sizeof name, "rope_attention M=%d heads %d/%d hd=%d cap=%d window=%d pos %d..: out", M, H,
-             Hkv, hd, cap, window, p0);
+    snprintf(name, sizeof name, "rope_attention M=%d%s heads %d/%d hd=%d cap=%d window=%d pos %d..: out", M,
+             streams ? " (rows are streams)" : "", H, Hkv, hd, cap, window, p0);
     if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
     else check(name, got, ref, qn, 1e-5, 1e-4);
     snprintf(name, sizeof name, "rope_attention M=%d hd=%d: key ring", M, hd);
@@ -523,6 +525,10 @@ static void test_rope_attention(int M, int H, int Hkv, int hd, int cap, int wind
     free(q), free(k), free(v), free(kc), free(vc), free(ref), free(pos), free(got), free(gkc), free(gvc);
     gpu->free(gpu, dq), gpu->free(gpu, dk), gpu->free(gpu, dv), gpu->free(gpu, dkc), gpu->free(gpu, dvc);
     gpu->free(gpu, dp), gpu->free(gpu, dout);
+}
+
+static void test_rope_attention(int M, int H, int Hkv, int hd, int cap, int window, int p0) {
+    test_rope_attention_s(M, H, Hkv, hd, cap, window, p0, 0);
 }
 
 /* ---- graphs: capture at one position, replay at another ------------------------------ */
@@ -1007,6 +1013,8 @@ int main(int argc, char **argv) {
     test_rope_attention(39, 32, 8, 128, 8231, 8192, 8231 - 20); /* prefill: two launches */
     test_rope_attention(1, 4, 2, 24, 26, 16, 25);          /* no fast path: two launches */
     test_rope_attention(39, 4, 4, 16, 50, 24, 30);
+    test_rope_attention_s(3, 32, 8, 128, 700, 512, 600, 1); /* fused, B = 3 streams, rings wrap */
+    test_rope_attention_s(3, 4, 2, 24, 26, 16, 25, 1);      /* B = 3, no fast path: two launches */
     /* an fp16-path layer with one tensor kept in fp32 */
     const vox_dtype mixed[3] = {VOX_DT_F16, VOX_DT_F32, VOX_DT_F16};
     test_norm_linear_dt("mixed q/k/v", 1, 3072, 3, qkv, 1, 0, mixed);
