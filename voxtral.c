@@ -680,6 +680,31 @@ static void decoder_forward(vox_stream *s, int M) {
     if (s->topk) be->topk(be, s->topk_ids_buf, s->topk_vals_buf, s->logits, 1, m->cfg.vocab_size, s->topk);
 }
 
+/* The prompt (BOS, then pads) at positions 0..L-1 through the decoder: its last
+ * row's argmax is left in ids_buf[0]. */
+static int prefill(vox_stream *s) {
+    vox_backend *be = s->be;
+    const int L = s->ctx->prompt_len;
+    int32_t ids[1024] = {0}, pos[1024] = {0}; /* zeroed: gcc cannot see the loop fill them */
+    int32_t *idp = L <= 1024 ? ids : malloc(sizeof(int32_t) * L);
+    int32_t *pp = L <= 1024 ? pos : malloc(sizeof(int32_t) * L);
+    if (!idp || !pp) {
+        if (idp != ids) free(idp);
+        if (pp != pos) free(pp);
+        return vox_error("out of memory");
+    }
+    for (int i = 0; i < L; i++) {
+        idp[i] = i == 0 ? s->ctx->model.tok.bos_id : s->ctx->model.tok.pad_id;
+        pp[i] = i;
+    }
+    be->upload(be, s->ids_buf, idp, sizeof(int32_t) * L);
+    be->upload(be, s->dpos_buf, pp, sizeof(int32_t) * L);
+    if (idp != ids) free(idp);
+    if (pp != pos) free(pp);
+    decoder_forward(s, L);
+    return 0;
+}
+
 /* vox_open's warm-up (backends with warm_up set): an encoder chunk of silence, a
  * prefill and one step on a scratch stream, so that the first audio pays none of
  * the one-time costs (on an H100 the first chunk took 85 ms against 20 ms). */
@@ -693,13 +718,10 @@ static int warm_up(vox_ctx *ctx) {
     /* one full chunk: warming every row bucket of the GEMMs as well (a first odd-sized
      * chunk: 29 ms against 12 warm) cost 1.1 s more at open on an H100 */
     int rc = encode_chunk(s, tokens);
-    if (rc == 0 && L <= 1024) {
-        int32_t ids[1024] = {0}, pos[1024];
-        for (int i = 0; i < L; i++) pos[i] = i;
-        s->be->upload(s->be, s->ids_buf, ids, sizeof(int32_t) * L);
-        s->be->upload(s->be, s->dpos_buf, pos, sizeof(int32_t) * L);
-        decoder_forward(s, L);
-        s->be->upload(s->be, s->dpos_buf, &pos[L - 1], sizeof(int32_t));
+    if (rc == 0) rc = prefill(s);
+    if (rc == 0) {
+        int32_t p = L;
+        s->be->upload(s->be, s->dpos_buf, &p, sizeof p);
         decoder_forward(s, 1);
         rc = s->be->sync(s->be);
     }
@@ -776,19 +798,7 @@ static int decode_available(vox_stream *s) {
     if (!s->prefilled) {
         if (s->n_audio < L + 1) return 0;
         double t0 = now_ms();
-        int32_t ids[1024], pos[1024];
-        int32_t *idp = L <= 1024 ? ids : malloc(sizeof(int32_t) * L);
-        int32_t *pp = L <= 1024 ? pos : malloc(sizeof(int32_t) * L);
-        if (!idp || !pp) return vox_error("out of memory");
-        for (int i = 0; i < L; i++) {
-            idp[i] = i == 0 ? ctx->model.tok.bos_id : ctx->model.tok.pad_id;
-            pp[i] = i;
-        }
-        be->upload(be, s->ids_buf, idp, sizeof(int32_t) * L);
-        be->upload(be, s->dpos_buf, pp, sizeof(int32_t) * L);
-        if (idp != ids) free(idp);
-        if (pp != pos) free(pp);
-        decoder_forward(s, L);
+        if (prefill(s) != 0) return -1;
         s->prefilled = 1;
         s->next_pos = L;
         int rc = emit(s, L - 1);

@@ -227,6 +227,26 @@ __device__ __forceinline__ void gemv1_rows(const uint4 *(&wr)[R], const vox_cuda
         wr[r] = reinterpret_cast<const uint4 *>(W + (int64_t)(r0 + r) * a.K * (WT == VOX_CUDA_F32 ? 4 : 2));
 }
 
+/* 1 / sqrt(mean(x^2) + eps) over K, from each thread's fp32 part of the sum of
+ * squares: summed across threads in double, as the CPU twin. Block-wide (both
+ * __syncthreads are reached by every thread). */
+__device__ __forceinline__ float g1_rms_scale(float part, int K, float eps) {
+    __shared__ double red[G1_WARPS];
+    __shared__ float r_s;
+    double ss = part;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int i = 0; i < G1_WARPS; i++) t += red[i];
+        r_s = (float)(1.0 / sqrt(t / K + (double)eps));
+    }
+    __syncthreads();
+    return r_s;
+}
+
 /* at most 64 registers (8 blocks per SM) where that does not spill; the two-row
  * norm variant gets 80 (6 blocks per SM), the two-row staged norm 72 (7) for BF16
  * and 80 (6) for F16 / F32; the grid adapts to any */
@@ -261,33 +281,18 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups, int ks_arg) {
     if (MODE == VOX_GEMV_NORM) {
         /* sum of squares: a few dozen per thread in fp32, the rest in double as the CPU
          * twin (all-double kept the prefetched weights live across it: spills) */
-        __shared__ double red[G1_WARPS];
-        __shared__ float r_s;
         float part = 0.0f;
         const float4 *x4 = reinterpret_cast<const float4 *>(a.x);
         for (int i = threadIdx.x; i < a.K / 4; i += G1_THREADS) {
             float4 v = __ldg(x4 + i);
             part = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, part))));
         }
-        double ss = part;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if (lane == 0) red[warp] = ss;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            double t = 0;
-            for (int i = 0; i < G1_WARPS; i++) t += red[i];
-            r_s = (float)(1.0 / sqrt(t / a.K + (double)a.eps));
-        }
-        __syncthreads();
-        rs = r_s;
+        rs = g1_rms_scale(part, a.K, a.eps);
     }
     if (MODE == G1_NORM_SMEM) {
-        /* stage x*norm*scale in shared memory while summing the squares of x (the same
-         * reduction as NORM's above: folded into one, the BF16 two-row instance, the
-         * step's q/k/v and w1/w3, spilled 4 bytes at its 72-register cap) */
-        __shared__ double red[G1_WARPS];
-        __shared__ float r_s;
+        /* stage x*norm*scale in shared memory while summing the squares of x (one loop
+         * with NORM's above, the BF16 two-row instance, the step's q/k/v and w1/w3,
+         * spilled 4 bytes at its 72-register cap) */
         float part = 0.0f;
         const float4 *x4 = reinterpret_cast<const float4 *>(a.x);
         const float4 *g4 = reinterpret_cast<const float4 *>(a.norm);
@@ -302,18 +307,7 @@ gemv1_kernel(const vox_cuda_gemv1_args a, int groups, int ks_arg) {
             }
             g1_xs[(i & 1) * K8 + (i >> 1)] = v;
         }
-        double ss = part;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if (lane == 0) red[warp] = ss;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            double t = 0;
-            for (int i = 0; i < G1_WARPS; i++) t += red[i];
-            r_s = (float)(1.0 / sqrt(t / a.K + (double)a.eps));
-        }
-        __syncthreads();
-        rs = r_s;
+        rs = g1_rms_scale(part, a.K, a.eps);
     }
     __shared__ float part_sum[G1_WARPS][R];
     for (int bi = blockIdx.x; bi * gpb < groups; bi += gridDim.x) {
