@@ -8,7 +8,17 @@
  *
  * Errors: functions return NULL or -1 and set a one-line message readable with
  * vox_last_error() ("what: why", naming the file where there is one). The library
- * never exits the process.
+ * never exits the process. Which thread reads what:
+ *   - vox_last_error(): the calling thread's last error (each thread has its own,
+ *     like errno): read it on the thread whose call failed, before its next call.
+ *   - vox_stream_error(s): the error that failed stream s, kept until
+ *     vox_stream_free; later calls on s fail with "stream failed earlier: <it>".
+ *     Any thread may read it once the failing call has returned (synchronised with
+ *     that call, e.g. after joining the worker that made it).
+ *   - vox_ctx_error(ctx): a failure the context's backend keeps (a CUDA error
+ *     leaves the device unusable: every stream on it will fail; reopen the model);
+ *     NULL while the backend is sound. Same rule as vox_stream_error.
+ * A context and its streams are used by one thread at a time.
  *
  * Ownership: the caller frees what it creates (vox_close, vox_stream_free).
  * Strings passed to callbacks are valid only during the call.
@@ -53,6 +63,8 @@ typedef struct {
 typedef void (*vox_token_cb)(void *user, const vox_token *tok);
 
 const char *vox_last_error(void);
+const char *vox_stream_error(const vox_stream *s); /* NULL unless s failed */
+const char *vox_ctx_error(const vox_ctx *ctx);     /* NULL unless the backend failed */
 void vox_options_default(vox_options *opt);
 
 vox_ctx *vox_open(const char *model_dir, const vox_options *opt);
