@@ -20,6 +20,13 @@ BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas
 LIBS     := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread -fopenmp
 CFLAGS   += $(PKG_CFLAGS) $(BLAS_CFLAGS)
 
+# SANITIZE=address,undefined (make asan): a sanitizer build of its own in build/asan,
+# CPU only, -O1, any UB fatal; `make asan-test` runs the suite on it.
+SANITIZE ?=
+ifneq ($(SANITIZE),)
+  CUDA   := 0
+  OPT    := -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZE) -fno-sanitize-recover=all
+endif
 # CUDA=auto builds the CUDA backend when nvcc is found; CUDA=0 / CUDA=1 force it.
 CUDA     ?= auto
 ifeq ($(CUDA),auto)
@@ -54,9 +61,10 @@ ifeq ($(PORTAUDIO),auto)
   PORTAUDIO := $(shell pkg-config --exists portaudio-2.0 && echo 1 || echo 0)
 endif
 
-BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
+BUILD    := build/$(if $(SANITIZE),asan,$(if $(filter 1,$(CUDA)),cuda,cpu))
 # the engine (libvoxtral) and the command line (cli/, a client of voxtral.h only)
-ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c
+ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
+              voxtral_error.c voxtral_audiofile.c
 CLI_SRC  := cli/main.c cli/error.c cli/stdin.c cli/check.c
 CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
@@ -90,7 +98,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 comma := ,
-.PHONY: all voxtral cpu cuda test bench clean help debug cuda-check tests install uninstall
+.PHONY: all voxtral cpu cuda test bench clean help debug asan asan-test fuzz cuda-check tests install uninstall
 all: voxtral $(BUILD)/$(SONAME)
 
 # ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
@@ -112,7 +120,7 @@ $(BUILD)/cli/%.o: cli/%.c cli/cli.h voxtral.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h voxtral_error.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)
@@ -136,14 +144,22 @@ cuda:
 	$(MAKE) CUDA=1 CUDA_ARCH="$(CUDA_ARCH)" $(if $(NVCC_CCBIN),NVCC_CCBIN="$(NVCC_CCBIN)")
 
 tests: $(TEST_BIN)
-test: voxtral tests
-	@BUILD=$(BUILD) tests/run_tests.sh
+# a sanitizer build tests its own binary and leaves ./voxtral alone
+test: $(if $(SANITIZE),$(BUILD)/voxtral,voxtral) tests
+	@BUILD=$(BUILD) VOXTRAL=$(if $(SANITIZE),$(BUILD)/voxtral,./voxtral) tests/run_tests.sh
 
 bench: voxtral
 	scripts/bench.sh
 
-debug:
-	$(MAKE) OPT="-O0 -fsanitize=address,undefined" CFLAGS="-O0 -g"
+asan debug:
+	$(MAKE) SANITIZE=address,undefined build/asan/voxtral tests
+# allocator_may_return_null: tests provoke failed huge allocations on purpose
+asan-test:
+	ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(MAKE) SANITIZE=address,undefined test
+# libFuzzer targets (tests/fuzz/, clang): make fuzz FUZZ_SECONDS=60 runs each that long
+fuzz:
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),20)
 
 cuda-check:
 	@test -x $(NVCC) || { echo "nvcc not found at $(NVCC): install the CUDA toolkit or pass CUDA_HOME=/path/to/cuda"; exit 1; }
@@ -182,6 +198,7 @@ help:
 	@echo "make cuda-check  explain what the CUDA build is missing"
 	@echo "make test     build and run the test suite (ends with 'N passed, N failed')"
 	@echo "make bench    benchmark on a random full-size model (scripts/bench.sh)"
-	@echo "make debug    ASan/UBSan build"
+	@echo "make asan     ASan/UBSan build in build/asan (CPU); make asan-test runs the suite on it"
+	@echo "make fuzz     build and run each libFuzzer target (tests/fuzz/) FUZZ_SECONDS each (20)"
 	@echo "make install PREFIX=/usr/local   binary, libvoxtral.a/.so, voxtral.h, voxtral.pc"
 	@echo "CPU_ISA=native|avx512|avx2|generic (default native): host kernel instruction set"

@@ -20,26 +20,12 @@
  *   so at most T - L ids come out of T audio tokens. EOS ends the stream.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "voxtral_internal.h"
-
-/* ---- errors ------------------------------------------------------------------ */
-static _Thread_local char vox_errbuf[1024];
-
-int vox_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(vox_errbuf, sizeof vox_errbuf, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-const char *vox_last_error(void) { return vox_errbuf[0] ? vox_errbuf : "no error"; }
 
 static double now_ms(void) {
     struct timespec ts;
@@ -189,8 +175,9 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     }
     int delay_ms = opt.delay_ms ? opt.delay_ms : m->tok.delay_ms;
     int ms_per_token = (int)lround(1000.0 / c->frame_rate);
-    if (delay_ms <= 0 || delay_ms % ms_per_token != 0) {
-        vox_error("delay %d ms: must be a positive multiple of %d ms", delay_ms, ms_per_token);
+    if (delay_ms <= 0 || delay_ms > VOX_MAX_DELAY_MS || delay_ms % ms_per_token != 0) {
+        vox_error("delay %d ms: must be a multiple of %d ms, at most %d", delay_ms, ms_per_token,
+                  VOX_MAX_DELAY_MS);
         goto fail;
     }
     ctx->delay_tokens = delay_ms / ms_per_token;
@@ -302,6 +289,7 @@ struct vox_stream {
     float *mel_host;      /* [chunk mel rows][n_mel] */
     int64_t n_samples;    /* real samples fed, all segments */
     int finished, done, failed;
+    vox_err err;          /* what failed the stream (failed = 1), kept until freed */
 
     /* segments (continuous mode and flush): a segment is what the reference sees
      * as one utterance: left pad, its audio, right pad. A restart begins a new one
@@ -933,8 +921,14 @@ static int process(vox_stream *s) {
     return 0;
 }
 
+/* Marks the stream failed, keeping the thread's last error as its cause. */
+static int stream_fail(vox_stream *s) {
+    s->failed = 1;
+    return vox_err_keep(&s->err);
+}
+
 int vox_stream_feed(vox_stream *s, const float *samples, size_t n) {
-    if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
+    if (s->failed) return vox_err_raise(&s->err, "stream failed earlier: ");
     if (s->finished) return vox_error("stream already finished");
     /* in pieces, so the retained audio always covers what a restart re-feeds */
     for (size_t off = 0; off < n;) {
@@ -949,10 +943,7 @@ int vox_stream_feed(vox_stream *s, const float *samples, size_t n) {
         s->n_samples += piece;
         s->seg_samples += piece;
         off += (size_t)piece;
-        if (process(s) != 0) {
-            s->failed = 1;
-            return -1;
-        }
+        if (process(s) != 0) return stream_fail(s);
     }
     return 0;
 }
@@ -973,7 +964,7 @@ int vox_stream_set_continuous(vox_stream *s, int on) {
 /* Ends the current segment as if the audio stopped (right pad, decode it all),
  * then starts a fresh one for what comes next. */
 int vox_stream_flush(vox_stream *s) {
-    if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
+    if (s->failed) return vox_err_raise(&s->err, "stream failed earlier: ");
     if (s->finished) return vox_error("stream already finished");
     if (s->seg_samples == 0) return 0; /* nothing since the last segment: nothing to force out */
     int64_t pad = segment_right_pad(s);
@@ -982,10 +973,7 @@ int vox_stream_flush(vox_stream *s) {
     int rc = vox_mel_end(s->mel, pad) != 0 || process(s) != 0;
     s->continuous = was;
     s->restart_why = NULL;
-    if (rc || segment_begin(s, s->n_samples) != 0) {
-        s->failed = 1;
-        return -1;
-    }
+    if (rc || segment_begin(s, s->n_samples) != 0) return stream_fail(s);
     s->restarts++;
     return 0;
 }
@@ -993,16 +981,17 @@ int vox_stream_flush(vox_stream *s) {
 int vox_stream_restarts(const vox_stream *s) { return s->restarts; }
 
 int vox_stream_finish(vox_stream *s) {
-    if (s->failed) return vox_error("stream failed earlier: %s", vox_last_error());
+    if (s->failed) return vox_err_raise(&s->err, "stream failed earlier: ");
     if (s->finished) return 0;
     int64_t pad = segment_right_pad(s);
     s->finished = 1;
     /* a segment opened by a flush or restart that got no audio adds nothing (a stream
      * that never got any audio is still decoded, as the reference does) */
     if (s->seg_samples == 0 && s->n_samples > 0) return 0;
-    if (vox_mel_end(s->mel, pad) != 0 || process(s) != 0) {
-        s->failed = 1;
-        return -1;
-    }
+    if (vox_mel_end(s->mel, pad) != 0 || process(s) != 0) return stream_fail(s);
     return 0;
 }
+
+const char *vox_stream_error(const vox_stream *s) { return s->failed ? s->err.msg : NULL; }
+const char *vox_ctx_error(const vox_ctx *ctx) { return ctx->be->err.set ? ctx->be->err.msg : NULL; }
+vox_backend *vox_ctx_backend(vox_ctx *ctx) { return ctx->be; }

@@ -8,7 +8,17 @@
  *
  * Errors: functions return NULL or -1 and set a one-line message readable with
  * vox_last_error() ("what: why", naming the file where there is one). The library
- * never exits the process.
+ * never exits the process. Which thread reads what:
+ *   - vox_last_error(): the calling thread's last error (each thread has its own,
+ *     like errno): read it on the thread whose call failed, before its next call.
+ *   - vox_stream_error(s): the error that failed stream s, kept until
+ *     vox_stream_free; later calls on s fail with "stream failed earlier: <it>".
+ *     Any thread may read it once the failing call has returned (synchronised with
+ *     that call, e.g. after joining the worker that made it).
+ *   - vox_ctx_error(ctx): a failure the context's backend keeps (a CUDA error
+ *     leaves the device unusable: every stream on it will fail; reopen the model);
+ *     NULL while the backend is sound. Same rule as vox_stream_error.
+ * A context and its streams are used by one thread at a time.
  *
  * Ownership: the caller frees what it creates (vox_close, vox_stream_free).
  * Strings passed to callbacks are valid only during the call.
@@ -53,6 +63,8 @@ typedef struct {
 typedef void (*vox_token_cb)(void *user, const vox_token *tok);
 
 const char *vox_last_error(void);
+const char *vox_stream_error(const vox_stream *s); /* NULL unless s failed */
+const char *vox_ctx_error(const vox_ctx *ctx);     /* NULL unless the backend failed */
 void vox_options_default(vox_options *opt);
 
 vox_ctx *vox_open(const char *model_dir, const vox_options *opt);
@@ -116,12 +128,29 @@ typedef struct {
 int vox_model_memory(const char *dir, const char *backend, vox_memory_estimate *out);
 int vox_cuda_built(void); /* 1 when this library was built with the CUDA backend */
 
-/* ---- audio files ------------------------------------------------------------------ */
-/* Reads any file libsndfile reads, downmixes to mono, resamples to `rate` (libsoxr,
- * high quality). 16-bit input at `rate` arrives as exactly int16 / 32768.
- * *out is malloc'd (the caller frees it). 0, or -1 with the error set. */
+/* ---- audio files (voxtral_audiofile.c) ------------------------------------------
+ * Any format libsndfile reads (WAV, FLAC, Ogg, MP3, ...), downmixed to mono (the
+ * float32 channel mean); 16-bit input arrives as exactly int16 / 32768. *out is
+ * malloc'd (the caller frees it). A file is opened once: FIFOs, pipes, /dev/stdin and
+ * <(...) work (a non-seekable input is read into memory first). Refused with a
+ * message: sample rates outside VOX_AUDIO_MIN_RATE..VOX_AUDIO_MAX_RATE, more than 2^30
+ * samples (before or after resampling; the buffer grows with the audio decoded, never
+ * from a header's claim), a missing file ("no such file"), a directory ("is a
+ * directory"), an empty file ("empty file"), and containers libsndfile lacks (MP4/M4A,
+ * AAC, WebM, ...: the message gives the ffmpeg line). All return 0, or -1 with the
+ * error set. */
+enum { VOX_AUDIO_MIN_RATE = 1000, VOX_AUDIO_MAX_RATE = 768000 };
+/* At the file's own rate (*rate): a program can read the file before loading the model
+ * (fails fast, one open), then resample with vox_resample once the rate is known. */
+int vox_audio_read(const char *path, float **out, int64_t *n, int *rate);
+/* The same from bytes in memory; `name` names them in messages. */
+int vox_audio_read_mem(const void *data, size_t size, const char *name, float **out, int64_t *n,
+                       int *rate);
+/* vox_audio_read, then resampled to `rate` (libsoxr, high quality). */
 int vox_audio_load(const char *path, int rate, float **out, int64_t *n);
-int vox_audio_probe(const char *path); /* opens the file's header only: fails fast */
+/* Checks a regular file's header without reading the audio (fails fast); returns 0
+ * at once for a FIFO or pipe, which cannot be read twice (vox_audio_read checks it). */
+int vox_audio_probe(const char *path);
 int vox_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out,
                  int64_t *nout);
 

@@ -96,6 +96,7 @@ typedef struct {
     struct { void *p; size_t n; } *allocs; /* live alloc() blocks, for be->mem_bytes */
     int n_allocs, cap_allocs;
     int gemv_max_rows;
+    vox_backend *be; /* the backend this is the impl of (its error: CUDA_CHECK) */
 } cuda_impl;
 
 static cuda_impl *impl_of(vox_backend *be) { return (cuda_impl *)be->impl; }
@@ -103,25 +104,22 @@ static cuda_impl *impl_of(vox_backend *be) { return (cuda_impl *)be->impl; }
 int vox_cuda_pdl;
 
 /* ---- errors ---------------------------------------------------------------------
- * Sticky: the first failure is kept and reported by sync()/download() callers. */
-static int cuda_failed;
-static char cuda_errmsg[1024];
-
-void vox_cuda_fail(const char *file, int line, const char *stmt, const char *why) {
-    if (!cuda_failed) {
-        const char *base = strrchr(file, '/');
-        snprintf(cuda_errmsg, sizeof cuda_errmsg, "%s:%d: %s: %s", base ? base + 1 : file, line,
-                 stmt, why);
-        cuda_failed = 1;
-    }
-    vox_error("%s", cuda_errmsg);
+ * Per backend and sticky (be->err): the first failure is kept and reported by every
+ * later sync() / wait_fence(); another backend's state is its own. */
+void vox_cuda_fail(vox_backend *be, const char *file, int line, const char *stmt, const char *why) {
+    const char *base = strrchr(file, '/');
+    vox_err_set(&be->err, "%s:%d: %s: %s", base ? base + 1 : file, line, stmt, why);
 }
 
-static void op_fail(const char *fmt, const char *what, long a) {
+#define cuda_failed (be->err.set)
+#define cuda_errmsg (be->err.msg)
+
+static void op_fail_(vox_backend *be, const char *fmt, const char *what, long a) {
     char buf[256];
     snprintf(buf, sizeof buf, fmt, what, a);
-    vox_cuda_fail(__FILE__, __LINE__, "op", buf);
+    vox_cuda_fail(be, __FILE__, __LINE__, "op", buf);
 }
+#define op_fail(fmt, what, a) op_fail_(be, fmt, what, a)
 
 /* every launch is checked: a bad configuration shows up here, at once */
 #define LAUNCHED() CUDA_CHECK(cudaGetLastError())
@@ -157,6 +155,7 @@ static void *cu_alloc(vox_backend *be, size_t bytes) {
 }
 
 static void drop_graphs(cuda_impl *ci) {
+    vox_backend *be = ci->be;
     for (int i = 0; i < ci->n_graphs; i++) CUDA_CHECK(cudaGraphExecDestroy(ci->graphs[i].exec));
     ci->n_graphs = 0;
 }
@@ -371,6 +370,7 @@ typedef struct {
 
 static void upload_one(vox_weight *w, const char *name, void *arg) {
     upload_state *u = arg;
+    vox_backend *be = u->ci->be;
     if (!w->data) return;
     const size_t n_el = (size_t)(w->rows * w->cols), bytes = n_el * dtype_size(w->dtype);
     const size_t dsize = dtype_size(w->dev_dtype);
@@ -468,6 +468,7 @@ static cudaDataType_t lt_type(vox_dtype dt) {
 }
 
 static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align, vox_dtype dt) {
+    vox_backend *be = ci->be;
     for (int i = 0; i < ci->n_plans; i++) {
         lt_plan *p = &ci->plans[i];
         if (p->M == M && p->N == N && p->K == K && p->bias == bias && p->align == align && p->dt == dt)
@@ -564,6 +565,7 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
  * returned for this weight's device dtype. */
 static void lt_matmul(cuda_impl *ci, float *y, const vox_weight *w, const void *in, const float *bias,
                       int m, int accumulate) {
+    vox_backend *be = ci->be;
     const int N = (int)w->rows, K = (int)w->cols;
     const float one = 1.0f, zero = 0.0f;
     const float *alpha = &one, *beta = accumulate ? &one : &zero;
@@ -587,6 +589,7 @@ static int matrix_on_device(const vox_weight *w) {
 
 /* the fp32 input scratch and the FP16 scale words: fp16 and fp32 paths only */
 static int have_scratch(cuda_impl *ci, const char *op) {
+    vox_backend *be = ci->be;
     if (!ci->xf) op_fail("%s: fp16/fp32 weights on a bf16-path backend (no scratch for them, %ld)", op, 0);
     return ci->xf != NULL;
 }
@@ -594,6 +597,7 @@ static int have_scratch(cuda_impl *ci, const char *op) {
 /* The GEMM input for weights of dtype dt from n fp32 values at x: rounded to BF16
  * or scaled to FP16 in the scratch xb (alpha in scal[0]), or x itself for FP32. */
 static const void *gemm_input(cuda_impl *ci, vox_dtype dt, const float *x, int64_t n) {
+    vox_backend *be = ci->be;
     if (dt == VOX_DT_F32) return x;
     if (dt == VOX_DT_BF16) {
         vox_cuda_f32_to_bf16(ci->xb, x, n, ci->st);
@@ -653,6 +657,7 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
 static void gemv1_of(cuda_impl *ci, int n, float *const *y, const vox_weight *const *w, int mode,
                      const float *x, const float *u, const vox_weight *norm, const vox_weight *scale,
                      float eps, int accumulate) {
+    vox_backend *be = ci->be;
     vox_cuda_gemv1_args a = {.n_out = n, .K = (int)w[0]->cols, .wtype = w[0]->dev_dtype,
                              .mode = mode, .accumulate = accumulate, .x = x, .u = u, .eps = eps,
                              .norm = norm ? norm->dev : NULL, .scale = scale ? scale->dev : NULL};
@@ -789,7 +794,7 @@ static void cu_rmsnorm(vox_backend *be, float *y, const float *x, const vox_weig
 }
 
 /* the same expression as the CPU twin, on the host: bit-identical frequencies */
-static int inv_freq_of(vox_cuda_inv_freq *f, const char *op, int head_dim, float theta) {
+static int inv_freq_of(vox_backend *be, vox_cuda_inv_freq *f, const char *op, int head_dim, float theta) {
     int half = head_dim / 2;
     if (half > VOX_CUDA_ROPE_MAX_HALF || head_dim % 2) {
         op_fail("%s: head_dim %ld unsupported (even, at most 256)", op, head_dim);
@@ -802,7 +807,7 @@ static int inv_freq_of(vox_cuda_inv_freq *f, const char *op, int head_dim, float
 static void cu_rope(vox_backend *be, float *x, const int32_t *pos, int M, int n_heads,
                     int head_dim, float theta) {
     vox_cuda_inv_freq f;
-    if (inv_freq_of(&f, "rope", head_dim, theta)) return;
+    if (inv_freq_of(be, &f, "rope", head_dim, theta)) return;
     vox_cuda_rope(x, pos, M, n_heads, head_dim, &f, impl_of(be)->st);
     LAUNCHED();
 }
@@ -819,7 +824,7 @@ static void cu_rope_attention(vox_backend *be, float *out, float *q, float *k, c
                               int rows_are_streams) {
     cuda_impl *ci = impl_of(be);
     vox_cuda_inv_freq f;
-    if (M <= 0 || inv_freq_of(&f, "rope_attention", head_dim, theta)) return;
+    if (M <= 0 || inv_freq_of(be, &f, "rope_attention", head_dim, theta)) return;
     if ((M == 1 || rows_are_streams) &&
         vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
                                  rows_are_streams, k, v, &f, ci->attn_part, ATTN_PART_FLOATS,
@@ -1063,6 +1068,7 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
         return NULL;
     }
     be->impl = ci;
+    ci->be = be;
     ci->n_sm = prop.multiProcessorCount;
     ci->path = (vox_dtype)path;
     ci->need_bytes = need_bytes;
@@ -1071,8 +1077,6 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     const char *pdl_env = getenv("VOX_CUDA_PDL"); /* a developer's knob: families, VOX_PDL_* */
     if (pdl_env && *pdl_env && prop.major >= 9) vox_cuda_pdl = atoi(pdl_env) & VOX_PDL_ALL;
     ci->gemv_max_rows = GEMV_MAX_ROWS;
-    cuda_failed = 0;
-    cuda_errmsg[0] = 0;
     CUDA_CHECK(cudaStreamCreateWithFlags(&ci->st, cudaStreamNonBlocking));
     for (int i = 0; i < VOX_FENCES; i++)
         CUDA_CHECK(cudaEventCreateWithFlags(&ci->fences[i], cudaEventDisableTiming));

@@ -22,15 +22,18 @@ extern "C" {
 enum { VOX_CUDA_F32 = 0, VOX_CUDA_BF16 = 1, VOX_CUDA_F16 = 2 };
 
 /* ---- errors ------------------------------------------------------------------
- * A failed CUDA / cuBLAS call records "file:line: statement: reason" (through
- * vox_error) and sets the backend's sticky error flag, which sync() and
- * download() report. Ops are void: they never exit and never synchronise. */
-void vox_cuda_fail(const char *file, int line, const char *stmt, const char *why);
+ * A failed CUDA / cuBLAS call records "file:line: statement: reason" in its backend's
+ * error (vox_backend.err: per backend, sticky) and the thread's last error; sync()
+ * and wait_fence() report it. CUDA_CHECK / CUBLAS_CHECK name the backend `be`, which
+ * must be in scope. Ops are void: they never exit and never synchronise. */
+struct vox_backend;
+void vox_cuda_fail(struct vox_backend *be, const char *file, int line, const char *stmt,
+                   const char *why);
 
 #define CUDA_CHECK(stmt)                                                          \
     do {                                                                          \
         cudaError_t err_ = (stmt);                                                \
-        if (err_ != cudaSuccess) vox_cuda_fail(__FILE__, __LINE__, #stmt, cudaGetErrorString(err_)); \
+        if (err_ != cudaSuccess) vox_cuda_fail(be, __FILE__, __LINE__, #stmt, cudaGetErrorString(err_)); \
     } while (0)
 
 /* Programmatic dependent launch (Hopper+): the decoder-step kernels are launched
@@ -49,7 +52,7 @@ extern int vox_cuda_pdl;
 #define CUBLAS_CHECK(stmt)                                                        \
     do {                                                                          \
         cublasStatus_t st_ = (stmt);                                              \
-        if (st_ != CUBLAS_STATUS_SUCCESS) vox_cuda_fail(__FILE__, __LINE__, #stmt, cublasLtGetStatusString(st_)); \
+        if (st_ != CUBLAS_STATUS_SUCCESS) vox_cuda_fail(be, __FILE__, __LINE__, #stmt, cublasLtGetStatusString(st_)); \
     } while (0)
 
 /* ---- cuda/gemv.cu --------------------------------------------------------------

@@ -1,5 +1,5 @@
 /* voxtral_internal.h - what the engine's files share: config, weights, tokenizer,
- * the model, the backend op table, audio, and the error helper.
+ * the model, the backend op table, audio, and the error channel (voxtral_error.h).
  *
  * Layout conventions (every backend follows them):
  *   - activations are fp32, row-major, one row per time step: x[M][D];
@@ -14,10 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "voxtral.h"
-
-/* ---- errors -------------------------------------------------------------- */
-/* Sets the thread's last error (printf format). Always returns -1. */
-int vox_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#include "voxtral_error.h"
 
 /* ---- weights --------------------------------------------------------------- */
 /* The dtype tag every weight carries. BF16 in the checkpoint; F16 only as a device
@@ -60,6 +57,7 @@ typedef struct {
     /* derived */
     int samples_per_token; /* sampling_rate / frame_rate (1280) */
     int mel_per_token;     /* samples_per_token / hop_length (8) */
+    int ms_per_token;      /* 1000 / frame_rate (80), a whole number >= 1 */
 } vox_config;
 
 /* ---- tokenizer (tekken.json) ---------------------------------------------- */
@@ -69,9 +67,13 @@ typedef struct {
     char *blob;        /* all piece bytes */
     int64_t *offset;   /* piece i = blob + offset[i], length offset[i+1] - offset[i] */
     int bos_id, eos_id, pad_id; /* "<s>", "</s>", "[STREAMING_PAD]" */
-    int delay_ms;      /* audio.transcription_delay_ms, or 480 */
+    int delay_ms;      /* audio.transcription_delay_ms (VOX_MIN..MAX_DELAY_MS), or 480 */
     int left_pad_tokens; /* audio.streaming_n_left_pad_tokens, or 32 */
 } vox_tokenizer;
+
+/* Transcription delays the model is trained for (--delay, tekken.json): keeps the
+ * prompt length and every size derived from it small. */
+enum { VOX_MIN_DELAY_MS = 80, VOX_MAX_DELAY_MS = 2400 };
 
 int vox_tokenizer_load(vox_tokenizer *t, const char *path);
 void vox_tokenizer_free(vox_tokenizer *t);
@@ -167,6 +169,10 @@ struct vox_backend {
     int warm_up;      /* 1: vox_open runs a silent chunk through the model once, so the
                          first audio pays no one-time costs (GPU: kernel loading,
                          cuBLASLt algorithm choice, first launches) */
+    /* This backend's failure: ops are void, so a failing op records its error here
+     * (vox_err_set) and the next sync() / wait_fence() returns -1 with it. CUDA keeps
+     * it (the device state is lost); the CPU clears it once reported. */
+    vox_err err;
 
     /* y[M][w.rows] (= or, with accumulate, +=) act(x[M][w.cols] . w^T + b). b may be NULL. */
     void (*linear)(vox_backend *be, float *y, const float *x, const vox_weight *w,
@@ -239,9 +245,13 @@ int vox_cuda_available(void); /* 1 when built with CUDA and a device is present 
  * "logits" [1][vocab] per decoded id. For tests and debugging; slow. */
 typedef void (*vox_tap_fn)(void *user, const char *stage, const float *rows, int n_rows, int width);
 int vox_stream_set_tap(vox_stream *s, vox_tap_fn fn, void *user);
+/* The context's backend (tests inject backend failures through it). */
+vox_backend *vox_ctx_backend(vox_ctx *ctx);
 
-/* ---- audio (voxtral_audio.c) ----------------------------------------------- */
-/* File loading and resampling are public (voxtral.h). */
+/* ---- audio files (voxtral_audiofile.c): the API is public (voxtral.h) ------------ */
+extern int64_t vox_audio_max_samples; /* 2^30 (4 GiB of floats; 18.6 h at 16 kHz); tests lower it */
+
+/* ---- log-mel (voxtral_audio.c) ------------------------------------------------ */
 
 /* Log-mel spectrogram exactly as the reference feature extractor: periodic Hann
  * window_size, hop, reflect-centred STFT, last frame dropped, Slaney mel

@@ -36,18 +36,32 @@ typedef struct {
     size_t norm_len;
 } cpu_impl;
 
-/* Per-thread scratch of at least `n` floats; grows only when a context needs more. */
-static float *thread_scratch(cpu_impl *ci, size_t n) {
+static cpu_impl *impl_of(vox_backend *be) { return (cpu_impl *)be->impl; }
+/* Every parallel region runs on the backend's own team size: the OpenMP default is
+ * per thread (omp_set_num_threads), and per-thread buffers are sized for this one,
+ * so a stream fed from another thread must not get a bigger team. */
+#define THREADS(be) (impl_of(be)->threads)
+
+/* Per-thread scratch of at least `n` floats; grows only when a context needs more.
+ * NULL with the backend's error recorded (the next sync reports it). */
+static float *thread_scratch(vox_backend *be, size_t n) {
+    cpu_impl *ci = impl_of(be);
     if (ci->scratch_len < n) {
         free(ci->scratch);
-        ci->scratch = malloc(n * ci->threads * sizeof(float));
-        ci->scratch_len = ci->scratch ? n : 0;
-        if (!ci->scratch) vox_error("cpu: out of memory for attention scratch");
+        ci->scratch = NULL;
+        ci->scratch_len = 0;
+        size_t bytes;
+        if (!__builtin_mul_overflow(n, (size_t)ci->threads * sizeof(float), &bytes))
+            ci->scratch = malloc(bytes);
+        if (!ci->scratch) {
+            vox_err_set(&be->err, "cpu: out of memory for attention scratch (%zu floats x %d threads)",
+                        n, ci->threads);
+            return NULL;
+        }
+        ci->scratch_len = n;
     }
     return ci->scratch;
 }
-
-static cpu_impl *impl_of(vox_backend *be) { return (cpu_impl *)be->impl; }
 
 /* ---- memory ---------------------------------------------------------------- */
 static void *cpu_alloc(vox_backend *be, size_t bytes) {
@@ -61,12 +75,19 @@ static void cpu_free(vox_backend *be, void *p) { free(p); }
 static void cpu_memcpy(vox_backend *be, void *dst, const void *src, size_t bytes) {
     memmove(dst, src, bytes);
 }
-static int cpu_sync(vox_backend *be) { return 0; }
+/* Ops run at once: an op's failure is reported by the next sync, then forgotten
+ * (the backend itself is still sound). */
+static int cpu_sync(vox_backend *be) {
+    if (!be->err.set) return 0;
+    vox_err_raise(&be->err, NULL);
+    vox_err_clear(&be->err);
+    return -1;
+}
 static void *cpu_host_alloc(vox_backend *be, size_t bytes) { return cpu_alloc(be, bytes); }
 static void cpu_download_async(vox_backend *be, void *dst, const void *src, size_t bytes, int fence) {
     memmove(dst, src, bytes);
 }
-static int cpu_wait_fence(vox_backend *be, int fence) { return 0; }
+static int cpu_wait_fence(vox_backend *be, int fence) { return cpu_sync(be); }
 static int cpu_upload_weights(vox_backend *be, vox_model *m) { return 0; }
 
 /* ---- dot products ------------------------------------------------------------ */
@@ -149,7 +170,7 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
     if (M < GEMM_MIN_ROWS || (accumulate && act != VOX_ACT_NONE)) {
         /* Few rows: stream each weight row once, reuse it for the M inputs from cache.
          * (accumulate with an activation is not a real use; handled here for generality.) */
-#pragma omp parallel for schedule(dynamic, 64) if (N * K * M >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic, 64) if (N * K * M >= PAR_MIN_WORK) num_threads(THREADS(be))
         for (int64_t n = 0; n < N; n++) {
             for (int m = 0; m < M; m++) {
                 float s = w->dtype == VOX_DT_BF16
@@ -172,7 +193,7 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
     if (nb > 256) nb = 256;
     if (nb < 1) nb = 1;
     const int64_t nblocks = (N + nb - 1) / nb;
-#pragma omp parallel for schedule(dynamic, 1) if (N * K * M >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic, 1) if (N * K * M >= PAR_MIN_WORK) num_threads(ci->threads)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         const int64_t n0 = blk * nb, cnt = N - n0 < nb ? N - n0 : nb;
         const float *wf;
@@ -233,13 +254,13 @@ static void cpu_rope(vox_backend *be, float *x, const int32_t *pos, int M, int n
 }
 
 static void cpu_swiglu(vox_backend *be, float *h, const float *g, const float *u, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN_WORK / 16)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN_WORK / 16) num_threads(THREADS(be))
     for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static void cpu_im2col(vox_backend *be, float *cols, const float *x, int T_out, int C, int K,
                        int stride) {
-#pragma omp parallel for schedule(static) if ((int64_t)T_out * C * K >= PAR_MIN_WORK / 16)
+#pragma omp parallel for schedule(static) if ((int64_t)T_out * C * K >= PAR_MIN_WORK / 16) num_threads(THREADS(be))
     for (int t = 0; t < T_out; t++)
         for (int c = 0; c < C; c++)
             for (int k = 0; k < K; k++)
@@ -307,7 +328,6 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
                           const float *vc, const int32_t *pos, int M, int n_heads,
                           int n_kv_heads, int head_dim, int cap, int window,
                           int rows_are_streams) {
-    cpu_impl *ci = impl_of(be);
     const int group = n_heads / n_kv_heads;
     const int kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);
@@ -323,9 +343,9 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
         }
         const int nk = hi - lo + 1;
         const size_t per = (size_t)2 * nk * head_dim + (size_t)M * nk;
-        float *scr = thread_scratch(ci, per);
+        float *scr = thread_scratch(be, per);
         if (!scr) return;
-#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)M * nk * head_dim * n_heads >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)M * nk * head_dim * n_heads >= PAR_MIN_WORK) num_threads(THREADS(be))
         for (int h = 0; h < n_heads; h++) {
             float *kb = scr + per * omp_get_thread_num(), *vb = kb + (size_t)nk * head_dim,
                   *S = vb + (size_t)nk * head_dim;
@@ -348,9 +368,10 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
     }
     /* Few rows (the decoder step): one (row, head) per task, vectorised dots. */
     size_t need = (size_t)(window < cap ? window : cap) + 1;
-    float *scr = thread_scratch(ci, need);
+    float *scr = thread_scratch(be, need);
     if (!scr) return;
-#pragma omp parallel for schedule(dynamic, 1) collapse(2) if ((int64_t)M * n_heads * (window < cap ? window : cap) * head_dim >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if ((int64_t)M * n_heads * (window < cap ? window : cap) * head_dim >= PAR_MIN_WORK) \
+    num_threads(THREADS(be))
     for (int i = 0; i < M; i++) {
         for (int h = 0; h < n_heads; h++) {
             float *sc = scr + need * omp_get_thread_num();
@@ -428,11 +449,12 @@ static void cpu_topk(vox_backend *be, int32_t *ids, float *vals, const float *lo
 /* ---- fused decoder ops: the unfused sequences ------------------------------------- */
 /* Few-row matvecs of several weights sharing x, in one parallel loop over all their
  * rows (one fork/join instead of n_out, and the load balances across weights). */
-static void matvec_multi(int n_out, float *const *y, const float *x, const vox_weight *const *w, int M) {
+static void matvec_multi(int threads, int n_out, float *const *y, const float *x, const vox_weight *const *w,
+                         int M) {
     int64_t start[4] = {0};
     for (int i = 0; i < n_out; i++) start[i + 1] = start[i] + w[i]->rows;
     const int64_t total = start[n_out], K = w[0]->cols;
-#pragma omp parallel for schedule(dynamic, 64) if (total * K * M >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic, 64) if (total * K * M >= PAR_MIN_WORK) num_threads(threads)
     for (int64_t r = 0; r < total; r++) {
         int i = 0;
         while (r >= start[i + 1]) i++;
@@ -456,7 +478,7 @@ static void cpu_norm_linear(vox_backend *be, int n_out, float *const *y, const f
             ci->norm_buf = malloc(sizeof(float) * M * D);
             ci->norm_len = ci->norm_buf ? (size_t)M * D : 0;
             if (!ci->norm_buf) {
-                vox_error("cpu: out of memory");
+                vox_err_set(&be->err, "cpu: out of memory (norm_linear, %d x %d floats)", M, D);
                 return;
             }
         }
@@ -464,7 +486,7 @@ static void cpu_norm_linear(vox_backend *be, int n_out, float *const *y, const f
         xn = ci->norm_buf;
     }
     if (M < GEMM_MIN_ROWS && n_out <= 3) {
-        matvec_multi(n_out, y, xn, w, M);
+        matvec_multi(ci->threads, n_out, y, xn, w, M);
         return;
     }
     for (int i = 0; i < n_out; i++) cpu_linear(be, y[i], xn, w[i], NULL, M, VOX_ACT_NONE, 0);

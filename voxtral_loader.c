@@ -32,6 +32,9 @@
  * product of a size with a small factor within int. */
 #define MAX_SIZE (1 << 24)
 #define MAX_NDIM 8
+/* Audio samples per 80 ms token (1280 for the released model): bounds every buffer
+ * sized per token or per encoder chunk (those products stay far within int). */
+#define MAX_SAMPLES_PER_TOKEN (1 << 16)
 /* An integer safetensors offset or dimension must be exact in a double (cJSON). */
 #define MAX_EXACT_INT 9007199254740992.0 /* 2^53 */
 /* 8-byte length + "{}": anything shorter cannot be a safetensors file. */
@@ -177,11 +180,34 @@ static int parse_params(vox_config *c, const cJSON *root, const char *file) {
         return vox_error("%s: use_biases = true is not supported for the decoder", file);
     if (c->ada_t_cond && c->ada_t_cond_dim < 1)
         return vox_error("%s: ada_rms_norm_t_cond_dim must be positive", file);
+    if (c->ada_t_cond && c->dec.dim % 2)
+        return vox_error("%s: dim = %d must be even (the delay conditioning of ada_rms_norm_t_cond "
+                         "is dim / 2 [cos, sin] pairs)", file, c->dec.dim);
+    /* Derived quantities, each checked: every later division and size uses them. */
     double spt = c->sampling_rate / (double)c->frame_rate;
     if (fabs(spt - nearbyint(spt)) > 1e-6 * spt || nearbyint(spt) < 1)
         return vox_error("%s: sampling_rate / frame_rate = %d / %g is not a whole number of samples",
                          file, c->sampling_rate, c->frame_rate);
+    if (spt > MAX_SAMPLES_PER_TOKEN)
+        return vox_error("%s: sampling_rate / frame_rate = %d / %g = %.0f samples per token, more "
+                         "than %d", file, c->sampling_rate, c->frame_rate, spt, MAX_SAMPLES_PER_TOKEN);
     c->samples_per_token = (int)nearbyint(spt);
+    double mpt = 1000.0 / c->frame_rate;
+    if (fabs(mpt - nearbyint(mpt)) > 1e-6 * mpt || nearbyint(mpt) < 1)
+        return vox_error("%s: field 'audio_encoding_args.frame_rate' = %g gives %g ms per token; it "
+                         "must be a whole number of milliseconds, at least 1 (the delay is a "
+                         "multiple of it)", file,
+                         c->frame_rate, mpt);
+    c->ms_per_token = (int)nearbyint(mpt);
+    if (c->window_size < 2 || c->window_size % 2)
+        return vox_error("%s: field 'audio_encoding_args.window_size' = %d must be even and at "
+                         "least 2 (the STFT is centred on frames)", file, c->window_size);
+    if (c->hop_length > c->window_size)
+        return vox_error("%s: field 'audio_encoding_args.hop_length' = %d exceeds window_size %d "
+                         "(frames would skip samples)", file, c->hop_length, c->window_size);
+    if (c->sampling_rate < 2)
+        return vox_error("%s: field 'audio_encoding_args.sampling_rate' = %d is too low", file,
+                         c->sampling_rate);
     if (c->samples_per_token % c->hop_length)
         return vox_error("%s: samples per token (%d) is not a multiple of hop_length (%d)", file,
                          c->samples_per_token, c->hop_length);

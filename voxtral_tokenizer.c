@@ -26,6 +26,9 @@
 #define DEFAULT_LEFT_PAD_TOKENS 32
 #define MAX_TOKENIZER_BYTES (1LL << 30) /* the real tekken.json is 15 MB */
 #define MAX_VOCAB (1 << 24)
+/* The released model pads with 32 tokens; the bound keeps the prompt (1 + left pad +
+ * delay tokens) and the buffers sized from it small. */
+#define MAX_LEFT_PAD_TOKENS 4096
 
 /* Whole file as a NUL-terminated string; NULL with the error set. */
 static char *read_file(const char *path, size_t *len) {
@@ -213,10 +216,10 @@ static int parse(vox_tokenizer *t, const cJSON *root, const char *path) {
     const cJSON *audio = cJSON_GetObjectItemCaseSensitive(root, "audio");
     if (audio && !cJSON_IsNull(audio) && !cJSON_IsObject(audio))
         return vox_error("%s: 'audio' is not an object", path);
-    return get_int(path, audio, "audio.", "transcription_delay_ms", DEFAULT_DELAY_MS, 0,
-                   INT_MAX, &t->delay_ms) ||
+    return get_int(path, audio, "audio.", "transcription_delay_ms", DEFAULT_DELAY_MS,
+                   VOX_MIN_DELAY_MS, VOX_MAX_DELAY_MS, &t->delay_ms) ||
            get_int(path, audio, "audio.", "streaming_n_left_pad_tokens",
-                   DEFAULT_LEFT_PAD_TOKENS, 0, MAX_VOCAB, &t->left_pad_tokens);
+                   DEFAULT_LEFT_PAD_TOKENS, 0, MAX_LEFT_PAD_TOKENS, &t->left_pad_tokens);
 }
 
 int vox_tokenizer_load(vox_tokenizer *t, const char *path) {

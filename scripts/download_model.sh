@@ -10,10 +10,14 @@ BASE=https://huggingface.co/$REPO/resolve/main
 mkdir -p "$DIR"
 auth=()
 [ -n "${HF_TOKEN:-}" ] && auth=(-H "Authorization: Bearer $HF_TOKEN")
+# Each file downloads to DIR/.FILE.part and is renamed into place when complete:
+# voxtral mmaps the weights, and overwriting the file under a running voxtral would
+# kill it (SIGBUS); a rename leaves the running one its old file.
 for f in params.json tekken.json consolidated.safetensors; do
-    if [ -s "$DIR/$f" ] && [ "$f" != consolidated.safetensors ]; then continue; fi
+    if [ -s "$DIR/$f" ]; then echo "$f: already there (delete it to download again)"; continue; fi
     echo "downloading $f ..."
     # -C - resumes a partial download of the 8.9 GB file
-    curl -fL --retry 5 -C - "${auth[@]}" -o "$DIR/$f" "$BASE/$f"
+    curl -fL --retry 5 -C - "${auth[@]}" -o "$DIR/.$f.part" "$BASE/$f"
+    mv -f "$DIR/.$f.part" "$DIR/$f"
 done
 echo "model ready in $DIR: ./voxtral -d $DIR -i samples/hello.wav"

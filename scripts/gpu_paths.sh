@@ -24,7 +24,7 @@ say() { echo "$*" | tee -a "$OUT/session.log"; }
 room() { [ $((SECONDS + $1)) -le "$BUDGET_S" ] || { say "   skipped (${SECONDS} s used, ~$1 s more needed, budget $BUDGET_S s)"; return 1; }; }
 
 say "== build"
-make cuda CUDA_ARCH=${CUDA_ARCH:-90} -j16 >"$W/build.log" 2>&1 && make CUDA=1 CUDA_ARCH=${CUDA_ARCH:-90} tests -j16 >>"$W/build.log" 2>&1 \
+make cuda CUDA_ARCH="${CUDA_ARCH:-90}" -j16 >"$W/build.log" 2>&1 && make CUDA=1 CUDA_ARCH="${CUDA_ARCH:-90}" tests -j16 >>"$W/build.log" 2>&1 \
     || { tail -40 "$W/build.log"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/session.log"
 

@@ -223,7 +223,7 @@ def write_safetensors(path, cfg, seed, keep=False):
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * ((8 - len(hb) % 8) % 8)
     kept = {}
-    tmp = path + ".tmp"
+    tmp = path + ".tmp"  # then renamed: never overwrite in place a file a run has mmap'd
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(hb)))
         f.write(hb)
@@ -379,15 +379,21 @@ def tekken_json(cfg, n_extra=16):
     }
 
 
+def write_atomic(path, text):
+    """Writes path through a temporary name and a rename, as the weights are: a running
+    voxtral keeps the file it opened (overwriting a mmap'd file in place kills it)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_model(out_dir, cfg, seed, keep=False, verbose=True):
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
     kept, nbytes = write_safetensors(os.path.join(out_dir, "consolidated.safetensors"), cfg, seed, keep)
-    with open(os.path.join(out_dir, "params.json"), "w") as f:
-        json.dump(params_json(cfg), f, indent=2)
-        f.write("\n")
-    with open(os.path.join(out_dir, "tekken.json"), "w") as f:
-        json.dump(tekken_json(cfg), f, ensure_ascii=False)
+    write_atomic(os.path.join(out_dir, "params.json"), json.dumps(params_json(cfg), indent=2) + "\n")
+    write_atomic(os.path.join(out_dir, "tekken.json"), json.dumps(tekken_json(cfg), ensure_ascii=False))
     if verbose:
         e, d = cfg["enc"], cfg["dec"]
         nparams = sum(int(np.prod(s[1])) for s in tensor_specs(cfg))

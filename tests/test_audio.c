@@ -1,11 +1,18 @@
-/* test_audio.c - checks voxtral_audio.c: exact 16-bit input, downmix, soxr
- * resampling, the log-mel against a naive double-precision DFT, incremental ==
- * offline mel (bit-exact), error messages, and the reference's mel fixtures
+/* test_audio.c - checks voxtral_audio.c and voxtral_audiofile.c: exact 16-bit input,
+ * downmix, soxr resampling, the log-mel against a naive double-precision DFT,
+ * incremental == offline mel (bit-exact), error messages, one open per file (FIFOs,
+ * memory), bounds on rates and lengths, and the reference's mel fixtures
  * (tests/fixtures/<name>/{input.wav,meta.json,mel.npy}) when present.
  *
  * Run from the repository root (uses samples/ and tests/fixtures/). */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -422,6 +429,217 @@ static void test_errors(void) {
     expect_load_error(path, "error: empty WAV");
 }
 
+static void expect_message(const char *path, const char *name, const char *want) {
+    float *y = (float *)1;
+    int64_t ny = -1;
+    int rc = vox_audio_load(path, 16000, &y, &ny);
+    const char *msg = vox_last_error();
+    tu_check(rc == -1 && y == NULL && ny == 0 && strstr(msg, path) && strstr(msg, want) && !strchr(msg, '\n'),
+             name, "rc %d, \"%s\"", rc, msg);
+}
+
+static char *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)len + 1);
+    *n = b ? fread(b, 1, (size_t)len, f) : 0;
+    fclose(f);
+    return b;
+}
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fwrite(data, 1, n, f);
+        fclose(f);
+    }
+}
+
+static void test_messages(void) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s/no_such.wav", tmpdir);
+    expect_message(path, "error: missing file says \"no such file\"", "no such file");
+    snprintf(path, sizeof(path), "%s/adir.wav", tmpdir);
+    mkdir(path, 0755);
+    expect_message(path, "error: a directory says \"is a directory\"", "is a directory");
+    tu_check(vox_audio_probe(path) == -1 && strstr(vox_last_error(), "is a directory"), "probe: a directory",
+             "\"%s\"", vox_last_error());
+    snprintf(path, sizeof(path), "%s/zero.wav", tmpdir);
+    write_bytes(path, "", 0);
+    expect_message(path, "error: a 0-byte file says \"empty file\"", "empty file");
+    tu_check(vox_audio_probe(path) == -1 && strstr(vox_last_error(), "empty file"), "probe: an empty file",
+             "\"%s\"", vox_last_error());
+    /* containers libsndfile lacks: by signature and by extension, with the ffmpeg line */
+    unsigned char m4a[64] = {0, 0, 0, 0x20, 'f', 't', 'y', 'p', 'M', '4', 'A', ' '};
+    snprintf(path, sizeof(path), "%s/song.bin", tmpdir);
+    write_bytes(path, m4a, sizeof m4a);
+    expect_message(path, "error: MP4/M4A signature suggests ffmpeg", "MP4/M4A is not a format libsndfile reads");
+    expect_message(path, "error: the ffmpeg line", "ffmpeg -i ");
+    unsigned char adts[64] = {0xff, 0xf1, 0x50, 0x80};
+    snprintf(path, sizeof(path), "%s/song.raw", tmpdir);
+    write_bytes(path, adts, sizeof adts);
+    expect_message(path, "error: AAC (ADTS) signature suggests ffmpeg", "AAC (ADTS)");
+    unsigned char webm[64] = {0x1a, 0x45, 0xdf, 0xa3};
+    snprintf(path, sizeof(path), "%s/clip.dat", tmpdir);
+    write_bytes(path, webm, sizeof webm);
+    expect_message(path, "error: WebM signature suggests ffmpeg", "WebM/Matroska");
+    snprintf(path, sizeof(path), "%s/voice.aac", tmpdir);
+    write_bytes(path, "not really audio, just text in a file", 37);
+    expect_message(path, "error: .aac extension suggests ffmpeg", "ffmpeg -i ");
+}
+
+/* absurd rates and lengths are refused; nothing is allocated from a header's claim */
+static void test_bounds(void) {
+    char path[512];
+    short x[200] = {0};
+    for (int i = 0; i < 200; i++) x[i] = (short)(i * 100);
+    snprintf(path, sizeof(path), "%s/one_hz.wav", tmpdir);
+    int made = write_pcm16(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 1, 1, x, 200) == 0;
+    if (made) expect_message(path, "a WAV at 1 Hz is refused (it resampled 16000x)", "sample rate 1 Hz is outside 1000..768000 Hz");
+    else tu_check(0, "write a 1 Hz WAV", "%s", sf_strerror(NULL));
+    /* patch the rate of a valid WAV to 2 MHz */
+    snprintf(path, sizeof(path), "%s/two_mhz.wav", tmpdir);
+    write_pcm16(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, x, 200);
+    size_t n = 0;
+    unsigned char *w = (unsigned char *)read_bytes(path, &n);
+    if (w && n > 44 && !memcmp(w + 12, "fmt ", 4)) {
+        uint32_t r = 2000000, br = r * 2;
+        for (int i = 0; i < 4; i++) w[24 + i] = (unsigned char)(r >> (8 * i)), w[28 + i] = (unsigned char)(br >> (8 * i));
+        write_bytes(path, w, n);
+        expect_message(path, "a WAV at 2 MHz is refused", "sample rate 2000000 Hz is outside");
+    } else {
+        tu_check(0, "patch a WAV's rate", "unexpected header");
+    }
+    free(w);
+
+    /* the length bound, before and after resampling */
+    int64_t saved = vox_audio_max_samples;
+    vox_audio_max_samples = 150;
+    snprintf(path, sizeof(path), "%s/long.wav", tmpdir);
+    write_pcm16(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, x, 200);
+    expect_message(path, "more samples than vox_audio_max_samples: refused", "longer than 150 samples");
+    vox_audio_max_samples = 300;
+    snprintf(path, sizeof(path), "%s/long8k.wav", tmpdir);
+    write_pcm16(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 8000, 1, x, 200);
+    expect_message(path, "resampled beyond vox_audio_max_samples: refused", "gives more than 300");
+    vox_audio_max_samples = saved;
+
+    /* a FLAC whose STREAMINFO claims 10^9 frames (4 GB of floats) over 200 real ones:
+     * read in a child under a 1 GiB address-space limit (not under ASan, which
+     * reserves far more address space itself) */
+#if defined(__SANITIZE_ADDRESS__)
+    printf("ok - flac claiming 1e9 frames: skipped under ASan (address-space limit)\n");
+#else
+    snprintf(path, sizeof(path), "%s/claims.flac", tmpdir);
+    write_pcm16(path, SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 16000, 1, x, 200);
+    unsigned char *f = (unsigned char *)read_bytes(path, &n);
+    int ok = f && n > 42 && !memcmp(f, "fLaC", 4) && (f[4] & 0x7f) == 0;
+    if (ok) { /* total samples: 36 bits from bit 108 of STREAMINFO (which starts at byte 8) */
+        uint64_t total = 1000000000ull;
+        unsigned char *si = f + 8;
+        si[13] = (unsigned char)((si[13] & 0xf0) | ((total >> 32) & 0x0f));
+        for (int i = 0; i < 4; i++) si[14 + i] = (unsigned char)(total >> (24 - 8 * i));
+        write_bytes(path, f, n);
+    }
+    free(f);
+    pid_t pid = ok ? fork() : -1;
+    if (pid == 0) {
+        struct rlimit rl = {(rlim_t)1 << 30, (rlim_t)1 << 30};
+        setrlimit(RLIMIT_AS, &rl);
+        float *y = NULL;
+        int64_t ny = 0;
+        int rate = 0;
+        int rc = vox_audio_read(path, &y, &ny, &rate);
+        _exit(rc == 0 && ny == 200 ? 0 : rc == 0 ? 2 : 1);
+    }
+    int st = 0;
+    if (pid > 0) waitpid(pid, &st, 0);
+    tu_check(pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+             "flac claiming 1e9 frames: reads its 200 under a 1 GiB limit (no allocation from the header)",
+             "%s, child status %d", ok ? "patched" : "could not patch", st);
+#endif
+}
+
+static int same_audio(const float *a, int64_t na, const float *b, int64_t nb) {
+    return na == nb && na > 0 && memcmp(a, b, sizeof(float) * (size_t)na) == 0;
+}
+
+/* A child writes `src` into the FIFO at `fifo` (slowly, in pieces). */
+static pid_t feed_fifo(const char *fifo, const char *src) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    size_t n = 0;
+    char *data = read_bytes(src, &n);
+    int fd = open(fifo, O_WRONLY);
+    for (size_t off = 0; data && fd >= 0 && off < n;) {
+        ssize_t w = write(fd, data + off, n - off < 4000 ? n - off : 4000);
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    _exit(0);
+}
+
+/* One open per file: a FIFO (as -i FIFO, -i <(cat x.wav), -i /dev/stdin) reads like the file. */
+static void test_one_open(void) {
+    signal(SIGPIPE, SIG_IGN);
+    short x[48000];
+    for (int i = 0; i < 48000; i++) x[i] = (short)(8000 * sin(i * 0.05) + (i % 7) * 10);
+    const char *ext[3] = {"wav", "flac", "ogg"};
+    const int fmt[3] = {SF_FORMAT_WAV | SF_FORMAT_PCM_16, SF_FORMAT_FLAC | SF_FORMAT_PCM_16,
+                        SF_FORMAT_OGG | SF_FORMAT_VORBIS};
+    for (int k = 0; k < 3; k++) {
+        char file[512], fifo[512], name[96];
+        snprintf(file, sizeof file, "%s/src.%s", tmpdir, ext[k]);
+        snprintf(fifo, sizeof fifo, "%s/fifo_%s", tmpdir, ext[k]);
+        if (write_pcm16(file, fmt[k], 22050, 1, x, 48000) != 0) {
+            printf("ok - fifo %s: skipped (this libsndfile cannot write it)\n", ext[k]);
+            continue;
+        }
+        float *a = NULL, *b = NULL, *c = NULL;
+        int64_t na = 0, nb = 0, nc = 0;
+        int ra = 0, rb = 0;
+        int rc_a = vox_audio_read(file, &a, &na, &ra);
+        mkfifo(fifo, 0600);
+        pid_t pid = feed_fifo(fifo, file);
+        int rc_b = vox_audio_read(fifo, &b, &nb, &rb);
+        waitpid(pid, NULL, 0);
+        snprintf(name, sizeof name, "vox_audio_read: a FIFO of %s reads like the file", ext[k]);
+        tu_check(rc_a == 0 && rc_b == 0 && ra == 22050 && rb == 22050 && same_audio(a, na, b, nb), name,
+                 "%lld / %lld samples at %d Hz%s%s", (long long)na, (long long)nb, rb, rc_b ? ": " : "",
+                 rc_b ? vox_last_error() : "");
+        /* the CLI's current sequence: probe (must not consume the FIFO), then load */
+        pid = feed_fifo(fifo, file);
+        int rc_p = vox_audio_probe(fifo);
+        float *l = NULL, *lf = NULL;
+        int64_t nl = 0, nlf = 0;
+        int rc_l = vox_audio_load(fifo, 16000, &l, &nl);
+        waitpid(pid, NULL, 0);
+        int rc_lf = vox_audio_load(file, 16000, &lf, &nlf);
+        snprintf(name, sizeof name, "probe + load of a FIFO of %s (-i FIFO) == the file, resampled", ext[k]);
+        tu_check(rc_p == 0 && rc_l == 0 && rc_lf == 0 && same_audio(l, nl, lf, nlf), name, "%lld / %lld samples%s%s",
+                 (long long)nl, (long long)nlf, rc_l ? ": " : "", rc_l ? vox_last_error() : "");
+        /* from memory */
+        size_t nbytes = 0;
+        char *bytes = read_bytes(file, &nbytes);
+        int rm = 0;
+        int rc_c = vox_audio_read_mem(bytes, nbytes, "mem", &c, &nc, &rm);
+        snprintf(name, sizeof name, "vox_audio_read_mem of %s == the file", ext[k]);
+        tu_check(rc_c == 0 && rm == 22050 && same_audio(a, na, c, nc), name, "%lld samples", (long long)nc);
+        free(bytes);
+        free(a), free(b), free(c), free(l), free(lf);
+        unlink(fifo);
+    }
+    float *y = NULL;
+    int64_t ny = 0;
+    int rate = 0;
+    int rc = vox_audio_read_mem("", 0, "stdin", &y, &ny, &rate);
+    tu_check(rc == -1 && strstr(vox_last_error(), "stdin: empty file"), "vox_audio_read_mem: no bytes", "\"%s\"",
+             vox_last_error());
+}
+
 /* ---- the reference's fixtures ------------------------------------------------- */
 
 static int64_t json_int(const char *js, const char *key) {
@@ -516,6 +734,9 @@ int main(void) {
     test_mel_vs_dft(mel, &c);
     test_incremental(mel, &c);
     test_errors();
+    test_messages();
+    test_bounds();
+    test_one_open();
     test_fixtures(mel, &c);
 
     vox_mel_free(mel);

@@ -388,6 +388,74 @@ static void test_bad_models(void) {
                    "multimodal/whisper_model_args/encoder_args/audio_encoding_args/frame_rate", "12.3");
     expect_fail("sampling_rate / frame_rate not whole", d, "/params.json", "not a whole number");
 
+    /* derived quantities: 24000 / 3000 = 8 samples per token, hop 1: 8 mel frames per
+     * token as downsample 4 wants, but 1000 / 3000 ms per token rounds to 0 (vox_open
+     * divided by it: SIGFPE) */
+    d = make_case("params_frame_rate_high");
+    edit_json_file(file_in(d, "params.json"), AUD "sampling_rate", "24000");
+    edit_json_file(file_in(d, "params.json"), AUD "frame_rate", "3000");
+    edit_json_file(file_in(d, "params.json"), AUD "hop_length", "1");
+    expect_fail("frame_rate above 1000: ms per token not whole", d, "/params.json",
+                "'audio_encoding_args.frame_rate' = 3000 gives 0.333333 ms per token");
+    {
+        vox_options o;
+        vox_options_default(&o);
+        o.backend = "cpu";
+        o.verbose = 0;
+        vox_ctx *ctx = vox_open(d, &o);
+        tu_check(!ctx && strstr(vox_last_error(), "params.json") && strstr(vox_last_error(), "frame_rate"),
+                 "vox_open: frame_rate 3000 is an error, not a division by zero", "%s",
+                 ctx ? "opened" : vox_last_error());
+        vox_close(ctx);
+    }
+
+    d = make_case("params_window_odd");
+    edit_json_file(file_in(d, "params.json"), AUD "window_size", "401");
+    expect_fail("odd window_size", d, "/params.json", "'audio_encoding_args.window_size' = 401 must be even");
+
+    d = make_case("params_hop_window");
+    edit_json_file(file_in(d, "params.json"), AUD "hop_length", "640");
+    edit_json_file(file_in(d, "params.json"), "multimodal/whisper_model_args/downsample_args/downsample_factor", "1");
+    expect_fail("hop_length above window_size", d, "/params.json", "hop_length' = 640 exceeds window_size 400");
+
+    d = make_case("params_spt");
+    edit_json_file(file_in(d, "params.json"), AUD "sampling_rate", "16000000");
+    edit_json_file(file_in(d, "params.json"), AUD "frame_rate", "1");
+    expect_fail("samples per token bounded", d, "/params.json", "16000000 samples per token");
+
+    /* the delay conditioning fills dim / 2 [cos, sin] pairs: an odd dim left t[dim-1] unset */
+    d = make_case("params_odd_dim");
+    edit_json_file(file_in(d, "params.json"), "dim", "97");
+    expect_fail("odd decoder dim with ada_rms_norm_t_cond", d, "/params.json", "dim = 97 must be even");
+
+    /* tekken.json's delay: INT_MAX overflowed the prompt length */
+    d = make_case("tekken_delay_huge");
+    edit_json_file(file_in(d, "tekken.json"), "audio/transcription_delay_ms", "2147483647");
+    expect_fail("tekken.json transcription_delay_ms bounded", d, "/tekken.json",
+                "audio.transcription_delay_ms must be an integer in [80, 2400]");
+    d = make_case("tekken_delay_zero");
+    edit_json_file(file_in(d, "tekken.json"), "audio/transcription_delay_ms", "40");
+    expect_fail("tekken.json transcription_delay_ms below 80", d, "/tekken.json", "[80, 2400]");
+    d = make_case("tekken_left_pad");
+    edit_json_file(file_in(d, "tekken.json"), "audio/streaming_n_left_pad_tokens", "16000000");
+    expect_fail("tekken.json streaming_n_left_pad_tokens bounded", d, "/tekken.json", "[0, 4096]");
+    {
+        vox_options o;
+        vox_options_default(&o);
+        o.backend = "cpu";
+        o.verbose = 0;
+        o.delay_ms = 2480;
+        vox_ctx *ctx = vox_open(good, &o);
+        tu_check(!ctx && strstr(vox_last_error(), "at most 2400"), "vox_open: delay above 2400 ms refused",
+                 "%s", ctx ? "opened" : vox_last_error());
+        vox_close(ctx);
+        o.delay_ms = 2400;
+        ctx = vox_open(good, &o);
+        tu_check(ctx && vox_delay_ms(ctx) == 2400, "vox_open: delay 2400 ms accepted", "%s",
+                 ctx ? "" : vox_last_error());
+        vox_close(ctx);
+    }
+
     d = make_case("params_hidden_dim");
     edit_json_file(file_in(d, "params.json"), "hidden_dim", "128");
     expect_fail("tensor shape mismatching params.json", d, "/consolidated.safetensors",
