@@ -54,7 +54,7 @@ endif
 
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
 ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
-              voxtral_stdin.c voxtral_check.c
+              voxtral_text.c voxtral_stdin.c voxtral_check.c
 ifeq ($(PORTAUDIO),1)
   ENGINE_SRC += voxtral_mic.c
   CFLAGS   += $(shell pkg-config --cflags portaudio-2.0)
@@ -96,7 +96,7 @@ $(BUILD)/libvoxtral.a: $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)
@@ -144,7 +144,7 @@ install: voxtral $(BUILD)/libvoxtral.a
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 voxtral $(DESTDIR)$(PREFIX)/bin/voxtral
 	install -m 644 $(BUILD)/libvoxtral.a $(DESTDIR)$(PREFIX)/lib/libvoxtral.a
-	install -m 644 voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral.h
+	install -m 644 voxtral.h voxtral_text.h $(DESTDIR)$(PREFIX)/include/
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
 	  'Name: voxtral' 'Description: Voxtral Realtime speech-to-text engine (C, CUDA)' 'Version: $(VERSION)' \
 	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lvoxtral $(LIBS)' \
@@ -153,7 +153,8 @@ install: voxtral $(BUILD)/libvoxtral.a
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/voxtral $(DESTDIR)$(PREFIX)/lib/libvoxtral.a \
-	  $(DESTDIR)$(PREFIX)/include/voxtral.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
+	  $(DESTDIR)$(PREFIX)/include/voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral_text.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
 
 help:
 	@echo "make          build ./voxtral (CUDA backend too when nvcc is found)"

@@ -108,4 +108,7 @@ size_t vox_backend_bytes(const vox_ctx *ctx);
 #ifdef __cplusplus
 }
 #endif
+
+/* decoded tokens to text, words, segments, subtitles: voxtral_text.h */
+#include "voxtral_text.h"
 #endif
