@@ -105,13 +105,14 @@ void vox_transcript_free(vox_transcript *tr);
 int vox_transcript_add(vox_transcript *tr, const vox_token *tok);
 /* The caller's segment end (e.g. vox_stream_restarts grew): closes the open segment. */
 int vox_transcript_break(vox_transcript *tr);
-/* The audio duration in seconds, once known. Text decoded past it (the right pad)
- * gets times clamped inside the audio; call it before vox_stream_finish so that
- * segments closed meanwhile stay final (see vox_transcript_end). */
+/* The audio duration in seconds, once known (<= 0: not known). Text decoded past
+ * it (the right pad) gets times clamped inside the audio; call it before
+ * vox_stream_finish so that segments closed meanwhile stay final. */
 void vox_transcript_set_duration(vox_transcript *tr, double seconds);
-/* End of input: flushes the UTF-8 decoder, closes the last segment. duration_s < 0:
- * keep the one set before (or none: times are not capped). A segment that cannot
- * fit after the one before it inside the audio joins that one. */
+/* End of input: flushes the UTF-8 decoder (a truncated tail becomes U+FFFD), closes
+ * the last segment. duration_s <= 0: keep the one set before (or none: times are
+ * not capped). A segment that cannot fit after the one before it inside the audio
+ * joins that one (possible only for segments closed before the duration was set). */
 int vox_transcript_end(vox_transcript *tr, double duration_s);
 
 /* Text added by the last add/break/end call: complete characters only, so the
@@ -121,7 +122,9 @@ const char *vox_transcript_delta(const vox_transcript *tr, size_t *len);
 /* Whole text so far: the decoded bytes, leading whitespace dropped. */
 const char *vox_transcript_text(const vox_transcript *tr, size_t *len);
 double vox_transcript_duration(const vox_transcript *tr); /* as set, else the last end */
-/* Segments: the first vox_transcript_closed are final (after end, all of them). */
+/* Segments: the first vox_transcript_closed are final (after end, all of them); the
+ * rest (at most the open one) is provisional. Pointers in vox_segment / vox_word
+ * are valid until the next add/break/end or free. */
 int vox_transcript_segments(const vox_transcript *tr);
 int vox_transcript_closed(const vox_transcript *tr);
 int vox_transcript_segment(const vox_transcript *tr, int i, vox_segment *seg); /* 0 / -1 */

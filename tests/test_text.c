@@ -616,6 +616,22 @@ typedef struct {
     int n_tokens;
 } seg_snap;
 
+/* VOX_TEXT_DUMP=DIR: the writers' outputs of the first fuzz runs go to DIR/<run>.<ext>,
+ * for tests/test_text.sh to check with Python's strict parsers */
+static void dump(const vox_transcript *tr, const char *dir, int run) {
+    static const char *const ext[] = {"txt", "srt", "vtt", "json", "lines"};
+    for (int f = VOX_FORMAT_TXT; f <= VOX_FORMAT_LINES; f++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%03d.%s", dir, run, ext[f]);
+        vox_buf b = {0};
+        vox_write_options wo = {"en"};
+        FILE *fp = fopen(path, "wb");
+        if (fp && vox_transcript_write(tr, (vox_format)f, &wo, &b) == 0 && b.len) fwrite(b.data, 1, b.len, fp);
+        if (fp) fclose(fp);
+        vox_buf_free(&b);
+    }
+}
+
 static void test_fuzz(void) {
     static const char *const words[] = {" the", " cat", "s", ".", "!", " \xe4\xbd\xa0", "\xe5\xa5\xbd", " ", "\n",
                                         "-->", " <b>", "&", "\xe2\x82", "\xac", "\xf0\x9f\x98", "\x80", "\xff",
@@ -676,6 +692,7 @@ static void test_fuzz(void) {
         vox_buf_append(&deltas, d, dl);
         const char *text = vox_transcript_text(tr, &tl);
         const char *w = check_invariants(tr, dur);
+        if (getenv("VOX_TEXT_DUMP") && r < 100) dump(tr, getenv("VOX_TEXT_DUMP"), r);
         if (!w && (deltas.len != tl || memcmp(deltas.data ? deltas.data : "", text, tl))) w = "deltas do not concatenate to the text";
         if (w) {
             failures++;
