@@ -237,13 +237,18 @@ static void test_json_quote(void) {
     vox_buf_free(&b);
 }
 
+static const char *check_invariants(const vox_transcript *tr, double dur);
+
 /* ---- the timing input: vox_token.time_s on a real (tiny) model ---------------- */
 
 static int n_times;
 static double first_times[4];
+static vox_buf engine_bytes;
 static void on_time(void *u, const vox_token *t) {
     if (n_times < 4) first_times[n_times] = t->time_s;
     n_times++;
+    vox_buf_append(&engine_bytes, t->piece, (size_t)t->piece_len);
+    vox_transcript_add(u, t);
 }
 
 static void test_token_times(const char *root) {
@@ -261,20 +266,37 @@ static void test_token_times(const char *root) {
             tu_check(0, "open fixture model", "%s: %s", dir, vox_last_error());
             return;
         }
-        vox_stream *s = vox_stream_new(ctx, on_time, NULL);
+        vox_transcript *tr = vox_transcript_new(NULL);
+        vox_stream *s = vox_stream_new(ctx, on_time, tr);
         float *x = calloc(16000, sizeof(float));
+        for (int i = 0; i < 16000; i++) x[i] = (float)(0.3 * sin(i * 0.05) * (i / 4000 % 2));
         n_times = 0;
-        int rc = !s || vox_stream_feed(s, x, 16000) || vox_stream_finish(s);
+        engine_bytes.len = 0;
+        vox_transcript_set_duration(tr, 1.0);
+        int rc = !s || vox_stream_feed(s, x, 16000) || vox_stream_finish(s) || vox_transcript_end(tr, -1);
         /* the first token names audio [0, 80 ms) whatever the delay: time_s is
          * already (decode time - delay - 80 ms) */
         int ok = !rc && n_times >= 4;
         for (int k = 0; ok && k < 4; k++) ok = fabs(first_times[k] - 0.08 * k) < 1e-9;
         tu_check(ok, "vox_token.time_s = k * 80 ms: the delay is already subtracted", "delay %d ms: %d tokens, %.3f %.3f",
                  delay, n_times, first_times[0], first_times[1]);
+        /* the engine's own tokens through a transcript: text = the whole decode */
+        vox_buf want = {0};
+        vox_utf8_decode(engine_bytes.data ? engine_bytes.data : "", engine_bytes.len, &want);
+        size_t skip = 0, tl;
+        while (skip < want.len && strchr(" \t\n\r\v\f", want.data[skip]) && want.data[skip]) skip++;
+        const char *text = vox_transcript_text(tr, &tl);
+        const char *bad = check_invariants(tr, 1.0);
+        tu_check(!rc && tl == want.len - skip && !memcmp(text, want.data + skip, tl) && !bad,
+                 "the engine's tokens through a transcript: text, cues, writers", "%zu piece bytes, %d segments%s%s",
+                 engine_bytes.len, vox_transcript_segments(tr), bad ? ": " : "", bad ? bad : "");
+        vox_buf_free(&want);
+        vox_transcript_free(tr);
         vox_stream_free(s);
         vox_close(ctx);
         free(x);
     }
+    vox_buf_free(&engine_bytes);
 }
 
 /* ---- synthetic transcripts ----------------------------------------------------- */
@@ -552,9 +574,9 @@ static void test_live(void) {
     vox_transcript_end(tr, -1);
     while (printed < vox_transcript_closed(tr)) vox_transcript_write_segment(tr, printed++, VOX_FORMAT_LINES, &live);
     char *all = write_fmt(tr, VOX_FORMAT_LINES, NULL);
-    tu_check(closed_before_end == 1 && live.data && !strcmp(live.data, all) &&
-                 !strcmp(all, "[00:00.000 --> 00:00.240]  Good morning.\n[00:00.880 --> 00:00.960]  Next\n"),
-             "segments printed as they close equal the final output", "%s", all);
+    int ok = closed_before_end == 1 && live.data && !strcmp(live.data, all) &&
+             !strcmp(all, "[00:00.000 --> 00:00.240]  Good morning.\n[00:00.880 --> 00:00.960]  Next\n");
+    tu_check(ok, "segments printed as they close equal the final output", ok ? NULL : "%s", all);
     free(all);
     vox_buf_free(&live);
     vox_transcript_free(tr);
