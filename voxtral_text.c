@@ -292,13 +292,17 @@ void vox_transcript_free(vox_transcript *tr) {
     free(tr);
 }
 
-/* grows *arr (elements of `size`) to hold one more; 0 or -1 */
-static int grow(void **arr, int *cap, int n, size_t size) {
+/* grows the array whose pointer is at arrp (elements of `size`, *cap of them) to
+ * room for n + 1; 0, or -1 with the array unchanged. memcpy: arrp points to a
+ * pointer of any object type. */
+static int grow(void *arrp, int *cap, int n, size_t size) {
     if (n < *cap) return 0;
+    void *arr;
+    memcpy(&arr, arrp, sizeof arr);
     int nc = *cap ? *cap * 2 : 64;
-    void *p = realloc(*arr, (size_t)nc * size);
+    void *p = realloc(arr, (size_t)nc * size);
     if (!p) return vox_error("transcript: out of memory");
-    *arr = p;
+    memcpy(arrp, &p, sizeof p);
     *cap = nc;
     return 0;
 }
@@ -411,7 +415,7 @@ static int pause_ends(const vox_transcript *tr, int64_t raw_ms, int is_text) {
 }
 
 static int push_segment(vox_transcript *tr, int w0) {
-    if (grow((void **)&tr->s, &tr->scap, tr->ns, sizeof(seg_t)) != 0) return -1;
+    if (grow(&tr->s, &tr->scap, tr->ns, sizeof *tr->s) != 0) return -1;
     tr->s[tr->ns++] = (seg_t){.w0 = w0};
     tr->open = 1;
     return 0;
@@ -488,7 +492,7 @@ static int close_open(vox_transcript *tr) {
 }
 
 static int start_word(vox_transcript *tr, int64_t t) {
-    if (grow((void **)&tr->w, &tr->wcap, tr->nw, sizeof(word_t)) != 0) return -1;
+    if (grow(&tr->w, &tr->wcap, tr->nw, sizeof *tr->w) != 0) return -1;
     tr->w[tr->nw++] = (word_t){.off = tr->text.len, .first_ms = t, .last_ms = t, .tok0 = tr->ntok,
                                .seg = tr->ns - 1, .blank = 1};
     tr->s[tr->ns - 1].nw++;
@@ -519,7 +523,7 @@ int vox_transcript_add(vox_transcript *tr, const vox_token *tok) {
         if (!past_end(tr, raw) && split_before_last(tr) != 0) return -1;
         if (start_word(tr, t) != 0) return -1;
     }
-    if (grow((void **)&tr->tok, &tr->tokcap, tr->ntok, sizeof(int)) != 0) return -1;
+    if (grow(&tr->tok, &tr->tokcap, tr->ntok, sizeof *tr->tok) != 0) return -1;
     tr->tok[tr->ntok++] = tok->id;
     word_t *w = &tr->w[tr->nw - 1];
     w->ntok++;
