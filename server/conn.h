@@ -41,6 +41,8 @@ struct srv_conn {
     size_t upload_bytes, body_bytes;
     int have_file, fmt, stream, words;
     int sse;           /* stream=true: headers sent, events follow */
+    int chunked;       /* Transfer-Encoding: chunked (decoded here: lws 4.1 does not) */
+    chunked_dec cd;
 
     /* WebSocket */
     sbuf rx;

@@ -329,6 +329,9 @@ static void begin_upload(srv_conn *c, struct lws *wsi) {
         respond_error(c, 413, "file_too_large", m);
         return;
     }
+    char te[64] = "";
+    lws_hdr_copy(wsi, te, sizeof te, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
+    if (strcasestr(te, "chunked")) c->chunked = c->close_after = 1; /* lws cannot resync after it */
     mp_callbacks cb = {on_part_wrap, on_data, c};
     c->mp = mp_new(ct, &cb);
     if (!c->mp) {
@@ -378,8 +381,10 @@ static void upload_complete(srv_conn *c) {
     if (!c->mp) return; /* answered already (413) */
     field_done(c);
     c->part = 0;
-    int fin = mp_feed(c->mp, "", 0);
-    (void)fin;
+    if (mp_feed(c->mp, "", 0) != 1) {
+        respond_error(c, 400, "invalid_request", "multipart body ended before its closing boundary");
+        return;
+    }
     if (fflush(c->upload) != 0 || fclose(c->upload) != 0) {
         c->upload = NULL;
         respond_error(c, 500, "server_error", "cannot write the upload");
@@ -406,6 +411,23 @@ static void upload_complete(srv_conn *c) {
     c->upload_path = NULL;
     c->awaiting = 1;
     c->sse = c->stream;
+}
+
+/* de-chunked body bytes */
+static int body_bytes_in(void *user, const char *p, size_t n) {
+    srv_conn *c = user;
+    if (c->reject || !c->mp) return 0; /* read and dropped: answered at the end */
+    if (mp_feed(c->mp, p, n) < 0) {
+        c->reject = 400;
+        http_error_body(&c->body, err_type(400), "invalid_request", mp_error(c->mp));
+    }
+    return 0;
+}
+
+static void body_complete(srv_conn *c) {
+    if (c->done || c->awaiting) return;
+    upload_complete(c);
+    if (!c->done && c->awaiting && c->sse) lws_callback_on_writable(c->wsi);
 }
 
 /* an engine event for a waiting request */
@@ -486,24 +508,31 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         respond_error(c, 405, "method_not_allowed", "method not allowed");
         return 0;
     }
-    case LWS_CALLBACK_HTTP_BODY:
+    case LWS_CALLBACK_HTTP_BODY: {
         c->t_last = srv_now();
         c->body_bytes += len;
-        if (c->done || c->reject) return 0;
-        if (!c->mp) return 0;
+        if (c->done || c->awaiting) return 0;
         if (c->body_bytes > g_cfg->max_upload) {
             c->close_after = 1;
             respond_error(c, 413, "file_too_large", "request body is over the upload limit");
             return 0;
         }
-        if (mp_feed(c->mp, in, len) < 0) {
-            c->reject = 400;
-            http_error_body(&c->body, err_type(400), "invalid_request", mp_error(c->mp));
+        int end = 0;
+        if (c->chunked) {
+            end = chunked_feed(&c->cd, in, len, body_bytes_in, c);
+            if (end < 0) {
+                c->close_after = 1;
+                respond_error(c, 400, "invalid_request", c->reject ? "malformed chunked body" : mp_error(c->mp));
+                return 0;
+            }
+        } else {
+            body_bytes_in(c, in, len);
         }
+        if (end) body_complete(c);
         return 0;
+    }
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!c->done) upload_complete(c);
-        if (!c->done && c->awaiting && c->sse) lws_callback_on_writable(wsi);
+        body_complete(c);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (c->awaiting && !c->done) {

@@ -213,3 +213,81 @@ int mp_feed(mp_parser *p, const char *data, size_t n) {
     }
     return 0;
 }
+
+/* ---- chunked transfer coding (RFC 9112 7.1) ----
+ * libwebsockets 4.1 passes a chunked request body through with its framing and
+ * never reports its end: this strips the framing and finds the last chunk. */
+enum { C_SIZE, C_EXT, C_SIZE_LF, C_DATA, C_DATA_CR, C_DATA_LF, C_TRAILER, C_TRAILER_LF, C_DONE, C_FAILED };
+
+int chunked_feed(chunked_dec *d, const char *in, size_t n, int (*out)(void *, const char *, size_t), void *user) {
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)in[i];
+        switch (d->state) {
+        case C_SIZE: {
+            int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            if (v >= 0) {
+                if (d->size > ((uint64_t)1 << 40) || ++d->digits > 12) return d->state = C_FAILED, -1;
+                d->size = d->size * 16 + (uint64_t)v;
+            } else if (!d->digits) {
+                return d->state = C_FAILED, -1;
+            } else if (c == ';' || c == ' ' || c == '\t') {
+                d->state = C_EXT;
+            } else if (c == '\r') {
+                d->state = C_SIZE_LF;
+            } else {
+                return d->state = C_FAILED, -1;
+            }
+            i++;
+            break;
+        }
+        case C_EXT: /* chunk extensions are ignored */
+            if (c == '\r') d->state = C_SIZE_LF;
+            else if (++d->line > 4096) return d->state = C_FAILED, -1;
+            i++;
+            break;
+        case C_SIZE_LF:
+            if (c != '\n') return d->state = C_FAILED, -1;
+            i++;
+            d->line = 0;
+            d->state = d->size ? C_DATA : C_TRAILER;
+            break;
+        case C_DATA: {
+            size_t take = (uint64_t)(n - i) < d->size ? n - i : (size_t)d->size;
+            if (out(user, in + i, take) != 0) return d->state = C_FAILED, -1;
+            i += take;
+            d->size -= take;
+            if (!d->size) d->state = C_DATA_CR;
+            break;
+        }
+        case C_DATA_CR:
+            if (c != '\r') return d->state = C_FAILED, -1;
+            d->state = C_DATA_LF;
+            i++;
+            break;
+        case C_DATA_LF:
+            if (c != '\n') return d->state = C_FAILED, -1;
+            d->state = C_SIZE;
+            d->digits = 0;
+            d->size = 0;
+            i++;
+            break;
+        case C_TRAILER: /* trailer fields until an empty line */
+            if (c == '\r') d->state = C_TRAILER_LF;
+            else if (++d->line > 8192) return d->state = C_FAILED, -1;
+            i++;
+            break;
+        case C_TRAILER_LF:
+            if (c != '\n') return d->state = C_FAILED, -1;
+            i++;
+            if (d->line == 0) return d->state = C_DONE, 1;
+            d->line = 0;
+            d->state = C_TRAILER;
+            break;
+        case C_DONE:
+            return 1;
+        default:
+            return -1;
+        }
+    }
+    return d->state == C_DONE ? 1 : 0;
+}

@@ -175,6 +175,15 @@ int mp_feed(mp_parser *p, const char *data, size_t n);
 const char *mp_error(const mp_parser *p);
 void mp_free(mp_parser *p);
 
+/* chunked transfer coding of a request body: strips the framing; 0 more wanted,
+ * 1 the last chunk was seen, -1 malformed. Zero-initialise. */
+typedef struct {
+    int state, digits;
+    uint64_t size;
+    size_t line;
+} chunked_dec;
+int chunked_feed(chunked_dec *d, const char *in, size_t n, int (*out)(void *, const char *, size_t), void *user);
+
 /* realtime event parser (rt_parse.c): one client JSON message -> an action */
 enum { RT_ERR = -1, RT_SESSION_UPDATE = 1, RT_APPEND, RT_COMMIT, RT_COMMIT_FINAL, RT_CLEAR, RT_IGNORED };
 typedef struct {
