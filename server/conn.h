@@ -40,6 +40,7 @@ struct srv_conn {
     char *upload_path;
     size_t upload_bytes, body_bytes;
     int have_file, fmt, stream, words;
+    char language[16];
     int sse;           /* stream=true: headers sent, events follow */
     int chunked;       /* Transfer-Encoding: chunked (decoded here: lws 4.1 does not) */
     chunked_dec cd;

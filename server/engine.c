@@ -19,16 +19,16 @@
 
 #include <libwebsockets.h>
 
-#include "server.h"
+#include "conn.h"
 
 typedef struct {
     vox_stream *st;
-    int started;       /* first text seen (leading whitespace dropped before it) */
-    utf8_dec u;
-    sbuf text, item_text, delta, timed;
-    int item, tokens, seg_tokens;
+    vox_transcript *tr; /* the stream's text: UTF-8-safe deltas, words, segments */
+    sbuf item_text, delta;
+    int item, tokens, restarts_seen;
     int64_t base;      /* session sample count at which this stream began */
     int64_t fed;       /* samples fed to this stream */
+    int64_t since_mark; /* samples fed since the last commit */
     float *file;       /* SESS_FILE: the whole decoded upload */
     int64_t file_n, file_off;
     int file_loaded;
@@ -179,8 +179,9 @@ static void push_error(srv_session *s, int item, int status, const char *code, c
     if (!e) return;
     e->status = status;
     snprintf(e->code, sizeof e->code, "%s", code);
-    utf8_dec u = {0};
-    utf8_feed(&u, msg, strlen(msg), &e->text); /* library messages may quote file names */
+    vox_buf clean = {0}; /* library messages may quote file names: any bytes */
+    if (vox_utf8_decode(msg, strlen(msg), &clean) == 0) sbuf_add(&e->text, clean.data, clean.len);
+    vox_buf_free(&clean);
     push(s, e);
 }
 
@@ -202,27 +203,19 @@ static double arrival_of(eng_state *g, int64_t sample) {
     return g->final_t > 0 ? g->final_t : (g->n_arr ? g->arr[g->n_arr - 1].t : 0);
 }
 
+/* text added to the transcript by its last call: into the pending delta and the item */
+static void take_delta(eng_state *g) {
+    size_t n;
+    const char *d = vox_transcript_delta(g->tr, &n);
+    if (!n) return;
+    sbuf_add(&g->delta, d, n);
+    sbuf_add(&g->item_text, d, n);
+}
+
 static void on_token(void *user, const vox_token *t) {
     eng_state *g = user;
     g->tokens++;
-    g->seg_tokens++;
-    const char *p = t->piece;
-    int n = t->piece_len;
-    if (!g->started) { /* as the CLI: the first text piece carries a word's leading space */
-        while (n > 0 && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++, n--;
-        if (n > 0) g->started = 1;
-    }
-    if (n > 0) {
-        size_t before = g->delta.len;
-        utf8_feed(&g->u, p, (size_t)n, &g->delta);
-        sbuf_add(&g->text, g->delta.data + before, g->delta.len - before);
-        sbuf_add(&g->item_text, g->delta.data + before, g->delta.len - before);
-    }
-    if (g->s->kind == SESS_FILE && t->piece_len > 0) {
-        sbuf_printf(&g->timed, "%.3f\t", t->time_s);
-        sbuf_add(&g->timed, t->piece, (size_t)t->piece_len); /* raw bytes: http.c decodes */
-        sbuf_lit(&g->timed, "\n");
-    }
+    if (vox_transcript_add(g->tr, t) == 0) take_delta(g);
     if (g->s->kind == SESS_LIVE) {
         int64_t need = g->base + (int64_t)((t->time_s + E.delay_ms / 1000.0) * E.rate);
         double at = arrival_of(g, need);
@@ -232,17 +225,20 @@ static void on_token(void *user, const vox_token *t) {
 
 static int ensure_stream(eng_state *g) {
     if (g->st) return 0;
-    g->st = vox_stream_new(E.ctx, on_token, g);
-    if (!g->st) return -1;
-    if (g->s->kind == SESS_LIVE && vox_stream_set_continuous(g->st, 1) != 0) {
+    g->tr = vox_transcript_new(NULL);
+    g->st = g->tr ? vox_stream_new(E.ctx, on_token, g) : NULL;
+    if (g->st && g->s->kind == SESS_LIVE && vox_stream_set_continuous(g->st, 1) != 0) {
         vox_stream_free(g->st);
         g->st = NULL;
+    }
+    if (!g->st) {
+        vox_transcript_free(g->tr);
+        g->tr = NULL;
         return -1;
     }
-    g->fed = 0;
-    g->started = 0;
-    g->tokens = g->seg_tokens = 0;
-    g->text.len = g->item_text.len = 0;
+    g->fed = g->since_mark = 0;
+    g->tokens = g->restarts_seen = 0;
+    g->item_text.len = 0;
     return 0;
 }
 
@@ -258,9 +254,10 @@ static void end_stream(eng_state *g) {
     metrics_tokens_out(g->tokens);
     vox_stream_free(g->st);
     g->st = NULL;
+    vox_transcript_free(g->tr);
+    g->tr = NULL;
     g->base += g->fed;
-    g->fed = 0;
-    g->u.n = 0;
+    g->fed = g->since_mark = 0;
 }
 
 static void fail_stream(eng_state *g, const char *what) {
@@ -269,7 +266,7 @@ static void fail_stream(eng_state *g, const char *what) {
     flush_delta(g);
     push_error(g->s, g->item, 500, "processing_error", msg);
     end_stream(g); /* the session goes on: the next audio starts a fresh stream */
-    g->text.len = g->item_text.len = 0;
+    g->item_text.len = 0;
 }
 
 static int feed(eng_state *g, const float *x, size_t n) {
@@ -281,19 +278,18 @@ static int feed(eng_state *g, const float *x, size_t n) {
     int rc = vox_stream_feed(g->st, x, n);
     metrics_feed_time(srv_now() - t0);
     g->fed += (int64_t)n;
+    g->since_mark += (int64_t)n;
     if (rc) {
         fail_stream(g, "feed");
         return -1;
     }
+    int r = vox_stream_restarts(g->st);
+    if (r != g->restarts_seen) { /* continuous mode began a new segment: the transcript's too */
+        g->restarts_seen = r;
+        if (vox_transcript_break(g->tr) == 0) take_delta(g);
+    }
     flush_delta(g);
     return 0;
-}
-
-static void utf8_end(eng_state *g) {
-    size_t before = g->delta.len;
-    utf8_flush(&g->u, &g->delta);
-    sbuf_add(&g->text, g->delta.data + before, g->delta.len - before);
-    sbuf_add(&g->item_text, g->delta.data + before, g->delta.len - before);
 }
 
 /* OpenAI commit: force out what is pending, close the item */
@@ -302,7 +298,11 @@ static void do_commit(eng_state *g) {
         fail_stream(g, "commit");
         return;
     }
-    utf8_end(g);
+    if (g->st) {
+        g->restarts_seen = vox_stream_restarts(g->st);
+        if (vox_transcript_break(g->tr) == 0) take_delta(g);
+    }
+    g->since_mark = 0;
     flush_delta(g);
     srv_event *e = ev_new(EV_SEGMENT_DONE, g->item);
     if (e) sbuf_add(&e->text, g->item_text.data ? g->item_text.data : "", g->item_text.len);
@@ -311,20 +311,22 @@ static void do_commit(eng_state *g) {
     g->item_text.len = 0;
 }
 
-/* the input has ended: finish, send the whole text */
+/* the input has ended: finish, send the whole text (a file: in its response format) */
 static void do_final(eng_state *g, double duration) {
     if (ensure_stream(g) != 0) {
         fail_stream(g, "stream");
         return;
     }
+    if (duration < 0) duration = (double)g->fed / E.rate;
+    vox_transcript_set_duration(g->tr, duration);
     double t0 = srv_now();
     int rc = vox_stream_finish(g->st);
     metrics_feed_time(srv_now() - t0);
-    if (rc) {
+    if (rc || vox_transcript_end(g->tr, duration) != 0) {
         fail_stream(g, "finish");
         return;
     }
-    utf8_end(g);
+    take_delta(g);
     flush_delta(g);
     if (g->s->kind == SESS_LIVE && g->item_text.len) { /* an OpenAI item still open */
         srv_event *c = ev_new(EV_SEGMENT_DONE, g->item);
@@ -334,15 +336,24 @@ static void do_final(eng_state *g, double duration) {
     }
     srv_event *e = ev_new(EV_DONE, g->item);
     if (e) {
-        sbuf_add(&e->text, g->text.data ? g->text.data : "", g->text.len);
-        e->extra = g->timed;
-        memset(&g->timed, 0, sizeof g->timed);
+        size_t n;
+        const char *text = vox_transcript_text(g->tr, &n);
+        sbuf_add(&e->text, text, n);
         e->tokens = g->tokens;
-        e->duration = duration >= 0 ? duration : (double)g->fed / E.rate;
+        e->duration = duration;
+        int f = g->s->fmt;
+        if (g->s->kind == SESS_FILE && f != FMT_JSON && f != FMT_TEXT) {
+            vox_buf out = {0};
+            vox_write_options wo = {g->s->language[0] ? g->s->language : NULL};
+            vox_format vf = f == FMT_SRT ? VOX_FORMAT_SRT : f == FMT_VTT ? VOX_FORMAT_VTT : VOX_FORMAT_JSON;
+            if (vox_transcript_write(g->tr, vf, &wo, &out) == 0) sbuf_add(&e->extra, out.data, out.len);
+            else e->type = EV_ERROR, e->status = 500, snprintf(e->code, sizeof e->code, "server_error");
+            vox_buf_free(&out);
+        }
     }
     end_stream(g);
     push(g->s, e);
-    g->text.len = g->item_text.len = 0;
+    g->item_text.len = 0;
 }
 
 /* the session's engine side ends: stream freed, slot back, one log line */
@@ -350,10 +361,8 @@ static void release(srv_session *s, const char *why) {
     eng_state *g = s->eng;
     if (g) {
         end_stream(g);
-        sbuf_free(&g->text);
         sbuf_free(&g->item_text);
         sbuf_free(&g->delta);
-        sbuf_free(&g->timed);
         free(g->file);
         free(g);
         s->eng = NULL;
@@ -410,7 +419,7 @@ static int turn(srv_session *s) {
     }
     pthread_mutex_unlock(&s->mu);
     if (closed) {
-        release(s, g->st ? "client gone mid-stream" : "closed");
+        release(s, g && g->st && g->since_mark ? "client gone mid-stream" : "closed");
         return -1;
     }
     if (s->kind == SESS_FILE) {

@@ -180,10 +180,11 @@ static void done_body(srv_conn *c, srv_event *e) {
         return;
     case FMT_SRT:
     case FMT_VTT:
-    case FMT_VERBOSE:
-        /* subtitle and verbose_json writers come with the library's voxtral_text.c */
-        respond_error(c, 400, "unsupported_response_format",
-                      "response_format srt, vtt and verbose_json are not available in this build");
+    case FMT_VERBOSE: /* written by the library (vox_transcript_write) in the engine thread */
+        sbuf_add(b, e->extra.data ? e->extra.data : "", e->extra.len);
+        respond(c, 200, c->fmt == FMT_SRT   ? "application/x-subrip; charset=utf-8"
+                        : c->fmt == FMT_VTT ? "text/vtt; charset=utf-8"
+                                            : "application/json");
         return;
     default:
         sbuf_lit(b, "{\"text\":");
@@ -271,7 +272,9 @@ static void field_done(srv_conn *c) {
         c->stream = !strcmp(v, "true") || !strcmp(v, "1");
     } else if (!strcmp(n, "timestamp_granularities[]") || !strcmp(n, "timestamp_granularities")) {
         if (strstr(v, "word")) c->words = 1;
-    } /* model, language, prompt, temperature: accepted (one model; it detects the language) */
+    } else if (!strcmp(n, "language")) {
+        snprintf(c->language, sizeof c->language, "%s", v);
+    } /* model, prompt, temperature: accepted (one model, greedy decoding) */
 }
 
 static int on_data(void *user, const char *p, size_t n) {
@@ -407,6 +410,9 @@ static void upload_complete(srv_conn *c) {
     }
     c->s->fmt = c->fmt;
     c->s->words = c->words;
+    /* the language is echoed in verbose_json when it is a plain code ("en", "fr") */
+    size_t ll = strspn(c->language, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-");
+    if (ll && !c->language[ll]) snprintf(c->s->language, sizeof c->s->language, "%s", c->language);
     sess_push_file(c->s, c->upload_path); /* the session owns the file now */
     c->upload_path = NULL;
     c->awaiting = 1;

@@ -130,10 +130,12 @@ void rt_parse(const char *msg, size_t len, size_t max_samples, rt_action *a) {
         char m[150];
         snprintf(m, sizeof m, "unknown event type '%.80s'", type->valuestring);
         /* keep the message valid UTF-8 even when the cut fell inside a character */
-        sbuf clean = {0};
-        utf8_dec u = {0};
-        if (utf8_feed(&u, m, strlen(m), &clean) == 0 && clean.data) snprintf(m, sizeof m, "%s", clean.data);
-        sbuf_free(&clean);
+        vox_buf clean = {0};
+        if (vox_utf8_decode(m, strlen(m), &clean) == 0 && clean.data && !memchr(clean.data, 0, clean.len))
+            snprintf(m, sizeof m, "%s", clean.data);
+        else
+            snprintf(m, sizeof m, "unknown event type");
+        vox_buf_free(&clean);
         set_err(a, "unknown_event", m);
     }
     cJSON_Delete(root);

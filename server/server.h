@@ -102,6 +102,7 @@ typedef struct srv_session {
     /* request options (set by the network side before the engine sees it) */
     int fmt;           /* response format (http.c's FMT_*) */
     int words;         /* timestamp_granularities[] word */
+    char language[16]; /* the request's language (verbose_json echoes it) */
     void *eng;         /* engine-private state (engine thread only) */
 } srv_session;
 
@@ -197,15 +198,6 @@ typedef struct {
 } rt_action;
 void rt_parse(const char *msg, size_t len, size_t max_samples, rt_action *a);
 
-/* UTF-8 (utf8.c; stand-in until the library's voxtral_text.c lands): decodes
- * token bytes piece by piece as Python's decode("utf-8", errors="replace") does,
- * holding an incomplete trailing character back; appends only valid UTF-8. */
-typedef struct {
-    unsigned char pend[4];
-    int n;
-} utf8_dec;
-int utf8_feed(utf8_dec *d, const char *in, size_t n, sbuf *out);
-int utf8_flush(utf8_dec *d, sbuf *out);
 
 int server_main(int argc, char **argv);
 

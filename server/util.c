@@ -1,5 +1,5 @@
-/* server/util.c - byte buffers, JSON string literals, session objects, and a
- * streaming UTF-8 decoder (a stand-in for the library's voxtral_text.c). */
+/* server/util.c - byte buffers, JSON string literals, session objects
+ * (UTF-8 and text formats are the library's: voxtral_text.h). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,71 +121,4 @@ srv_event *srv_session_pop(srv_session *s) {
     }
     pthread_mutex_unlock(&s->mu);
     return e;
-}
-
-/* ---- UTF-8 ----
- * Well-formed sequences (Unicode table 3-7): lead byte ranges and the allowed range
- * of the second byte; later bytes are 80..BF. An invalid byte, or a sequence cut
- * short by an invalid byte, becomes one U+FFFD per maximal subpart (what Python's
- * errors="replace" does); a valid prefix at the end of the input is held back. */
-static int seq_len(unsigned char c, unsigned char *lo, unsigned char *hi) {
-    *lo = 0x80, *hi = 0xBF;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) return 2;
-    if (c == 0xE0) return *lo = 0xA0, 3;
-    if (c == 0xED) return *hi = 0x9F, 3;
-    if (c >= 0xE1 && c <= 0xEF) return 3;
-    if (c == 0xF0) return *lo = 0x90, 4;
-    if (c == 0xF4) return *hi = 0x8F, 4;
-    if (c >= 0xF1 && c <= 0xF3) return 4;
-    return 0;
-}
-
-static const char REPL[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
-
-int utf8_feed(utf8_dec *d, const char *in, size_t n, sbuf *out) {
-    size_t i = 0;
-    while (i < n) {
-        if (d->n == 0) {
-            /* fast path: a run of ASCII */
-            size_t j = i;
-            while (j < n && (unsigned char)in[j] < 0x80) j++;
-            if (j > i && sbuf_add(out, in + i, j - i)) return -1;
-            i = j;
-            if (i == n) break;
-        }
-        unsigned char lo, hi;
-        if (d->n == 0) {
-            unsigned char c = (unsigned char)in[i];
-            if (!seq_len(c, &lo, &hi)) {
-                if (sbuf_add(out, REPL, 3)) return -1;
-                i++;
-                continue;
-            }
-            d->pend[d->n++] = c;
-            i++;
-            continue;
-        }
-        int need = seq_len(d->pend[0], &lo, &hi);
-        unsigned char c = (unsigned char)in[i];
-        if (d->n > 1) lo = 0x80, hi = 0xBF;
-        if (c < lo || c > hi) { /* the held sequence is cut short: one U+FFFD, re-read c */
-            d->n = 0;
-            if (sbuf_add(out, REPL, 3)) return -1;
-            continue;
-        }
-        d->pend[d->n++] = c;
-        i++;
-        if (d->n == need) {
-            if (sbuf_add(out, d->pend, (size_t)need)) return -1;
-            d->n = 0;
-        }
-    }
-    return 0;
-}
-
-int utf8_flush(utf8_dec *d, sbuf *out) {
-    if (!d->n) return 0;
-    d->n = 0;
-    return sbuf_add(out, REPL, 3);
 }
