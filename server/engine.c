@@ -45,7 +45,7 @@ static struct {
     srv_session *incoming; /* admitted, not yet seen by the engine */
     srv_session *list;     /* engine thread only */
     int work, stop;
-    atomic_int active;
+    atomic_int active, closes;
     atomic_size_t backend_bytes;
     int max_streams;
     vox_ctx *ctx;
@@ -55,7 +55,8 @@ static struct {
     int started, open_rc;
     char backend[160];
     int rate, delay_ms;
-    size_t block;
+    size_t block;      /* file feeds: vox_feed_block (full encoder batches) */
+    size_t live_block; /* live feeds: 160 ms, so sessions interleave finely */
     float *scratch;
 } E = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -145,7 +146,34 @@ void sess_close(srv_session *s) {
     pthread_mutex_lock(&s->mu);
     s->closed = 1;
     pthread_mutex_unlock(&s->mu);
+    atomic_fetch_add(&E.closes, 1);
     engine_wake();
+}
+
+static void release(srv_session *s, const char *why);
+
+/* a close with audio not yet transcribed and no final commit: the client vanished */
+static const char *close_reason(srv_session *s, size_t pending) {
+    eng_state *g = s->eng;
+    return pending || (g && g->st && g->since_mark) ? "client gone mid-stream" : "closed";
+}
+
+/* releases every closed session now (between two feeds: a slot is free within one) */
+static void sweep_closed(void) {
+    if (!atomic_exchange(&E.closes, 0)) return;
+    for (srv_session **pp = &E.list; *pp;) {
+        srv_session *s = *pp;
+        pthread_mutex_lock(&s->mu);
+        int closed = s->closed;
+        size_t pending = s->in_len;
+        pthread_mutex_unlock(&s->mu);
+        if (!closed) {
+            pp = &s->eng_next;
+            continue;
+        }
+        *pp = s->eng_next;
+        release(s, close_reason(s, pending));
+    }
 }
 
 /* ---- engine side: output ---- */
@@ -398,12 +426,14 @@ static int turn(srv_session *s) {
     char *path = NULL;
     pthread_mutex_lock(&s->mu);
     int closed = s->closed;
+    size_t pending = s->in_len;
     if (!closed) {
         if (s->file_path && !g->file_loaded) path = strdup(s->file_path);
         int64_t consumed = s->in_total - (int64_t)s->in_len;
         size_t avail = s->in_len;
         if (s->n_marks && s->marks[0].at - consumed < (int64_t)avail) avail = (size_t)(s->marks[0].at - consumed);
-        take = avail < E.block ? avail : E.block;
+        size_t block = s->kind == SESS_LIVE ? E.live_block : E.block;
+        take = avail < block ? avail : block;
         if (take) {
             memcpy(E.scratch, s->in, sizeof(float) * take);
             memmove(s->in, s->in + take, sizeof(float) * (s->in_len - take));
@@ -419,7 +449,7 @@ static int turn(srv_session *s) {
     }
     pthread_mutex_unlock(&s->mu);
     if (closed) {
-        release(s, g && g->st && g->since_mark ? "client gone mid-stream" : "closed");
+        release(s, close_reason(s, pending));
         return -1;
     }
     if (s->kind == SESS_FILE) {
@@ -483,6 +513,8 @@ static void *engine_main(void *arg) {
         E.delay_ms = vox_delay_ms(E.ctx);
         E.block = vox_feed_block(E.ctx);
         if (E.block < 1280) E.block = 1280;
+        E.live_block = (size_t)E.rate * 160 / 1000;
+        if (E.live_block > E.block) E.live_block = E.block;
         E.scratch = malloc(sizeof(float) * E.block);
         if (!E.scratch) E.open_rc = -1, snprintf(E.backend, sizeof E.backend, "out of memory");
     }
@@ -513,6 +545,11 @@ static void *engine_main(void *arg) {
             if (r < 0) *pp = next; /* released */
             else pp = &s->eng_next;
             if (r > 0) busy = 1, served++;
+            if (atomic_load(&E.closes)) { /* restart the walk: *pp may be released */
+                sweep_closed();
+                pp = &E.list;
+                while (*pp && *pp != next) pp = &(*pp)->eng_next;
+            }
         }
         if (served) metrics_round_size(served);
         atomic_store(&E.backend_bytes, vox_backend_bytes(E.ctx));

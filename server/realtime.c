@@ -79,7 +79,20 @@ int rt_confirm_upgrade(struct lws *wsi) {
         http_error_body(&b, "authentication_error", "invalid_api_key", "missing or wrong API key (Authorization: Bearer)");
     }
     if (!status) return 0;
-    int rc = http_write_status(wsi, status, "application/json", b.data, b.len, 0);
+    /* written by hand: lws's header helpers answer an upgrade request as HTTP/1.0 */
+    sbuf r = {0};
+    sbuf_printf(&r, "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
+                    "connection: close\r\n\r\n", status, status == 401 ? "Unauthorized" : "Not Found", b.len);
+    sbuf_add(&r, b.data, b.len);
+    unsigned char *buf = malloc(LWS_PRE + r.len);
+    int rc = -1;
+    if (buf) {
+        memcpy(buf + LWS_PRE, r.data, r.len);
+        rc = lws_write(wsi, buf + LWS_PRE, r.len, LWS_WRITE_HTTP_HEADERS) == (int)r.len ? 0 : -1;
+        free(buf);
+    }
+    metrics_request(status);
+    sbuf_free(&r);
     sbuf_free(&b);
     return rc ? -1 : 1;
 }
