@@ -139,11 +139,9 @@ static int run(mp_parser *p) {
         }
         case S_AFTER_DELIM: {
             size_t i = 0;
-            while (i < n && (d[i] == ' ' || d[i] == '\t')) i++; /* transport padding */
-            if (i + 2 > n) {
-                if (n > 256) return fail(p, "multipart: junk after a boundary");
-                return 0;
-            }
+            while (i < n && i <= 256 && (d[i] == ' ' || d[i] == '\t')) i++; /* transport padding */
+            if (i > 256) return fail(p, "multipart: junk after a boundary"); /* whatever the chunking */
+            if (i + 2 > n) return 0;
             if (d[i] == '-' && d[i + 1] == '-') {
                 p->off += i + 2;
                 p->state = S_DONE;

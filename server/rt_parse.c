@@ -62,7 +62,7 @@ static int rate_of(const cJSON *fmt) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(fmt, "type");
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(fmt, "rate");
     if (cJSON_IsString(t) && strcmp(t->valuestring, "audio/pcm") != 0) return -1;
-    if (cJSON_IsNumber(r)) return (int)r->valuedouble;
+    if (cJSON_IsNumber(r)) return r->valuedouble >= 1 && r->valuedouble <= 1e6 ? (int)r->valuedouble : -1;
     return 24000;
 }
 
@@ -127,15 +127,15 @@ void rt_parse(const char *msg, size_t len, size_t max_samples, rt_action *a) {
     } else if (!strcmp(type->valuestring, "input_audio_buffer.clear")) {
         a->type = RT_CLEAR;
     } else {
-        char m[150];
-        snprintf(m, sizeof m, "unknown event type '%.80s'", type->valuestring);
-        /* keep the message valid UTF-8 even when the cut fell inside a character */
-        vox_buf clean = {0};
-        if (vox_utf8_decode(m, strlen(m), &clean) == 0 && clean.data && !memchr(clean.data, 0, clean.len))
-            snprintf(m, sizeof m, "%s", clean.data);
-        else
-            snprintf(m, sizeof m, "unknown event type");
-        vox_buf_free(&clean);
+        /* the type is quoted back: decoded (any bytes), cut at a character boundary */
+        vox_buf t = {0};
+        char m[150] = "unknown event type";
+        if (vox_utf8_decode(type->valuestring, strlen(type->valuestring), &t) == 0 && t.data) {
+            size_t n = t.len < 80 ? t.len : 80;
+            while (n > 0 && n < t.len && ((unsigned char)t.data[n] & 0xC0) == 0x80) n--;
+            snprintf(m, sizeof m, "unknown event type '%.*s'", (int)n, t.data);
+        }
+        vox_buf_free(&t);
         set_err(a, "unknown_event", m);
     }
     cJSON_Delete(root);
