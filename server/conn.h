@@ -56,6 +56,7 @@ struct srv_conn {
     int final_sent;    /* a final commit is in; closing waits for transcription.done */
     int close_after_done;
     int item_next;     /* OpenAI items committed so far */
+    size_t since_commit; /* samples appended since the last commit */
     double audio_s;    /* appended audio (session length limit) */
     int refused;
 };

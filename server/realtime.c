@@ -23,6 +23,9 @@
 
 #include "conn.h"
 
+/* audio the engine may be behind by (60 s at 16 kHz): past it, appends are refused */
+enum { PENDING_MAX = 60 * 16000 };
+
 void conn_queue(srv_conn *c, const char *data, size_t len) {
     srv_msg *m = malloc(sizeof *m + len);
     if (!m) return;
@@ -181,7 +184,7 @@ static int resample_push(srv_conn *c, const float *in, size_t n) {
         soxr_error_t err = soxr_process(c->soxr, in ? in + off : NULL, in ? n - off : 0, &idone, out, 4096, &odone);
         if (err) return -1;
         off += idone;
-        if (odone && sess_push_audio(c->s, out, odone, (size_t)(g_cfg->max_session_s * 16000) + 16000) != 0) return -2;
+        if (odone && sess_push_audio(c->s, out, odone, PENDING_MAX) != 0) return -2;
         if (in ? (off >= n && odone < 4096) : odone == 0) break;
     }
     if (!in) {
@@ -214,12 +217,13 @@ static void on_append(srv_conn *c, rt_action *a) {
     }
     for (size_t i = 0; i < a->n_pcm; i++) x[i] = (float)a->pcm[i] / 32768.0f;
     int rc = c->rate == engine_sample_rate()
-                 ? sess_push_audio(c->s, x, a->n_pcm, (size_t)(g_cfg->max_session_s * 16000) + 16000)
+                 ? sess_push_audio(c->s, x, a->n_pcm, PENDING_MAX)
                  : resample_push(c, x, a->n_pcm);
     free(x);
     if (rc) queue_error(c, "processing_error", rc == -2 || c->rate == engine_sample_rate()
                                                    ? "the engine is behind: audio dropped"
                                                    : "resampler failed");
+    if (!rc) c->since_commit += a->n_pcm;
     c->final_sent = 0; /* a new utterance after a final commit */
 }
 
@@ -251,6 +255,11 @@ static void on_message(srv_conn *c, const char *msg, size_t len) {
         break;
     case RT_COMMIT:
         if (!c->openai) break; /* vLLM: transcription already runs as audio comes */
+        if (!c->since_commit) { /* as OpenAI: an item needs audio */
+            queue_error(c, "input_audio_buffer_commit_empty", "input audio buffer is empty: nothing to commit");
+            break;
+        }
+        c->since_commit = 0;
         if (c->soxr) resample_push(c, NULL, 0);
         sess_push_mark(c->s, MARK_COMMIT);
         sbuf_lit(&b, "{\"type\":\"input_audio_buffer.committed\",");

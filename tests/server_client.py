@@ -10,7 +10,8 @@ Modes (all print one JSON line on stdout):
   hostile URL WAV         bad messages on one session (each must get its error), then
                           the same session must still transcribe WAV
   busy URL                a session expected to be refused at capacity
-  hold URL SECONDS        a session that streams silence slowly (SIGTERM drain test)
+  hold URL WAV SECONDS    a session streaming WAV in a loop at real-time pace (drain test)
+  openai URL WAV          OpenAI dialect: an empty commit, then two committed items
 """
 import asyncio, base64, json, sys, wave
 
@@ -150,6 +151,31 @@ async def hold(url, wav, seconds):
     print(json.dumps({"deltas": "".join(deltas), "done": done, "close_code": code}))
 
 
+async def openai_items(url, wav):
+    """OpenAI dialect at 16 kHz: an empty commit (error), then two items, each committed"""
+    pcm, _ = pcm_of(wav)
+    out = {"committed": [], "completed": [], "deltas": {}, "errors": []}
+    async with websockets.connect(url + "?intent=transcription", max_size=None) as ws:
+        assert (await recv_json(ws))["type"] == "session.created"
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription",
+                      "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}}))
+        assert (await recv_json(ws))["type"] == "session.updated"
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        half = len(pcm) // 4 * 2
+        for part in (pcm[:half], pcm[half:]):
+            await stream(ws, part, final=False)  # appends, then a plain commit
+        while len(out["completed"]) < 2:
+            ev = await recv_json(ws)
+            t = ev["type"]
+            if t == "input_audio_buffer.committed": out["committed"].append(ev["item_id"])
+            elif t == "conversation.item.input_audio_transcription.delta":
+                out["deltas"][ev["item_id"]] = out["deltas"].get(ev["item_id"], "") + ev["delta"]
+            elif t == "conversation.item.input_audio_transcription.completed":
+                out["completed"].append([ev["item_id"], ev["transcript"]])
+            elif t == "error": out["errors"].append(ev["error"]["code"])
+    print(json.dumps(out))
+
+
 def main():
     mode, url = sys.argv[1], sys.argv[2]
     if mode == "live":
@@ -160,6 +186,8 @@ def main():
         asyncio.run(hostile(url, sys.argv[3]))
     elif mode == "busy":
         asyncio.run(busy(url))
+    elif mode == "openai":
+        asyncio.run(openai_items(url, sys.argv[3]))
     elif mode == "hold":
         asyncio.run(hold(url, sys.argv[3], float(sys.argv[4])))
 

@@ -140,6 +140,16 @@ assert len(rs) == 16 and not bad, bad
 EOF
 check "16 concurrent live sessions: all equal CLI --stdin ($(( (t1 - t0) / 1000000 )) ms)" $?
 
+$CLIENT openai "ws://127.0.0.1:$PORT/v1/realtime" "$WAV" >"$tmp/oai.json"
+$PY - "$tmp/oai.json" <<'EOF'
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert o["errors"] == ["input_audio_buffer_commit_empty"], o["errors"]
+assert len(o["committed"]) == 2 and [c[0] for c in o["completed"]] == o["committed"], o
+assert all(o["deltas"].get(i, "") == t for i, t in o["completed"]) and any(t for _, t in o["completed"]), o
+EOF
+check "OpenAI dialect at 16 kHz: empty commit refused, two items committed and completed (= their deltas)" $? "$(head -c 500 "$tmp/oai.json")"
+
 # ---- an unclean drop frees its slot; the others finish correctly ----
 $CLIENT live "ws://127.0.0.1:$PORT/v1/realtime" "$FIX" 3 >"$tmp/others.json" &
 others=$!
