@@ -195,8 +195,8 @@ int server_main(int argc, char **argv) {
     int port = cfg.port;
     struct lws_vhost *vh = lws_get_vhost_by_name(lws_ctx, "default");
     if (vh) port = lws_get_vhost_listen_port(vh);
-    fprintf(stderr, "voxtral: listening on %s://%s:%d (%d streams max; %s)\n", cfg.tls_cert ? "https" : "http",
-            cfg.host, port, cfg.max_streams, engine_backend());
+    fprintf(stderr, "voxtral: listening on %s://%s:%d (%d streams max)\n", cfg.tls_cert ? "https" : "http", cfg.host,
+            port, cfg.max_streams);
     lws_sul_schedule(lws_ctx, 0, &tick_sul, tick, 200 * LWS_US_PER_MS);
 
     double drain_t0 = 0;

@@ -85,6 +85,10 @@ static long rss_bytes(void) {
 #define COUNTER(name, help, fmt, v) sbuf_printf(out, "# HELP " name " " help "\n# TYPE " name " counter\n" name " " fmt "\n", v)
 
 void metrics_write(sbuf *out, int active, int max_streams, int draining, size_t backend_bytes, double kv_per_stream) {
+    sbuf_printf(out, "# HELP voxtral_info The engine's backend\n# TYPE voxtral_info gauge\nvoxtral_info{backend=");
+    const char *be = engine_backend();
+    sbuf_json_str(out, be, strlen(be)); /* a quoted, escaped label value */
+    sbuf_printf(out, "} 1\n");
     GAUGE("voxtral_sessions_active", "Sessions holding a stream slot", "%d", active);
     GAUGE("voxtral_sessions_max", "Stream slots (--max-streams)", "%d", max_streams);
     GAUGE("voxtral_draining", "1 while draining after SIGTERM", "%d", draining);

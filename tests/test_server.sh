@@ -42,7 +42,7 @@ jget() { $PY -c 'import json,sys; o=json.load(sys.stdin); print(eval(sys.argv[1]
 
 # ---- startup, operations routes ----
 start_server main --max-streams 16 || exit 0
-grep -q "^voxtral: listening on http://127.0.0.1:$PORT (16 streams max" "$tmp/main.err"
+grep -qx "voxtral: listening on http://127.0.0.1:$PORT (16 streams max)" "$tmp/main.err"
 check "start line: 'voxtral: listening on http://HOST:PORT (N streams max'" $? "$(head -1 "$tmp/main.err")"
 [ "$(curl -s $H:$PORT/health)" = '{"status":"ok"}' ]
 check "GET /health" $?
@@ -221,7 +221,7 @@ $CLIENT live "ws://127.0.0.1:$PORT/v1/realtime" "$WAV" 1 | jget 'o[0]["text"]' >
 [ "$(cat "$tmp/after.txt")" = "$want_live" ]
 check "a live session after the churn is still correct" $?
 curl -s $H:$PORT/metrics >"$tmp/metrics.txt"
-for m in voxtral_sessions_total voxtral_sessions_refused_total voxtral_audio_seconds_total voxtral_tokens_total \
+for m in voxtral_info voxtral_sessions_total voxtral_sessions_refused_total voxtral_audio_seconds_total voxtral_tokens_total \
          voxtral_engine_feed_seconds_bucket voxtral_token_latency_seconds_count voxtral_engine_round_sessions_bucket \
          voxtral_kv_bytes_in_use voxtral_backend_bytes; do
     grep -q "^$m" "$tmp/metrics.txt" || { nok "metrics: $m"; continue; }
