@@ -74,6 +74,11 @@ ifeq ($(PORTAUDIO),1)
 else
   CLI_SRC  += cli/nomic.c
 endif
+# `voxtral serve` (server/, libwebsockets): part of the program, a client of voxtral.h
+SERVER_SRC := $(wildcard server/*.c)
+CLI_SRC  += $(SERVER_SRC)
+CLI_CFLAGS += $(shell pkg-config --cflags libwebsockets 2>/dev/null)
+CLI_LIBS += $(shell pkg-config --libs libwebsockets 2>/dev/null || echo -lwebsockets)
 ifeq ($(CUDA),1)
   ENGINE_SRC += voxtral_cuda.c
   CU_SRC   := $(wildcard cuda/*.cu)
@@ -117,6 +122,10 @@ $(BUILD)/$(SONAME): $(ENGINE_OBJ)
 	@ln -sf $(SONAME) $(BUILD)/libvoxtral.so
 
 $(BUILD)/cli/%.o: cli/%.c cli/cli.h voxtral.h voxtral_text.h $(STAMP) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
+
+$(BUILD)/server/%.o: server/%.c server/server.h server/conn.h voxtral.h voxtral_text.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
 

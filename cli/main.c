@@ -225,7 +225,10 @@ static void catch_signals(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
+int server_main(int argc, char **argv); /* server/main.c: `voxtral serve ...` */
+
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "serve")) return server_main(argc - 1, argv + 1);
     const char *dir = NULL, *input = NULL, *forced_path = NULL;
     int use_stdin = 0, use_mic = 0, topk = 0, bench = 0, check = 0;
     const char *device = NULL;

@@ -1,0 +1,196 @@
+#!/usr/bin/python3
+"""server_client.py - vLLM-protocol realtime client for tests/test_server.sh.
+
+Modes (all print one JSON line on stdout):
+  live URL WAV [N]        N concurrent sessions (default 1) stream WAV (16 kHz PCM16) in
+                          small chunks, commit, commit final; each result has the
+                          deltas' concatenation and transcription.done's text
+  drop URL WAV            a session that streams half the audio, then aborts the TCP
+                          connection (no close frame)
+  hostile URL WAV         bad messages on one session (each must get its error), then
+                          the same session must still transcribe WAV
+  busy URL                a session expected to be refused at capacity
+  hold URL WAV SECONDS    a session streaming WAV in a loop at real-time pace (drain test)
+  openai URL WAV          OpenAI dialect: an empty commit, then two committed items
+"""
+import asyncio, base64, json, sys, wave
+
+import websockets
+
+
+def pcm_of(path):
+    with wave.open(path, "rb") as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1, "16-bit mono WAV expected"
+        return w.readframes(w.getnframes()), w.getframerate()
+
+
+async def recv_json(ws, timeout=60):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def stream(ws, pcm, chunk_bytes=3200, final=True):
+    for off in range(0, len(pcm), chunk_bytes):
+        await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                  "audio": base64.b64encode(pcm[off:off + chunk_bytes]).decode()}))
+    await ws.send(json.dumps({"type": "input_audio_buffer.commit", "final": final}))
+
+
+async def collect(ws):
+    deltas, errors = [], []
+    while True:
+        ev = await recv_json(ws)
+        if ev["type"] == "transcription.delta":
+            deltas.append(ev["delta"])
+        elif ev["type"] == "transcription.done":
+            return {"deltas": "".join(deltas), "text": ev["text"], "usage": ev.get("usage"), "errors": errors}
+        elif ev["type"] == "error":
+            errors.append(ev)
+
+
+async def one_live(url, pcm, k):
+    async with websockets.connect(url, max_size=None) as ws:
+        created = await recv_json(ws)
+        assert created["type"] == "session.created" and created["id"].startswith("sess-"), created
+        await ws.send(json.dumps({"type": "session.update", "model": "voxtral"}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))  # vLLM: starts transcription
+        # sessions send different chunk sizes: the text must not depend on them
+        sender = asyncio.ensure_future(stream(ws, pcm, chunk_bytes=1600 * (1 + k % 4)))
+        res = await collect(ws)
+        await sender
+        return res
+
+
+async def live(url, wav, n):
+    pcm, rate = pcm_of(wav)
+    assert rate == 16000
+    res = await asyncio.gather(*[one_live(url, pcm, k) for k in range(n)])
+    print(json.dumps(res))
+
+
+async def drop(url, wav):
+    pcm, _ = pcm_of(wav)
+    ws = await websockets.connect(url, max_size=None)
+    await recv_json(ws)
+    half = pcm[: len(pcm) // 2 // 2 * 2]
+    for off in range(0, len(half), 3200):
+        await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                  "audio": base64.b64encode(half[off:off + 3200]).decode()}))
+    await asyncio.sleep(0.2)
+    ws.transport.abort()  # vanish: no close frame, no FIN handshake
+    print(json.dumps({"dropped": True}))
+
+
+async def hostile(url, wav):
+    pcm, _ = pcm_of(wav)
+    out = {}
+    async with websockets.connect(url, max_size=None) as ws:
+        await recv_json(ws)
+        cases = {
+            "not_json": "{this is not json",
+            "not_object": "[1,2,3]",
+            "no_type": json.dumps({"audio": "AAAA"}),
+            "bad_base64": json.dumps({"type": "input_audio_buffer.append", "audio": "@@@not base64@@@"}),
+            "odd_bytes": json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
+            "no_audio": json.dumps({"type": "input_audio_buffer.append"}),
+            "unknown": json.dumps({"type": "response.create"}),
+            "binary_utf8": b"\xff\xfe\x00garbage",
+            "oversized": json.dumps({"type": "input_audio_buffer.append",
+                                     "audio": base64.b64encode(b"\0" * (3 << 20)).decode()}),
+        }
+        for name, msg in cases.items():
+            await ws.send(msg)
+            ev = await recv_json(ws, 20)
+            out[name] = ev.get("code") if ev.get("type") == "error" else ev
+        # the session goes on
+        await stream(ws, pcm)
+        res = await collect(ws)
+        out["after"] = res
+    print(json.dumps(out))
+
+
+async def busy(url):
+    try:
+        async with websockets.connect(url, max_size=None) as ws:
+            ev = await recv_json(ws, 10)
+            try:
+                await asyncio.wait_for(ws.recv(), 5)
+                closed = False
+            except websockets.ConnectionClosed as e:
+                closed = e.code
+            print(json.dumps({"event": ev, "closed": closed}))
+    except websockets.InvalidStatusCode as e:
+        print(json.dumps({"status": e.status_code}))
+
+
+async def hold(url, wav, seconds):
+    """streams WAV at real-time pace, never sends final; prints what it got by the close"""
+    pcm, _ = pcm_of(wav)
+    deltas, done = [], None
+    async with websockets.connect(url, max_size=None) as ws:
+        await recv_json(ws)
+
+        async def send():
+            off = 0
+            while True:
+                chunk = pcm[off % len(pcm): off % len(pcm) + 3200] or pcm[:3200]
+                off += 3200
+                await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                          "audio": base64.b64encode(chunk).decode()}))
+                await asyncio.sleep(0.1)
+        sender = asyncio.ensure_future(send())
+        try:
+            while True:
+                ev = await recv_json(ws, seconds + 60)
+                if ev["type"] == "transcription.delta":
+                    deltas.append(ev["delta"])
+                elif ev["type"] == "transcription.done":
+                    done = ev
+        except websockets.ConnectionClosed as e:
+            code = e.code
+        sender.cancel()
+    print(json.dumps({"deltas": "".join(deltas), "done": done, "close_code": code}))
+
+
+async def openai_items(url, wav):
+    """OpenAI dialect at 16 kHz: an empty commit (error), then two items, each committed"""
+    pcm, _ = pcm_of(wav)
+    out = {"committed": [], "completed": [], "deltas": {}, "errors": []}
+    async with websockets.connect(url + "?intent=transcription", max_size=None) as ws:
+        assert (await recv_json(ws))["type"] == "session.created"
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription",
+                      "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}}))
+        assert (await recv_json(ws))["type"] == "session.updated"
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        half = len(pcm) // 4 * 2
+        for part in (pcm[:half], pcm[half:]):
+            await stream(ws, part, final=False)  # appends, then a plain commit
+        while len(out["completed"]) < 2:
+            ev = await recv_json(ws)
+            t = ev["type"]
+            if t == "input_audio_buffer.committed": out["committed"].append(ev["item_id"])
+            elif t == "conversation.item.input_audio_transcription.delta":
+                out["deltas"][ev["item_id"]] = out["deltas"].get(ev["item_id"], "") + ev["delta"]
+            elif t == "conversation.item.input_audio_transcription.completed":
+                out["completed"].append([ev["item_id"], ev["transcript"]])
+            elif t == "error": out["errors"].append(ev["error"]["code"])
+    print(json.dumps(out))
+
+
+def main():
+    mode, url = sys.argv[1], sys.argv[2]
+    if mode == "live":
+        asyncio.run(live(url, sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 1))
+    elif mode == "drop":
+        asyncio.run(drop(url, sys.argv[3]))
+    elif mode == "hostile":
+        asyncio.run(hostile(url, sys.argv[3]))
+    elif mode == "busy":
+        asyncio.run(busy(url))
+    elif mode == "openai":
+        asyncio.run(openai_items(url, sys.argv[3]))
+    elif mode == "hold":
+        asyncio.run(hold(url, sys.argv[3], float(sys.argv[4])))
+
+
+if __name__ == "__main__":
+    main()
