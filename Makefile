@@ -26,6 +26,7 @@ SANITIZE ?=
 ifneq ($(SANITIZE),)
   CUDA   := 0
   OPT    := -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZE) -fno-sanitize-recover=all
+  LIBS   += -fsanitize=$(SANITIZE)
 endif
 # CUDA=auto builds the CUDA backend when nvcc is found; CUDA=0 / CUDA=1 force it.
 CUDA     ?= auto
@@ -95,7 +96,7 @@ all: voxtral
 
 # ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
 voxtral: $(BUILD)/voxtral
-	@cp $< $@
+	@$(if $(SANITIZE),echo "sanitizer build: $< (./voxtral left alone)",cp $< $@)
 
 $(BUILD)/voxtral: $(BUILD)/libvoxtral.a $(BUILD)/main.o
 	$(CC) $(CFLAGS) -o $@ $(BUILD)/main.o $(BUILD)/libvoxtral.a $(LIBS)
@@ -158,7 +159,7 @@ clean:
 # pkg-config file (`cc app.c $(pkg-config --cflags --libs voxtral)`).
 install: voxtral $(BUILD)/libvoxtral.a
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
-	install -m 755 voxtral $(DESTDIR)$(PREFIX)/bin/voxtral
+	install -m 755 $(if $(SANITIZE),$(BUILD)/voxtral,voxtral) $(DESTDIR)$(PREFIX)/bin/voxtral
 	install -m 644 $(BUILD)/libvoxtral.a $(DESTDIR)$(PREFIX)/lib/libvoxtral.a
 	install -m 644 voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral.h
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \

@@ -43,10 +43,21 @@ static void fz_copy_model_file(const char *name) {
     free(buf);
 }
 
-/* A fresh scratch directory with the micro model's files except `fuzzed`. */
+static void fz_cleanup(void) {
+    const char *files[3] = {"params.json", "tekken.json", "consolidated.safetensors"};
+    char path[512];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", fz_dir, files[i]);
+        unlink(path);
+    }
+    rmdir(fz_dir);
+}
+
+/* A fresh scratch directory (removed at exit) with the micro model's files except `fuzzed`. */
 static void fz_setup(const char *fuzzed) {
     snprintf(fz_dir, sizeof fz_dir, "%s/vox_fuzz_XXXXXX", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     if (!mkdtemp(fz_dir)) abort();
+    atexit(fz_cleanup);
     const char *files[3] = {"params.json", "tekken.json", "consolidated.safetensors"};
     for (int i = 0; i < 3; i++)
         if (strcmp(files[i], fuzzed)) fz_copy_model_file(files[i]);
