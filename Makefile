@@ -26,6 +26,7 @@ SANITIZE ?=
 ifneq ($(SANITIZE),)
   CUDA   := 0
   OPT    := -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZE) -fno-sanitize-recover=all
+  LIBS   += -fsanitize=$(SANITIZE)
 endif
 # CUDA=auto builds the CUDA backend when nvcc is found; CUDA=0 / CUDA=1 force it.
 CUDA     ?= auto
@@ -108,7 +109,7 @@ all: voxtral $(BUILD)/$(SONAME)
 
 # ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
 voxtral: $(BUILD)/voxtral
-	@cp $< $@
+	@$(if $(SANITIZE),echo "sanitizer build: $< (./voxtral left alone)",cp $< $@)
 
 $(BUILD)/voxtral: $(BUILD)/libvoxtral.a $(CLI_OBJ)
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvoxtral.a $(LIBS) $(CLI_LIBS)
@@ -184,7 +185,7 @@ clean:
 # shared one; add --static for the archive).
 install: voxtral $(BUILD)/libvoxtral.a $(BUILD)/$(SONAME)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
-	install -m 755 voxtral $(DESTDIR)$(PREFIX)/bin/voxtral
+	install -m 755 $(if $(SANITIZE),$(BUILD)/voxtral,voxtral) $(DESTDIR)$(PREFIX)/bin/voxtral
 	install -m 644 $(BUILD)/libvoxtral.a $(DESTDIR)$(PREFIX)/lib/libvoxtral.a
 	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so

@@ -9,7 +9,8 @@ SUDO=""
 PKGS=(build-essential pkg-config libopenblas-dev libfftw3-dev libsndfile1-dev libsoxr-dev
       libcjson-dev portaudio19-dev python3-numpy espeak-ng sox
       pulseaudio pulseaudio-utils libasound2-plugins
-      libwebsockets-dev python3-websockets curl openssl)
+      libwebsockets-dev python3-websockets curl openssl
+      clang libclang-rt-dev libomp-dev)  # clang: the libFuzzer targets (scripts/fuzz.sh)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,7 @@
  * an append's samples are exactly its decoded bytes / 2, an error has one of the
  * documented codes and a message that is valid UTF-8 without NUL, and the error
  * event the server would send for it is JSON that parses back to the same text.
- * Build and run: scripts/fuzz_server.sh [SECONDS]. */
+ * Build and run: scripts/fuzz.sh [SECONDS] server_event server_multipart. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,12 +13,6 @@
 #include <cjson/cJSON.h>
 
 #include "server/server.h"
-
-/* the library's error channel, for voxtral_text.c linked alone */
-int vox_error(const char *fmt, ...) {
-    (void)fmt;
-    return -1;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rt_action a;

@@ -3,7 +3,7 @@
  * decoder. Input: a Content-Type line, "\n", then the body. Differential check,
  * besides ASan/UBSan: the body fed whole and fed in pieces (sizes drawn from the
  * input) gives the same parts, the same bytes and the same verdict; the same for
- * the chunked decoder run over the body. Build and run: scripts/fuzz_server.sh. */
+ * the chunked decoder run over the body. Build and run: scripts/fuzz.sh. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,10 +11,6 @@
 
 #include "server/server.h"
 
-int vox_error(const char *fmt, ...) {
-    (void)fmt;
-    return -1;
-}
 
 typedef struct {
     sbuf log; /* "P name|filename\n" per part, then the part's bytes */

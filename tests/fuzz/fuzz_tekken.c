@@ -1,0 +1,4 @@
+/* fuzz_tekken.c - libFuzzer target: the input is the micro model's tekken.json
+ * (vox_model_load, then vox_open and a short stream when it loads: fuzz_model.h). */
+#define FUZZ_FILE "tekken.json"
+#include "tests/fuzz/fuzz_model.h"
