@@ -54,7 +54,11 @@ endif
 
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
 ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
-              voxtral_stdin.c voxtral_check.c
+              voxtral_stdin.c voxtral_check.c voxtral_quant.c
+# the quantized dot kernels: one file per instruction set, the one -march=$(MARCH) enables
+ISA_MACROS := $(shell $(CC) -march=$(MARCH) -dM -E -x c /dev/null 2>/dev/null)
+QDOT_ISA := $(if $(findstring __AVX512BW__,$(ISA_MACROS)),avx512,$(if $(findstring __AVX2__,$(ISA_MACROS)),$(if $(findstring __FMA__,$(ISA_MACROS)),avx2,generic),generic))
+ENGINE_SRC += voxtral_qdot_$(QDOT_ISA).c
 ifeq ($(PORTAUDIO),1)
   ENGINE_SRC += voxtral_mic.c
   CFLAGS   += $(shell pkg-config --cflags portaudio-2.0)
@@ -96,14 +100,14 @@ $(BUILD)/libvoxtral.a: $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h voxtral_quant.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libvoxtral.a
+$(BUILD)/tests/%: tests/%.c tests/testutil.h voxtral_quant.h $(BUILD)/libvoxtral.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvoxtral.a $(LIBS)
 

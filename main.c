@@ -18,6 +18,7 @@
 
 #include "voxtral.h"
 #include "voxtral_internal.h"
+#include "voxtral_quant.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -33,6 +34,9 @@ static void usage(FILE *f) {
             "  --delay MS           transcription delay, 80..2400 in steps of 80 (default: model's, 480)\n"
             "  --backend B          auto (default), cpu or cuda\n"
             "  --gpu-path P         CUDA weights: auto (bf16 on sm_80+, else fp16), bf16, fp16 or fp32\n"
+            "  --quant q8|q4        quantize the weights at load (decoder + LM head; encoder q8);\n"
+            "                       q4:GROUP[:bf16|q8] sets the group size (64) and the encoder's format\n"
+            "  --quantize OUT_DIR   with -d DIR and --quant: write the quantized model to OUT_DIR and exit\n"
             "  -t N                 CPU threads (default: all cores)\n"
             "  --json               print one JSON object at the end: text, tokens (every id), topk\n"
             "  --topk K             with --json: the K best logits of every step\n"
@@ -228,7 +232,7 @@ static void catch_signals(void) {
 int main(int argc, char **argv) {
     const char *dir = NULL, *input = NULL, *forced_path = NULL;
     int use_stdin = 0, use_mic = 0, topk = 0, bench = 0, check = 0;
-    const char *device = NULL;
+    const char *device = NULL, *quantize_out = NULL;
     double interval = 0.16;
     vox_options opt;
     vox_options_default(&opt);
@@ -297,6 +301,17 @@ int main(int argc, char **argv) {
                 return 2;
             }
             opt.gpu_path = next;
+        } else if (!strcmp(a, "--quant")) {
+            NEED_ARG();
+            vox_quant q;
+            if (vox_quant_parse(next, &q) != 0) {
+                fprintf(stderr, "voxtral: --quant: %s\n", vox_last_error());
+                return 2;
+            }
+            opt.quant = next;
+        } else if (!strcmp(a, "--quantize")) {
+            NEED_ARG();
+            quantize_out = next;
         } else if (!strcmp(a, "-t")) {
             NEED_ARG();
             char *end;
@@ -331,7 +346,18 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (check) return vox_cli_check(dir, input, opt.verbose);
+    if (check) return vox_cli_check(dir, input, opt.quant, opt.verbose);
+    if (quantize_out) {
+        if (!dir || !opt.quant) {
+            fprintf(stderr, "voxtral: --quantize OUT_DIR needs -d DIR and --quant q8|q4\n");
+            return 2;
+        }
+        if (vox_quantize_dir(dir, quantize_out, opt.quant, opt.verbose) != 0) {
+            fprintf(stderr, "voxtral: %s\n", vox_last_error());
+            return 1;
+        }
+        return 0;
+    }
     if (!dir || (!!input + use_stdin + use_mic) != 1) {
         fprintf(stderr, "voxtral: need -d DIR and exactly one of -i FILE / --stdin / --mic (see --help)\n");
         return 2;

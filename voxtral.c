@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "voxtral_internal.h"
+#include "voxtral_quant.h"
 
 /* ---- errors ------------------------------------------------------------------ */
 static _Thread_local char vox_errbuf[1024];
@@ -123,6 +124,7 @@ vox_need vox_memory_need(const vox_model *m, int prompt_len, int chunk_tokens) {
     n.weights = 2.0 * (enc_layer * e->n_layers + dec_layer * d->n_layers + (double)c->vocab_size * d->dim +
                        (double)d->dim * (e->dim * c->downsample_factor + d->dim) +
                        (double)e->dim * (c->num_mel_bins + e->dim) * c->conv_kernel);
+    if (vox_dtype_quantized(m->qfmt) || vox_dtype_quantized(m->qenc)) n.weights = vox_model_weight_bytes(m);
     double rows = (double)chunk_tokens * c->downsample_factor;
     double enc_cap = e->sliding_window + rows, dec_cap = (double)d->sliding_window + prompt_len;
     n.kv = 4.0 * ((double)e->n_layers * 2 * enc_cap * e->n_kv_heads * e->head_dim +
@@ -161,6 +163,10 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     ctx->opt = opt;
     vox_model *m = &ctx->model;
     if (vox_model_load(m, model_dir) != 0) goto fail;
+    if (opt.quant) {
+        vox_quant q;
+        if (vox_quant_parse(opt.quant, &q) != 0 || vox_model_quantize(m, &q, opt.verbose) != 0) goto fail;
+    }
     const vox_config *c = &m->cfg;
     if (c->mel_per_token != 2 * c->downsample_factor || c->conv_kernel < 2) {
         vox_error("%s/params.json: unsupported geometry: %d mel frames per token, downsample %d, "
@@ -235,10 +241,7 @@ double vox_measure_bandwidth(vox_ctx *ctx) {
     return ctx->be->measure_bandwidth ? ctx->be->measure_bandwidth(ctx->be) : 0.0;
 }
 /* bytes one pass over w reads: the backend's copy when it has one (fp16/fp32 paths) */
-static double weight_read_bytes(const vox_weight *w) {
-    vox_dtype dt = w->dev ? w->dev_dtype : w->dtype;
-    return (double)w->rows * w->cols * (dt == VOX_DT_F32 ? 4 : 2);
-}
+static double weight_read_bytes(const vox_weight *w) { return vox_weight_dev_bytes(w); }
 
 double vox_step_weight_bytes(const vox_ctx *ctx) {
     const vox_model *m = &ctx->model;

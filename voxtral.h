@@ -34,6 +34,8 @@ typedef struct {
     const char *gpu_path; /* NULL/"auto", "bf16", "fp16", "fp32": how the CUDA backend
                              holds the matrices (auto: bf16 on compute capability 8.0+,
                              else fp16 with fp32 for tensors fp16 cannot hold) */
+    const char *quant;   /* NULL: weights as in the checkpoint; "q8" or "q4" (optionally
+                            "q4:GROUP[:bf16|q8]"): quantize a BF16 checkpoint at load */
 } vox_options;
 
 /* One decoded step. `piece` holds the token's bytes (not NUL-terminated, may be

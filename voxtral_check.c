@@ -26,6 +26,7 @@
 
 #include "voxtral.h"
 #include "voxtral_internal.h"
+#include "voxtral_quant.h"
 
 /* ---- report lines ------------------------------------------------------------------ */
 typedef struct {
@@ -238,6 +239,8 @@ static int cuda_runtime_version(void) {
 }
 
 /* ---- the model's memory need: the engine's own formula (vox_memory_need) ------------------ */
+static const char *check_quant; /* --quant: the need once quantized, and the smoke runs */
+
 typedef struct {
     double weights, kv, workspace;
     int dec_window, enc_window, prompt_len;
@@ -251,6 +254,8 @@ static model_need need_of(const vox_model *m, int chunk_tokens) {
     n.enc_window = m->cfg.enc.sliding_window;
     vox_need v = vox_memory_need(m, n.prompt_len, chunk_tokens);
     n.weights = v.weights;
+    vox_quant q;
+    if (check_quant && vox_quant_parse(check_quant, &q) == 0) n.weights = vox_quant_model_bytes(m, &q);
     n.kv = v.kv;
     n.workspace = v.workspace;
     return n;
@@ -317,6 +322,7 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
     vox_options_default(&opt);
     opt.backend = backend;
     opt.verbose = vox_verbose;
+    opt.quant = check_quant;
     vox_ctx *ctx = vox_open(dir, &opt);
     if (!ctx) {
         line(r, "FAIL", name, "loading the model on %s: %s", backend, vox_last_error());
@@ -386,7 +392,8 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
 }
 
 /* ---- the preflight ---------------------------------------------------------------------- */
-int vox_cli_check(const char *dir, const char *audio, int verbose) {
+int vox_cli_check(const char *dir, const char *audio, const char *quant, int verbose) {
+    check_quant = quant;
     report r = {.verbose = verbose};
     int built = vox_cuda_built();
     int rt = built ? cuda_runtime_version() : 0;

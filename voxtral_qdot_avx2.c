@@ -1,0 +1,108 @@
+/* voxtral_qdot_avx2.c - the quantized dot kernels with AVX2 + FMA (CPU_ISA avx2, or
+ * native on such a CPU). Same structure as voxtral_qdot_avx512.c with 8 lanes:
+ * each 16- or 32-column block widened to fp32 once, used for up to 4 input rows;
+ * per group Q8 adds s * sum(q x), Q4 adds s * sum(q x) + m * sum(x), all fp32. */
+#include <immintrin.h>
+
+#include "voxtral_quant.h"
+
+const char vox_qdot_isa[] = "avx2";
+
+enum { MB = 4 };
+
+static inline float hsum8(__m256 a) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* 8 bytes at p as 8 fp32 (signed / unsigned) */
+static inline __m256 i8x8(const void *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static void rows4(const vox_weight *w, int64_t r, const float *x, int64_t ldx, int mb, float *y,
+                  int64_t ldy) {
+    const int G = w->group;
+    const int64_t K = w->cols, ng = vox_q_groups(K, G);
+    const uint16_t *sc = w->scales + r * vox_q_scale_count(w->dtype, K, G);
+    const uint8_t *row = (const uint8_t *)w->data + r * vox_q_row_bytes(w->dtype, K, G);
+    __m256 acc[MB];
+    float tail[MB];
+    for (int m = 0; m < MB; m++) acc[m] = _mm256_setzero_ps(), tail[m] = 0.0f;
+    if (w->dtype == VOX_DT_Q8) {
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t k0 = g * G, n = K - k0 < G ? K - k0 : G;
+            const int8_t *q = (const int8_t *)row + k0;
+            __m256 ga[MB];
+            for (int m = 0; m < MB; m++) ga[m] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 16 <= n; k += 16) {
+                __m256 w0 = i8x8(q + k), w1 = i8x8(q + k + 8);
+#pragma GCC unroll 4
+                for (int m = 0; m < MB; m++)
+                    if (m < mb) {
+                        const float *xp = x + m * ldx + k0 + k;
+                        ga[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp + 8),
+                                                _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), ga[m]));
+                    }
+            }
+            const float s = vox_f16_to_f32(sc[g]);
+            const __m256 sv = _mm256_set1_ps(s);
+            for (int m = 0; m < mb; m++) {
+                acc[m] = _mm256_fmadd_ps(sv, ga[m], acc[m]);
+                float t = 0.0f;
+                for (int64_t j = k; j < n; j++) t += (float)q[j] * x[m * ldx + k0 + j];
+                tail[m] += s * t;
+            }
+        }
+    } else {
+        const __m128i lo4 = _mm_set1_epi8(15);
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t k0 = g * G, n = K - k0 < G ? K - k0 : G;
+            __m256 ga[MB], gx[MB];
+            for (int m = 0; m < MB; m++) ga[m] = gx[m] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 32 <= n; k += 32) {
+                __m128i b = _mm_loadu_si128((const __m128i *)(row + (k0 + k) / 2));
+                __m128i lo = _mm_and_si128(b, lo4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
+                __m256 w0 = i8x8(&lo), w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+                __m256 w2 = i8x8(&hi), w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+#pragma GCC unroll 4
+                for (int m = 0; m < MB; m++)
+                    if (m < mb) {
+                        const float *xp = x + m * ldx + k0 + k;
+                        __m256 x0 = _mm256_loadu_ps(xp), x1 = _mm256_loadu_ps(xp + 8);
+                        __m256 x2 = _mm256_loadu_ps(xp + 16), x3 = _mm256_loadu_ps(xp + 24);
+                        ga[m] = _mm256_fmadd_ps(w0, x0, ga[m]);
+                        ga[m] = _mm256_fmadd_ps(w1, x1, ga[m]);
+                        ga[m] = _mm256_fmadd_ps(w2, x2, ga[m]);
+                        ga[m] = _mm256_fmadd_ps(w3, x3, ga[m]);
+                        gx[m] = _mm256_add_ps(gx[m], _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)));
+                    }
+            }
+            const float s = vox_f16_to_f32(sc[2 * g]), mn = vox_f16_to_f32(sc[2 * g + 1]);
+            const __m256 sv = _mm256_set1_ps(s), mv = _mm256_set1_ps(mn);
+            for (int m = 0; m < mb; m++) {
+                acc[m] = _mm256_fmadd_ps(mv, gx[m], _mm256_fmadd_ps(sv, ga[m], acc[m]));
+                float t = 0.0f, tx = 0.0f;
+                for (int64_t j = k; j < n; j++) {
+                    const int64_t c = k0 + j;
+                    const uint8_t bb = row[c / 32 * 16 + (c & 15)];
+                    const float xv = x[m * ldx + c];
+                    t += (float)((c & 16) ? bb >> 4 : bb & 15) * xv;
+                    tx += xv;
+                }
+                tail[m] += s * t + mn * tx;
+            }
+        }
+    }
+    for (int m = 0; m < mb; m++) y[m * ldy] = hsum8(acc[m]) + tail[m];
+}
+
+void vox_qdot_rows(const vox_weight *w, int64_t r, const float *x, int64_t ldx, int M, float *y,
+                   int64_t ldy) {
+    for (int m0 = 0; m0 < M; m0 += MB)
+        rows4(w, r, x + m0 * ldx, ldx, M - m0 < MB ? M - m0 : MB, y + m0 * ldy, ldy);
+}
