@@ -452,6 +452,22 @@ static void upload_one(vox_weight *w, const char *name, void *arg) {
     u->off += arena_round(n_el * dsize);
 }
 
+/* The quantized GEMM path's tile and output scratch, once (also a test hook) */
+int vox_cuda_alloc_qtile(vox_backend *be) {
+    cuda_impl *ci = impl_of(be);
+    if (ci->qtile) return 0;
+    const size_t tile = (size_t)QTILE_ELEMS * (ci->path == VOX_DT_F32 ? 4 : 2), out = (size_t)QOUT_FLOATS * 4;
+    cudaError_t e = cudaMalloc(&ci->qtile, tile);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ci->qout, out);
+    if (e != cudaSuccess) {
+        cudaFree(ci->qtile);
+        ci->qtile = NULL;
+        return vox_error("cuda: quantized GEMM tile (%.0f MB): %s", (tile + out) / 1e6, cudaGetErrorString(e));
+    }
+    be->mem_bytes += tile + out;
+    return 0;
+}
+
 static int cu_upload_weights(vox_backend *be, vox_model *m) {
     cuda_impl *ci = impl_of(be);
     layout_state ls = {.path = ci->path};
@@ -484,12 +500,7 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
     }
     ci->arena_bytes = ls.arena;
     be->mem_bytes += ls.arena;
-    if (qtile) {
-        if ((e = cudaMalloc(&ci->qtile, qtile - (size_t)QOUT_FLOATS * 4)) != cudaSuccess ||
-            (e = cudaMalloc((void **)&ci->qout, (size_t)QOUT_FLOATS * 4)) != cudaSuccess)
-            return vox_error("cuda: quantized GEMM tile: %s", cudaGetErrorString(e));
-        be->mem_bytes += qtile;
-    }
+    if (qtile && vox_cuda_alloc_qtile(be) != 0) return -1;
     upload_state u = {.ci = ci, .arena = ci->arena, .total = ls.host, .tty = isatty(2), .verbose = be->verbose};
     if (staging && (e = cudaMalloc((void **)&u.dstage, staging)) != cudaSuccess)
         return vox_error("cuda: weight staging buffer: %s", cudaGetErrorString(e));
