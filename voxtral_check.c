@@ -244,6 +244,7 @@ static const char *check_quant; /* --quant: the need once quantized, and the smo
 typedef struct {
     double weights, kv, workspace;
     int dec_window, enc_window, prompt_len;
+    vox_dtype qfmt; /* the checkpoint's own quantization */
 } model_need;
 
 static model_need need_of(const vox_model *m, int chunk_tokens) {
@@ -254,6 +255,7 @@ static model_need need_of(const vox_model *m, int chunk_tokens) {
     n.enc_window = m->cfg.enc.sliding_window;
     vox_need v = vox_memory_need(m, n.prompt_len, chunk_tokens);
     n.weights = v.weights;
+    n.qfmt = m->qfmt;
     vox_quant q;
     if (check_quant && vox_quant_parse(check_quant, &q) == 0) n.weights = vox_quant_model_bytes(m, &q);
     n.kv = v.kv;
@@ -263,6 +265,9 @@ static model_need need_of(const vox_model *m, int chunk_tokens) {
 
 /* the CUDA backend's own scratch (cuBLASLt workspace, BF16 inputs, attention partials) */
 static const double CUDA_SCRATCH_BYTES = (32 << 20) + (32 << 20) + (16 << 20);
+/* quantized weights: the GEMM path's dense tile and output scratch (voxtral_cuda.c:
+ * QTILE_ELEMS BF16/FP16 + QOUT_FLOATS fp32) */
+static const double CUDA_QTILE_BYTES = (64 << 20) + (16 << 20);
 
 /* ---- smoke transcription ------------------------------------------------------------------ */
 typedef struct {
@@ -523,10 +528,14 @@ int vox_cli_check(const char *dir, const char *audio, const char *quant, int ver
         } else {
             model_need cpu_need = need_of(&m, VOX_CPU_CHUNK_TOKENS), gpu_need = need_of(&m, VOX_CUDA_CHUNK_TOKENS);
             vox_model_free(&m);
-            line(&r, "ok", "model", "%s: weights %.0f MiB, KV %.0f MiB (decoder window %d + prompt %d), "
-                 "workspace %.0f MiB (CPU) / %.0f MiB (CUDA)", dir, mib(cpu_need.weights), mib(cpu_need.kv),
-                 cpu_need.dec_window, cpu_need.prompt_len, mib(cpu_need.workspace),
-                 mib(gpu_need.workspace + CUDA_SCRATCH_BYTES));
+            const int quantized = check_quant || vox_dtype_quantized(gpu_need.qfmt);
+            line(&r, "ok", "model", "%s: weights %.0f MiB%s%s, KV %.0f MiB (decoder window %d + prompt %d), "
+                 "workspace %.0f MiB (CPU) / %.0f MiB (CUDA); CUDA total %.2f GiB", dir, mib(cpu_need.weights),
+                 quantized ? " quantized " : "", quantized ? (check_quant ? check_quant : vox_dtype_name(gpu_need.qfmt)) : "",
+                 mib(cpu_need.kv), cpu_need.dec_window, cpu_need.prompt_len, mib(cpu_need.workspace),
+                 mib(gpu_need.workspace + CUDA_SCRATCH_BYTES + (quantized ? CUDA_QTILE_BYTES : 0)),
+                 gib(gpu_need.weights + gpu_need.kv + gpu_need.workspace + CUDA_SCRATCH_BYTES +
+                     (quantized ? CUDA_QTILE_BYTES : 0)));
             double host = cpu_need.weights + cpu_need.kv + cpu_need.workspace;
             if (ram_avail > 0 && host > ram_avail) {
                 line(&r, "FAIL", "host mem", "the CPU backend needs %.1f GiB (weights mmap'd + KV + workspace), "
@@ -537,7 +546,8 @@ int vox_cli_check(const char *dir, const char *audio, const char *quant, int ver
                 line(&r, "ok", "host mem", "CPU backend needs %.2f GiB of %.1f GiB available", gib(host), gib(ram_avail));
             }
             if (gpu_ok) {
-                double need = gpu_need.weights + gpu_need.kv + gpu_need.workspace + CUDA_SCRATCH_BYTES;
+                double need = gpu_need.weights + gpu_need.kv + gpu_need.workspace + CUDA_SCRATCH_BYTES +
+                              (check_quant || vox_dtype_quantized(gpu_need.qfmt) ? CUDA_QTILE_BYTES : 0);
                 if (gpus[0].free >= 0 && need > gpus[0].free) {
                     line(&r, "FAIL", "vram", "the CUDA backend needs %.2f GiB, %.2f GiB free on %s", gib(need),
                          gib(gpus[0].free), gpus[0].name);

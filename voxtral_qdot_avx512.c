@@ -81,8 +81,78 @@ static void rows4(const vox_weight *w, int64_t r, const float *x, int64_t ldx, i
     for (int m = 0; m < mb; m++) y[m * ldy] = _mm512_reduce_add_ps(acc[m]) + tail[m];
 }
 
+/* M = 1, the decoder step: independent accumulators (one FMA chain per 16 columns
+ * would be latency-bound), whole 64-column blocks, the rest through rows4 */
+static float row1(const vox_weight *w, int64_t r, const float *x) {
+    const int G = w->group;
+    const int64_t K = w->cols, ng = vox_q_groups(K, G), full = K / G; /* whole groups */
+    const uint16_t *sc = w->scales + r * vox_q_scale_count(w->dtype, K, G);
+    const uint8_t *row = (const uint8_t *)w->data + r * vox_q_row_bytes(w->dtype, K, G);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    if (w->dtype == VOX_DT_Q8) {
+        for (int64_t g = 0; g < full; g++) {
+            const int8_t *q = (const int8_t *)row + g * G;
+            const float *xg = x + g * G;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            for (int k = 0; k < G; k += 64) {
+#define Q8V(o) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + k + (o)))))
+                a0 = _mm512_fmadd_ps(Q8V(0), _mm512_loadu_ps(xg + k), a0);
+                a1 = _mm512_fmadd_ps(Q8V(16), _mm512_loadu_ps(xg + k + 16), a1);
+                a2 = _mm512_fmadd_ps(Q8V(32), _mm512_loadu_ps(xg + k + 32), a2);
+                a3 = _mm512_fmadd_ps(Q8V(48), _mm512_loadu_ps(xg + k + 48), a3);
+#undef Q8V
+            }
+            const __m512 sv = _mm512_set1_ps(vox_f16_to_f32(sc[g]));
+            const __m512 t = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+            if (g & 1) acc1 = _mm512_fmadd_ps(sv, t, acc1);
+            else acc0 = _mm512_fmadd_ps(sv, t, acc0);
+        }
+    } else {
+        const __m512i lo4 = _mm512_set1_epi32(15);
+        for (int64_t g = 0; g < full; g++) {
+            const uint8_t *q = row + g * G / 2;
+            const float *xg = x + g * G;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+            for (int k = 0; k < G; k += 64) {
+                __m512i b0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + k / 2)));
+                __m512i b1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + k / 2 + 16)));
+                __m512 x0 = _mm512_loadu_ps(xg + k), x1 = _mm512_loadu_ps(xg + k + 16);
+                __m512 x2 = _mm512_loadu_ps(xg + k + 32), x3 = _mm512_loadu_ps(xg + k + 48);
+                a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(b0, lo4)), x0, a0);
+                a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(b0, 4)), x1, a1);
+                a2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(b1, lo4)), x2, a2);
+                a3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(b1, 4)), x3, a3);
+                s0 = _mm512_add_ps(s0, _mm512_add_ps(x0, x1));
+                s1 = _mm512_add_ps(s1, _mm512_add_ps(x2, x3));
+            }
+            const __m512 sv = _mm512_set1_ps(vox_f16_to_f32(sc[2 * g])), mv = _mm512_set1_ps(vox_f16_to_f32(sc[2 * g + 1]));
+            const __m512 t = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+            if (g & 1) acc1 = _mm512_fmadd_ps(mv, _mm512_add_ps(s0, s1), _mm512_fmadd_ps(sv, t, acc1));
+            else acc0 = _mm512_fmadd_ps(mv, _mm512_add_ps(s0, s1), _mm512_fmadd_ps(sv, t, acc0));
+        }
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    if (full < ng) { /* the last, partial group: the general loop on a view of it */
+        vox_weight t = *w;
+        const int64_t k0 = full * G;
+        float rest;
+        t.cols = K - k0;
+        t.rows = 1;
+        t.data = row + (w->dtype == VOX_DT_Q4 ? k0 / 2 : k0);
+        t.scales = sc + (w->dtype == VOX_DT_Q4 ? 2 * full : full);
+        rows4(&t, 0, x + k0, 0, 1, &rest, 0);
+        s += rest;
+    }
+    return s;
+}
+
 void vox_qdot_rows(const vox_weight *w, int64_t r, const float *x, int64_t ldx, int M, float *y,
                    int64_t ldy) {
+    if (M == 1 && w->group % 64 == 0) {
+        y[0] = row1(w, r, x);
+        return;
+    }
     for (int m0 = 0; m0 < M; m0 += MB)
         rows4(w, r, x + m0 * ldx, ldx, M - m0 < MB ? M - m0 : MB, y + m0 * ldy, ldy);
 }

@@ -37,6 +37,7 @@
 #define hsum8 avx2_hsum8
 #define i8x8 avx2_i8x8
 #define MB AVX2_MB
+#define row1 avx2_row1
 #include "../voxtral_qdot_avx2.c"
 #undef vox_qdot_rows
 #undef vox_qdot_isa
