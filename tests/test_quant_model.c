@@ -16,7 +16,9 @@
  *                               from a directory written by --quantize give identical
  *                               logits; ends "N passed, N failed"
  *   test_quant_model DIR AUDIO [SPEC...]   the table for any model (not a test; e.g.
- *                               the full-size random model), specs default to all
+ *                               the full-size random model), specs default to all; a
+ *                               SPEC with a '/' is a quantized model directory (made by
+ *                               --quantize from DIR) run as it is
  *   QUANT_THREADS=N             CPU threads (default all)
  */
 #include <math.h>
@@ -151,7 +153,8 @@ static int measure(const char *dir, const char *audio, const char *const *specs,
     for (int i = 0; specs[i]; i++) {
         run_out q;
         double load_s = 0, t = now_s();
-        int rc = run(dir, specs[i], x, n, b.ids, b.n_ids, &q, &load_s);
+        const int is_dir = strchr(specs[i], '/') != NULL;
+        int rc = run(is_dir ? specs[i] : dir, is_dir ? NULL : specs[i], x, n, b.ids, b.n_ids, &q, &load_s);
         t = now_s() - t;
         if (rc) {
             tu_check(0, specs[i], "%s", vox_last_error());
@@ -202,6 +205,7 @@ static void test_written_dir(const char *dir, const char *audio) {
 }
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 3) {
         const char *const *specs = argc > 3 ? (const char *const *)argv + 3 : ALL_SPECS;
         return measure(argv[1], argv[2], specs, 0) == 0 ? 0 : 1;
