@@ -65,7 +65,11 @@ endif
 BUILD    := build/$(if $(SANITIZE),asan,$(if $(filter 1,$(CUDA)),cuda,cpu))
 # the engine (libvoxtral) and the command line (cli/, a client of voxtral.h only)
 ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
-              voxtral_error.c voxtral_audiofile.c voxtral_text.c
+              voxtral_error.c voxtral_audiofile.c voxtral_text.c voxtral_quant.c
+# the quantized dot kernels: one file per instruction set, the one -march=$(MARCH) enables
+ISA_MACROS := $(shell $(CC) -march=$(MARCH) -dM -E -x c /dev/null 2>/dev/null)
+QDOT_ISA := $(if $(findstring __AVX512BW__,$(ISA_MACROS)),avx512,$(if $(findstring __AVX2__,$(ISA_MACROS)),$(if $(findstring __FMA__,$(ISA_MACROS)),avx2,generic),generic))
+ENGINE_SRC += voxtral_qdot_$(QDOT_ISA).c
 CLI_SRC  := cli/main.c cli/error.c cli/stdin.c cli/check.c
 CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
@@ -130,14 +134,14 @@ $(BUILD)/server/%.o: server/%.c server/server.h server/conn.h voxtral.h voxtral_
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h voxtral_error.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h voxtral_error.h voxtral_quant.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libvoxtral.a
+$(BUILD)/tests/%: tests/%.c tests/testutil.h voxtral_quant.h $(BUILD)/libvoxtral.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvoxtral.a $(LIBS)
 

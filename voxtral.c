@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "voxtral_internal.h"
+#include "voxtral_quant.h"
 
 static double now_ms(void) {
     struct timespec ts;
@@ -109,6 +110,7 @@ vox_need vox_memory_need(const vox_model *m, int prompt_len, int chunk_tokens) {
     n.weights = 2.0 * (enc_layer * e->n_layers + dec_layer * d->n_layers + (double)c->vocab_size * d->dim +
                        (double)d->dim * (e->dim * c->downsample_factor + d->dim) +
                        (double)e->dim * (c->num_mel_bins + e->dim) * c->conv_kernel);
+    if (vox_dtype_quantized(m->qfmt) || vox_dtype_quantized(m->qenc)) n.weights = vox_model_weight_bytes(m);
     double rows = (double)chunk_tokens * c->downsample_factor;
     double enc_cap = e->sliding_window + rows, dec_cap = (double)d->sliding_window + prompt_len;
     n.kv = 4.0 * ((double)e->n_layers * 2 * enc_cap * e->n_kv_heads * e->head_dim +
@@ -127,9 +129,11 @@ static size_t need_bytes(const vox_ctx *ctx) {
     return (size_t)(n.weights + n.kv + n.workspace);
 }
 
-int vox_model_memory(const char *dir, const char *backend, vox_memory_estimate *out) {
+int vox_model_memory(const char *dir, const char *backend, const char *quant, vox_memory_estimate *out) {
     if (strcmp(backend, "cpu") && strcmp(backend, "cuda"))
         return vox_error("vox_model_memory: backend '%s' (use cpu or cuda)", backend);
+    vox_quant q;
+    if (quant && vox_quant_parse(quant, &q) != 0) return -1;
     vox_model m;
     if (vox_model_load(&m, dir) != 0) return -1; /* mmaps the checkpoint: reads no weights */
     int ms_per_token = (int)lround(1000.0 / m.cfg.frame_rate);
@@ -139,9 +143,10 @@ int vox_model_memory(const char *dir, const char *backend, vox_memory_estimate *
     out->enc_window = m.cfg.enc.sliding_window;
     vox_need n = vox_memory_need(&m, out->prompt_len,
                                  strcmp(backend, "cpu") ? VOX_CUDA_CHUNK_TOKENS : VOX_CPU_CHUNK_TOKENS);
-    out->weights = n.weights;
+    out->weights = quant ? vox_quant_model_bytes(&m, &q) : n.weights; /* n: the checkpoint's own format */
     out->kv = n.kv;
     out->workspace = n.workspace;
+    snprintf(out->format, sizeof out->format, "%s", quant ? quant : vox_dtype_name(m.qfmt));
     vox_model_free(&m);
     return 0;
 }
@@ -166,6 +171,10 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     ctx->opt = opt;
     vox_model *m = &ctx->model;
     if (vox_model_load(m, model_dir) != 0) goto fail;
+    if (opt.quant) {
+        vox_quant q;
+        if (vox_quant_parse(opt.quant, &q) != 0 || vox_model_quantize(m, &q, opt.verbose) != 0) goto fail;
+    }
     const vox_config *c = &m->cfg;
     if (c->mel_per_token != 2 * c->downsample_factor || c->conv_kernel < 2) {
         vox_error("%s/params.json: unsupported geometry: %d mel frames per token, downsample %d, "
@@ -241,10 +250,7 @@ double vox_measure_bandwidth(vox_ctx *ctx) {
     return ctx->be->measure_bandwidth ? ctx->be->measure_bandwidth(ctx->be) : 0.0;
 }
 /* bytes one pass over w reads: the backend's copy when it has one (fp16/fp32 paths) */
-static double weight_read_bytes(const vox_weight *w) {
-    vox_dtype dt = w->dev ? w->dev_dtype : w->dtype;
-    return (double)w->rows * w->cols * (dt == VOX_DT_F32 ? 4 : 2);
-}
+static double weight_read_bytes(const vox_weight *w) { return vox_weight_dev_bytes(w); }
 
 double vox_step_weight_bytes(const vox_ctx *ctx) {
     const vox_model *m = &ctx->model;

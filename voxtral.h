@@ -44,6 +44,8 @@ typedef struct {
     const char *gpu_path; /* NULL/"auto", "bf16", "fp16", "fp32": how the CUDA backend
                              holds the matrices (auto: bf16 on compute capability 8.0+,
                              else fp16 with fp32 for tensors fp16 cannot hold) */
+    const char *quant;   /* NULL: weights as in the checkpoint; "q8" or "q4" (optionally
+                            "q4:GROUP[:bf16|q8]"): quantize a BF16 checkpoint at load */
 } vox_options;
 
 /* One decoded step. `piece` holds the token's bytes (not NUL-terminated, may be
@@ -124,8 +126,20 @@ size_t vox_backend_bytes(const vox_ctx *ctx);
 typedef struct {
     double weights, kv, workspace;
     int dec_window, enc_window, prompt_len;
+    char format[32]; /* the weights' format: "bf16", or the quantization ("q4", ...) */
 } vox_memory_estimate;
-int vox_model_memory(const char *dir, const char *backend, vox_memory_estimate *out);
+/* quant: NULL (the checkpoint's own format) or a vox_options.quant spec */
+int vox_model_memory(const char *dir, const char *backend, const char *quant,
+                     vox_memory_estimate *out);
+
+/* ---- quantized weights (voxtral_quant.c) --------------------------------------- */
+/* 0 when `spec` ("q8", "q4", "q4:GROUP[:bf16|q8]") names a quantization this library
+ * makes, else -1 with the error set. */
+int vox_quant_spec_check(const char *spec);
+/* `voxtral --quantize`: loads the BF16 model in src_dir, quantizes it by `spec`, writes
+ * a model directory out_dir (safetensors with the quantized tensors and their scales,
+ * params.json recording the format) that loads and mmaps directly. */
+int vox_quantize_dir(const char *src_dir, const char *out_dir, const char *spec, int verbose);
 int vox_cuda_built(void); /* 1 when this library was built with the CUDA backend */
 
 /* ---- audio files (voxtral_audiofile.c) ------------------------------------------

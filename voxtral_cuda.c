@@ -23,6 +23,11 @@
  * in the split attention kernel); at M > 1
  * the norm / SwiGLU writes the GEMM input (BF16 directly; fp32 for the other
  * dtypes), then cuBLASLt per weight.
+ * Quantized weights (Q8 / Q4, voxtral_quant.h) stay quantized on the device (bytes and
+ * F16 scales, on every GPU path): up to VOX_QGEMV_MAX_ROWS rows the qgemv kernel
+ * dequantizes on the fly (norm / SwiGLU input fused as gemv1's); more rows dequantize
+ * the weight into a dense tile of the path's dtype (BF16, F16 or F32) and run the
+ * cuBLASLt GEMM of that dtype on it (lt_matmul).
  * Decoder-step kernels use programmatic dependent launch (vox_launch, sm_90+).
  * Ops only enqueue; nothing here synchronises except download(), sync() and
  * wait_fence() (and host_free(): cudaFreeHost), so the decoder step can be
@@ -39,6 +44,7 @@
 
 #include "voxtral_internal.h"
 #include "voxtral_cuda.h"
+#include "voxtral_quant.h"
 
 enum {
     GEMV_MAX_ROWS = 1,                 /* up to this many rows, the GEMV kernel: measured,
@@ -50,6 +56,10 @@ enum {
     ATTN_PART_FLOATS = 4 << 20,        /* split-attention partials (16 MB) */
     ATTN_TICKETS = 4096,               /* split-attention tickets: rows x kv heads */
     STAGE_BYTES = 64 << 20,            /* pinned staging for the weight upload, x2 */
+    QTILE_ELEMS = 32 << 20,            /* quantized GEMM path: dense weight tile (64 MB
+                                          BF16/FP16, 128 MB FP32), every decoder and
+                                          encoder matrix but the LM head in one */
+    QOUT_FLOATS = 4 << 20,             /* its output scratch for a tiled weight (16 MB) */
     MAX_PLANS = 64,
     MAX_GRAPHS = 16,
     ARENA_ALIGN = 256,
@@ -97,6 +107,8 @@ typedef struct {
     int n_allocs, cap_allocs;
     int gemv_max_rows;
     vox_backend *be; /* the backend this is the impl of (its error: CUDA_CHECK) */
+    void *qtile;        /* quantized GEMM path (NULL until a model has Q8 / Q4 weights) */
+    float *qout;
 } cuda_impl;
 
 static cuda_impl *impl_of(vox_backend *be) { return (cuda_impl *)be->impl; }
@@ -327,15 +339,25 @@ static void each_weight(vox_model *m, weight_fn fn, void *arg) {
 typedef struct {
     vox_dtype path;
     size_t arena, host, bf16_host; /* arena bytes; host bytes: all, the BF16 matrices */
-    int n_converted, n_kept_f32;
+    int n_converted, n_kept_f32, n_quant;
 } layout_state;
 
 static void layout_one(vox_weight *w, const char *name, void *arg) {
     layout_state *ls = arg;
     w->dev = NULL;
+    w->dev_scales = NULL;
     w->dev_dtype = w->dtype;
     if (!w->data) return;
     const int64_t n = w->rows * w->cols;
+    if (vox_dtype_quantized(w->dtype)) { /* as it is: data, then the scales */
+        const size_t d = (size_t)(w->rows * vox_q_row_bytes(w->dtype, w->cols, w->group));
+        const size_t sc = (size_t)(w->rows * vox_q_scale_count(w->dtype, w->cols, w->group)) * 2;
+        ls->host += d + sc;
+        ls->bf16_host += d + sc;
+        ls->arena += arena_round(d) + arena_round(sc);
+        ls->n_quant++;
+        return;
+    }
     if (w->dtype == VOX_DT_BF16 && ls->path != VOX_DT_BF16) {
         w->dev_dtype = ls->path;
         float mx;
@@ -368,10 +390,37 @@ typedef struct {
     int verbose; /* 0: no progress or summary line */
 } upload_state;
 
+/* bytes from the host to dst through the pinned staging buffers */
+static void stage_copy(upload_state *u, char *dst, const char *src, size_t bytes) {
+    vox_backend *be = u->ci->be;
+    for (size_t at = 0; at < bytes;) {
+        size_t n = bytes - at < STAGE_BYTES ? bytes - at : STAGE_BYTES;
+        int b = u->cur;
+        u->cur ^= 1;
+        CUDA_CHECK(cudaEventSynchronize(u->ev[b]));
+        memcpy(u->stage[b], src + at, n);
+        CUDA_CHECK(cudaMemcpyAsync(dst + at, u->stage[b], n, cudaMemcpyHostToDevice, u->ci->st));
+        CUDA_CHECK(cudaEventRecord(u->ev[b], u->ci->st));
+        at += n;
+        u->done += n;
+    }
+}
+
 static void upload_one(vox_weight *w, const char *name, void *arg) {
     upload_state *u = arg;
     vox_backend *be = u->ci->be;
     if (!w->data) return;
+    if (vox_dtype_quantized(w->dtype)) {
+        const size_t d = (size_t)(w->rows * vox_q_row_bytes(w->dtype, w->cols, w->group));
+        const size_t sc = (size_t)(w->rows * vox_q_scale_count(w->dtype, w->cols, w->group)) * 2;
+        w->dev = u->arena + u->off;
+        stage_copy(u, w->dev, w->data, d);
+        u->off += arena_round(d);
+        w->dev_scales = u->arena + u->off;
+        stage_copy(u, w->dev_scales, (const char *)w->scales, sc);
+        u->off += arena_round(sc);
+        return;
+    }
     const size_t n_el = (size_t)(w->rows * w->cols), bytes = n_el * dtype_size(w->dtype);
     const size_t dsize = dtype_size(w->dev_dtype);
     const int convert = w->dev_dtype != w->dtype;
@@ -404,6 +453,22 @@ static void upload_one(vox_weight *w, const char *name, void *arg) {
     u->off += arena_round(n_el * dsize);
 }
 
+/* The quantized GEMM path's tile and output scratch, once (also a test hook) */
+int vox_cuda_alloc_qtile(vox_backend *be) {
+    cuda_impl *ci = impl_of(be);
+    if (ci->qtile) return 0;
+    const size_t tile = (size_t)QTILE_ELEMS * (ci->path == VOX_DT_F32 ? 4 : 2), out = (size_t)QOUT_FLOATS * 4;
+    cudaError_t e = cudaMalloc(&ci->qtile, tile);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&ci->qout, out);
+    if (e != cudaSuccess) {
+        cudaFree(ci->qtile);
+        ci->qtile = NULL;
+        return vox_error("cuda: quantized GEMM tile (%.0f MB): %s", (tile + out) / 1e6, cudaGetErrorString(e));
+    }
+    be->mem_bytes += tile + out;
+    return 0;
+}
+
 static int cu_upload_weights(vox_backend *be, vox_model *m) {
     cuda_impl *ci = impl_of(be);
     layout_state ls = {.path = ci->path};
@@ -417,6 +482,10 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
     size_t fr = 0, tot = 0;
     size_t buffers = ci->need_bytes > ls.bf16_host ? ci->need_bytes - ls.bf16_host : 0;
     size_t staging = ls.n_converted ? (size_t)STAGE_BYTES : 0;
+    /* the quantized GEMM path's tile and output scratch */
+    const size_t qtile = ls.n_quant && !ci->qtile ? (size_t)QTILE_ELEMS * (ci->path == VOX_DT_F32 ? 4 : 2) +
+                                                        (size_t)QOUT_FLOATS * 4 : 0;
+    buffers += qtile;
     CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
     if (ls.arena + buffers + staging > fr)
         return vox_error("cuda: the %s path needs %.2f GiB of weights + %.2f GiB of buffers, %.2f GiB "
@@ -432,6 +501,7 @@ static int cu_upload_weights(vox_backend *be, vox_model *m) {
     }
     ci->arena_bytes = ls.arena;
     be->mem_bytes += ls.arena;
+    if (qtile && vox_cuda_alloc_qtile(be) != 0) return -1;
     upload_state u = {.ci = ci, .arena = ci->arena, .total = ls.host, .tty = isatty(2), .verbose = be->verbose};
     if (staging && (e = cudaMalloc((void **)&u.dstage, staging)) != cudaSuccess)
         return vox_error("cuda: weight staging buffer: %s", cudaGetErrorString(e));
@@ -563,8 +633,75 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
 
 /* y[m][N] (= or +=) in[m][K] . w^T (+ bias): cuBLASLt; `in` is what gemm_input()
  * returned for this weight's device dtype. */
+/* a matrix the kernels can read: on the device as BF16, F16, F32, or Q8 / Q4 with scales */
+static int matrix_on_device(const vox_weight *w) {
+    return w->dev && (w->dev_dtype == VOX_DT_BF16 || w->dev_dtype == VOX_DT_F16 ||
+                      w->dev_dtype == VOX_DT_F32 ||
+                      (vox_dtype_quantized(w->dev_dtype) && w->dev_scales && w->group >= 32));
+}
+
+/* the dtype a weight's GEMM runs in: its own, or for a quantized one its tile's */
+static vox_dtype gemm_dt(const cuda_impl *ci, const vox_weight *w) {
+    return vox_dtype_quantized(w->dev_dtype) ? (ci->path == VOX_DT_BF16 ? VOX_DT_BF16 : ci->path) : w->dev_dtype;
+}
+
+static int qfmt(vox_dtype dt) { return dt == VOX_DT_Q8 ? VOX_CUDA_Q8 : VOX_CUDA_Q4; }
+
+static void lt_matmul_dense(cuda_impl *ci, float *y, const vox_weight *w, const void *in,
+                            const float *bias, int m, int accumulate);
+
+/* a quantized weight: dequantized into the tile (in row blocks when it does not fit,
+ * each block's output through qout into y's columns), then the dense GEMM */
+static void lt_matmul_q(cuda_impl *ci, float *y, const vox_weight *w, const void *in, const float *bias,
+                        int m, int accumulate) {
+    vox_backend *be = ci->be;
+    const int N = (int)w->rows, K = (int)w->cols;
+    const vox_dtype tdt = gemm_dt(ci, w);
+    if (!ci->qtile || !in) {
+        op_fail("%s: quantized weight without its tile (%ld columns)", "linear", K);
+        return;
+    }
+    vox_weight t = *w;
+    t.dev = ci->qtile;
+    t.dev_dtype = tdt;
+    t.dev_scales = NULL;
+    int64_t tile_rows = (int64_t)QTILE_ELEMS / K / 64 * 64;
+    if (tile_rows >= N) {
+        vox_cuda_qdequant(ci->qtile, tdt, w->dev, qfmt(w->dev_dtype), w->dev_scales, 0, N, K, w->group, ci->st);
+        LAUNCHED();
+        lt_matmul_dense(ci, y, &t, in, bias, m, accumulate);
+        return;
+    }
+    if (tile_rows < 64) tile_rows = 64 < N ? 64 : N;
+    const size_t in_es = tdt == VOX_DT_F32 ? 4 : 2;
+    for (int n0 = 0; n0 < N; n0 += (int)tile_rows) {
+        const int nt = N - n0 < tile_rows ? N - n0 : (int)tile_rows;
+        vox_cuda_qdequant(ci->qtile, tdt, w->dev, qfmt(w->dev_dtype), w->dev_scales, n0, nt, K, w->group, ci->st);
+        LAUNCHED();
+        t.rows = nt;
+        const int rows_per = QOUT_FLOATS / nt > 0 ? QOUT_FLOATS / nt : 1;
+        for (int m0 = 0; m0 < m; m0 += rows_per) {
+            const int mm = m - m0 < rows_per ? m - m0 : rows_per;
+            float *yb = y + (int64_t)m0 * N + n0;
+            if (accumulate)
+                CUDA_CHECK(cudaMemcpy2DAsync(ci->qout, (size_t)nt * 4, yb, (size_t)N * 4, (size_t)nt * 4, mm,
+                                             cudaMemcpyDeviceToDevice, ci->st));
+            lt_matmul_dense(ci, ci->qout, &t, (const char *)in + (size_t)m0 * K * in_es, bias ? bias + n0 : NULL,
+                            mm, accumulate);
+            CUDA_CHECK(cudaMemcpy2DAsync(yb, (size_t)N * 4, ci->qout, (size_t)nt * 4, (size_t)nt * 4, mm,
+                                         cudaMemcpyDeviceToDevice, ci->st));
+        }
+    }
+}
+
 static void lt_matmul(cuda_impl *ci, float *y, const vox_weight *w, const void *in, const float *bias,
                       int m, int accumulate) {
+    if (vox_dtype_quantized(w->dev_dtype)) lt_matmul_q(ci, y, w, in, bias, m, accumulate);
+    else lt_matmul_dense(ci, y, w, in, bias, m, accumulate);
+}
+
+static void lt_matmul_dense(cuda_impl *ci, float *y, const vox_weight *w, const void *in,
+                            const float *bias, int m, int accumulate) {
     vox_backend *be = ci->be;
     const int N = (int)w->rows, K = (int)w->cols;
     const float one = 1.0f, zero = 0.0f;
@@ -581,11 +718,7 @@ static void lt_matmul(cuda_impl *ci, float *y, const vox_weight *w, const void *
                                 y, p->c, &p->algo, ci->lt_ws, LT_WORKSPACE, ci->st));
 }
 
-/* a matrix the kernels can read: on the device as BF16, F16 or F32 */
-static int matrix_on_device(const vox_weight *w) {
-    return w->dev && (w->dev_dtype == VOX_DT_BF16 || w->dev_dtype == VOX_DT_F16 ||
-                      w->dev_dtype == VOX_DT_F32);
-}
+
 
 /* the fp32 input scratch and the FP16 scale words: fp16 and fp32 paths only */
 static int have_scratch(cuda_impl *ci, const char *op) {
@@ -620,7 +753,16 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
         return;
     }
     if (M <= 0) return;
-    const int gemv_ok = K % 8 == 0 && ((uintptr_t)x & 15) == 0;
+    if (vox_dtype_quantized(w->dev_dtype) && M <= VOX_QGEMV_MAX_ROWS) {
+        vox_cuda_qgemv_args a = {.W = {w->dev}, .S = {w->dev_scales}, .y = {y}, .rows = {N}, .n_out = 1,
+                                 .K = K, .group = w->group, .fmt = qfmt(w->dev_dtype), .M = M,
+                                 .mode = VOX_GEMV_PLAIN, .accumulate = accumulate,
+                                 .act = act == VOX_ACT_GELU, .x = x, .bias = bias};
+        if (vox_cuda_qgemv(&a, ci->n_sm, ci->st) != 0) op_fail("%s: bad quantized weight (%ld columns)", "linear", K);
+        LAUNCHED();
+        return;
+    }
+    const int gemv_ok = K % 8 == 0 && ((uintptr_t)x & 15) == 0 && !vox_dtype_quantized(w->dev_dtype);
     if (gemv_ok && M == 1 && !bias && act == VOX_ACT_NONE) { /* the decoder step's wo */
         vox_cuda_gemv1_args a = {.W = {w->dev}, .wtype = w->dev_dtype, .y = {y}, .rows = {N},
                                  .n_out = 1, .K = K, .mode = VOX_GEMV_PLAIN,
@@ -643,7 +785,7 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
         float *yr = y + (int64_t)r0 * N;
-        const void *in = gemm_input(ci, w->dev_dtype, x + (int64_t)r0 * K, (int64_t)m * K);
+        const void *in = gemm_input(ci, gemm_dt(ci, w), x + (int64_t)r0 * K, (int64_t)m * K);
         lt_matmul(ci, yr, w, in, bias, m, accumulate);
         if (act == VOX_ACT_GELU) {
             vox_cuda_gelu(yr, (int64_t)m * N, ci->st);
@@ -687,7 +829,33 @@ static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const fl
         return;
     }
     if (M <= 0) return;
-    if (M == 1 && K % 8 == 0 && ((uintptr_t)x & 15) == 0) {
+    if (vox_dtype_quantized(w[0]->dev_dtype) && M <= VOX_QGEMV_MAX_ROWS) {
+        /* one launch over the weights of one format and group, else one each */
+        int same = 1;
+        for (int i = 1; i < n_out; i++) same &= w[i]->dev_dtype == w[0]->dev_dtype && w[i]->group == w[0]->group;
+        for (int i0 = 0; i0 < n_out; i0 += same ? n_out : 1) {
+            const int n = same ? n_out : 1;
+            vox_cuda_qgemv_args a = {.n_out = n, .K = K, .group = w[i0]->group, .fmt = qfmt(w[i0]->dev_dtype),
+                                     .M = M, .mode = norm ? VOX_GEMV_NORM : VOX_GEMV_PLAIN, .x = x, .eps = eps,
+                                     .norm = norm ? norm->dev : NULL, .scale = scale ? scale->dev : NULL};
+            int ok = vox_dtype_quantized(w[i0]->dev_dtype);
+            for (int i = 0; i < n; i++) {
+                a.W[i] = w[i0 + i]->dev;
+                a.S[i] = w[i0 + i]->dev_scales;
+                a.y[i] = y[i0 + i];
+                a.rows[i] = (int)w[i0 + i]->rows;
+            }
+            if (!ok || vox_cuda_qgemv(&a, ci->n_sm, ci->st) != 0) {
+                op_fail("%s: quantized and unquantized weights mixed, or a bad one (%ld outputs)", "norm_linear", n_out);
+                return;
+            }
+            LAUNCHED();
+        }
+        return;
+    }
+    int any_q = 0;
+    for (int i = 0; i < n_out; i++) any_q |= vox_dtype_quantized(w[i]->dev_dtype);
+    if (M == 1 && K % 8 == 0 && ((uintptr_t)x & 15) == 0 && !any_q) {
         const int mode = norm ? VOX_GEMV_NORM : VOX_GEMV_PLAIN;
         if (one_dtype) gemv1_of(ci, n_out, y, w, mode, x, NULL, norm, scale, eps, 0);
         else /* an fp16-path layer with a tensor kept in fp32: one launch per weight */
@@ -695,7 +863,9 @@ static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const fl
         return;
     }
     const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
-    if (one_dtype && w[0]->dev_dtype == VOX_DT_BF16) {
+    one_dtype = 1;
+    for (int i = 0; i < n_out; i++) one_dtype &= gemm_dt(ci, w[i]) == gemm_dt(ci, w[0]);
+    if (one_dtype && gemm_dt(ci, w[0]) == VOX_DT_BF16) {
         /* many rows, BF16: the norm writes the GEMM input, shared by the n_out GEMMs */
         for (int r0 = 0; r0 < M; r0 += rows_per) {
             int m = M - r0 < rows_per ? M - r0 : rows_per;
@@ -722,7 +892,7 @@ static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const fl
         }
         int in_dt = -1; /* what the scratch xb holds now */
         for (int i = 0; i < n_out; i++) {
-            vox_dtype dt = w[i]->dev_dtype;
+            vox_dtype dt = gemm_dt(ci, w[i]);
             const void *in = dt == VOX_DT_F32 ? xn : dt == (vox_dtype)in_dt ? ci->xb
                                                      : gemm_input(ci, dt, xn, (int64_t)m * K);
             if (dt != VOX_DT_F32) in_dt = dt;
@@ -740,7 +910,17 @@ static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const fl
         return;
     }
     if (M <= 0) return;
-    if (M == 1 && K % 8 == 0 && ((uintptr_t)g & 15) == 0 && ((uintptr_t)u & 15) == 0) {
+    if (vox_dtype_quantized(w->dev_dtype) && M <= VOX_QGEMV_MAX_ROWS) {
+        vox_cuda_qgemv_args a = {.W = {w->dev}, .S = {w->dev_scales}, .y = {y}, .rows = {(int)w->rows},
+                                 .n_out = 1, .K = K, .group = w->group, .fmt = qfmt(w->dev_dtype), .M = M,
+                                 .mode = VOX_GEMV_SWIGLU, .accumulate = accumulate, .x = g, .u = u};
+        if (vox_cuda_qgemv(&a, ci->n_sm, ci->st) != 0)
+            op_fail("%s: bad quantized weight (%ld columns)", "swiglu_linear", K);
+        LAUNCHED();
+        return;
+    }
+    if (M == 1 && K % 8 == 0 && ((uintptr_t)g & 15) == 0 && ((uintptr_t)u & 15) == 0 &&
+        !vox_dtype_quantized(w->dev_dtype)) {
         if ((int64_t)K * 4 <= (int64_t)XB_ELEMS * 2) {
             /* h once into the scratch, then a plain GEMV (the fused SwiGLU input
              * recomputed h in every warp: SFU-bound) */
@@ -752,19 +932,20 @@ static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const fl
             gemv1_of(ci, 1, &y, &w, VOX_GEMV_SWIGLU, g, u, NULL, NULL, 0.0f, accumulate);
         return;
     }
-    if (w->dev_dtype != VOX_DT_BF16 && !have_scratch(ci, "swiglu_linear")) return;
+    const vox_dtype wdt = gemm_dt(ci, w);
+    if (wdt != VOX_DT_BF16 && !have_scratch(ci, "swiglu_linear")) return;
     const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
         const float *gr = g + (int64_t)r0 * K, *ur = u + (int64_t)r0 * K;
         const void *in = ci->xb;
-        if (w->dev_dtype == VOX_DT_BF16) {
+        if (wdt == VOX_DT_BF16) {
             vox_cuda_swiglu_bf16(ci->xb, gr, ur, (int64_t)m * K, ci->st);
             LAUNCHED();
         } else {
             vox_cuda_swiglu(ci->xf, gr, ur, (int64_t)m * K, ci->st);
             LAUNCHED();
-            in = gemm_input(ci, w->dev_dtype, ci->xf, (int64_t)m * K);
+            in = gemm_input(ci, wdt, ci->xf, (int64_t)m * K);
         }
         lt_matmul(ci, y + (int64_t)r0 * w->rows, w, in, NULL, m, accumulate);
     }
@@ -886,8 +1067,12 @@ static void cu_embed(vox_backend *be, float *x, const vox_weight *emb, const int
         op_fail("%s: embedding not on the device or of an unknown dtype (%ld)", "embed", D);
         return;
     }
-    vox_cuda_embed(x, emb->dev, emb->dev_dtype, ids, audio, pos, M, D, acap, rows_are_streams,
-                   impl_of(be)->st);
+    if (vox_dtype_quantized(emb->dev_dtype))
+        vox_cuda_qembed(x, emb->dev, qfmt(emb->dev_dtype), emb->dev_scales, emb->group, ids, audio, pos, M, D,
+                        acap, rows_are_streams, impl_of(be)->st);
+    else
+        vox_cuda_embed(x, emb->dev, emb->dev_dtype, ids, audio, pos, M, D, acap, rows_are_streams,
+                       impl_of(be)->st);
     LAUNCHED();
 }
 
@@ -978,6 +1163,8 @@ static void cu_destroy(vox_backend *be) {
         cudaFree(ci->lt_ws);
         cudaFree(ci->xb);
         cudaFree(ci->xf);
+        cudaFree(ci->qtile);
+        cudaFree(ci->qout);
         cudaFree(ci->scal);
         cudaFree(ci->attn_part);
         cudaFree(ci->attn_tickets);

@@ -19,7 +19,7 @@ extern "C" {
 /* Device dtypes of weights (the values of vox_dtype, voxtral_internal.h): BF16 on
  * the bf16 path, F16 on the fp16 path (F32 for a tensor FP16 cannot hold), F32 on
  * the fp32 path. Kernels read all three as fp32 and sum in fp32. */
-enum { VOX_CUDA_F32 = 0, VOX_CUDA_BF16 = 1, VOX_CUDA_F16 = 2 };
+enum { VOX_CUDA_F32 = 0, VOX_CUDA_BF16 = 1, VOX_CUDA_F16 = 2, VOX_CUDA_Q8 = 3, VOX_CUDA_Q4 = 4 };
 
 /* ---- errors ------------------------------------------------------------------
  * A failed CUDA / cuBLAS call records "file:line: statement: reason" in its backend's
@@ -83,6 +83,32 @@ typedef struct {
 void vox_cuda_gemv1(const vox_cuda_gemv1_args *a, int n_sm, cudaStream_t st);
 /* h[0..n) = silu(g) * u (launched with PDL: the M = 1 swiglu_linear's input) */
 void vox_cuda_swiglu1(float *h, const float *g, const float *u, int n, cudaStream_t st);
+
+/* ---- cuda/quant.cu: quantized weights (Q8 / Q4, formats in voxtral_quant.h) -----------
+ * qgemv: for i < n_out, y[i][m][0..rows_i) (= or +=) act(in[m] . dequant(W_i)^T + bias),
+ * m < M <= VOX_QGEMV_MAX_ROWS, in as gemv1's modes (VOX_GEMV_PLAIN / NORM / SWIGLU; x and
+ * u [M][K]); bias (n_out == 1 only) may be NULL; act 0 none, 1 erf GELU. Any K; W rows
+ * 16-byte aligned. Returns -1 (nothing launched) for arguments it does not take. */
+enum { VOX_QGEMV_MAX_ROWS = 8 };
+typedef struct {
+    const uint8_t *W[VOX_GEMV_MAX_OUT];
+    const uint16_t *S[VOX_GEMV_MAX_OUT]; /* F16 scales of each W */
+    float *y[VOX_GEMV_MAX_OUT];
+    int rows[VOX_GEMV_MAX_OUT];
+    int n_out, K, group, fmt; /* fmt: VOX_CUDA_Q8 or VOX_CUDA_Q4, of every W */
+    int M, mode, accumulate, act;
+    const float *x, *u, *norm, *scale, *bias;
+    float eps;
+} vox_cuda_qgemv_args;
+int vox_cuda_qgemv(const vox_cuda_qgemv_args *a, int n_sm, cudaStream_t st);
+/* dst[r][K] (otype BF16, F16 or F32) = dequant(W rows r0 .. r0 + n_rows), the exact rule
+ * then rounded to otype (the GEMM path's weight tile) */
+void vox_cuda_qdequant(void *dst, int otype, const void *W, int fmt, const uint16_t *S, int r0,
+                       int n_rows, int K, int group, cudaStream_t st);
+/* x[i] = dequant(emb[ids[i]]) + audio[pos[i] % acap] (rows of D) */
+void vox_cuda_qembed(float *x, const void *W, int fmt, const uint16_t *S, int group,
+                     const int32_t *ids, const float *audio, const int32_t *pos, int M, int D,
+                     int acap, int rows_are_streams, cudaStream_t st);
 
 /* ---- cuda/misc.cu -------------------------------------------------------------- */
 void vox_cuda_f32_to_bf16(uint16_t *dst, const float *src, int64_t n, cudaStream_t st);

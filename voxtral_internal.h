@@ -18,8 +18,9 @@
 
 /* ---- weights --------------------------------------------------------------- */
 /* The dtype tag every weight carries. BF16 in the checkpoint; F16 only as a device
- * copy (the CUDA backend's pre-Ampere path); INT8/4-bit slot in here later. */
-typedef enum { VOX_DT_F32 = 0, VOX_DT_BF16 = 1, VOX_DT_F16 = 2 } vox_dtype;
+ * copy (the CUDA backend's pre-Ampere path); Q8 / Q4: quantized matrices in groups
+ * of `group` columns with F16 scales (formats: voxtral_quant.h). */
+typedef enum { VOX_DT_F32 = 0, VOX_DT_BF16 = 1, VOX_DT_F16 = 2, VOX_DT_Q8 = 3, VOX_DT_Q4 = 4 } vox_dtype;
 
 typedef struct {
     vox_dtype dtype;
@@ -29,6 +30,11 @@ typedef struct {
     void *dev;          /* backend copy (CUDA device pointer), NULL for the CPU */
     vox_dtype dev_dtype; /* dtype of the backend copy, set with dev: the CUDA backend
                             may convert BF16 to F16 or F32 (its GPU path) */
+    /* Q8 / Q4 only (voxtral_quant.h): F16 scales [rows][groups] (Q8) or
+     * [rows][groups][2] (scale, min) (Q4), host and backend copies; columns per group */
+    const uint16_t *scales;
+    void *dev_scales;
+    int group;
 } vox_weight;
 
 static inline float vox_bf16_to_f32(uint16_t h) {
@@ -107,6 +113,11 @@ typedef struct vox_model {
     float *f32_pool;               /* loader-owned F32 vectors (norms, biases, scales) */
     size_t f32_used, f32_cap;
     int delay_tokens;              /* delay the ffn_scale vectors were computed for */
+    void *quant_pool;              /* quantized matrices made at load (--quant), or NULL */
+    size_t quant_pool_bytes;
+    vox_dtype qfmt, qenc;          /* the model's quantization: decoder + embedding, and
+                                      encoder + adapter (BF16 when not quantized) */
+    int qgroup;
 } vox_model;
 
 /* Loads params.json, tekken.json and consolidated.safetensors from dir; checks every

@@ -19,6 +19,7 @@
 #endif
 
 #include "voxtral_internal.h"
+#include "voxtral_quant.h"
 
 /* openblas_set_num_threads is OpenBLAS-specific and not in every cblas.h */
 void openblas_set_num_threads(int num_threads);
@@ -172,8 +173,13 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
          * (accumulate with an activation is not a real use; handled here for generality.) */
 #pragma omp parallel for schedule(dynamic, 64) if (N * K * M >= PAR_MIN_WORK) num_threads(THREADS(be))
         for (int64_t n = 0; n < N; n++) {
+            float qd[GEMM_MIN_ROWS];
             for (int m = 0; m < M; m++) {
-                float s = w->dtype == VOX_DT_BF16
+                /* quantized rows: dequantized once for up to GEMM_MIN_ROWS inputs */
+                if (vox_dtype_quantized(w->dtype) && m % GEMM_MIN_ROWS == 0)
+                    vox_qdot_rows(w, n, x + m * K, K, M - m < GEMM_MIN_ROWS ? M - m : GEMM_MIN_ROWS, qd, 1);
+                float s = vox_dtype_quantized(w->dtype) ? qd[m % GEMM_MIN_ROWS]
+                          : w->dtype == VOX_DT_BF16
                               ? dot_bf16((const uint16_t *)w->data + n * K, x + m * K, K)
                               : dot_f32((const float *)w->data + n * K, x + m * K, K);
                 if (bias) s += bias[n];
@@ -201,6 +207,10 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
             const uint16_t *src = (const uint16_t *)w->data + n0 * K;
             float *dst = ci->widen + (size_t)omp_get_thread_num() * WIDEN_BLOCK_FLOATS;
             for (int64_t r = 0; r < cnt * K; r++) dst[r] = vox_bf16_to_f32(src[r]);
+            wf = dst;
+        } else if (vox_dtype_quantized(w->dtype)) {
+            float *dst = ci->widen + (size_t)omp_get_thread_num() * WIDEN_BLOCK_FLOATS;
+            for (int64_t r = 0; r < cnt; r++) vox_q_dequant_row(w, n0 + r, dst + r * K);
             wf = dst;
         } else {
             wf = (const float *)w->data + n0 * K;
@@ -405,7 +415,10 @@ static void cpu_embed(vox_backend *be, float *x, const vox_weight *emb, const in
         const float *a = audio + (rows_are_streams ? (int64_t)i * acap * D : 0) +
                          (int64_t)(pos[i] % acap) * D;
         float *xi = x + (int64_t)i * D;
-        if (emb->dtype == VOX_DT_BF16) {
+        if (vox_dtype_quantized(emb->dtype)) {
+            vox_q_dequant_row(emb, ids[i], xi);
+            for (int d = 0; d < D; d++) xi[d] += a[d];
+        } else if (emb->dtype == VOX_DT_BF16) {
             const uint16_t *e = (const uint16_t *)emb->data + (int64_t)ids[i] * D;
             for (int d = 0; d < D; d++) xi[d] = vox_bf16_to_f32(e[d]) + a[d];
         } else {
@@ -459,6 +472,10 @@ static void matvec_multi(int threads, int n_out, float *const *y, const float *x
         int i = 0;
         while (r >= start[i + 1]) i++;
         const int64_t n = r - start[i], N = w[i]->rows;
+        if (vox_dtype_quantized(w[i]->dtype)) {
+            vox_qdot_rows(w[i], n, x, K, M, y[i] + n, N);
+            continue;
+        }
         for (int m = 0; m < M; m++)
             y[i][(int64_t)m * N + n] = w[i]->dtype == VOX_DT_BF16
                                            ? dot_bf16((const uint16_t *)w[i]->data + n * K, x + m * K, K)

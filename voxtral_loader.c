@@ -6,6 +6,9 @@
  *                                name (MODEL.md section 1), its dtype, shape and byte
  *                                range are checked; matrices point into the mapping,
  *                                vectors (norms, biases) are converted to F32.
+ * A quantized checkpoint (voxtral_quant.h) names its format in params.json
+ * ("quantization"); its quantized matrices are I8 / U8 tensors with F16 "<name>.scales",
+ * every shape and scale checked; they point into the mapping as well.
  * Any failure gives one error line naming the file and the problem, frees everything
  * and returns -1; no input makes it crash.
  */
@@ -22,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "voxtral_internal.h"
+#include "voxtral_quant.h"
 
 #define PREFIX_E "mm_streams_embeddings.embedding_module."
 #define PREFIX_W PREFIX_E "whisper_encoder."
@@ -222,7 +226,30 @@ static int parse_params(vox_config *c, const cJSON *root, const char *file) {
     return 0;
 }
 
-static int load_params(vox_config *c, const char *file) {
+/* Optional "quantization": {"format": "q8"|"q4", "group_size": G, "encoder": "bf16"|"q8"}
+ * (voxtral_quant.h); absent: a BF16 checkpoint. */
+static int parse_quant(vox_model *m, const cJSON *root, const char *file) {
+    m->qfmt = m->qenc = VOX_DT_BF16;
+    m->qgroup = 0;
+    jobj top = {file, "", root}, q;
+    if (!jget(&top, "quantization")) return 0;
+    if (get_obj(&top, "quantization", "quantization.", &q)) return -1;
+    const cJSON *f = jget(&q, "format"), *e = jget(&q, "encoder");
+    if (!cJSON_IsString(f) || (strcmp(f->valuestring, "q8") && strcmp(f->valuestring, "q4")))
+        return vox_error("%s: field 'quantization.format' must be \"q8\" or \"q4\"", file);
+    m->qfmt = f->valuestring[1] == '8' ? VOX_DT_Q8 : VOX_DT_Q4;
+    if (e && (!cJSON_IsString(e) || (strcmp(e->valuestring, "q8") && strcmp(e->valuestring, "bf16"))))
+        return vox_error("%s: field 'quantization.encoder' must be \"bf16\" or \"q8\"", file);
+    m->qenc = e && !strcmp(e->valuestring, "q8") ? VOX_DT_Q8 : VOX_DT_BF16;
+    if (get_int(&q, "group_size", REQUIRED, 1, &m->qgroup)) return -1;
+    if (m->qgroup % 32 || m->qgroup < VOX_QGROUP_MIN || m->qgroup > VOX_QGROUP_MAX)
+        return vox_error("%s: field 'quantization.group_size' = %d, expected a multiple of 32 in "
+                         "[%d, %d]", file, m->qgroup, VOX_QGROUP_MIN, VOX_QGROUP_MAX);
+    return 0;
+}
+
+static int load_params(vox_model *m, const char *file) {
+    vox_config *c = &m->cfg;
     int fd = open(file, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return vox_error("%s: %s", file, strerror(errno));
     struct stat st;
@@ -246,6 +273,7 @@ static int load_params(vox_config *c, const char *file) {
         rc = vox_error("%s: top level is not a JSON object", file);
     else
         rc = parse_params(c, root, file);
+    if (rc == 0) rc = parse_quant(m, root, file);
     cJSON_Delete(root);
     free(text);
     return rc;
@@ -269,8 +297,14 @@ typedef struct {
     int n;
 } loader;
 
-static const char *dtype_name(vox_dtype d) { return d == VOX_DT_BF16 ? "BF16" : "F32"; }
-static int dtype_size(vox_dtype d) { return d == VOX_DT_BF16 ? 2 : 4; }
+/* In the safetensors layer VOX_DT_Q8 / VOX_DT_Q4 tag raw I8 / U8 tensors (the bytes
+ * of quantized matrices), VOX_DT_F16 their scales. */
+static const char *dtype_name(vox_dtype d) {
+    return d == VOX_DT_BF16 ? "BF16" : d == VOX_DT_F16 ? "F16" : d == VOX_DT_Q8 ? "I8" : d == VOX_DT_Q4 ? "U8" : "F32";
+}
+static int dtype_size(vox_dtype d) {
+    return d == VOX_DT_BF16 || d == VOX_DT_F16 ? 2 : vox_dtype_quantized(d) ? 1 : 4;
+}
 
 /* Integer in [0, 2^53] from a JSON number; -1 otherwise. */
 static int64_t json_u53(const cJSON *v) {
@@ -303,9 +337,15 @@ static int parse_entry(loader *L, const cJSON *e, const uint8_t *data, size_t da
         t->dtype = VOX_DT_BF16;
     else if (strcmp(dt->valuestring, "F32") == 0)
         t->dtype = VOX_DT_F32;
+    else if (strcmp(dt->valuestring, "F16") == 0)
+        t->dtype = VOX_DT_F16;
+    else if (strcmp(dt->valuestring, "I8") == 0)
+        t->dtype = VOX_DT_Q8;
+    else if (strcmp(dt->valuestring, "U8") == 0)
+        t->dtype = VOX_DT_Q4;
     else
-        return vox_error("%s: tensor '%s' has dtype %.32s, expected BF16 or F32", f, name,
-                         dt->valuestring);
+        return vox_error("%s: tensor '%s' has dtype %.32s, expected BF16, F32 (or I8, U8, F16 "
+                         "in a quantized checkpoint)", f, name, dt->valuestring);
     if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) > MAX_NDIM)
         return vox_error("%s: tensor '%s': 'shape' is not a list of at most %d sizes", f, name,
                          MAX_NDIM);
@@ -427,12 +467,49 @@ static const st_tensor *find(loader *L, int ndim, const int64_t *want, const cha
 
 #define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 
-/* Matrix [rows][cols] pointing into the mapping. */
+/* Matrix [rows][cols] pointing into the mapping, BF16 or F32. */
 static int load_mat(loader *L, vox_weight *w, int64_t rows, int64_t cols, const char *name) {
     int64_t want[2] = {rows, cols};
     const st_tensor *t = find(L, 2, want, name);
     if (!t) return -1;
-    *w = (vox_weight){t->dtype, rows, cols, t->data, NULL, t->dtype};
+    if (t->dtype != VOX_DT_BF16 && t->dtype != VOX_DT_F32)
+        return vox_error("%s: tensor '%s' is %s, expected BF16%s", L->file, name, dtype_name(t->dtype),
+                         vox_dtype_quantized(t->dtype) ? " (params.json does not quantize it)" : "");
+    *w = (vox_weight){.dtype = t->dtype, .rows = rows, .cols = cols, .data = t->data, .dev_dtype = t->dtype};
+    return 0;
+}
+
+/* A matrix of the quantization policy: BF16 when fmt is, else fmt's data tensor
+ * [rows][row bytes] and its F16 scales "<name>.scales" [rows][groups] (Q8) or
+ * [rows][groups][2] (Q4), every scale finite and s >= 0. */
+static int load_qmat(loader *L, vox_weight *w, int64_t rows, int64_t cols, vox_dtype fmt,
+                     const char *name) {
+    if (!vox_dtype_quantized(fmt)) return load_mat(L, w, rows, cols, name);
+    const int G = L->m->qgroup;
+    int64_t want[3] = {rows, vox_q_row_bytes(fmt, cols, G), 2};
+    const st_tensor *t = find(L, 2, want, name);
+    if (!t) return -1;
+    if (t->dtype != fmt)
+        return vox_error("%s: tensor '%s' is %s, but params.json quantizes it to %s (%s)", L->file, name,
+                         dtype_name(t->dtype), vox_dtype_name(fmt), dtype_name(fmt));
+    char sn[300];
+    snprintf(sn, sizeof sn, "%s.scales", name);
+    const int64_t ng = vox_q_groups(cols, G);
+    int64_t swant[3] = {rows, ng, 2};
+    const st_tensor *s = find(L, fmt == VOX_DT_Q4 ? 3 : 2, swant, sn);
+    if (!s) return -1;
+    if (s->dtype != VOX_DT_F16)
+        return vox_error("%s: tensor '%s' is %s, expected F16", L->file, sn, dtype_name(s->dtype));
+    const uint16_t *sc = s->data;
+    const int64_t n = rows * vox_q_scale_count(fmt, cols, G), stride = fmt == VOX_DT_Q4 ? 2 : 1;
+    for (int64_t i = 0; i < n; i++) {
+        if ((sc[i] & 0x7c00u) == 0x7c00u)
+            return vox_error("%s: tensor '%s': scale %lld is not finite", L->file, sn, (long long)i);
+        if (i % stride == 0 && (sc[i] & 0x8000u) && (sc[i] & 0x7fffu))
+            return vox_error("%s: tensor '%s': scale %lld is negative", L->file, sn, (long long)i);
+    }
+    *w = (vox_weight){.dtype = fmt, .rows = rows, .cols = cols, .data = t->data, .dev_dtype = fmt,
+                      .scales = sc, .group = G};
     return 0;
 }
 
@@ -446,7 +523,9 @@ static int load_conv(loader *L, vox_weight *w, int64_t out, int64_t in, int *k,
         return vox_error("%s: tensor '%s' has kernel size %lld, expected at least 2", L->file,
                          name, (long long)t->shape[2]);
     *k = (int)t->shape[2];
-    *w = (vox_weight){t->dtype, out, in * *k, t->data, NULL, t->dtype};
+    if (t->dtype != VOX_DT_BF16 && t->dtype != VOX_DT_F32)
+        return vox_error("%s: tensor '%s' is %s, expected BF16", L->file, name, dtype_name(t->dtype));
+    *w = (vox_weight){.dtype = t->dtype, .rows = out, .cols = in * *k, .data = t->data, .dev_dtype = t->dtype};
     return 0;
 }
 
@@ -459,11 +538,16 @@ static int load_vec(loader *L, vox_weight *w, int64_t n, const char *name) {
     m->f32_used += (size_t)n;
     if (t->dtype == VOX_DT_F32) {
         memcpy(dst, t->data, (size_t)n * sizeof(float));
+    } else if (t->dtype == VOX_DT_F16) {
+        const uint16_t *src = t->data;
+        for (int64_t i = 0; i < n; i++) dst[i] = vox_f16_to_f32(src[i]);
+    } else if (t->dtype != VOX_DT_BF16) {
+        return vox_error("%s: tensor '%s' is %s, expected BF16 or F32", L->file, name, dtype_name(t->dtype));
     } else {
         const uint8_t *src = t->data;
         for (int64_t i = 0; i < n; i++) dst[i] = vox_bf16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
     }
-    *w = (vox_weight){VOX_DT_F32, n, 1, dst, NULL, VOX_DT_F32};
+    *w = (vox_weight){.dtype = VOX_DT_F32, .rows = n, .cols = 1, .data = dst, .dev_dtype = VOX_DT_F32};
     return 0;
 }
 
@@ -503,14 +587,14 @@ static int load_weights(loader *L) {
         vox_enc_layer *l = &m->enc[i];
 #define EL(s) NAME(nm, PREFIX_W "transformer.layers.%d." s, i)
         if (load_vec(L, &l->attn_norm, e->dim, EL("attention_norm.weight")) ||
-            load_mat(L, &l->wq, eq, e->dim, EL("attention.wq.weight")) ||
-            load_mat(L, &l->wk, ekv, e->dim, EL("attention.wk.weight")) ||
-            load_mat(L, &l->wv, ekv, e->dim, EL("attention.wv.weight")) ||
-            load_mat(L, &l->wo, e->dim, eq, EL("attention.wo.weight")) ||
+            load_qmat(L, &l->wq, eq, e->dim, m->qenc, EL("attention.wq.weight")) ||
+            load_qmat(L, &l->wk, ekv, e->dim, m->qenc, EL("attention.wk.weight")) ||
+            load_qmat(L, &l->wv, ekv, e->dim, m->qenc, EL("attention.wv.weight")) ||
+            load_qmat(L, &l->wo, e->dim, eq, m->qenc, EL("attention.wo.weight")) ||
             load_vec(L, &l->ffn_norm, e->dim, EL("ffn_norm.weight")) ||
-            load_mat(L, &l->w1, e->hidden_dim, e->dim, EL("feed_forward.w1.weight")) ||
-            load_mat(L, &l->w3, e->hidden_dim, e->dim, EL("feed_forward.w3.weight")) ||
-            load_mat(L, &l->w2, e->dim, e->hidden_dim, EL("feed_forward.w2.weight")))
+            load_qmat(L, &l->w1, e->hidden_dim, e->dim, m->qenc, EL("feed_forward.w1.weight")) ||
+            load_qmat(L, &l->w3, e->hidden_dim, e->dim, m->qenc, EL("feed_forward.w3.weight")) ||
+            load_qmat(L, &l->w2, e->dim, e->hidden_dim, m->qenc, EL("feed_forward.w2.weight")))
             return -1;
         /* the key projection has no bias even when use_biases is set */
         if (e->use_biases &&
@@ -522,10 +606,10 @@ static int load_weights(loader *L) {
 #undef EL
     }
     if (load_vec(L, &m->enc_norm, e->dim, PREFIX_W "transformer.norm.weight") ||
-        load_mat(L, &m->adapter0, d->dim, (int64_t)e->dim * c->downsample_factor,
-                 PREFIX_E "audio_language_projection.0.weight") ||
-        load_mat(L, &m->adapter2, d->dim, d->dim, PREFIX_E "audio_language_projection.2.weight") ||
-        load_mat(L, &m->tok_emb, c->vocab_size, d->dim, PREFIX_E "tok_embeddings.weight") ||
+        load_qmat(L, &m->adapter0, d->dim, (int64_t)e->dim * c->downsample_factor, m->qenc,
+                  PREFIX_E "audio_language_projection.0.weight") ||
+        load_qmat(L, &m->adapter2, d->dim, d->dim, m->qenc, PREFIX_E "audio_language_projection.2.weight") ||
+        load_qmat(L, &m->tok_emb, c->vocab_size, d->dim, m->qfmt, PREFIX_E "tok_embeddings.weight") ||
         load_vec(L, &m->dec_norm, d->dim, "norm.weight"))
         return -1;
 
@@ -534,14 +618,14 @@ static int load_weights(loader *L) {
         vox_dec_layer *l = &m->dec[i];
 #define DL(s) NAME(nm, "layers.%d." s, i)
         if (load_vec(L, &l->attn_norm, d->dim, DL("attention_norm.weight")) ||
-            load_mat(L, &l->wq, dq, d->dim, DL("attention.wq.weight")) ||
-            load_mat(L, &l->wk, dkv, d->dim, DL("attention.wk.weight")) ||
-            load_mat(L, &l->wv, dkv, d->dim, DL("attention.wv.weight")) ||
-            load_mat(L, &l->wo, d->dim, dq, DL("attention.wo.weight")) ||
+            load_qmat(L, &l->wq, dq, d->dim, m->qfmt, DL("attention.wq.weight")) ||
+            load_qmat(L, &l->wk, dkv, d->dim, m->qfmt, DL("attention.wk.weight")) ||
+            load_qmat(L, &l->wv, dkv, d->dim, m->qfmt, DL("attention.wv.weight")) ||
+            load_qmat(L, &l->wo, d->dim, dq, m->qfmt, DL("attention.wo.weight")) ||
             load_vec(L, &l->ffn_norm, d->dim, DL("ffn_norm.weight")) ||
-            load_mat(L, &l->w1, d->hidden_dim, d->dim, DL("feed_forward.w1.weight")) ||
-            load_mat(L, &l->w3, d->hidden_dim, d->dim, DL("feed_forward.w3.weight")) ||
-            load_mat(L, &l->w2, d->dim, d->hidden_dim, DL("feed_forward.w2.weight")))
+            load_qmat(L, &l->w1, d->hidden_dim, d->dim, m->qfmt, DL("feed_forward.w1.weight")) ||
+            load_qmat(L, &l->w3, d->hidden_dim, d->dim, m->qfmt, DL("feed_forward.w3.weight")) ||
+            load_qmat(L, &l->w2, d->dim, d->hidden_dim, m->qfmt, DL("feed_forward.w2.weight")))
             return -1;
         if (c->ada_t_cond &&
             (load_mat(L, &l->ada0, c->ada_t_cond_dim, d->dim, DL("ada_rms_norm_t_cond.0.weight")) ||
@@ -551,7 +635,8 @@ static int load_weights(loader *L) {
         float *s = m->f32_pool + m->f32_used;
         m->f32_used += (size_t)d->dim;
         for (int j = 0; j < d->dim; j++) s[j] = 1.0f;
-        l->ffn_scale = (vox_weight){VOX_DT_F32, d->dim, 1, s, NULL, VOX_DT_F32};
+        l->ffn_scale = (vox_weight){.dtype = VOX_DT_F32, .rows = d->dim, .cols = 1, .data = s,
+                                    .dev_dtype = VOX_DT_F32};
     }
     return 0;
 }
@@ -573,7 +658,7 @@ int vox_model_load(vox_model *m, const char *dir) {
     snprintf(m->path, sizeof m->path, "%.*s/consolidated.safetensors", (int)dl, dir);
 
     loader L = {m, m->path, NULL, NULL, 0};
-    int rc = load_params(&m->cfg, params);
+    int rc = load_params(m, params);
     if (rc == 0) rc = vox_tokenizer_load(&m->tok, tekken);
     if (rc == 0 && m->tok.n_special + m->tok.n_pieces > m->cfg.vocab_size)
         rc = vox_error("%s: %d special tokens + %d pieces exceed vocab_size %d of %s", tekken,
@@ -592,6 +677,7 @@ void vox_model_free(vox_model *m) {
     free(m->enc);
     free(m->dec);
     free(m->f32_pool);
+    free(m->quant_pool);
     vox_tokenizer_free(&m->tok);
     memset(m, 0, sizeof *m);
 }

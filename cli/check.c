@@ -238,8 +238,13 @@ static int cuda_runtime_version(void) {
 }
 
 /* ---- the model's memory need: the engine's own formula (vox_model_memory) ---------------- */
+static const char *check_quant; /* --quant: the need once quantized, and the smoke runs */
+
 /* the CUDA backend's own scratch (cuBLASLt workspace, BF16 inputs, attention partials) */
 static const double CUDA_SCRATCH_BYTES = (32 << 20) + (32 << 20) + (16 << 20);
+/* quantized weights: the GEMM path's dense tile and output scratch (voxtral_cuda.c:
+ * QTILE_ELEMS BF16/FP16 + QOUT_FLOATS fp32) */
+static const double CUDA_QTILE_BYTES = (64 << 20) + (16 << 20);
 
 /* ---- smoke transcription ------------------------------------------------------------------ */
 typedef struct {
@@ -299,6 +304,7 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
     vox_options_default(&opt);
     opt.backend = backend;
     opt.verbose = vox_verbose;
+    opt.quant = check_quant;
     vox_ctx *ctx = vox_open(dir, &opt);
     if (!ctx) {
         line(r, "FAIL", name, "loading the model on %s: %s", backend, vox_last_error());
@@ -368,7 +374,8 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
 }
 
 /* ---- the preflight ---------------------------------------------------------------------- */
-int cli_check(const char *dir, const char *audio, int verbose) {
+int cli_check(const char *dir, const char *audio, const char *quant, int verbose) {
+    check_quant = quant;
     report r = {.verbose = verbose};
     int built = vox_cuda_built();
     int rt = built ? cuda_runtime_version() : 0;
@@ -491,15 +498,19 @@ int cli_check(const char *dir, const char *audio, int verbose) {
         line(&r, "skip", "model", "no -d DIR: memory need and smoke transcription not checked");
     } else {
         vox_memory_estimate cpu_need, gpu_need;
-        if (vox_model_memory(dir, "cpu", &cpu_need) != 0 || vox_model_memory(dir, "cuda", &gpu_need) != 0) {
+        if (vox_model_memory(dir, "cpu", quant, &cpu_need) != 0 || vox_model_memory(dir, "cuda", quant, &gpu_need) != 0) {
             line(&r, "FAIL", "model", "%s", vox_last_error());
             fix(&r, "pass the directory with consolidated.safetensors, params.json and tekken.json "
                     "(scripts/download_model.sh DIR fetches them)");
         } else {
-            line(&r, "ok", "model", "%s: weights %.0f MiB, KV %.0f MiB (decoder window %d + prompt %d), "
-                 "workspace %.0f MiB (CPU) / %.0f MiB (CUDA)", dir, mib(cpu_need.weights), mib(cpu_need.kv),
-                 cpu_need.dec_window, cpu_need.prompt_len, mib(cpu_need.workspace),
-                 mib(gpu_need.workspace + CUDA_SCRATCH_BYTES));
+            const int quantized = strcmp(gpu_need.format, "bf16") != 0;
+            line(&r, "ok", "model", "%s: weights %.0f MiB%s%s, KV %.0f MiB (decoder window %d + prompt %d), "
+                 "workspace %.0f MiB (CPU) / %.0f MiB (CUDA); CUDA total %.2f GiB", dir, mib(cpu_need.weights),
+                 quantized ? " quantized " : "", quantized ? gpu_need.format : "",
+                 mib(cpu_need.kv), cpu_need.dec_window, cpu_need.prompt_len, mib(cpu_need.workspace),
+                 mib(gpu_need.workspace + CUDA_SCRATCH_BYTES + (quantized ? CUDA_QTILE_BYTES : 0)),
+                 gib(gpu_need.weights + gpu_need.kv + gpu_need.workspace + CUDA_SCRATCH_BYTES +
+                     (quantized ? CUDA_QTILE_BYTES : 0)));
             double host = cpu_need.weights + cpu_need.kv + cpu_need.workspace;
             if (ram_avail > 0 && host > ram_avail) {
                 line(&r, "FAIL", "host mem", "the CPU backend needs %.1f GiB (weights mmap'd + KV + workspace), "
@@ -510,7 +521,8 @@ int cli_check(const char *dir, const char *audio, int verbose) {
                 line(&r, "ok", "host mem", "CPU backend needs %.2f GiB of %.1f GiB available", gib(host), gib(ram_avail));
             }
             if (gpu_ok) {
-                double need = gpu_need.weights + gpu_need.kv + gpu_need.workspace + CUDA_SCRATCH_BYTES;
+                double need = gpu_need.weights + gpu_need.kv + gpu_need.workspace + CUDA_SCRATCH_BYTES +
+                              (strcmp(gpu_need.format, "bf16") ? CUDA_QTILE_BYTES : 0);
                 if (gpus[0].free >= 0 && need > gpus[0].free) {
                     line(&r, "FAIL", "vram", "the CUDA backend needs %.2f GiB, %.2f GiB free on %s", gib(need),
                          gib(gpus[0].free), gpus[0].name);

@@ -21,7 +21,8 @@ int cli_mic(vox_stream *s, const char *device, int rate, double interval, int ve
             int (*stop)(void));
 int cli_list_devices(void); /* prints devices to stdout */
 /* check.c: `voxtral --check`: preflight of drivers, GPUs, memory and a smoke
- * transcription (dir/audio may be NULL). Returns the process exit code. */
-int cli_check(const char *dir, const char *audio, int verbose);
+ * transcription (dir/audio/quant may be NULL; quant: vox_options.quant). Returns the
+ * process exit code. */
+int cli_check(const char *dir, const char *audio, const char *quant, int verbose);
 
 #endif

@@ -33,6 +33,9 @@ static void usage(FILE *f) {
             "  --delay MS           transcription delay, 80..2400 in steps of 80 (default: model's, 480)\n"
             "  --backend B          auto (default), cpu or cuda\n"
             "  --gpu-path P         CUDA weights: auto (bf16 on sm_80+, else fp16), bf16, fp16 or fp32\n"
+            "  --quant q8|q4        quantize the weights at load (decoder + LM head; encoder q8);\n"
+            "                       q4:GROUP[:bf16|q8] sets the group size (64) and the encoder's format\n"
+            "  --quantize OUT_DIR   with -d DIR and --quant: write the quantized model to OUT_DIR and exit\n"
             "  -t N                 CPU threads (default: all cores)\n"
             "  --json               print one JSON object at the end: text, tokens (every id), topk\n"
             "  --topk K             with --json: the K best logits of every step\n"
@@ -231,7 +234,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "serve")) return server_main(argc - 1, argv + 1);
     const char *dir = NULL, *input = NULL, *forced_path = NULL;
     int use_stdin = 0, use_mic = 0, topk = 0, bench = 0, check = 0;
-    const char *device = NULL;
+    const char *device = NULL, *quantize_out = NULL;
     double interval = 0.16;
     vox_options opt;
     vox_options_default(&opt);
@@ -300,6 +303,16 @@ int main(int argc, char **argv) {
                 return 2;
             }
             opt.gpu_path = next;
+        } else if (!strcmp(a, "--quant")) {
+            NEED_ARG();
+            if (vox_quant_spec_check(next) != 0) {
+                fprintf(stderr, "voxtral: --quant: %s\n", vox_last_error());
+                return 2;
+            }
+            opt.quant = next;
+        } else if (!strcmp(a, "--quantize")) {
+            NEED_ARG();
+            quantize_out = next;
         } else if (!strcmp(a, "-t")) {
             NEED_ARG();
             char *end;
@@ -334,7 +347,18 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (check) return cli_check(dir, input, opt.verbose);
+    if (check) return cli_check(dir, input, opt.quant, opt.verbose);
+    if (quantize_out) {
+        if (!dir || !opt.quant) {
+            fprintf(stderr, "voxtral: --quantize OUT_DIR needs -d DIR and --quant q8|q4\n");
+            return 2;
+        }
+        if (vox_quantize_dir(dir, quantize_out, opt.quant, opt.verbose) != 0) {
+            fprintf(stderr, "voxtral: %s\n", vox_last_error());
+            return 1;
+        }
+        return 0;
+    }
     if (!dir || (!!input + use_stdin + use_mic) != 1) {
         fprintf(stderr, "voxtral: need -d DIR and exactly one of -i FILE / --stdin / --mic (see --help)\n");
         return 2;

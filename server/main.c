@@ -150,7 +150,7 @@ int server_main(int argc, char **argv) {
     const char *slash = strrchr(cfg.model_dir, '/');
     g_model_id = slash && slash[1] ? slash + 1 : cfg.model_dir;
     vox_memory_estimate est;
-    if (vox_model_memory(cfg.model_dir, "cpu", &est) == 0) g_kv_per_stream = est.kv;
+    if (vox_model_memory(cfg.model_dir, "cpu", NULL, &est) == 0) g_kv_per_stream = est.kv;
 
     signal(SIGPIPE, SIG_IGN);
 

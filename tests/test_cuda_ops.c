@@ -84,7 +84,7 @@ static float *dev_floats(const void *dev, int64_t n) {
     return h;
 }
 static vox_weight weight_bf16(int64_t rows, int64_t cols, float scale) {
-    vox_weight w = {VOX_DT_BF16, rows, cols, NULL, NULL, VOX_DT_BF16};
+    vox_weight w = {.dtype = VOX_DT_BF16, .rows = rows, .cols = cols, .dev_dtype = VOX_DT_BF16};
     w.data = rand_bf16(rows * cols, scale);
     w.dev = dev_from(w.data, rows * cols * 2);
     return w;
@@ -135,7 +135,7 @@ static const char *dt_name(vox_dtype dt) {
 static double gemm_tol(vox_dtype dt) { return dt == VOX_DT_BF16 ? 1e-2 : dt == VOX_DT_F16 ? 2e-3 : 2e-5; }
 static double gemm_rtol(vox_dtype dt) { return dt == VOX_DT_BF16 ? 1e-2 : dt == VOX_DT_F16 ? 2e-3 : 1e-5; }
 static vox_weight weight_f32(int64_t n, float scale, float offset) {
-    vox_weight w = {VOX_DT_F32, n, 1, NULL, NULL, VOX_DT_F32};
+    vox_weight w = {.dtype = VOX_DT_F32, .rows = n, .cols = 1, .dev_dtype = VOX_DT_F32};
     float *p = rand_f(n, scale);
     for (int64_t i = 0; i < n; i++) p[i] += offset;
     w.data = p;

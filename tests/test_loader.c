@@ -14,10 +14,12 @@
 #include <cjson/cJSON.h>
 
 #include "voxtral_internal.h"
+#include "voxtral_quant.h"
 #include "tests/testutil.h"
 
 static char root[256]; /* temporary directory of this run */
 static char good[300]; /* the valid tiny model */
+static char qgood[300]; /* it quantized (voxtral --quantize) */
 
 /* ---- files ------------------------------------------------------------------ */
 
@@ -57,19 +59,20 @@ static char *file_in(const char *dir, const char *name) {
     return buf[k];
 }
 
-/* A fresh copy of the good model in root/name; returns its path (static). */
-static const char *make_case(const char *name) {
+/* A fresh copy of the model src in root/name; returns its path (static). */
+static const char *make_case_from(const char *src, const char *name) {
     static char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", root, name);
     mkdir(dir, 0755);
     for (int i = 0; i < 3; i++) {
         size_t n;
-        char *data = read_all(file_in(good, FILES[i]), &n);
+        char *data = read_all(file_in(src, FILES[i]), &n);
         write_all(file_in(dir, FILES[i]), data, n);
         free(data);
     }
     return dir;
 }
+static const char *make_case(const char *name) { return make_case_from(good, name); }
 
 /* Sets (or, with json == NULL, deletes) the value at a '/'-separated path. */
 static void json_set(cJSON *obj, const char *path, const char *json) {
@@ -521,9 +524,14 @@ static void test_bad_models(void) {
     expect_fail("corrupt header JSON", d, "/consolidated.safetensors", "header is not valid JSON");
 
     d = make_case("st_dtype");
-    edit_header(d, "norm.weight/dtype", "\"I8\"");
-    expect_fail("tensor with dtype I8", d, "/consolidated.safetensors",
-                "tensor 'norm.weight' has dtype I8, expected BF16 or F32");
+    edit_header(d, "norm.weight/dtype", "\"I16\"");
+    expect_fail("tensor with dtype I16", d, "/consolidated.safetensors",
+                "tensor 'norm.weight' has dtype I16, expected BF16, F32");
+
+    d = make_case("st_dtype_f16_matrix");
+    edit_header(d, "layers.0.attention.wq.weight/dtype", "\"F16\"");
+    expect_fail("matrix with dtype F16", d, "/consolidated.safetensors",
+                "tensor 'layers.0.attention.wq.weight' is F16, expected BF16");
 
     d = make_case("st_offsets");
     edit_header(d, "norm.weight/data_offsets", "[2000000, 2000192]");
@@ -565,6 +573,117 @@ static void test_bad_models(void) {
 }
 
 /* Random damage must give a clean failure or a load, never a crash. */
+/* Absolute file offset of tensor `name`'s data in dir's safetensors */
+static long tensor_offset(const char *dir, const char *name) {
+    size_t n;
+    unsigned char *buf = (unsigned char *)read_all(file_in(dir, "consolidated.safetensors"), &n);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | buf[i];
+    cJSON *h = cJSON_ParseWithLength((char *)buf + 8, hlen);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(h, name);
+    long off = t ? 8 + (long)hlen + (long)cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(t, "data_offsets"), 0)->valuedouble : -1;
+    cJSON_Delete(h);
+    free(buf);
+    return off;
+}
+
+static void poke16(const char *dir, long off, uint16_t v) {
+    const char *f = file_in(dir, "consolidated.safetensors");
+    size_t n;
+    char *buf = read_all(f, &n);
+    memcpy(buf + off, &v, 2);
+    write_all(f, buf, n);
+    free(buf);
+}
+
+typedef struct {
+    vox_weight *w[1024];
+    int n;
+} qlist;
+static int qlist_add(vox_weight *w, const char *name, int decoder, void *arg) {
+    qlist *l = arg;
+    if (l->n < 1024) l->w[l->n++] = w;
+    return 0;
+}
+
+/* A quantized checkpoint: written by vox_quantize_dir, it loads with exactly the bytes
+ * quantization at load gives; then broken copies of it. */
+static void test_quantized(void) {
+    snprintf(qgood, sizeof qgood, "%s/qgood", root);
+    int rc = vox_quantize_dir(good, qgood, "q4:32", 0);
+    tu_check(rc == 0, "quantize the tiny model to q4:32 (encoder q8)", "%s", rc ? vox_last_error() : qgood);
+    if (rc) return;
+    vox_model a, b;
+    vox_quant q;
+    rc = vox_model_load(&a, qgood);
+    tu_check(rc == 0, "quantized checkpoint loads", "%s", rc ? vox_last_error() : "");
+    if (rc) return;
+    int same = vox_model_load(&b, good) == 0 && vox_quant_parse("q4:32", &q) == 0 &&
+               vox_model_quantize(&b, &q, 0) == 0;
+    qlist la = {0}, lb = {0};
+    vox_each_quant_matrix(&a, qlist_add, &la);
+    vox_each_quant_matrix(&b, qlist_add, &lb);
+    int n_q4 = 0, n_q8 = 0;
+    same = same && la.n == lb.n && la.n > 0;
+    for (int i = 0; same && i < la.n; i++) {
+        const vox_weight *x = la.w[i], *y = lb.w[i];
+        same = x->dtype == y->dtype && x->group == y->group && x->rows == y->rows && x->cols == y->cols &&
+               memcmp(x->data, y->data, (size_t)(x->rows * vox_q_row_bytes(x->dtype, x->cols, x->group))) == 0 &&
+               memcmp(x->scales, y->scales, (size_t)(x->rows * vox_q_scale_count(x->dtype, x->cols, x->group) * 2)) == 0;
+        n_q4 += x->dtype == VOX_DT_Q4;
+        n_q8 += x->dtype == VOX_DT_Q8;
+    }
+    tu_check(same && n_q4 == 7 * a.cfg.dec.n_layers + 1 && n_q8 == 7 * a.cfg.enc.n_layers + 2,
+             "quantized checkpoint = quantization at load, byte for byte",
+             "%d q4 (decoder + head), %d q8 (encoder + adapter), group %d", n_q4, n_q8, a.qgroup);
+    tu_check(vox_model_quantize(&a, &q, 0) != 0 && strstr(vox_last_error(), "already quantized"),
+             "quantizing a quantized model is refused", "%s", vox_last_error());
+    vox_model_free(&a);
+    vox_model_free(&b);
+
+    const char *d = make_case_from(qgood, "q_group");
+    edit_json_file(file_in(d, "params.json"), "quantization/group_size", "48");
+    expect_fail("quantized: group size not a multiple of 32", d, "/params.json", "group_size' = 48");
+    d = make_case_from(qgood, "q_group64");
+    edit_json_file(file_in(d, "params.json"), "quantization/group_size", "64");
+    expect_fail("quantized: group size disagreeing with the tensors", d, "/consolidated.safetensors", "expected [");
+    d = make_case_from(qgood, "q_format");
+    edit_json_file(file_in(d, "params.json"), "quantization/format", "\"q3\"");
+    expect_fail("quantized: unknown format", d, "/params.json", "'quantization.format' must be");
+    d = make_case_from(qgood, "q_format_q8");
+    edit_json_file(file_in(d, "params.json"), "quantization/format", "\"q8\"");
+    expect_fail("quantized: params.json q8, tensors q4", d, "/consolidated.safetensors", "has shape");
+    d = make_case_from(qgood, "q_encoder");
+    edit_json_file(file_in(d, "params.json"), "quantization/encoder", "\"bf16\"");
+    expect_fail("quantized: encoder q8 but params.json says bf16", d, "/consolidated.safetensors",
+                "is I8, expected BF16 (params.json does not quantize it)");
+    d = make_case_from(qgood, "q_none");
+    edit_json_file(file_in(d, "params.json"), "quantization", NULL);
+    expect_fail("quantized tensors without 'quantization' in params.json", d, "/consolidated.safetensors",
+                "params.json does not quantize it");
+    d = make_case_from(qgood, "q_no_scales");
+    edit_header(d, "layers.1.feed_forward.w2.weight.scales", NULL);
+    expect_fail("quantized: missing scales", d, "/consolidated.safetensors",
+                "missing tensor 'layers.1.feed_forward.w2.weight.scales'");
+    d = make_case_from(qgood, "q_scales_dtype");
+    edit_header(d, "layers.0.attention.wq.weight.scales/dtype", "\"BF16\"");
+    expect_fail("quantized: scales not F16", d, "/consolidated.safetensors", "is BF16, expected F16");
+    d = make_case_from(qgood, "q_scales_shape");
+    edit_header(d, "layers.0.attention.wq.weight.scales/shape", "[128,6,1]");
+    expect_fail("quantized: scales of the wrong shape", d, "/consolidated.safetensors",
+                "'layers.0.attention.wq.weight.scales' has shape [128,6,1], expected [128,3,2]");
+    d = make_case_from(qgood, "q_data_dtype");
+    edit_header(d, "layers.0.attention.wk.weight/dtype", "\"I8\"");
+    expect_fail("quantized: q4 data as I8", d, "/consolidated.safetensors",
+                "'layers.0.attention.wk.weight' is I8, but params.json quantizes it to q4");
+    d = make_case_from(qgood, "q_scale_inf");
+    poke16(d, tensor_offset(d, "layers.1.attention.wo.weight.scales") + 10, 0x7c00);
+    expect_fail("quantized: infinite scale", d, "/consolidated.safetensors", "scale 5 is not finite");
+    d = make_case_from(qgood, "q_scale_neg");
+    poke16(d, tensor_offset(d, "layers.1.attention.wo.weight.scales") + 8, 0xbc00);
+    expect_fail("quantized: negative scale", d, "/consolidated.safetensors", "scale 4 is negative");
+}
+
 static void test_fuzz(void) {
     size_t n_st, n_par, n_tek;
     char *st = read_all(file_in(good, FILES[2]), &n_st);
@@ -623,6 +742,7 @@ int main(void) {
         test_good_model();
         test_tokenizer_small();
         test_bad_models();
+        test_quantized();
         test_fuzz();
     }
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -1,0 +1,176 @@
+/* voxtral_qdot_avx2.c - the quantized dot kernels with AVX2 + FMA (CPU_ISA avx2, or
+ * native on such a CPU). Same structure as voxtral_qdot_avx512.c with 8 lanes:
+ * each 16- or 32-column block widened to fp32 once, used for up to 4 input rows;
+ * per group Q8 adds s * sum(q x), Q4 adds s * sum(q x) + m * sum(x), all fp32. */
+#include <immintrin.h>
+
+#include "voxtral_quant.h"
+
+const char vox_qdot_isa[] = "avx2";
+
+enum { MB = 4 };
+
+static inline float hsum8(__m256 a) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* 8 bytes at p as 8 fp32 (signed / unsigned) */
+static inline __m256 i8x8(const void *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static void rows4(const vox_weight *w, int64_t r, const float *x, int64_t ldx, int mb, float *y,
+                  int64_t ldy) {
+    const int G = w->group;
+    const int64_t K = w->cols, ng = vox_q_groups(K, G);
+    const uint16_t *sc = w->scales + r * vox_q_scale_count(w->dtype, K, G);
+    const uint8_t *row = (const uint8_t *)w->data + r * vox_q_row_bytes(w->dtype, K, G);
+    __m256 acc[MB];
+    float tail[MB];
+    for (int m = 0; m < MB; m++) acc[m] = _mm256_setzero_ps(), tail[m] = 0.0f;
+    if (w->dtype == VOX_DT_Q8) {
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t k0 = g * G, n = K - k0 < G ? K - k0 : G;
+            const int8_t *q = (const int8_t *)row + k0;
+            __m256 ga[MB];
+            for (int m = 0; m < MB; m++) ga[m] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 16 <= n; k += 16) {
+                __m256 w0 = i8x8(q + k), w1 = i8x8(q + k + 8);
+#pragma GCC unroll 4
+                for (int m = 0; m < MB; m++)
+                    if (m < mb) {
+                        const float *xp = x + m * ldx + k0 + k;
+                        ga[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp + 8),
+                                                _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), ga[m]));
+                    }
+            }
+            const float s = vox_f16_to_f32(sc[g]);
+            const __m256 sv = _mm256_set1_ps(s);
+            for (int m = 0; m < mb; m++) {
+                acc[m] = _mm256_fmadd_ps(sv, ga[m], acc[m]);
+                float t = 0.0f;
+                for (int64_t j = k; j < n; j++) t += (float)q[j] * x[m * ldx + k0 + j];
+                tail[m] += s * t;
+            }
+        }
+    } else {
+        const __m128i lo4 = _mm_set1_epi8(15);
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t k0 = g * G, n = K - k0 < G ? K - k0 : G;
+            __m256 ga[MB], gx[MB];
+            for (int m = 0; m < MB; m++) ga[m] = gx[m] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 32 <= n; k += 32) {
+                __m128i b = _mm_loadu_si128((const __m128i *)(row + (k0 + k) / 2));
+                __m128i lo = _mm_and_si128(b, lo4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
+                __m256 w0 = i8x8(&lo), w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+                __m256 w2 = i8x8(&hi), w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+#pragma GCC unroll 4
+                for (int m = 0; m < MB; m++)
+                    if (m < mb) {
+                        const float *xp = x + m * ldx + k0 + k;
+                        __m256 x0 = _mm256_loadu_ps(xp), x1 = _mm256_loadu_ps(xp + 8);
+                        __m256 x2 = _mm256_loadu_ps(xp + 16), x3 = _mm256_loadu_ps(xp + 24);
+                        ga[m] = _mm256_fmadd_ps(w0, x0, ga[m]);
+                        ga[m] = _mm256_fmadd_ps(w1, x1, ga[m]);
+                        ga[m] = _mm256_fmadd_ps(w2, x2, ga[m]);
+                        ga[m] = _mm256_fmadd_ps(w3, x3, ga[m]);
+                        gx[m] = _mm256_add_ps(gx[m], _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)));
+                    }
+            }
+            const float s = vox_f16_to_f32(sc[2 * g]), mn = vox_f16_to_f32(sc[2 * g + 1]);
+            const __m256 sv = _mm256_set1_ps(s), mv = _mm256_set1_ps(mn);
+            for (int m = 0; m < mb; m++) {
+                acc[m] = _mm256_fmadd_ps(mv, gx[m], _mm256_fmadd_ps(sv, ga[m], acc[m]));
+                float t = 0.0f, tx = 0.0f;
+                for (int64_t j = k; j < n; j++) {
+                    const int64_t c = k0 + j;
+                    const uint8_t bb = row[c / 32 * 16 + (c & 15)];
+                    const float xv = x[m * ldx + c];
+                    t += (float)((c & 16) ? bb >> 4 : bb & 15) * xv;
+                    tx += xv;
+                }
+                tail[m] += s * t + mn * tx;
+            }
+        }
+    }
+    for (int m = 0; m < mb; m++) y[m * ldy] = hsum8(acc[m]) + tail[m];
+}
+
+/* M = 1, the decoder step: independent accumulators (one FMA chain would be
+ * latency-bound), whole groups of 32 k columns, the partial last group through rows4 */
+static float row1(const vox_weight *w, int64_t r, const float *x) {
+    const int G = w->group;
+    const int64_t K = w->cols, ng = vox_q_groups(K, G), full = K / G;
+    const uint16_t *sc = w->scales + r * vox_q_scale_count(w->dtype, K, G);
+    const uint8_t *row = (const uint8_t *)w->data + r * vox_q_row_bytes(w->dtype, K, G);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    if (w->dtype == VOX_DT_Q8) {
+        for (int64_t g = 0; g < full; g++) {
+            const int8_t *q = (const int8_t *)row + g * G;
+            const float *xg = x + g * G;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+            for (int k = 0; k < G; k += 32) {
+                a0 = _mm256_fmadd_ps(i8x8(q + k), _mm256_loadu_ps(xg + k), a0);
+                a1 = _mm256_fmadd_ps(i8x8(q + k + 8), _mm256_loadu_ps(xg + k + 8), a1);
+                a2 = _mm256_fmadd_ps(i8x8(q + k + 16), _mm256_loadu_ps(xg + k + 16), a2);
+                a3 = _mm256_fmadd_ps(i8x8(q + k + 24), _mm256_loadu_ps(xg + k + 24), a3);
+            }
+            const __m256 sv = _mm256_set1_ps(vox_f16_to_f32(sc[g]));
+            const __m256 t = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+            if (g & 1) acc1 = _mm256_fmadd_ps(sv, t, acc1);
+            else acc0 = _mm256_fmadd_ps(sv, t, acc0);
+        }
+    } else {
+        const __m128i lo4 = _mm_set1_epi8(15);
+        for (int64_t g = 0; g < full; g++) {
+            const uint8_t *q = row + g * G / 2;
+            const float *xg = x + g * G;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+            __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+            for (int k = 0; k < G; k += 32) {
+                __m128i b = _mm_loadu_si128((const __m128i *)(q + k / 2));
+                __m128i lo = _mm_and_si128(b, lo4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
+                __m256 x0 = _mm256_loadu_ps(xg + k), x1 = _mm256_loadu_ps(xg + k + 8);
+                __m256 x2 = _mm256_loadu_ps(xg + k + 16), x3 = _mm256_loadu_ps(xg + k + 24);
+                a0 = _mm256_fmadd_ps(i8x8(&lo), x0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), x1, a1);
+                a2 = _mm256_fmadd_ps(i8x8(&hi), x2, a2);
+                a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), x3, a3);
+                s0 = _mm256_add_ps(s0, _mm256_add_ps(x0, x1));
+                s1 = _mm256_add_ps(s1, _mm256_add_ps(x2, x3));
+            }
+            const __m256 sv = _mm256_set1_ps(vox_f16_to_f32(sc[2 * g])), mv = _mm256_set1_ps(vox_f16_to_f32(sc[2 * g + 1]));
+            const __m256 t = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+            if (g & 1) acc1 = _mm256_fmadd_ps(mv, _mm256_add_ps(s0, s1), _mm256_fmadd_ps(sv, t, acc1));
+            else acc0 = _mm256_fmadd_ps(mv, _mm256_add_ps(s0, s1), _mm256_fmadd_ps(sv, t, acc0));
+        }
+    }
+    float s = hsum8(_mm256_add_ps(acc0, acc1));
+    if (full < ng) {
+        vox_weight t = *w;
+        const int64_t k0 = full * G;
+        float rest;
+        t.cols = K - k0;
+        t.rows = 1;
+        t.data = row + (w->dtype == VOX_DT_Q4 ? k0 / 2 : k0);
+        t.scales = sc + (w->dtype == VOX_DT_Q4 ? 2 * full : full);
+        rows4(&t, 0, x + k0, 0, 1, &rest, 0);
+        s += rest;
+    }
+    return s;
+}
+
+void vox_qdot_rows(const vox_weight *w, int64_t r, const float *x, int64_t ldx, int M, float *y,
+                   int64_t ldy) {
+    if (M == 1) {
+        y[0] = row1(w, r, x);
+        return;
+    }
+    for (int m0 = 0; m0 < M; m0 += MB)
+        rows4(w, r, x + m0 * ldx, ldx, M - m0 < MB ? M - m0 : MB, y + m0 * ldy, ldy);
+}
