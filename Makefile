@@ -57,7 +57,7 @@ endif
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
 # the engine (libvoxtral) and the command line (cli/, a client of voxtral.h only)
 ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c
-CLI_SRC  := cli/main.c cli/error.c cli/stdin.c cli/check.c
+CLI_SRC  := cli/main.c cli/options.c cli/sniff.c cli/error.c cli/stdin.c cli/check.c
 CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
   CLI_SRC  += cli/mic.c
@@ -110,7 +110,7 @@ $(BUILD)/$(SONAME): $(ENGINE_OBJ)
 
 $(BUILD)/cli/%.o: cli/%.c cli/cli.h voxtral.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -DVOXTRAL_VERSION='"$(VERSION)"' -c -o $@ $<
 
 $(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<

@@ -1,8 +1,14 @@
-/* cli/main.c - the voxtral command line: transcribe a file (-i) or standard input
- * (--stdin) with a Voxtral Realtime model directory (-d).
+/* cli/main.c - the voxtral command line: transcribe a file (-i), standard input
+ * (--stdin) or the microphone (--mic) with a Voxtral Realtime model directory (-d).
  *
  * Text pieces go to stdout as they are decoded (flushed); diagnostics and
  * timings go to stderr. --json prints one object at the end instead.
+ *
+ * Output errors: a closed pipe (EPIPE, e.g. `| head`) ends the run quietly with
+ * exit 0; any other failed write (ENOSPC, EIO) is an error: exit 1.
+ * Ctrl-C: during -i the run stops after the current decoder step, prints the text
+ * so far, says where it stopped and exits 130; during live input it ends the input
+ * and finishes the text (exit 0). A second Ctrl-C exits at once.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -10,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,46 +27,45 @@
 #include "voxtral.h"
 #include "cli.h"
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: voxtral -d DIR (-i FILE | --stdin | --mic) [options]\n"
-            "\n"
-            "  -d DIR               model directory (consolidated.safetensors, params.json, tekken.json)\n"
-            "  -i FILE              transcribe an audio file (WAV, FLAC, OGG, MP3, ... any rate/channels)\n"
-            "  --stdin              transcribe standard input: WAV, or raw s16le 16 kHz mono\n"
-            "  --mic                transcribe the microphone (PortAudio); --device N|NAME picks it,\n"
-            "                       --list-devices lists them\n"
-            "  --check              preflight: drivers, GPUs, memory, a smoke run (-d optional)\n"
-            "  -I SEC               live input (--stdin, --mic): audio gathered per engine run (0.16)\n"
-            "  --delay MS           transcription delay, 80..2400 in steps of 80 (default: model's, 480)\n"
-            "  --backend B          auto (default), cpu or cuda\n"
-            "  --gpu-path P         CUDA weights: auto (bf16 on sm_80+, else fp16), bf16, fp16 or fp32\n"
-            "  -t N                 CPU threads (default: all cores)\n"
-            "  --json               print one JSON object at the end: text, tokens (every id), topk\n"
-            "  --topk K             with --json: the K best logits of every step\n"
-            "  --force-tokens FILE  feed these ids (whitespace-separated) instead of the argmax\n"
-            "  --bench              after the run: measure memory bandwidth, report the decoder\n"
-            "                       step against its floor (stderr table; \"bench\" in --json)\n"
-            "  --quiet              no diagnostics on stderr\n"
-            "  --verbose            more diagnostics on stderr\n"
-            "  -h, --help           this help\n");
-}
 
-static volatile sig_atomic_t got_signal = 0, stdout_closed = 0;
+static volatile sig_atomic_t got_signal = 0, stdout_closed = 0, stdout_failed = 0;
 
 typedef struct {
-    int json, quiet, started;
+    int json, quiet, started, printed;
+    int interruptible; /* -i: a signal ends the run at the next decoder step */
     FILE *out;
     /* --json accumulators */
     char *text;
     size_t text_len, text_cap;
     cJSON *tokens, *topk, *pieces;
+    double last_time_s, total_s; /* audio time of the last token; the input's length */
+    int topk_on, bench;
+    vox_ctx *ctx;
+    vox_stream *s;
+    double t_run;
 } cli_state;
+
+static void interrupt_exit(cli_state *st);
+
+/* Writes to stdout; a closed pipe stops the run quietly, any other failure is an error */
+static void out_bytes(cli_state *st, const char *p, size_t n) {
+    if (stdout_closed || stdout_failed) return;
+    errno = 0;
+    if (fwrite(p, 1, n, st->out) != n || fflush(st->out) != 0) {
+        if (errno == EPIPE) stdout_closed = 1;
+        else {
+            stdout_failed = 1;
+            cli_error("stdout: %s", strerror(errno ? errno : EIO));
+        }
+    }
+    st->printed = 1;
+}
 
 static void on_token(void *user, const vox_token *t) {
     cli_state *st = user;
     const char *p = t->piece;
     int n = t->piece_len;
+    st->last_time_s = t->time_s;
     if (!st->started) { /* the first text piece carries the leading space of a word */
         while (n > 0 && isspace((unsigned char)*p)) p++, n--;
         if (n > 0) st->started = 1;
@@ -94,32 +101,43 @@ static void on_token(void *user, const vox_token *t) {
             st->text[st->text_len] = 0;
         }
     } else if (n > 0) {
-        if (fwrite(p, 1, n, st->out) != (size_t)n || fflush(st->out) != 0)
-            stdout_closed = 1; /* e.g. `| head`: stop quietly */
+        out_bytes(st, p, (size_t)n);
     }
+    /* -i and Ctrl-C: this step is done; stop here */
+    if (got_signal && st->interruptible) interrupt_exit(st);
 }
 
 static int read_forced(const char *path, int **ids, int *n) {
     FILE *f = fopen(path, "r");
     if (!f) return cli_error("%s: %s", path, strerror(errno));
-    int cap = 256, cnt = 0;
+    int cap = 256, cnt = 0, bad = 0;
     int *v = malloc(sizeof(int) * cap);
-    long x;
-    int r;
-    while (v && (r = fscanf(f, "%ld", &x)) == 1) {
+    char word[64];
+    while (v && fscanf(f, "%63s", word) == 1) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(word, &end, 10);
+        if (*end || errno || x < 0 || x > INT32_MAX) {
+            bad = 1;
+            cli_error("%s: token #%d '%.40s' is not an id 0..%d", path, cnt + 1, word, INT32_MAX);
+            break;
+        }
         if (cnt == cap) {
             int *nv = realloc(v, sizeof(int) * (cap *= 2));
-            if (!nv) break;
+            if (!nv) {
+                free(v);
+                v = NULL;
+                break;
+            }
             v = nv;
         }
         v[cnt++] = (int)x;
     }
-    int bad = !feof(f);
     fclose(f);
     if (!v) return cli_error("out of memory");
     if (bad) {
         free(v);
-        return cli_error("%s: not a list of whitespace-separated token ids", path);
+        return -1;
     }
     *ids = v;
     *n = cnt;
@@ -211,8 +229,13 @@ static cJSON *stats_json(vox_ctx *ctx, const run_figures *f, int bench) {
     return o;
 }
 
-static void on_signal(int sig) { got_signal = sig; }
-static int interrupted(void) { return got_signal != 0 || stdout_closed; }
+
+/* A second signal exits at once (128 + its number); the first sets the flag */
+static void on_signal(int sig) {
+    if (got_signal) _exit(128 + sig);
+    got_signal = sig;
+}
+static int interrupted(void) { return got_signal != 0 || stdout_closed || stdout_failed; }
 
 /* SIGINT/SIGTERM: stop reading, finish the stream and flush what was heard.
  * No SA_RESTART, so a blocking read on stdin returns at once. */
@@ -225,134 +248,133 @@ static void catch_signals(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
+/* The end of stdout: the JSON object, or the plain text's newline (none when nothing
+ * was printed and the run failed: then only the error line is written). `err` is
+ * NULL on success. Returns 0, or -1 when writing failed (the CLI error set). */
+static int emit_result(cli_state *st, const char *err, const run_figures *fig) {
+    if (stdout_closed) return 0;
+    if (st->json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "text", st->text ? st->text : "");
+        cJSON_AddItemToObject(o, "tokens", st->tokens);
+        cJSON_AddItemToObject(o, "pieces", st->pieces); /* text pieces with their audio time (s) */
+        if (st->topk_on) cJSON_AddItemToObject(o, "topk", st->topk);
+        else cJSON_Delete(st->topk);
+        st->tokens = st->pieces = st->topk = NULL;
+        if (err) cJSON_AddStringToObject(o, "error", err);
+        if (fig) cJSON_AddItemToObject(o, "stats", stats_json(st->ctx, fig, st->bench));
+        char *js = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!js) return cli_error("out of memory");
+        out_bytes(st, js, strlen(js));
+        out_bytes(st, "\n", 1);
+        free(js);
+    } else if (!err || st->printed) {
+        out_bytes(st, "\n", 1);
+    }
+    return stdout_failed ? -1 : 0;
+}
+
+/* -i interrupted (Ctrl-C, SIGTERM): called from the token callback once the step
+ * that was running has ended; the text so far, where it stopped, exit 130 */
+static void interrupt_exit(cli_state *st) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "interrupted at %.1f s of %.1f s", st->last_time_s > 0 ? st->last_time_s : 0,
+             st->total_s);
+    run_figures fig = figures_of(st->ctx, st->s, now_ms() - st->t_run);
+    int rc = emit_result(st, msg, &fig);
+    fprintf(stderr, "voxtral: %s\n", msg);
+    if (rc) fprintf(stderr, "voxtral: %s\n", cli_last_error());
+    fflush(stderr);
+    _exit(rc ? 1 : 128 + (int)got_signal); /* not exit(): the engine is in the middle of a call */
+}
+
+/* -i FILE: what stat() can tell before libsndfile is asked (it says "Format not
+ * recognised" for a directory and an empty file); after a failed probe, the name
+ * of a container it cannot read and the ffmpeg line */
+static int check_input(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return cli_error("%s: %s", path, errno == ENOENT ? "no such file" : strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return cli_error("%s: is a directory (give an audio file)", path);
+    if (S_ISREG(sb.st_mode) && sb.st_size == 0) return cli_error("%s: empty file", path);
+    return 0;
+}
+
+static void explain_probe_failure(const char *path) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s", vox_last_error());
+    const char *what = NULL;
+    unsigned char b[4096];
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) { /* a FIFO could not be read twice */
+        FILE *f = fopen(path, "rb");
+        size_t n = f ? fread(b, 1, sizeof b, f) : 0;
+        if (f) fclose(f);
+        what = cli_sniff(b, n, n < sizeof b);
+    }
+    const char *ext = strrchr(path, '.');
+    static const char *foreign[] = {".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mov", ".wma", ".opus", ".amr", ".3gp"};
+    for (size_t i = 0; !what && ext && i < sizeof foreign / sizeof *foreign; i++)
+        if (!strcasecmp(ext, foreign[i])) what = ext + 1;
+    if (what && strcmp(what, "text"))
+        cli_error("%s (%s is not a format libsndfile reads: convert it: ffmpeg -loglevel error -i %s -ar 16000 "
+                  "-ac 1 out.wav)", why, what, path);
+    else if (what)
+        cli_error("%s (it is a text file)", why);
+    else
+        cli_error("%s", why);
+}
+
 int main(int argc, char **argv) {
-    const char *dir = NULL, *input = NULL, *forced_path = NULL;
-    int use_stdin = 0, use_mic = 0, topk = 0, bench = 0, check = 0;
-    const char *device = NULL;
-    double interval = 0.16;
-    vox_options opt;
-    vox_options_default(&opt);
+    /* OpenMP reads its wait policy when the program loads: an active wait (spinning
+     * threads) on a machine shared with other busy processes made the CPU decoder
+     * 2.7x slower; passive waiting costs a quiet machine little. The user's own
+     * setting wins; else run again with the policy in the environment. */
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") && !getenv("VOX_NO_REEXEC")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv); /* on failure, go on with the default policy */
+    }
+    cli_opts o;
+    int prc = cli_parse(argc, argv, &o);
+    if (prc >= 0) return prc;
+    if (o.list_devices) return cli_list_devices() == 0 ? 0 : 1;
+    if (o.check) return cli_check(o.dir, o.n_inputs ? o.inputs[0] : NULL, o.opt.backend, o.opt.verbose);
+    const char *input = o.n_inputs ? o.inputs[0] : NULL;
     cli_state st = {0};
     st.out = stdout;
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED_ARG()                                                             \
-    do {                                                                       \
-        if (!next) {                                                           \
-            fprintf(stderr, "voxtral: %s needs a value (see --help)\n", a);   \
-            return 2;                                                          \
-        }                                                                      \
-        i++;                                                                   \
-    } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-d")) {
-            NEED_ARG();
-            dir = next;
-        } else if (!strcmp(a, "-i")) {
-            NEED_ARG();
-            input = next;
-        } else if (!strcmp(a, "--stdin")) {
-            use_stdin = 1;
-        } else if (!strcmp(a, "-I")) {
-            NEED_ARG();
-            char *end;
-            interval = strtod(next, &end);
-            if (*end || !(interval >= 0.01 && interval <= 60)) {
-                fprintf(stderr, "voxtral: -I %s: must be 0.01..60 seconds\n", next);
-                return 2;
-            }
-        } else if (!strcmp(a, "--mic")) {
-            use_mic = 1;
-        } else if (!strcmp(a, "--device")) {
-            NEED_ARG();
-            device = next;
-        } else if (!strcmp(a, "--list-devices")) {
-            return cli_list_devices() == 0 ? 0 : 1;
-        } else if (!strcmp(a, "--check")) {
-            check = 1;
-        } else if (!strcmp(a, "--delay")) {
-            NEED_ARG();
-            char *end;
-            long ms = strtol(next, &end, 10);
-            if (*end || ms < 80 || ms > 2400 || ms % 80) {
-                fprintf(stderr, "voxtral: --delay %s: must be 80..2400 ms in steps of 80\n", next);
-                return 2;
-            }
-            opt.delay_ms = (int)ms;
-        } else if (!strcmp(a, "--backend")) {
-            NEED_ARG();
-            if (strcmp(next, "auto") && strcmp(next, "cpu") && strcmp(next, "cuda")) {
-                fprintf(stderr, "voxtral: --backend %s: use auto, cpu or cuda\n", next);
-                return 2;
-            }
-            opt.backend = next;
-        } else if (!strcmp(a, "--gpu-path")) {
-            NEED_ARG();
-            if (strcmp(next, "auto") && strcmp(next, "bf16") && strcmp(next, "fp16") && strcmp(next, "fp32")) {
-                fprintf(stderr, "voxtral: --gpu-path %s: use auto, bf16, fp16 or fp32\n", next);
-                return 2;
-            }
-            opt.gpu_path = next;
-        } else if (!strcmp(a, "-t")) {
-            NEED_ARG();
-            char *end;
-            long t = strtol(next, &end, 10);
-            if (*end || t < 1 || t > 1024) {
-                fprintf(stderr, "voxtral: -t %s: must be a thread count 1..1024\n", next);
-                return 2;
-            }
-            opt.threads = (int)t;
-        } else if (!strcmp(a, "--json")) {
-            st.json = 1;
-        } else if (!strcmp(a, "--topk")) {
-            NEED_ARG();
-            char *end;
-            long k = strtol(next, &end, 10);
-            if (*end || k < 1 || k > 1024) {
-                fprintf(stderr, "voxtral: --topk %s: must be 1..1024\n", next);
-                return 2;
-            }
-            topk = (int)k;
-        } else if (!strcmp(a, "--force-tokens")) {
-            NEED_ARG();
-            forced_path = next;
-        } else if (!strcmp(a, "--bench")) {
-            bench = 1;
-        } else if (!strcmp(a, "--quiet")) {
-            opt.verbose = 0;
-        } else if (!strcmp(a, "--verbose")) {
-            opt.verbose = 2;
-        } else {
-            fprintf(stderr, "voxtral: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-    }
-    if (check) return cli_check(dir, input, opt.verbose);
-    if (!dir || (!!input + use_stdin + use_mic) != 1) {
-        fprintf(stderr, "voxtral: need -d DIR and exactly one of -i FILE / --stdin / --mic (see --help)\n");
-        return 2;
-    }
-    st.quiet = opt.verbose == 0;
+    st.json = o.json;
+    st.quiet = o.quiet;
+    st.topk_on = o.topk > 0;
+    st.bench = o.bench;
     signal(SIGPIPE, SIG_IGN);
 
     /* read the input first: a bad file fails fast, before a multi-GB load */
     float *audio = NULL;
     int64_t n_audio = 0;
     int *forced = NULL, n_forced = 0;
-    if (forced_path && read_forced(forced_path, &forced, &n_forced) != 0) {
+    if (o.forced_path && read_forced(o.forced_path, &forced, &n_forced) != 0) {
         fprintf(stderr, "voxtral: %s\n", cli_last_error());
         return 1;
     }
-    if (input && vox_audio_probe(input) != 0) {
-        fprintf(stderr, "voxtral: %s\n", vox_last_error());
+    if (input && (check_input(input) != 0 || (vox_audio_probe(input) != 0 && (explain_probe_failure(input), 1)))) {
+        fprintf(stderr, "voxtral: %s\n", cli_last_error());
         free(forced);
         return 1;
     }
-    vox_ctx *ctx = vox_open(dir, &opt);
+    if (o.use_stdin) {
+        catch_signals();
+        if (cli_stdin_begin(interrupted) != 0) {
+            fprintf(stderr, "voxtral: %s\n", cli_last_error());
+            free(forced);
+            return 1;
+        }
+        if (got_signal) { /* stopped before any audio came: nothing to transcribe */
+            free(forced);
+            return 0;
+        }
+    }
+    vox_ctx *ctx = vox_open(o.dir, &o.opt);
     if (!ctx) {
         fprintf(stderr, "voxtral: %s\n", vox_last_error());
         free(forced);
@@ -364,74 +386,80 @@ int main(int argc, char **argv) {
         free(forced);
         return 1;
     }
+    st.ctx = ctx;
+    st.total_s = (double)n_audio / vox_sample_rate(ctx);
     if (st.json) {
         st.tokens = cJSON_CreateArray();
         st.topk = cJSON_CreateArray();
         st.pieces = cJSON_CreateArray();
     }
-    if (bench) {
+    if (o.bench) {
         bench_bw_before = vox_measure_bandwidth(ctx);
         reset_peak_rss(); /* its 1 GiB buffer is not the engine's memory */
     }
     double t_run = now_ms();
+    st.t_run = t_run;
     /* every failure below ends up in the CLI error (library messages passed on) */
     vox_stream *s = vox_stream_new(ctx, on_token, &st);
+    st.s = s;
     int rc = s ? 0 : -1;
-    if (!rc && topk) rc = vox_stream_set_topk(s, topk);
+    if (!rc && o.topk) rc = vox_stream_set_topk(s, o.topk);
     if (!rc && forced) rc = vox_stream_force_tokens(s, forced, n_forced);
-    if (!rc && (use_stdin || use_mic)) rc = vox_stream_set_continuous(s, 1);
+    if (!rc && (o.use_stdin || o.use_mic)) rc = vox_stream_set_continuous(s, 1);
     if (rc) cli_error("%s", vox_last_error());
     if (!rc) {
         catch_signals();
         if (input) {
-            /* fed in blocks that fill the encoder's batches; a signal stops it between them */
-            int64_t block = (int64_t)vox_feed_block(ctx);
-            for (int64_t off = 0; !rc && off < n_audio && !got_signal; off += block)
-                if ((rc = vox_stream_feed(s, audio + off, (size_t)(n_audio - off < block ? n_audio - off : block))))
-                    cli_error("%s", vox_last_error());
-        } else if (use_stdin) {
-            rc = cli_stdin(s, vox_sample_rate(ctx), interval, interrupted);
+            /* Fed in pieces whose encoder work takes about ENC_BUDGET_MS, at most a block
+             * that fills the encoder's batches: a signal is seen at the next decoder step
+             * (the token callback) or, while the encoder runs, after its piece. */
+            enum { ENC_BUDGET_MS = 700, MIN_PIECE_TOKENS = 16 };
+            const int64_t spt = vox_sample_rate(ctx) * 2 / 25; /* samples per 80 ms token */
+            const int64_t block = (int64_t)vox_feed_block(ctx);
+            int64_t piece = block;
+            st.interruptible = 1;
+            for (int64_t off = 0; !rc && off < n_audio && !interrupted(); off += piece) {
+                vox_stats sx;
+                vox_stream_stats(s, &sx);
+                if (sx.encoder_tokens > 0 && sx.encoder_ms > 0) {
+                    int64_t tokens = (int64_t)(ENC_BUDGET_MS / (sx.encoder_ms / sx.encoder_tokens));
+                    if (tokens < MIN_PIECE_TOKENS) tokens = MIN_PIECE_TOKENS;
+                    piece = tokens * spt < block ? tokens * spt : block;
+                }
+                int64_t n = n_audio - off < piece ? n_audio - off : piece;
+                if ((rc = vox_stream_feed(s, audio + off, (size_t)n))) cli_error("%s", vox_last_error());
+            }
+            if (got_signal && !rc) interrupt_exit(&st); /* the signal came during the last encoder run */
+        } else if (o.use_stdin) {
+            rc = cli_stdin(s, vox_sample_rate(ctx), o.interval, interrupted);
         } else {
-            rc = cli_mic(s, device, vox_sample_rate(ctx), interval, opt.verbose, interrupted);
+            rc = cli_mic(s, o.device, vox_sample_rate(ctx), o.interval, o.opt.verbose, interrupted);
         }
         /* even when the input failed (a device gone), finish: the audio already fed
          * is transcribed to the end; the input's error is what gets reported */
-        if (vox_stream_finish(s) != 0 && !rc) rc = cli_error("%s", vox_last_error());
+        vox_stats fed;
+        vox_stream_stats(s, &fed);
+        if (!stdout_closed && !stdout_failed && fed.audio_s > 0 && vox_stream_finish(s) != 0 && !rc)
+            rc = cli_error("%s", vox_last_error());
     }
     double t_end = now_ms();
-    int exit_code = 0;
-    char err[1200] = "";
-    if (rc && !stdout_closed) {
-        snprintf(err, sizeof err, "%s", cli_last_error());
-        exit_code = 1;
-    }
+    if (stdout_failed) rc = -1; /* cli_error holds the write error */
     if (stdout_closed) rc = 0;
+    char err[1200] = "";
+    if (rc) snprintf(err, sizeof err, "%s", cli_last_error());
     peak_rss_kb = peak_rss_now();
-    if (bench) {
+    if (o.bench) {
         bench_bw_after = vox_measure_bandwidth(ctx);
         bench_bw = bench_bw_before > bench_bw_after ? bench_bw_before : bench_bw_after;
     }
     run_figures fig = {0};
     if (s) fig = figures_of(ctx, s, t_end - t_run);
-    if (st.json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "text", st.text ? st.text : "");
-        cJSON_AddItemToObject(o, "tokens", st.tokens);
-        cJSON_AddItemToObject(o, "pieces", st.pieces); /* text pieces with their audio time (s) */
-        if (topk) cJSON_AddItemToObject(o, "topk", st.topk);
-        else cJSON_Delete(st.topk);
-        if (rc) cJSON_AddStringToObject(o, "error", err);
-        if (s) cJSON_AddItemToObject(o, "stats", stats_json(ctx, &fig, bench));
-        char *js = cJSON_PrintUnformatted(o);
-        if (js) printf("%s\n", js);
-        free(js);
-        cJSON_Delete(o);
-    } else {
-        fputc('\n', stdout);
+    if (!stdout_failed && emit_result(&st, rc ? err : NULL, s ? &fig : NULL) != 0) {
+        snprintf(err, sizeof err, "%s", cli_last_error());
+        rc = -1;
     }
-    fflush(stdout);
     if (rc) fprintf(stderr, "voxtral: %s\n", err);
-    if (s && !st.quiet) {
+    if (s && !st.quiet && !rc) {
         const vox_stats *sx = &fig.sx;
         fprintf(stderr,
                 "timing: encoder %.1f ms (%d tokens, %.2f ms/token), prefill %.1f ms, "
@@ -439,7 +467,7 @@ int main(int argc, char **argv) {
                 sx->encoder_ms, sx->encoder_tokens,
                 sx->encoder_tokens ? sx->encoder_ms / sx->encoder_tokens : 0.0, sx->prefill_ms,
                 fig.step_ms, sx->steps, sx->step_ms_p95, sx->first_token_ms);
-        if (bench && bench_bw > 0)
+        if (o.bench && bench_bw > 0)
             fprintf(stderr,
                     "bench: %-28s %s\n"
                     "bench: %-28s %.1f ms\n"
@@ -460,5 +488,9 @@ int main(int argc, char **argv) {
     free(audio);
     free(forced);
     free(st.text);
-    return exit_code;
+    free(o.inputs);
+    cJSON_Delete(st.tokens);
+    cJSON_Delete(st.pieces);
+    cJSON_Delete(st.topk);
+    return rc ? 1 : 0;
 }
