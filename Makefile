@@ -56,7 +56,7 @@ endif
 
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
 # the engine (libvoxtral) and the command line (cli/, a client of voxtral.h only)
-ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c
+ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c voxtral_text.c
 CLI_SRC  := cli/main.c cli/options.c cli/sniff.c cli/error.c cli/stdin.c cli/check.c
 CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
@@ -108,11 +108,11 @@ $(BUILD)/$(SONAME): $(ENGINE_OBJ)
 	$(CC) $(CFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LIBS)
 	@ln -sf $(SONAME) $(BUILD)/libvoxtral.so
 
-$(BUILD)/cli/%.o: cli/%.c cli/cli.h voxtral.h $(STAMP) | $(BUILD)
+$(BUILD)/cli/%.o: cli/%.c cli/cli.h voxtral.h voxtral_text.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -DVOXTRAL_VERSION='"$(VERSION)"' -c -o $@ $<
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)
@@ -163,7 +163,7 @@ install: voxtral $(BUILD)/libvoxtral.a $(BUILD)/$(SONAME)
 	install -m 644 $(BUILD)/libvoxtral.a $(DESTDIR)$(PREFIX)/lib/libvoxtral.a
 	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so
-	install -m 644 voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral.h
+	install -m 644 voxtral.h voxtral_text.h $(DESTDIR)$(PREFIX)/include/
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
 	  'Name: voxtral' 'Description: Voxtral Realtime speech-to-text engine (C, CUDA)' 'Version: $(VERSION)' \
 	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -Wl,-rpath,$${libdir} -lvoxtral' 'Libs.private: $(LIBS)' \
@@ -173,7 +173,8 @@ install: voxtral $(BUILD)/libvoxtral.a $(BUILD)/$(SONAME)
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/voxtral $(DESTDIR)$(PREFIX)/lib/libvoxtral.a \
 	  $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so \
-	  $(DESTDIR)$(PREFIX)/include/voxtral.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
+	  $(DESTDIR)$(PREFIX)/include/voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral_text.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
 
 help:
 	@echo "make          build ./voxtral (CUDA backend too when nvcc is found)"

@@ -128,4 +128,7 @@ int vox_resample(const float *in, int64_t n, int in_rate, int out_rate, float **
 #ifdef __cplusplus
 }
 #endif
+
+/* decoded tokens to text, words, segments, subtitles: voxtral_text.h */
+#include "voxtral_text.h"
 #endif
