@@ -57,7 +57,7 @@ endif
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
 # the engine (libvoxtral) and the command line (cli/, a client of voxtral.h only)
 ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c voxtral_text.c
-CLI_SRC  := cli/main.c cli/options.c cli/sniff.c cli/error.c cli/stdin.c cli/check.c
+CLI_SRC  := cli/main.c cli/options.c cli/output.c cli/sniff.c cli/error.c cli/stdin.c cli/check.c
 CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
   CLI_SRC  += cli/mic.c
@@ -110,7 +110,7 @@ $(BUILD)/$(SONAME): $(ENGINE_OBJ)
 
 $(BUILD)/cli/%.o: cli/%.c cli/cli.h voxtral.h voxtral_text.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CLI_CFLAGS) -DVOXTRAL_VERSION='"$(VERSION)"' -c -o $@ $<
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -DVOXTRAL_VERSION='"$(VERSION)"' -DVOXTRAL_SHARE='"$(PREFIX)/share/voxtral"' -c -o $@ $<
 
 $(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -164,6 +164,10 @@ install: voxtral $(BUILD)/libvoxtral.a $(BUILD)/$(SONAME)
 	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so
 	install -m 644 voxtral.h voxtral_text.h $(DESTDIR)$(PREFIX)/include/
+	@# the default model (voxtral without -d), when samples/tiny-en has been made
+	if [ -f samples/tiny-en/params.json ]; then install -d $(DESTDIR)$(PREFIX)/share/voxtral/tiny-en && \
+	  install -m 644 samples/tiny-en/consolidated.safetensors samples/tiny-en/params.json samples/tiny-en/tekken.json \
+	  $(DESTDIR)$(PREFIX)/share/voxtral/tiny-en/; fi
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
 	  'Name: voxtral' 'Description: Voxtral Realtime speech-to-text engine (C, CUDA)' 'Version: $(VERSION)' \
 	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -Wl,-rpath,$${libdir} -lvoxtral' 'Libs.private: $(LIBS)' \
@@ -175,6 +179,7 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so \
 	  $(DESTDIR)$(PREFIX)/include/voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral_text.h \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
+	rm -rf $(DESTDIR)$(PREFIX)/share/voxtral
 
 help:
 	@echo "make          build ./voxtral (CUDA backend too when nvcc is found)"

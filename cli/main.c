@@ -1,8 +1,9 @@
 /* cli/main.c - the voxtral command line: transcribe a file (-i), standard input
  * (--stdin) or the microphone (--mic) with a Voxtral Realtime model directory (-d).
  *
- * Text pieces go to stdout as they are decoded (flushed); diagnostics and
- * timings go to stderr. --json prints one object at the end instead.
+ * Text goes to stdout as it is decoded (output.c: plain, segment lines, --json, the
+ * -o* files); diagnostics and timings go to stderr. Several inputs run in turn on
+ * one loaded model; without -d the default model is found (default_model).
  *
  * Output errors: a closed pipe (EPIPE, e.g. `| head`) ends the run quietly with
  * exit 0; any other failed write (ENOSPC, EIO) is an error: exit 1.
@@ -28,83 +29,26 @@
 #include "cli.h"
 
 
-static volatile sig_atomic_t got_signal = 0, stdout_closed = 0, stdout_failed = 0;
 
+static volatile sig_atomic_t got_signal = 0;
+
+/* one input's run */
 typedef struct {
-    int json, quiet, started, printed;
-    int interruptible; /* -i: a signal ends the run at the next decoder step */
-    FILE *out;
-    /* --json accumulators */
-    char *text;
-    size_t text_len, text_cap;
-    cJSON *tokens, *topk, *pieces;
-    double last_time_s, total_s; /* audio time of the last token; the input's length */
-    int topk_on, bench;
+    cli_sink k;
+    int interruptible, bench;
     vox_ctx *ctx;
-    vox_stream *s;
+    const cli_opts *o;
+    const char *name; /* the input as the user named it */
     double t_run;
-} cli_state;
+} cli_run;
 
-static void interrupt_exit(cli_state *st);
-
-/* Writes to stdout; a closed pipe stops the run quietly, any other failure is an error */
-static void out_bytes(cli_state *st, const char *p, size_t n) {
-    if (stdout_closed || stdout_failed) return;
-    errno = 0;
-    if (fwrite(p, 1, n, st->out) != n || fflush(st->out) != 0) {
-        if (errno == EPIPE) stdout_closed = 1;
-        else {
-            stdout_failed = 1;
-            cli_error("stdout: %s", strerror(errno ? errno : EIO));
-        }
-    }
-    st->printed = 1;
-}
+static void interrupt_exit(cli_run *r);
 
 static void on_token(void *user, const vox_token *t) {
-    cli_state *st = user;
-    const char *p = t->piece;
-    int n = t->piece_len;
-    st->last_time_s = t->time_s;
-    if (!st->started) { /* the first text piece carries the leading space of a word */
-        while (n > 0 && isspace((unsigned char)*p)) p++, n--;
-        if (n > 0) st->started = 1;
-    }
-    if (st->json) {
-        cJSON_AddItemToArray(st->tokens, cJSON_CreateNumber(t->id));
-        if (t->k > 0) {
-            cJSON *row = cJSON_CreateArray();
-            for (int i = 0; i < t->k; i++) {
-                cJSON *pair = cJSON_CreateArray();
-                cJSON_AddItemToArray(pair, cJSON_CreateNumber(t->topk_ids[i]));
-                cJSON_AddItemToArray(pair, cJSON_CreateNumber(t->topk_logits[i]));
-                cJSON_AddItemToArray(row, pair);
-            }
-            cJSON_AddItemToArray(st->topk, row);
-        }
-        if (n > 0) {
-            cJSON *pc = cJSON_CreateObject();
-            char *piece = strndup(p, n);
-            cJSON_AddNumberToObject(pc, "time", t->time_s);
-            cJSON_AddStringToObject(pc, "text", piece ? piece : "");
-            free(piece);
-            cJSON_AddItemToArray(st->pieces, pc);
-            if (st->text_len + n + 1 > st->text_cap) {
-                size_t cap = (st->text_cap + n + 1) * 2;
-                char *nt = realloc(st->text, cap);
-                if (!nt) return;
-                st->text = nt;
-                st->text_cap = cap;
-            }
-            memcpy(st->text + st->text_len, p, n);
-            st->text_len += n;
-            st->text[st->text_len] = 0;
-        }
-    } else if (n > 0) {
-        out_bytes(st, p, (size_t)n);
-    }
+    cli_run *r = user;
+    cli_sink_token(&r->k, t);
     /* -i and Ctrl-C: this step is done; stop here */
-    if (got_signal && st->interruptible) interrupt_exit(st);
+    if (got_signal && r->interruptible) interrupt_exit(r);
 }
 
 static int read_forced(const char *path, int **ids, int *n) {
@@ -235,7 +179,7 @@ static void on_signal(int sig) {
     if (got_signal) _exit(128 + sig);
     got_signal = sig;
 }
-static int interrupted(void) { return got_signal != 0 || stdout_closed || stdout_failed; }
+static int interrupted(void) { return got_signal != 0 || cli_stdout_closed || cli_stdout_failed; }
 
 /* SIGINT/SIGTERM: stop reading, finish the stream and flush what was heard.
  * No SA_RESTART, so a blocking read on stdin returns at once. */
@@ -246,47 +190,6 @@ static void catch_signals(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-}
-
-/* The end of stdout: the JSON object, or the plain text's newline (none when nothing
- * was printed and the run failed: then only the error line is written). `err` is
- * NULL on success. Returns 0, or -1 when writing failed (the CLI error set). */
-static int emit_result(cli_state *st, const char *err, const run_figures *fig) {
-    if (stdout_closed) return 0;
-    if (st->json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "text", st->text ? st->text : "");
-        cJSON_AddItemToObject(o, "tokens", st->tokens);
-        cJSON_AddItemToObject(o, "pieces", st->pieces); /* text pieces with their audio time (s) */
-        if (st->topk_on) cJSON_AddItemToObject(o, "topk", st->topk);
-        else cJSON_Delete(st->topk);
-        st->tokens = st->pieces = st->topk = NULL;
-        if (err) cJSON_AddStringToObject(o, "error", err);
-        if (fig) cJSON_AddItemToObject(o, "stats", stats_json(st->ctx, fig, st->bench));
-        char *js = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (!js) return cli_error("out of memory");
-        out_bytes(st, js, strlen(js));
-        out_bytes(st, "\n", 1);
-        free(js);
-    } else if (!err || st->printed) {
-        out_bytes(st, "\n", 1);
-    }
-    return stdout_failed ? -1 : 0;
-}
-
-/* -i interrupted (Ctrl-C, SIGTERM): called from the token callback once the step
- * that was running has ended; the text so far, where it stopped, exit 130 */
-static void interrupt_exit(cli_state *st) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "interrupted at %.1f s of %.1f s", st->last_time_s > 0 ? st->last_time_s : 0,
-             st->total_s);
-    run_figures fig = figures_of(st->ctx, st->s, now_ms() - st->t_run);
-    int rc = emit_result(st, msg, &fig);
-    fprintf(stderr, "voxtral: %s\n", msg);
-    if (rc) fprintf(stderr, "voxtral: %s\n", cli_last_error());
-    fflush(stderr);
-    _exit(rc ? 1 : 128 + (int)got_signal); /* not exit(): the engine is in the middle of a call */
 }
 
 /* -i FILE: what stat() can tell before libsndfile is asked (it says "Format not
@@ -326,12 +229,249 @@ static void explain_probe_failure(const char *path) {
         cli_error("%s", why);
 }
 
+/* -i interrupted (Ctrl-C, SIGTERM): called from the token callback once the step
+ * that was running has ended (or between feeds); the text so far (and the -o* files
+ * of it), where it stopped, exit 130 */
+static void interrupt_exit(cli_run *r) {
+    char msg[128];
+    cli_progress_end(&r->k);
+    snprintf(msg, sizeof msg, "interrupted at %.1f s of %.1f s", r->k.last_time_s > 0 ? r->k.last_time_s : 0,
+             r->k.total_s);
+    run_figures fig = figures_of(r->ctx, r->k.s, now_ms() - r->t_run);
+    int rc = cli_sink_end(&r->k, r->k.total_s);
+    if (!rc) rc = cli_emit_result(&r->k, msg, r->k.json ? stats_json(r->ctx, &fig, r->bench) : NULL);
+    if (!rc && r->o->outputs) rc = cli_write_files(&r->k, r->o, r->name);
+    fprintf(stderr, "voxtral: %s\n", msg);
+    if (rc) fprintf(stderr, "voxtral: %s\n", cli_last_error());
+    fflush(stderr);
+    _exit(rc ? 1 : 128 + (int)got_signal); /* not exit(): the engine is in the middle of a call */
+}
+
+/* Without -d: $VOXTRAL_MODEL, else samples/tiny-en beside the binary (the source
+ * tree: ./voxtral or build/<cfg>/voxtral), else the installed share/voxtral/tiny-en.
+ * NULL when none has a params.json. `why` says where it came from. */
+static const char *default_model(char *buf, size_t n, const char **why) {
+    const char *env = getenv("VOXTRAL_MODEL");
+    if (env && *env) {
+        *why = "$VOXTRAL_MODEL";
+        return env;
+    }
+    char exe[3000], probe[3300];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    const char *rel[] = {"/samples/tiny-en", "/../../samples/tiny-en", "/../share/voxtral/tiny-en"};
+    if (len > 0) {
+        exe[len] = 0;
+        char *sl = strrchr(exe, '/');
+        if (sl) *sl = 0;
+        for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+            snprintf(buf, n, "%s%s", exe, rel[i]);
+            snprintf(probe, sizeof probe, "%s/params.json", buf);
+            if (access(probe, R_OK) == 0) {
+                *why = i < 2 ? "the small English model in the source tree" : "the installed small English model";
+                return buf;
+            }
+        }
+    }
+#ifdef VOXTRAL_SHARE
+    snprintf(buf, n, "%s/tiny-en", VOXTRAL_SHARE);
+    snprintf(probe, sizeof probe, "%s/params.json", buf);
+    if (access(probe, R_OK) == 0) {
+        *why = "the installed small English model";
+        return buf;
+    }
+#endif
+    return NULL;
+}
+
+/* -i -: standard input (a whole file, any format libsndfile reads) into a temporary
+ * file, so the loader can seek in it. 0, or -1 with the CLI error set. */
+static int stdin_to_file(char *path, size_t n) {
+    const char *td = getenv("TMPDIR");
+    snprintf(path, n, "%s/voxtral-stdin-XXXXXX", td && *td ? td : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0) return cli_error("-i -: temporary file in %s: %s", td && *td ? td : "/tmp", strerror(errno));
+    char buf[65536];
+    long long total = 0;
+    for (;;) {
+        ssize_t got = read(0, buf, sizeof buf);
+        if (got < 0 && errno == EINTR && !got_signal) continue;
+        if (got < 0) {
+            int e = errno;
+            close(fd);
+            unlink(path);
+            return got_signal ? cli_error("-i -: interrupted while reading stdin") : cli_error("stdin: %s", strerror(e));
+        }
+        if (got == 0) break;
+        for (ssize_t off = 0; off < got;) {
+            ssize_t w = write(fd, buf + off, (size_t)(got - off));
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0) {
+                int e = errno;
+                close(fd);
+                unlink(path);
+                return cli_error("-i -: %s: %s", path, strerror(e));
+            }
+            off += w;
+        }
+        total += got;
+    }
+    close(fd);
+    if (total == 0) {
+        unlink(path);
+        return cli_error("no audio on stdin (it is empty)");
+    }
+    return 0;
+}
+
+/* Loads an input: path checks, probe (with a hint for foreign formats), decode. */
+static int load_input(const char *name, const char *path, int rate, float **audio, int64_t *n) {
+    if (check_input(path) != 0) return -1;
+    if (vox_audio_probe(path) != 0) {
+        explain_probe_failure(path);
+        if (strcmp(name, path)) cli_error("%s: %s", name, cli_last_error());
+        return -1;
+    }
+    if (vox_audio_load(path, rate, audio, n) != 0) return cli_error("%s", vox_last_error());
+    return 0;
+}
+
+static void print_timing(vox_ctx *ctx, const run_figures *fig, int bench) {
+    const vox_stats *sx = &fig->sx;
+    fprintf(stderr,
+            "timing: encoder %.1f ms (%d tokens, %.2f ms/token), prefill %.1f ms, "
+            "decoder %.2f ms/step (%d steps, p95 %.2f), first token %.1f ms\n",
+            sx->encoder_ms, sx->encoder_tokens, sx->encoder_tokens ? sx->encoder_ms / sx->encoder_tokens : 0.0,
+            sx->prefill_ms, fig->step_ms, sx->steps, sx->step_ms_p95, sx->first_token_ms);
+    if (bench && bench_bw > 0)
+        fprintf(stderr,
+                "bench: %-28s %s\n"
+                "bench: %-28s %.1f ms\n"
+                "bench: %-28s %.2f s audio, RTF %.3f\n"
+                "bench: %-28s %.1f ms/s of audio\n"
+                "bench: %-28s %.2f GB/s (before %.2f, after the run %.2f)\n"
+                "bench: %-28s %.3f GB -> floor %.2f ms\n"
+                "bench: %-28s %.2f ms (p95 %.2f) = %.2fx floor\n"
+                "bench: %-28s %.1f ms\n",
+                "backend", vox_backend_name(ctx), "load", vox_load_ms(ctx), "end to end",
+                sx->audio_s, fig->rtf, "encoder", fig->enc_ms_per_s, "measured read bandwidth", bench_bw,
+                bench_bw_before, bench_bw_after, "decoder weights per step", fig->step_bytes / 1e9,
+                fig->floor_ms, "decoder step", fig->step_ms, sx->step_ms_p95, fig->step_vs_floor,
+                "first token", sx->first_token_ms);
+
+}
+
+/* Transcribes one input (a file already loaded into `audio`, or live input) on ctx.
+ * 0, or -1 with the CLI error set (the error is also in --json's "error"). */
+static int run_one(vox_ctx *ctx, const cli_opts *o, int index, const char *name, const float *audio,
+                   int64_t n_audio, const int *forced, int n_forced) {
+    cli_run r = {0};
+    r.ctx = ctx;
+    r.o = o;
+    r.name = name;
+    r.bench = o->bench;
+    cli_sink *k = &r.k;
+    k->index = index;
+    k->json = o->json;
+    k->topk_on = o->topk > 0;
+    k->live = o->use_stdin || o->use_mic;
+    k->to_files_only = o->of && !strcmp(o->of, "-") && o->outputs;
+    k->lines = !o->json && !k->to_files_only &&
+               (o->timestamps == 1 || (o->timestamps == -1 && !k->live && isatty(1)));
+    k->total_s = (double)n_audio / vox_sample_rate(ctx);
+    k->progress = !k->live && (o->progress == 1 || (o->progress == -1 && !o->quiet && isatty(2) && k->total_s > 60));
+    vox_text_options topt;
+    vox_text_options_default(&topt);
+    topt.token_ms = 80;
+    topt.max_len = o->max_len;
+    if (cli_sink_begin(k, &topt) != 0) return -1;
+    if (o->bench) {
+        bench_bw_before = vox_measure_bandwidth(ctx);
+        reset_peak_rss(); /* its 1 GiB buffer is not the engine's memory */
+    }
+    double t_run = now_ms();
+    r.t_run = t_run;
+    k->t_start = t_run / 1e3;
+    /* every failure below ends up in the CLI error (library messages passed on) */
+    vox_stream *s = vox_stream_new(ctx, on_token, &r);
+    k->s = s;
+    int rc = s ? 0 : -1;
+    if (!rc && o->topk) rc = vox_stream_set_topk(s, o->topk);
+    if (!rc && forced) rc = vox_stream_force_tokens(s, forced, n_forced);
+    if (!rc && k->live) rc = vox_stream_set_continuous(s, 1);
+    if (rc) cli_error("%s", vox_last_error());
+    if (!rc) {
+        if (audio) {
+            /* Fed in pieces whose encoder work takes about ENC_BUDGET_MS, at most a block
+             * that fills the encoder's batches: a signal is seen at the next decoder step
+             * (the token callback) or, while the encoder runs, after its piece. */
+            enum { ENC_BUDGET_MS = 700, MIN_PIECE_TOKENS = 16 };
+            const int64_t spt = vox_sample_rate(ctx) * 2 / 25; /* samples per 80 ms token */
+            const int64_t block = (int64_t)vox_feed_block(ctx);
+            int64_t piece = block;
+            r.interruptible = 1;
+            vox_transcript_set_duration(k->tr, k->total_s);
+            for (int64_t off = 0; !rc && off < n_audio && !interrupted(); off += piece) {
+                vox_stats sx;
+                vox_stream_stats(s, &sx);
+                if (sx.encoder_tokens > 0 && sx.encoder_ms > 0) {
+                    int64_t tokens = (int64_t)(ENC_BUDGET_MS / (sx.encoder_ms / sx.encoder_tokens));
+                    if (tokens < MIN_PIECE_TOKENS) tokens = MIN_PIECE_TOKENS;
+                    piece = tokens * spt < block ? tokens * spt : block;
+                }
+                int64_t n = n_audio - off < piece ? n_audio - off : piece;
+                if ((rc = vox_stream_feed(s, audio + off, (size_t)n))) cli_error("%s", vox_last_error());
+            }
+            if (got_signal && !rc) interrupt_exit(&r); /* the signal came during the last encoder run */
+        } else if (o->use_stdin) {
+            rc = cli_stdin(s, vox_sample_rate(ctx), o->interval, interrupted);
+        } else {
+            rc = cli_mic(s, o->device, vox_sample_rate(ctx), o->interval, o->opt.verbose, interrupted);
+        }
+        vox_stats fed;
+        vox_stream_stats(s, &fed);
+        if (k->live) {
+            k->total_s = fed.audio_s;
+            vox_transcript_set_duration(k->tr, fed.audio_s);
+        }
+        /* even when the input failed (a device gone), finish: the audio already fed
+         * is transcribed to the end; the input's error is what gets reported */
+        if (!cli_stdout_closed && !cli_stdout_failed && fed.audio_s > 0 && vox_stream_finish(s) != 0 && !rc)
+            rc = cli_error("%s", vox_last_error());
+    }
+    double t_end = now_ms();
+    if (cli_sink_end(k, k->total_s) != 0 && !rc) rc = -1;
+    if (cli_stdout_failed) rc = -1; /* cli_error holds the write error */
+    if (cli_stdout_closed) rc = 0;
+    char err[1200] = "";
+    if (rc) snprintf(err, sizeof err, "%s", cli_last_error());
+    peak_rss_kb = peak_rss_now();
+    if (o->bench) {
+        bench_bw_after = vox_measure_bandwidth(ctx);
+        bench_bw = bench_bw_before > bench_bw_after ? bench_bw_before : bench_bw_after;
+    }
+    run_figures fig = {0};
+    if (s) fig = figures_of(ctx, s, t_end - t_run);
+    if (!cli_stdout_failed && cli_emit_result(k, rc ? err : NULL, s && k->json ? stats_json(ctx, &fig, o->bench) : NULL) != 0) {
+        snprintf(err, sizeof err, "%s", cli_last_error());
+        rc = -1;
+    }
+    if (!rc && o->outputs && cli_write_files(k, o, name) != 0) {
+        snprintf(err, sizeof err, "%s", cli_last_error());
+        rc = -1;
+    }
+    if (rc) cli_error("%s", err);
+    else if (s && !o->quiet) print_timing(ctx, &fig, o->bench);
+    vox_stream_free(s);
+    cli_sink_free(k);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     /* OpenMP reads its wait policy when the program loads: an active wait (spinning
      * threads) on a machine shared with other busy processes made the CPU decoder
      * 2.7x slower; passive waiting costs a quiet machine little. The user's own
      * setting wins; else run again with the policy in the environment. */
-    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") && !getenv("VOX_NO_REEXEC")) {
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
         setenv("OMP_WAIT_POLICY", "passive", 1);
         execv("/proc/self/exe", argv); /* on failure, go on with the default policy */
     }
@@ -340,30 +480,53 @@ int main(int argc, char **argv) {
     if (prc >= 0) return prc;
     if (o.list_devices) return cli_list_devices() == 0 ? 0 : 1;
     if (o.check) return cli_check(o.dir, o.n_inputs ? o.inputs[0] : NULL, o.opt.backend, o.opt.verbose);
-    const char *input = o.n_inputs ? o.inputs[0] : NULL;
-    cli_state st = {0};
-    st.out = stdout;
-    st.json = o.json;
-    st.quiet = o.quiet;
-    st.topk_on = o.topk > 0;
-    st.bench = o.bench;
     signal(SIGPIPE, SIG_IGN);
+    catch_signals();
 
-    /* read the input first: a bad file fails fast, before a multi-GB load */
-    float *audio = NULL;
-    int64_t n_audio = 0;
+    /* read the inputs first: a bad file fails fast, before a multi-GB load */
     int *forced = NULL, n_forced = 0;
     if (o.forced_path && read_forced(o.forced_path, &forced, &n_forced) != 0) {
         fprintf(stderr, "voxtral: %s\n", cli_last_error());
         return 1;
     }
-    if (input && (check_input(input) != 0 || (vox_audio_probe(input) != 0 && (explain_probe_failure(input), 1)))) {
-        fprintf(stderr, "voxtral: %s\n", cli_last_error());
+    char model_buf[3200];
+    if (!o.dir) {
+        const char *why = NULL;
+        o.dir = default_model(model_buf, sizeof model_buf, &why);
+        if (!o.dir) {
+            fprintf(stderr, "voxtral: no model: pass -d DIR or set VOXTRAL_MODEL; get one with "
+                            "scripts/download_model.sh (the real model, into models/voxtral-realtime-4b); the small "
+                            "English model samples/tiny-en is not in this tree\n");
+            free(forced);
+            return 2;
+        }
+        if (!o.quiet) fprintf(stderr, "voxtral: no -d: using %s, %s\n", why, o.dir);
+    }
+    char stdin_path[4200] = "";
+    int failed = 0, n_ok = 0;
+    for (int i = 0; i < o.n_inputs; i++) {
+        const char *path = o.inputs[i];
+        if (!strcmp(path, "-")) {
+            if (stdin_to_file(stdin_path, sizeof stdin_path) != 0) {
+                fprintf(stderr, "voxtral: %s\n", cli_last_error());
+                o.inputs[i] = NULL, failed++;
+                continue;
+            }
+            path = stdin_path;
+        }
+        if (check_input(path) != 0 || (vox_audio_probe(path) != 0 && (explain_probe_failure(path), 1))) {
+            fprintf(stderr, "voxtral: %s\n", cli_last_error());
+            o.inputs[i] = NULL, failed++;
+            continue;
+        }
+        n_ok++;
+    }
+    if (o.n_inputs && !n_ok) {
+        if (stdin_path[0]) unlink(stdin_path);
         free(forced);
         return 1;
     }
     if (o.use_stdin) {
-        catch_signals();
         if (cli_stdin_begin(interrupted) != 0) {
             fprintf(stderr, "voxtral: %s\n", cli_last_error());
             free(forced);
@@ -377,120 +540,32 @@ int main(int argc, char **argv) {
     vox_ctx *ctx = vox_open(o.dir, &o.opt);
     if (!ctx) {
         fprintf(stderr, "voxtral: %s\n", vox_last_error());
+        if (stdin_path[0]) unlink(stdin_path);
         free(forced);
         return 1;
     }
-    if (input && vox_audio_load(input, vox_sample_rate(ctx), &audio, &n_audio) != 0) {
-        fprintf(stderr, "voxtral: %s\n", vox_last_error());
-        vox_close(ctx);
-        free(forced);
-        return 1;
-    }
-    st.ctx = ctx;
-    st.total_s = (double)n_audio / vox_sample_rate(ctx);
-    if (st.json) {
-        st.tokens = cJSON_CreateArray();
-        st.topk = cJSON_CreateArray();
-        st.pieces = cJSON_CreateArray();
-    }
-    if (o.bench) {
-        bench_bw_before = vox_measure_bandwidth(ctx);
-        reset_peak_rss(); /* its 1 GiB buffer is not the engine's memory */
-    }
-    double t_run = now_ms();
-    st.t_run = t_run;
-    /* every failure below ends up in the CLI error (library messages passed on) */
-    vox_stream *s = vox_stream_new(ctx, on_token, &st);
-    st.s = s;
-    int rc = s ? 0 : -1;
-    if (!rc && o.topk) rc = vox_stream_set_topk(s, o.topk);
-    if (!rc && forced) rc = vox_stream_force_tokens(s, forced, n_forced);
-    if (!rc && (o.use_stdin || o.use_mic)) rc = vox_stream_set_continuous(s, 1);
-    if (rc) cli_error("%s", vox_last_error());
-    if (!rc) {
-        catch_signals();
-        if (input) {
-            /* Fed in pieces whose encoder work takes about ENC_BUDGET_MS, at most a block
-             * that fills the encoder's batches: a signal is seen at the next decoder step
-             * (the token callback) or, while the encoder runs, after its piece. */
-            enum { ENC_BUDGET_MS = 700, MIN_PIECE_TOKENS = 16 };
-            const int64_t spt = vox_sample_rate(ctx) * 2 / 25; /* samples per 80 ms token */
-            const int64_t block = (int64_t)vox_feed_block(ctx);
-            int64_t piece = block;
-            st.interruptible = 1;
-            for (int64_t off = 0; !rc && off < n_audio && !interrupted(); off += piece) {
-                vox_stats sx;
-                vox_stream_stats(s, &sx);
-                if (sx.encoder_tokens > 0 && sx.encoder_ms > 0) {
-                    int64_t tokens = (int64_t)(ENC_BUDGET_MS / (sx.encoder_ms / sx.encoder_tokens));
-                    if (tokens < MIN_PIECE_TOKENS) tokens = MIN_PIECE_TOKENS;
-                    piece = tokens * spt < block ? tokens * spt : block;
-                }
-                int64_t n = n_audio - off < piece ? n_audio - off : piece;
-                if ((rc = vox_stream_feed(s, audio + off, (size_t)n))) cli_error("%s", vox_last_error());
-            }
-            if (got_signal && !rc) interrupt_exit(&st); /* the signal came during the last encoder run */
-        } else if (o.use_stdin) {
-            rc = cli_stdin(s, vox_sample_rate(ctx), o.interval, interrupted);
-        } else {
-            rc = cli_mic(s, o.device, vox_sample_rate(ctx), o.interval, o.opt.verbose, interrupted);
+    if (!o.n_inputs) {
+        if (run_one(ctx, &o, 0, o.use_stdin ? "stdin" : "mic", NULL, 0, forced, n_forced) != 0) {
+            fprintf(stderr, "voxtral: %s\n", cli_last_error());
+            failed++;
         }
-        /* even when the input failed (a device gone), finish: the audio already fed
-         * is transcribed to the end; the input's error is what gets reported */
-        vox_stats fed;
-        vox_stream_stats(s, &fed);
-        if (!stdout_closed && !stdout_failed && fed.audio_s > 0 && vox_stream_finish(s) != 0 && !rc)
-            rc = cli_error("%s", vox_last_error());
     }
-    double t_end = now_ms();
-    if (stdout_failed) rc = -1; /* cli_error holds the write error */
-    if (stdout_closed) rc = 0;
-    char err[1200] = "";
-    if (rc) snprintf(err, sizeof err, "%s", cli_last_error());
-    peak_rss_kb = peak_rss_now();
-    if (o.bench) {
-        bench_bw_after = vox_measure_bandwidth(ctx);
-        bench_bw = bench_bw_before > bench_bw_after ? bench_bw_before : bench_bw_after;
+    for (int i = 0; i < o.n_inputs && !got_signal && !cli_stdout_closed && !cli_stdout_failed; i++) {
+        if (!o.inputs[i]) continue;
+        const char *name = o.inputs[i], *path = strcmp(name, "-") ? name : stdin_path;
+        float *audio = NULL;
+        int64_t n_audio = 0;
+        int rc = load_input(name, path, vox_sample_rate(ctx), &audio, &n_audio);
+        if (path == stdin_path) unlink(stdin_path);
+        if (!rc) rc = run_one(ctx, &o, i, !strcmp(name, "-") ? "stdin" : name, audio, n_audio, forced, n_forced);
+        free(audio);
+        if (rc) {
+            fprintf(stderr, "voxtral: %s\n", cli_last_error());
+            failed++;
+        }
     }
-    run_figures fig = {0};
-    if (s) fig = figures_of(ctx, s, t_end - t_run);
-    if (!stdout_failed && emit_result(&st, rc ? err : NULL, s ? &fig : NULL) != 0) {
-        snprintf(err, sizeof err, "%s", cli_last_error());
-        rc = -1;
-    }
-    if (rc) fprintf(stderr, "voxtral: %s\n", err);
-    if (s && !st.quiet && !rc) {
-        const vox_stats *sx = &fig.sx;
-        fprintf(stderr,
-                "timing: encoder %.1f ms (%d tokens, %.2f ms/token), prefill %.1f ms, "
-                "decoder %.2f ms/step (%d steps, p95 %.2f), first token %.1f ms\n",
-                sx->encoder_ms, sx->encoder_tokens,
-                sx->encoder_tokens ? sx->encoder_ms / sx->encoder_tokens : 0.0, sx->prefill_ms,
-                fig.step_ms, sx->steps, sx->step_ms_p95, sx->first_token_ms);
-        if (o.bench && bench_bw > 0)
-            fprintf(stderr,
-                    "bench: %-28s %s\n"
-                    "bench: %-28s %.1f ms\n"
-                    "bench: %-28s %.2f s audio, RTF %.3f\n"
-                    "bench: %-28s %.1f ms/s of audio\n"
-                    "bench: %-28s %.2f GB/s (before %.2f, after the run %.2f)\n"
-                    "bench: %-28s %.3f GB -> floor %.2f ms\n"
-                    "bench: %-28s %.2f ms (p95 %.2f) = %.2fx floor\n"
-                    "bench: %-28s %.1f ms\n",
-                    "backend", vox_backend_name(ctx), "load", vox_load_ms(ctx), "end to end",
-                    sx->audio_s, fig.rtf, "encoder", fig.enc_ms_per_s, "measured read bandwidth", bench_bw,
-                    bench_bw_before, bench_bw_after, "decoder weights per step", fig.step_bytes / 1e9,
-                    fig.floor_ms, "decoder step", fig.step_ms, sx->step_ms_p95, fig.step_vs_floor,
-                    "first token", sx->first_token_ms);
-    }
-    vox_stream_free(s);
     vox_close(ctx);
-    free(audio);
     free(forced);
-    free(st.text);
     free(o.inputs);
-    cJSON_Delete(st.tokens);
-    cJSON_Delete(st.pieces);
-    cJSON_Delete(st.topk);
-    return rc ? 1 : 0;
+    return failed ? 1 : 0;
 }

@@ -13,32 +13,44 @@
 
 /* 24 lines of at most 80 columns (tests/test_cli.sh checks both) */
 static const char *HELP =
-    "usage: voxtral -d DIR (-i FILE | --stdin | --mic) [options]\n"
+    "usage: voxtral [-d DIR] (-i FILE... | FILE... | --stdin | --mic) [options]\n"
     "Speech to text with a Voxtral Realtime model; text on stdout as it is decoded.\n"
     "\n"
-    "  -d DIR             model directory (consolidated.safetensors, params.json,\n"
-    "                     tekken.json)\n"
-    "  -i FILE            an audio file (WAV, FLAC, Ogg, MP3: any rate/channels)\n"
+    "  -d DIR             model (default: $VOXTRAL_MODEL, else samples/tiny-en)\n"
+    "  -i FILE            audio file(s) (WAV, FLAC, Ogg, MP3; -: a file on stdin)\n"
+    "  -otxt -osrt -ovtt -ojson  write FILE.txt/.srt/.vtt/.json (-of PREFIX)\n"
+    "  -nt, --timestamps  segment times off/on (on when stdout is a terminal)\n"
+    "  -pp, -ml N         progress on stderr; segments of at most N characters\n"
     "  --stdin            standard input: WAV (any rate), or raw s16le 16 kHz mono\n"
     "  --mic              the microphone (--device N|NAME, --list-devices)\n"
     "  --check            preflight: driver, GPU, memory, a smoke run\n"
     "  --backend B        auto (default: CUDA if usable, else CPU), cpu, cuda\n"
     "  -t N               CPU threads (default: all cores)\n"
-    "  --delay MS         transcription delay 80..2400, steps of 80 (default 480)\n"
     "  --json             one JSON object at the end: text, tokens, pieces, stats\n"
     "  --quiet            nothing on stderr but errors\n"
     "  --help all         every option; --version: the version\n"
     "\n"
     "Other formats (M4A, AAC, WebM, video): convert with ffmpeg first:\n"
-    "  ffmpeg -loglevel error -i in.m4a -ar 16000 -ac 1 -f wav - |\n"
-    "    voxtral -d DIR --stdin\n"
+    "  ffmpeg -loglevel error -i in.m4a -ar 16000 -ac 1 -f wav - | voxtral -i -\n"
     "Exit status: 0 done, 1 error, 2 bad usage, 130 interrupted (Ctrl-C).\n";
 
 static const char *HELP_ALL =
     "\n"
     "All options:\n"
-    "  -d DIR               model directory\n"
-    "  -i FILE              transcribe an audio file (anything libsndfile reads)\n"
+    "  -d DIR               model directory (default: $VOXTRAL_MODEL, else\n"
+    "                       samples/tiny-en beside the binary's source tree or the\n"
+    "                       installed share/voxtral/tiny-en; stderr says which)\n"
+    "  -i FILE, FILE        transcribe audio files in turn, one model load\n"
+    "                       (anything libsndfile reads); -i -: a whole file on stdin\n"
+    "  -otxt -osrt -ovtt -ojson  write the transcript as text, SubRip, WebVTT,\n"
+    "                       OpenAI verbose_json (several at once) to PREFIX.ext\n"
+    "  -of PREFIX           output name (default: the input's, extension dropped;\n"
+    "                       -: stdout; several inputs: PREFIX.N)\n"
+    "  --timestamps, -nt    [00:01.240 --> 00:04.880]  lines per segment on stdout\n"
+    "                       (default: when stdout is a terminal), or plain text\n"
+    "  -ml N                a segment is at most N characters (whole words)\n"
+    "  -pp                  progress on stderr (default: stderr a terminal and the\n"
+    "                       input longer than a minute)\n"
     "  --stdin              transcribe standard input: WAV (PCM 16-bit or float\n"
     "                       32-bit, any rate: resampled), else raw s16le 16 kHz mono;\n"
     "                       other containers (MP3, FLAC, Ogg, MP4, WebM) are refused\n"
@@ -91,6 +103,8 @@ int cli_parse(int argc, char **argv, cli_opts *o) {
     memset(o, 0, sizeof *o);
     vox_options_default(&o->opt);
     o->interval = 0.16;
+    o->timestamps = -1;
+    o->progress = -1;
     o->inputs = calloc((size_t)argc, sizeof *o->inputs);
     if (!o->inputs) return usage_error("%s%s", "out of memory", "");
     for (int i = 1; i < argc; i++) {
@@ -116,6 +130,27 @@ int cli_parse(int argc, char **argv, cli_opts *o) {
         } else if (!strcmp(a, "-i")) {
             NEED_ARG();
             o->inputs[o->n_inputs++] = next;
+        } else if (!strcmp(a, "-otxt")) {
+            o->outputs |= CLI_OTXT;
+        } else if (!strcmp(a, "-osrt")) {
+            o->outputs |= CLI_OSRT;
+        } else if (!strcmp(a, "-ovtt")) {
+            o->outputs |= CLI_OVTT;
+        } else if (!strcmp(a, "-ojson")) {
+            o->outputs |= CLI_OJSON;
+        } else if (!strcmp(a, "-of")) {
+            NEED_ARG();
+            o->of = next;
+        } else if (!strcmp(a, "-nt") || !strcmp(a, "--no-timestamps")) {
+            o->timestamps = 0;
+        } else if (!strcmp(a, "--timestamps")) {
+            o->timestamps = 1;
+        } else if (!strcmp(a, "-pp") || !strcmp(a, "--progress")) {
+            o->progress = 1;
+        } else if (!strcmp(a, "-ml")) {
+            NEED_ARG();
+            if (parse_long(next, 1, 100000, &v)) return usage_error("-ml %s: must be 1..100000 characters%s", next, "");
+            o->max_len = (int)v;
         } else if (!strcmp(a, "--stdin")) {
             o->use_stdin = 1;
         } else if (!strcmp(a, "-I")) {
@@ -167,16 +202,21 @@ int cli_parse(int argc, char **argv, cli_opts *o) {
             o->opt.verbose = 0;
         } else if (!strcmp(a, "--verbose")) {
             o->opt.verbose = 2;
-        } else {
+        } else if (a[0] == '-' && a[1]) {
             return usage_error("unknown option '%s' (see --help)%s", a, "");
+        } else {
+            o->inputs[o->n_inputs++] = a; /* a positional file */
         }
 #undef NEED_ARG
     }
     if (o->list_devices || o->check) return -1;
     if (o->topk && !o->json) return usage_error("--topk needs --json (the logits are only in the JSON)%s%s", "", "");
-    if (!o->dir || ((o->n_inputs > 0) + o->use_stdin + o->use_mic) != 1)
-        return usage_error("need -d DIR and exactly one of -i FILE / --stdin / --mic (see --help)%s%s", "", "");
-    if (o->n_inputs > 1) return usage_error("one -i FILE per run%s%s", "", "");
+    if (((o->n_inputs > 0) + o->use_stdin + o->use_mic) != 1)
+        return usage_error("need exactly one of -i FILE... / --stdin / --mic (see --help)%s%s", "", "");
+    int dash = 0;
+    for (int i = 0; i < o->n_inputs; i++) dash += !strcmp(o->inputs[i], "-");
+    if (dash > 1) return usage_error("-i - (stdin) can be given once%s%s", "", "");
+    if (o->json && o->n_inputs > 1) return usage_error("--json takes one input (use -ojson for several)%s%s", "", "");
     o->quiet = o->opt.verbose == 0;
     return -1;
 }
