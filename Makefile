@@ -57,7 +57,7 @@ endif
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
 # the engine (libvoxtral) and the command line (cli/, a client of voxtral.h only)
 ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c voxtral_text.c
-CLI_SRC  := cli/main.c cli/options.c cli/output.c cli/sniff.c cli/error.c cli/stdin.c cli/check.c
+CLI_SRC  := cli/main.c cli/options.c cli/output.c cli/sniff.c cli/tekken.c cli/error.c cli/stdin.c cli/check.c
 CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
   CLI_SRC  += cli/mic.c

@@ -363,7 +363,7 @@ static void print_timing(vox_ctx *ctx, const run_figures *fig, int bench) {
 /* Transcribes one input (a file already loaded into `audio`, or live input) on ctx.
  * 0, or -1 with the CLI error set (the error is also in --json's "error"). */
 static int run_one(vox_ctx *ctx, const cli_opts *o, int index, const char *name, const float *audio,
-                   int64_t n_audio, const int *forced, int n_forced) {
+                   int64_t n_audio, const int *forced, int n_forced, const cli_pieces *forced_pieces) {
     cli_run r = {0};
     r.ctx = ctx;
     r.o = o;
@@ -371,6 +371,7 @@ static int run_one(vox_ctx *ctx, const cli_opts *o, int index, const char *name,
     r.bench = o->bench;
     cli_sink *k = &r.k;
     k->index = index;
+    k->forced = forced ? forced_pieces : NULL;
     k->json = o->json;
     k->topk_on = o->topk > 0;
     k->live = o->use_stdin || o->use_mic;
@@ -537,15 +538,24 @@ int main(int argc, char **argv) {
             return 0;
         }
     }
+    cli_pieces fp = {0};
+    if (forced && cli_pieces_load(o.dir, forced, n_forced, &fp) != 0) {
+        fprintf(stderr, "voxtral: %s\n", cli_last_error());
+        if (stdin_path[0]) unlink(stdin_path);
+        free(forced);
+        return 1;
+    }
+    fp.ids = forced;
     vox_ctx *ctx = vox_open(o.dir, &o.opt);
     if (!ctx) {
         fprintf(stderr, "voxtral: %s\n", vox_last_error());
+        cli_pieces_free(&fp);
         if (stdin_path[0]) unlink(stdin_path);
         free(forced);
         return 1;
     }
     if (!o.n_inputs) {
-        if (run_one(ctx, &o, 0, o.use_stdin ? "stdin" : "mic", NULL, 0, forced, n_forced) != 0) {
+        if (run_one(ctx, &o, 0, o.use_stdin ? "stdin" : "mic", NULL, 0, forced, n_forced, &fp) != 0) {
             fprintf(stderr, "voxtral: %s\n", cli_last_error());
             failed++;
         }
@@ -557,7 +567,7 @@ int main(int argc, char **argv) {
         int64_t n_audio = 0;
         int rc = load_input(name, path, vox_sample_rate(ctx), &audio, &n_audio);
         if (path == stdin_path) unlink(stdin_path);
-        if (!rc) rc = run_one(ctx, &o, i, !strcmp(name, "-") ? "stdin" : name, audio, n_audio, forced, n_forced);
+        if (!rc) rc = run_one(ctx, &o, i, !strcmp(name, "-") ? "stdin" : name, audio, n_audio, forced, n_forced, &fp);
         free(audio);
         if (rc) {
             fprintf(stderr, "voxtral: %s\n", cli_last_error());
@@ -565,6 +575,7 @@ int main(int argc, char **argv) {
         }
     }
     vox_close(ctx);
+    cli_pieces_free(&fp);
     free(forced);
     free(o.inputs);
     return failed ? 1 : 0;

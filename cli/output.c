@@ -54,7 +54,7 @@ int cli_sink_begin(cli_sink *k, const vox_text_options *topt) {
     if (!k->tr) return cli_error("%s", vox_last_error());
     k->printed = 0;
     k->at_line_start = 1;
-    k->segs_shown = k->restarts = 0;
+    k->segs_shown = k->restarts = k->step = 0;
     k->last_time_s = 0;
     k->progress_at = 0;
     k->progress_shown = 0;
@@ -151,12 +151,23 @@ void cli_sink_token(cli_sink *k, const vox_token *t) {
     }
     if (k->live && k->s && vox_stream_restarts(k->s) != k->restarts) { /* a new decoder segment */
         k->restarts = vox_stream_restarts(k->s);
-        if (vox_transcript_break(k->tr) == 0) take_delta(k, t->time_s);
-        show_segments(k, 0);
+        if (vox_transcript_break(k->tr) == 0) {
+            show_segments(k, 0);
+            take_delta(k, t->time_s);
+        }
     }
+    vox_token ft;
+    if (k->forced && k->step < k->forced->n) { /* the decoded sequence is the forced one */
+        ft = *t;
+        ft.id = k->forced->ids[k->step];
+        ft.piece = k->forced->bytes[k->step] ? k->forced->bytes[k->step] : "";
+        ft.piece_len = k->forced->len[k->step];
+        t = &ft;
+    }
+    k->step++;
     if (vox_transcript_add(k->tr, t) != 0) return;
+    show_segments(k, 0); /* a segment this token closed ends before its text */
     take_delta(k, t->time_s);
-    show_segments(k, 0);
     if (k->progress) progress(k, t->time_s);
 }
 
