@@ -473,8 +473,13 @@ int main(int argc, char **argv) {
      * 2.7x slower; passive waiting costs a quiet machine little. The user's own
      * setting wins; else run again with the policy in the environment. */
     if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
-        execv("/proc/self/exe", argv); /* on failure, go on with the default policy */
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1); /* its own name, not "exe" */
+        if (n > 0) {
+            self[n] = 0;
+            setenv("OMP_WAIT_POLICY", "passive", 1);
+            execv(self, argv); /* on failure, go on with the default policy */
+        }
     }
     cli_opts o;
     int prc = cli_parse(argc, argv, &o);

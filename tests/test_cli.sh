@@ -9,6 +9,19 @@ PY=/usr/bin/python3
 . tests/testlib.sh
 tiny_model 3
 WAV=samples/hello.wav
+# wait_handler PID: until PID catches SIGINT (a background job starts with SIGINT
+# ignored, so a signal sent before voxtral installs its handler would be lost)
+wait_handler() {
+    local i
+    for i in $(seq 200); do
+        local cgt=$(awk '/^SigCgt:/ { print $2 }' /proc/$1/status 2>/dev/null)
+        # past the fork (no longer this shell) and with SIGINT caught
+        [ "$(readlink /proc/$1/exe)" != "$(readlink /proc/$$/exe)" ] && [ -n "$cgt" ] \
+            && [ $(( 0x$cgt & 2 )) -ne 0 ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
 
 # --help fits one 80x24 screen and exits 0; --help all lists every flag; --version
 out=$($VOX --help); rc=$?
@@ -148,6 +161,7 @@ $VOX -d "$M" --stdin --json --quiet <"$tmp/fifo" >"$tmp/int.json" 2>"$tmp/int.er
 pid=$!
 exec 3>"$tmp/fifo"
 cat "$tmp/raw.s16" >&3
+wait_handler $pid
 sleep 1
 kill -INT $pid
 wait $pid; rc=$?
@@ -230,7 +244,8 @@ for part in 0 20; do
     pid=$!
     exec 3>"$tmp/hfifo"
     head -c $part "$WAV" >&3
-    sleep 0.5
+    wait_handler $pid
+    sleep 0.3
     kill -INT $pid
     wait $pid; rc=$?
     exec 3>&-
@@ -250,6 +265,7 @@ for mode in plain json; do
     extra=; [ $mode = json ] && extra=--json
     $VOX -d "$tmp/small" -i "$tmp/long300.wav" -t 1 --force-tokens "$tmp/keep_going.txt" $extra >"$tmp/int.out" 2>"$tmp/int.err" &
     pid=$!
+    wait_handler $pid
     sleep 2.5
     env_policy=$(tr '\0' '\n' </proc/$pid/environ 2>/dev/null | grep '^OMP_WAIT_POLICY=')
     t0=$(date +%s%N)
@@ -270,6 +286,7 @@ for mode in plain json; do
 done
 OMP_WAIT_POLICY=active $VOX -d "$tmp/small" -i "$tmp/long300.wav" -t 1 --force-tokens "$tmp/keep_going.txt" >/dev/null 2>&1 &
 pid=$!
+wait_handler $pid
 sleep 1
 env_policy=$(tr '\0' '\n' </proc/$pid/environ 2>/dev/null | grep '^OMP_WAIT_POLICY=')
 t0=$(date +%s%N)
