@@ -70,7 +70,7 @@ ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtr
 ISA_MACROS := $(shell $(CC) -march=$(MARCH) -dM -E -x c /dev/null 2>/dev/null)
 QDOT_ISA := $(if $(findstring __AVX512BW__,$(ISA_MACROS)),avx512,$(if $(findstring __AVX2__,$(ISA_MACROS)),$(if $(findstring __FMA__,$(ISA_MACROS)),avx2,generic),generic))
 ENGINE_SRC += voxtral_qdot_$(QDOT_ISA).c
-CLI_SRC  := cli/main.c cli/error.c cli/stdin.c cli/check.c
+CLI_SRC  := cli/main.c cli/options.c cli/output.c cli/sniff.c cli/tekken.c cli/error.c cli/stdin.c cli/check.c
 CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
   CLI_SRC  += cli/mic.c
@@ -128,7 +128,7 @@ $(BUILD)/$(SONAME): $(ENGINE_OBJ)
 
 $(BUILD)/cli/%.o: cli/%.c cli/cli.h voxtral.h voxtral_text.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -DVOXTRAL_VERSION='"$(VERSION)"' -DVOXTRAL_SHARE='"$(PREFIX)/share/voxtral"' -c -o $@ $<
 
 $(BUILD)/server/%.o: server/%.c server/server.h server/conn.h voxtral.h voxtral_text.h $(STAMP) | $(BUILD)
 	@mkdir -p $(dir $@)
@@ -194,6 +194,10 @@ install: voxtral $(BUILD)/libvoxtral.a $(BUILD)/$(SONAME)
 	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so
 	install -m 644 voxtral.h voxtral_text.h $(DESTDIR)$(PREFIX)/include/
+	@# the default model (voxtral without -d), when samples/tiny-en has been made
+	if [ -f samples/tiny-en/params.json ]; then install -d $(DESTDIR)$(PREFIX)/share/voxtral/tiny-en && \
+	  install -m 644 samples/tiny-en/consolidated.safetensors samples/tiny-en/params.json samples/tiny-en/tekken.json \
+	  $(DESTDIR)$(PREFIX)/share/voxtral/tiny-en/; fi
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
 	  'Name: voxtral' 'Description: Voxtral Realtime speech-to-text engine (C, CUDA)' 'Version: $(VERSION)' \
 	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -Wl,-rpath,$${libdir} -lvoxtral' 'Libs.private: $(LIBS)' \
@@ -205,6 +209,7 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so \
 	  $(DESTDIR)$(PREFIX)/include/voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral_text.h \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
+	rm -rf $(DESTDIR)$(PREFIX)/share/voxtral
 
 help:
 	@echo "make          build ./voxtral (CUDA backend too when nvcc is found)"

@@ -212,8 +212,10 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
         }
         if (!ctx->be) {
             if (!strcmp(opt.backend, "cuda")) goto fail;
-            fprintf(stderr, "voxtral: CUDA backend unavailable (%s); falling back to the CPU\n",
-                    vox_last_error());
+            const char *why = vox_last_error(); /* an informational line: --quiet drops it */
+            if (opt.verbose >= 1)
+                fprintf(stderr, "voxtral: CUDA backend unavailable: %s; falling back to the CPU\n",
+                        strncmp(why, "cuda: ", 6) ? why : why + 6);
             ctx->enc_chunk_tokens = VOX_CPU_CHUNK_TOKENS;
         }
     }

@@ -33,6 +33,7 @@
  * wait_fence() (and host_free(): cudaFreeHost), so the decoder step can be
  * captured into a graph and replayed.
  */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1186,6 +1187,29 @@ int vox_cuda_available(void) {
     return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+/* Why cudaGetDeviceCount found no device, in the words a user can act on. The CUDA
+ * runtime reports a missing driver library (libcuda.so.1) as "CUDA driver version is
+ * insufficient", which sends people to update a driver they do not have. */
+static void no_device_error(cudaError_t e) {
+    int drv = 0, rt = 0;
+    if (e == cudaErrorInsufficientDriver) {
+        void *lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+        if (!lib) {
+            vox_error("cuda: no NVIDIA driver found (libcuda.so.1)");
+            return;
+        }
+        dlclose(lib);
+        cudaDriverGetVersion(&drv);
+        cudaRuntimeGetVersion(&rt);
+        vox_error("cuda: the NVIDIA driver supports CUDA %d.%d, this build needs %d.%d: update the driver",
+                  drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+    } else if (e == cudaErrorNoDevice || e == cudaSuccess) {
+        vox_error("cuda: no NVIDIA GPU found (the driver sees none; check nvidia-smi, CUDA_VISIBLE_DEVICES)");
+    } else {
+        vox_error("cuda: no usable CUDA device (%s)", cudaGetErrorString(e));
+    }
+}
+
 /* NULL / "auto" / "" -> -1 (chosen from the device), else the path's dtype; -2 unknown */
 static int parse_path(const char *p) {
     if (!p || !*p || !strcmp(p, "auto")) return -1;
@@ -1206,7 +1230,7 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
-        vox_error("cuda: no usable CUDA device (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+        no_device_error(e);
         return NULL;
     }
     struct cudaDeviceProp prop;

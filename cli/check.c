@@ -9,10 +9,18 @@
  *
  * Output (stdout), one line per check, "STATUS NAME detail", STATUS one of ok, FAIL,
  * warn, info, skip; a FAIL or warn is followed by "      fix: ..." lines; the last
- * line is "result: PASS" or "result: FAIL (N problems: names)". Exit status 0 only
- * when everything this build is for works: in a CUDA build that includes a usable
- * GPU (a CUDA build on a machine without one exits 1, after saying whether the CPU
- * works); in a CPU-only build, the CPU.
+ * line is "result: PASS", "result: PASS on the CPU (...)" or "result: FAIL (N
+ * problems: names)".
+ *
+ * The rule (exit status): --check checks the backend a run with the same --backend
+ * would use, and exits 0 when that run would work:
+ * - --backend auto (the default): some backend transcribes. A CUDA build on a
+ *   machine without a usable GPU passes on the CPU; what keeps the GPU from working
+ *   is "warn" (with its fix), and the result line says "PASS on the CPU".
+ * - --backend cuda: the GPU must work (its problems are FAIL; exit 1 without one).
+ * - --backend cpu: the CPU must work; the GPU lines are information.
+ * Problems that break every backend (the model, host memory, the CPU smoke run) are
+ * always FAIL.
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -32,12 +40,15 @@ typedef struct {
     int verbose;        /* 0: only problems and the result; 2: extra detail */
     int n_fail;
     char failed[256];   /* names of the failed checks, comma-separated */
+    const char *gpu_bad; /* the status of a GPU problem: FAIL (--backend cuda), warn, info */
+    int n_gpu_warn;
 } report;
 
 static void line(report *r, const char *status, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void line(report *r, const char *status, const char *name, const char *fmt, ...) {
     int problem = !strcmp(status, "FAIL");
+    if (!strcmp(status, "warn") && status == r->gpu_bad) r->n_gpu_warn++;
     if (problem) {
         size_t n = strlen(r->failed);
         snprintf(r->failed + n, sizeof r->failed - n, "%s%s", r->n_fail ? ", " : "", name);
@@ -298,6 +309,7 @@ static int default_audio(char *out, size_t n) {
 /* Transcribes the audio on `backend`; prints one line; returns 0 on success. */
 static int smoke(report *r, const char *dir, const char *backend, const char *audio_path,
                  int vox_verbose, smoke_out *o) {
+    const char *bad = strcmp(backend, "cuda") ? "FAIL" : r->gpu_bad;
     char name[32];
     snprintf(name, sizeof name, "smoke %s", backend);
     vox_options opt;
@@ -307,7 +319,7 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
     opt.quant = check_quant;
     vox_ctx *ctx = vox_open(dir, &opt);
     if (!ctx) {
-        line(r, "FAIL", name, "loading the model on %s: %s", backend, vox_last_error());
+        line(r, bad, name, "loading the model on %s: %s", backend, vox_last_error());
         if (!strcmp(backend, "cuda")) fix(r, "see the driver/gpu lines above; until fixed use --backend cpu");
         else fix(r, "check the model directory (scripts/download_model.sh DIR fetches it again)");
         return -1;
@@ -318,7 +330,7 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
     const char *what = audio_path;
     if (audio_path) {
         if (vox_audio_load(audio_path, rate, &pcm, &n) != 0) {
-            line(r, "FAIL", name, "%s", vox_last_error());
+            line(r, bad, name, "%s", vox_last_error());
             fix(r, "pass a readable audio file with -i (WAV, FLAC, OGG, MP3)");
             vox_close(ctx);
             return -1;
@@ -330,7 +342,7 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
         pcm = malloc(sizeof(float) * (size_t)n);
         if (!pcm) {
             vox_close(ctx);
-            line(r, "FAIL", name, "out of memory");
+            line(r, bad, name, "out of memory");
             return -1;
         }
         for (int64_t i = 0; i < n; i++) pcm[i] = 0.3f * sinf(2.0f * (float)M_PI * 440.0f * (float)i / rate);
@@ -347,7 +359,7 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double run_ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
     if (rc) {
-        line(r, "FAIL", name, "transcribing %s: %s", what, vox_last_error());
+        line(r, bad, name, "transcribing %s: %s", what, vox_last_error());
         if (!strcmp(backend, "cuda")) {
             fix(r, "'no kernel image' means this build lacks the GPU's architecture: rebuild with "
                    "make cuda CUDA_ARCH=<sm, e.g. 75>; otherwise (or on a card this backend does not "
@@ -374,10 +386,15 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
 }
 
 /* ---- the preflight ---------------------------------------------------------------------- */
-int cli_check(const char *dir, const char *audio, const char *quant, int verbose) {
+int cli_check(const char *dir, const char *audio, const char *backend, const char *quant, int verbose) {
     check_quant = quant;
     report r = {.verbose = verbose};
     int built = vox_cuda_built();
+    if (!backend) backend = "auto";
+    int want_cuda = !strcmp(backend, "cuda"), want_cpu = !strcmp(backend, "cpu");
+    static const char GPU_WARN[] = "warn"; /* its own address: line() counts these */
+    r.gpu_bad = want_cuda ? "FAIL" : built && !want_cpu ? GPU_WARN : "info";
+    const char *gpu_bad = r.gpu_bad;
     int rt = built ? cuda_runtime_version() : 0;
     if (verbose) printf("voxtral --check: preflight\n");
 
@@ -405,7 +422,7 @@ int cli_check(const char *dir, const char *audio, const char *quant, int verbose
         Dl_info info = {0};
         const char *loaded = have_driver && dladdr(*(void **)&drv.Init, &info) && info.dli_fname ? info.dli_fname : "";
         if (!wsl_lib) {
-            line(&r, "FAIL", "wsl2", "WSL2, but /usr/lib/wsl/lib/libcuda.so.1 is missing");
+            line(&r, gpu_bad, "wsl2", "WSL2, but /usr/lib/wsl/lib/libcuda.so.1 is missing");
             fix(&r, "install the NVIDIA driver for WSL on the Windows side (not inside Linux), then wsl --shutdown");
         } else if (have_driver && !strstr(loaded, "/usr/lib/wsl/lib") && !strstr(loaded, "wsl")) {
             line(&r, "warn", "wsl2", "WSL2, but libcuda.so.1 was loaded from %s, not /usr/lib/wsl/lib", loaded);
@@ -418,7 +435,7 @@ int cli_check(const char *dir, const char *audio, const char *quant, int verbose
             snprintf(why + strlen(why), sizeof why - strlen(why), " (/usr/lib/wsl/lib is not on the loader path)");
     }
     if (!have_driver) {
-        line(&r, built ? "FAIL" : "info", "driver", "no CUDA driver (%s)", why);
+        line(&r, gpu_bad, "driver", "no CUDA driver (%s)", why);
         if (wsl)
             fix(&r, "export LD_LIBRARY_PATH=/usr/lib/wsl/lib:$LD_LIBRARY_PATH (or: echo /usr/lib/wsl/lib | "
                     "sudo tee /etc/ld.so.conf.d/wsl.conf && sudo ldconfig)");
@@ -432,14 +449,14 @@ int cli_check(const char *dir, const char *audio, const char *quant, int verbose
         snprintf(dvs, sizeof dvs, "%d.%d", drv_version / 1000, drv_version % 1000 / 10);
         if (rc == CU_NO_DEVICE || (rc == 0 && (drv.DeviceGetCount(&n_gpus) != 0 || n_gpus == 0))) {
             const char *vis = getenv("CUDA_VISIBLE_DEVICES");
-            line(&r, built ? "FAIL" : "info", "driver", "driver supports CUDA %s but sees no GPU", dvs);
+            line(&r, gpu_bad, "driver", "driver supports CUDA %s but sees no GPU", dvs);
             if (vis) fix(&r, "CUDA_VISIBLE_DEVICES=\"%s\" hides devices: unset it or name a valid one", vis);
             else if (built)
                 fix(&r, "check nvidia-smi; in a container pass --gpus all (docker) or the device nodes; "
                         "or run on the CPU: voxtral --backend cpu");
             n_gpus = 0;
         } else if (rc != 0) {
-            line(&r, built ? "FAIL" : "info", "driver", "cuInit failed: %s (driver supports CUDA %s)",
+            line(&r, gpu_bad, "driver", "cuInit failed: %s (driver supports CUDA %s)",
                  cu_err(&drv, rc), dvs);
             if (rc == CU_SYSTEM_DRIVER_MISMATCH)
                 fix(&r, "the kernel module and libcuda versions differ (driver updated without a reboot?): reboot");
@@ -457,7 +474,7 @@ int cli_check(const char *dir, const char *audio, const char *quant, int verbose
                  dvs, n_gpus, n_gpus == 1 ? "" : "s");
             if (built && rt > drv_version) {
                 int major_gap = rt / 1000 > drv_version / 1000;
-                line(&r, major_gap ? "FAIL" : "warn", "versions", "this build's CUDA runtime %d.%d is newer than "
+                line(&r, major_gap ? gpu_bad : "warn", "versions", "this build's CUDA runtime %d.%d is newer than "
                      "the driver's CUDA %s", rt / 1000, rt % 1000 / 10, dvs);
                 fix(&r, "update the NVIDIA driver, or rebuild with an older toolkit: make cuda CUDA_HOME=/usr/local/cuda-%d.%d",
                     drv_version / 1000, drv_version % 1000 / 10);
@@ -524,7 +541,7 @@ int cli_check(const char *dir, const char *audio, const char *quant, int verbose
                 double need = gpu_need.weights + gpu_need.kv + gpu_need.workspace + CUDA_SCRATCH_BYTES +
                               (strcmp(gpu_need.format, "bf16") ? CUDA_QTILE_BYTES : 0);
                 if (gpus[0].free >= 0 && need > gpus[0].free) {
-                    line(&r, "FAIL", "vram", "the CUDA backend needs %.2f GiB, %.2f GiB free on %s", gib(need),
+                    line(&r, gpu_bad, "vram", "the CUDA backend needs %.2f GiB, %.2f GiB free on %s", gib(need),
                          gib(gpus[0].free), gpus[0].name);
                     fix(&r, "free GPU memory (nvidia-smi lists the processes holding it), pick a smaller window "
                             "(decoder sliding_window in %s/params.json: KV is %.0f MiB at %d), or use --backend cpu",
@@ -545,8 +562,8 @@ int cli_check(const char *dir, const char *audio, const char *quant, int verbose
             }
             int cpu_rc = smoke(&r, dir, "cpu", a, verbose >= 2, &out[0]);
             int gpu_rc = -1;
-            if (gpu_ok) gpu_rc = smoke(&r, dir, "cuda", a, verbose >= 2, &out[1]);
-            else if (built) line(&r, "skip", "smoke cuda", "no usable GPU (see above)");
+            if (gpu_ok && !want_cpu) gpu_rc = smoke(&r, dir, "cuda", a, verbose >= 2, &out[1]);
+            else if (built && !want_cpu) line(&r, "skip", "smoke cuda", "no usable GPU (see above)");
             if (cpu_rc == 0 && gpu_rc == 0) {
                 int n = out[0].n_ids < out[1].n_ids ? out[0].n_ids : out[1].n_ids, first = -1;
                 if (n > (int)(sizeof out->ids / sizeof out->ids[0])) n = sizeof out->ids / sizeof out->ids[0];
@@ -560,13 +577,19 @@ int cli_check(const char *dir, const char *audio, const char *quant, int verbose
                          out[0].n_ids, out[1].n_ids);
             }
             free(out);
-            if (cpu_rc == 0 && built && !gpu_ok && verbose)
-                printf("note: the CPU backend works here: voxtral --backend cpu -d %s -i FILE\n", dir);
+            if (gpu_rc != 0 && built && !want_cpu && r.n_gpu_warn == 0) r.n_gpu_warn++; /* a failed smoke */
         }
     }
 done:
     if (drv.lib) dlclose(drv.lib);
+    if (want_cuda && !built) line(&r, "FAIL", "backend", "--backend cuda, but this build has no CUDA backend");
+    if (want_cuda && built && !gpu_ok && !r.n_fail) line(&r, "FAIL", "backend", "--backend cuda: no usable GPU");
     if (r.n_fail) printf("result: FAIL (%d problem%s: %s)\n", r.n_fail, r.n_fail == 1 ? "" : "s", r.failed);
+    else if (r.n_gpu_warn && dir)
+        printf("result: PASS on the CPU (the CUDA backend cannot run here: see the warn lines; "
+               "--check --backend cuda fails)\n");
+    else if (r.n_gpu_warn)
+        printf("result: PASS (no model checked: -d DIR; the CUDA backend cannot run here: see the warn lines)\n");
     else printf("result: PASS\n");
     fflush(stdout);
     return r.n_fail ? 1 : 0;

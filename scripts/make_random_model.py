@@ -1,7 +1,10 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Write a random Voxtral Realtime checkpoint in the real Mistral format.
 
-numpy only (no torch).  Output directory gets:
+numpy only (no torch). Run it with a Python that has numpy: the shebang names
+Debian's /usr/bin/python3 (python3-numpy, installed by scripts/setup.sh), so
+`scripts/make_random_model.py ...` works; a python3 without numpy (a pyenv or venv
+first on PATH) stops with a message saying so.  Output directory gets:
   consolidated.safetensors  all tensors BF16, Mistral names (MODEL.md section 1)
   params.json               same structure/keys as the real one
   tekken.json               1000 special tokens + (vocab_size - 1000) text pieces
@@ -33,7 +36,11 @@ import struct
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    sys.exit("make_random_model.py: numpy is missing for %s; run it with /usr/bin/python3 "
+             "(Debian's python3-numpy: scripts/setup.sh installs it) or `pip install numpy`" % sys.executable)
 
 E = "mm_streams_embeddings.embedding_module."
 W = E + "whisper_encoder."

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 PKGS=(build-essential pkg-config libopenblas-dev libfftw3-dev libsndfile1-dev libsoxr-dev
-      libcjson-dev portaudio19-dev python3-numpy espeak-ng sox
+      libcjson-dev portaudio19-dev python3-numpy espeak-ng sox ffmpeg
       pulseaudio pulseaudio-utils libasound2-plugins
       libwebsockets-dev python3-websockets curl openssl
       clang libclang-rt-dev libomp-dev)  # clang: the libFuzzer targets (scripts/fuzz.sh)

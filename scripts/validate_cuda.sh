@@ -63,7 +63,7 @@ else
 fi
 
 echo
-args=(--check)
+args=(--check --backend cuda)
 if [ -n "$dir" ]; then args+=(-d "$dir"); else echo "(no model: pass DIR to check its memory need and run a smoke transcription)"; fi
 [ -n "$audio" ] && args+=(-i "$audio")
 "$VOX" "${args[@]}"

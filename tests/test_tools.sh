@@ -24,7 +24,9 @@ check "test_wer.py: all WER/CER cases" $?
 "$VOX" --check -d "$M" -i "$WAV" >"$tmp/check.txt" 2>"$tmp/check.err"; rc=$?
 cuda_build=0; grep -q '^ok    build      CPU + CUDA' "$tmp/check.txt" && cuda_build=1
 gpu_ok=0; grep -q '^ok    support ' "$tmp/check.txt" && gpu_ok=1
-want=0; [ $cuda_build -eq 1 ] && [ $gpu_ok -eq 0 ] && want=1
+# the rule: exit 0 when the backend --backend names (default auto: any) works; the
+# CPU works here, so auto passes; --backend cuda needs a usable GPU
+want=0; want_cuda=1; [ $cuda_build -eq 1 ] && [ $gpu_ok -eq 1 ] && want_cuda=0
 [ $rc -eq $want ]
 check "--check: exit $want ($([ $cuda_build -eq 1 ] && echo CUDA || echo CPU-only) build, usable GPU: $gpu_ok)" $? \
     "rc=$rc $(cat "$tmp/check.txt" "$tmp/check.err")"
@@ -34,18 +36,26 @@ grep -q '^ok    model      .*weights .* KV .* workspace' "$tmp/check.txt" && gre
 check "--check: model memory need and host RAM" $? "$(cat "$tmp/check.txt")"
 [ "$(tail -1 "$tmp/check.txt" | cut -c1-8)" = "result: " ]
 check "--check: last line is the result" $? "$(tail -1 "$tmp/check.txt")"
+"$VOX" --check --backend cuda -d "$M" -i "$WAV" >"$tmp/checkc.txt" 2>&1; rc=$?
+[ $rc -eq $want_cuda ] && { [ $want_cuda -eq 0 ] || grep -q '^result: FAIL' "$tmp/checkc.txt"; }
+check "--check --backend cuda: exit $want_cuda (the GPU must work)" $? "rc=$rc $(cat "$tmp/checkc.txt")"
+"$VOX" --check --backend cpu -d "$M" -i "$WAV" >"$tmp/checkp.txt" 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q '^result: PASS$' "$tmp/checkp.txt" && ! grep -q '^skip  smoke cuda' "$tmp/checkp.txt" \
+    && ! grep -Eq '^(FAIL|warn)  (driver|support)' "$tmp/checkp.txt"
+check "--check --backend cpu: PASS, GPU lines only information" $? "rc=$rc $(cat "$tmp/checkp.txt")"
 if [ $gpu_ok -eq 0 ]; then
-    # no GPU: says so on the driver/gpu line; in a CUDA build that is a FAIL with a fix
-    grep -Eq '^(FAIL|info)  (driver|support) ' "$tmp/check.txt"
+    # no GPU: says so on the driver/gpu line
+    grep -Eq '^(warn|info)  (driver|support) ' "$tmp/check.txt"
     check "--check without a GPU: a driver/support line says why" $? "$(cat "$tmp/check.txt")"
     if [ $cuda_build -eq 1 ]; then
-        grep -A1 -E '^FAIL  (driver|support) ' "$tmp/check.txt" | grep -q '^      fix: .*--backend cpu' \
-            && grep -q '^skip  smoke cuda ' "$tmp/check.txt" && grep -q '^result: FAIL' "$tmp/check.txt"
-        check "--check without a GPU (CUDA build): FAIL, fix names --backend cpu, cuda smoke skipped" $? \
+        grep -A1 -E '^warn  (driver|support) ' "$tmp/check.txt" | grep -q '^      fix: .*--backend cpu' \
+            && grep -q '^skip  smoke cuda ' "$tmp/check.txt" && grep -q '^result: PASS on the CPU (the CUDA backend cannot run here' "$tmp/check.txt" \
+            && grep -A1 -E '^FAIL  (driver|support) ' "$tmp/checkc.txt" | grep -q '^      fix: '
+        check "--check without a GPU (CUDA build): warn + fix, cuda smoke skipped, 'PASS on the CPU'; --backend cuda: FAIL" $? \
             "$(cat "$tmp/check.txt")"
     else
-        grep -q '^result: PASS' "$tmp/check.txt"
-        check "--check without a GPU (CPU build): PASS" $? "$(cat "$tmp/check.txt")"
+        grep -q '^result: PASS$' "$tmp/check.txt" && grep -q '^FAIL  backend    --backend cuda, but this build has no CUDA' "$tmp/checkc.txt"
+        check "--check without a GPU (CPU build): PASS; --backend cuda: FAIL (no CUDA backend)" $? "$(cat "$tmp/check.txt" "$tmp/checkc.txt")"
     fi
 fi
 "$VOX" --check >"$tmp/c2.txt" 2>&1; rc=$?
@@ -188,4 +198,27 @@ check "accuracy_regression.sh: the same WER under --max-wer 100 passes" $rc "$(c
 acc --ref samples/hello.txt --ref samples/hello.txt; rc=$?
 [ $rc -eq 2 ]
 check "accuracy_regression.sh: two --ref for one file is a usage error (2)" $? "rc=$rc $(cat "$tmp/a.txt")"
+# the verdict agrees with the exit status; nothing compared fails; defaults bite
+acc_dir() { VOXTRAL=$tmp/fakevox scripts/accuracy_regression.sh "$@" --threads 1 --out "$tmp/acc" >"$tmp/a.txt" 2>&1; }
+acc_dir "$tmp/nomodel" "$WAV" --ref samples/hello.txt; rc=$?
+[ $rc -eq 1 ] && grep -q '^result: FAIL' "$tmp/a.txt" && ! grep -q '^result: PASS' "$tmp/a.txt"
+check "accuracy_regression.sh with a missing model: result FAIL and exit 1" $? "rc=$rc $(cat "$tmp/a.txt")"
+echo "completely unrelated words here" >"$tmp/wrong.txt"
+acc_dir "$M" "$WAV" --backends cpu --ref "$tmp/wrong.txt"; rc=$?
+[ $rc -eq 1 ] && grep -q 'FAIL: above 15.00%' "$tmp/a.txt" && grep -q '^result: FAIL' "$tmp/a.txt"
+check "accuracy_regression.sh: a 100% WER fails without --max-wer (default 15%)" $? "rc=$rc $(cat "$tmp/a.txt")"
+acc_dir "$M" "$WAV" --backends cpu; rc=$?
+[ $rc -eq 1 ] && grep -q "^no reference for .*hello.wav" "$tmp/a.txt" && grep -q '^result: FAIL .*nothing compared' "$tmp/a.txt"
+check "accuracy_regression.sh: one backend, no reference: names the file, nothing compared fails" $? "rc=$rc $(cat "$tmp/a.txt")"
+cp "$WAV" "$tmp/noref.wav"
+acc_dir "$M" "$WAV" "$tmp/noref.wav" --ref auto --max-wer 100; rc=$?
+[ $rc -eq 0 ] && grep -q "^no reference for .*noref.wav" "$tmp/a.txt" && grep -q '^result: PASS' "$tmp/a.txt"
+check "accuracy_regression.sh --ref auto: a file without a .txt is named, the rest compared" $? "rc=$rc $(cat "$tmp/a.txt")"
+# ---- make_random_model.py: runs by its shebang; a Python without numpy says what to do --------
+scripts/make_random_model.py --preset tiny --seed 1 --out "$tmp/shebang" >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -eq 0 ] && [ -s "$tmp/shebang/consolidated.safetensors" ]
+check "make_random_model.py by its shebang (/usr/bin/python3, Debian's numpy)" $? "rc=$rc $(cat "$tmp/err")"
+/usr/bin/python3 -S scripts/make_random_model.py --preset tiny --out "$tmp/nonumpy" >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -eq 1 ] && grep -q 'numpy is missing .*run it with /usr/bin/python3' "$tmp/err" && ! grep -q Traceback "$tmp/err"
+check "make_random_model.py under a Python without numpy: one line saying how to run it" $? "rc=$rc $(cat "$tmp/err")"
 exit 0
