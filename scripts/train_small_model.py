@@ -4,7 +4,7 @@
   /usr/bin/python3 scripts/make_speech_corpus.py --out build/corpus
   /usr/bin/python3 scripts/small_tokenizer.py build/corpus/text.json build/tiny-en/tekken.json
   nice -n 19 /usr/bin/python3 scripts/train_small_model.py --corpus build/corpus \\
-      --work build/train --out build/tiny-en --steps 1400
+      --work build/train --out build/tiny-en --steps 1100
 
 Resumable: the state (model, optimiser, step, data order) goes to --work/state.pt every
 --save-min minutes and at the end; running the same command again continues from it.
@@ -41,7 +41,12 @@ import sys
 import time
 
 import numpy as np
-import torch
+
+# OpenBLAS 0.3.21's AVX-512 sgemm kernels (Debian 12, picked on Zen 4 / Skylake-X) can leave
+# inf/NaN from the uninitialised output buffer when beta = 0: seen here as sporadic
+# infinite gradients.  The Haswell (AVX2) kernels do not.  Must be set before torch loads.
+os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,9 +60,9 @@ SPT = 1280
 MEL_SILENCE = (1.5 - 8.0 + 4.0) / 4.0   # log-mel of zeros
 
 CONFIG = {
-    "enc": dict(dim=192, n_layers=4, head_dim=32, hidden_dim=576, n_heads=6, n_kv_heads=6,
+    "enc": dict(dim=128, n_layers=3, head_dim=32, hidden_dim=384, n_heads=4, n_kv_heads=4,
                 sliding_window=750, rope_theta=1e6, norm_eps=1e-5),
-    "dec": dict(dim=192, n_layers=2, head_dim=32, hidden_dim=576, n_heads=6, n_kv_heads=2,
+    "dec": dict(dim=128, n_layers=2, head_dim=32, hidden_dim=384, n_heads=4, n_kv_heads=2,
                 sliding_window=8192, rope_theta=1e6, norm_eps=1e-5),
     "num_mel_bins": 128, "downsample_factor": 4, "ada_t_cond_dim": 32,
 }
@@ -111,10 +116,10 @@ def main():
     ap.add_argument("--work", default="build/train")
     ap.add_argument("--out", default="build/tiny-en")
     ap.add_argument("--tekken", default=None, help="default: OUT/tekken.json")
-    ap.add_argument("--steps", type=int, default=1400)
+    ap.add_argument("--steps", type=int, default=1100)
     ap.add_argument("--batch", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=60)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=80)
     ap.add_argument("--threads", type=int, default=1,
                     help="1 is fastest on a shared machine (more threads spin against other jobs)")
     ap.add_argument("--save-min", type=float, default=4.0)
@@ -193,7 +198,15 @@ def main():
                                    ignore_index=-100)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if not (torch.isfinite(loss) and torch.isfinite(gn)):
+                badp = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+                print("step %d: non-finite loss %s or gradient norm %s (%s), batch skipped"
+                      % (step, loss.item(), gn.item(), " ".join(badp[:4])), flush=True)
+                if os.environ.get("TRAIN_DEBUG"):
+                    torch.save({"model": model.state_dict(), "mel": mel, "ids": ids, "tgt": tgt}, "/tmp/w6/bad.pt")
+                    sys.exit(3)
+                continue
             opt.step()
             spent += time.time() - t0
             step += 1

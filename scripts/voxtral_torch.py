@@ -54,6 +54,18 @@ def window_mask(T, window, device=None):
     return torch.zeros(T, T, device=device).masked_fill(~ok, float("-inf"))
 
 
+def conv1d(x, conv, stride, left):
+    """Causal conv as an explicit im2col + matmul: x [B, C, F] -> [B, O, F_out] with
+    y[t] = b + sum_{c,k} W[o,c,k] x[c, stride*t - left + k].  (Debian torch 1.13's oneDNN
+    conv gave sporadic garbage weight gradients here; a plain matmul does not.)"""
+    K = conv.weight.shape[2]
+    cols = F.pad(x, (left, 0)).unfold(2, K, stride)             # [B, C, F_out, K]
+    B, C, T, _ = cols.shape
+    cols = cols.permute(0, 2, 1, 3).reshape(B, T, C * K)
+    y = cols @ conv.weight.reshape(conv.weight.shape[0], C * K).t() + conv.bias
+    return y.transpose(1, 2)
+
+
 def t_cond(dim, delay_tokens):
     half = dim // 2
     f = torch.exp(-math.log(1e4) * torch.arange(half, dtype=torch.float32) / half)
@@ -137,8 +149,8 @@ class VoxtralSmall(nn.Module):
     def encode(self, mel):
         """mel [B, F, n_mels] (F a multiple of 8) -> adapter output [B, F/8, dec.dim]."""
         x = mel.transpose(1, 2)
-        x = F.gelu(self.conv0(F.pad(x, (2, 0))))
-        x = F.gelu(self.conv1(F.pad(x, (1, 0))))
+        x = F.gelu(conv1d(x, self.conv0, 1, 2))
+        x = F.gelu(conv1d(x, self.conv1, 2, 1))
         x = x.transpose(1, 2)                                   # [B, F/2, enc.dim]
         B, T, d = x.shape
         e = self.cfg["enc"]
