@@ -21,7 +21,9 @@ import sys
 import tempfile
 
 import numpy as np
-import torch
+
+os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")  # see train_small_model.py
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_random_model as mrm  # noqa: E402
@@ -62,6 +64,7 @@ def main():
     ap.add_argument("wavs", nargs="+")
     ap.add_argument("--topk", type=int, default=64)
     ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--numpy", action="store_true", help="also compare vox_ref.py's greedy ids")
     a = ap.parse_args()
     torch.set_num_threads(2)
     m = load(a.model)
@@ -107,6 +110,17 @@ def main():
         print("%s %s: %d steps, argmax equal %d/%d, max |dlogit| %.3g (%.2g of the logit std %.3g)"
               % ("ok" if ok else "MISMATCH", os.path.basename(wav), len(rows), argmax_same, len(rows),
                  d_max, rel, spread))
+        if a.numpy:
+            # vox_ref.py: the independent float64 numpy forward that make_fixtures.py checks
+            # against transformers; its greedy ids must be the engine's
+            ref = vox_ref.VoxRef(a.model)
+            ad = ref.adapter(ref.encoder(ref.conv(ref.mel(padded))))
+            r_ids, _ = ref.greedy(ad, delay)
+            same = list(map(int, r_ids)) == list(map(int, ids))
+            all_ok &= same
+            print("%s %s: vox_ref.py (numpy float64) greedy ids %s the engine's (%d ids)"
+                  % ("ok" if same else "MISMATCH", os.path.basename(wav), "equal" if same else "differ from",
+                     len(ids)))
     print("worst relative logit difference %.3g (tolerance %.g)" % (worst, a.tol))
     sys.exit(0 if all_ok else 1)
 
