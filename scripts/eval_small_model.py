@@ -2,7 +2,7 @@
 """WER, word start times and real-time factor of a model on synthetic speech with word times.
 
   /usr/bin/python3 scripts/eval_small_model.py MODEL_DIR DIR_OR_WAV... [--threads N]
-        [--max-wer X] [--max-start-err S] [--max-rtf R] [--json OUT.json] [--show N]
+        [--max-wer X] [--max-start-err S] [--min-within F] [--max-rtf R] [--json OUT.json] [--show N]
 
 Each NNN.wav needs NNN.txt (the words) and may have NNN.words.json (the synthesiser's word
 start times, scripts/make_speech_corpus.py).  Runs `voxtral -d MODEL -i NNN.wav --json`
@@ -74,6 +74,8 @@ def main():
     ap.add_argument("-t", "--threads", type=int, default=1, help="engine CPU threads (1)")
     ap.add_argument("--max-wer", type=float)
     ap.add_argument("--max-start-err", type=float, help="seconds, on every matched word")
+    ap.add_argument("--min-within", type=float,
+                    help="fraction of matched words whose start is within 0.16 s (e.g. 0.9)")
     ap.add_argument("--max-rtf", type=float)
     ap.add_argument("--json")
     ap.add_argument("--show", type=int, default=0, help="print the diff of the N worst files")
@@ -155,6 +157,9 @@ def main():
         bad.append("WER %.4f > %.4f" % (total_wer, a.max_wer))
     if a.max_start_err is not None and starts and res["start_max_abs"] > a.max_start_err:
         bad.append("word start error %.3f s > %.3f s" % (res["start_max_abs"], a.max_start_err))
+    if a.min_within is not None and (not starts or res["start_within_160ms"] < a.min_within):
+        bad.append("%.1f%% of matched word starts within 0.16 s < %.1f%%" % (
+            100 * res.get("start_within_160ms", 0.0), 100 * a.min_within))
     if a.max_rtf is not None and res["cpu_rtf"] > a.max_rtf:
         bad.append("CPU-time RTF %.4f > %.4f" % (res["cpu_rtf"], a.max_rtf))
     if bad:
