@@ -4,7 +4,7 @@
   /usr/bin/python3 scripts/make_speech_corpus.py --out build/corpus
   /usr/bin/python3 scripts/small_tokenizer.py build/corpus/text.json build/tiny-en/tekken.json
   nice -n 19 /usr/bin/python3 scripts/train_small_model.py --corpus build/corpus \\
-      --work build/train --out build/tiny-en --steps 600
+      --work build/train --out build/tiny-en --steps 1050
 
 Resumable: the state (model, optimiser, step, data order) goes to --work/state.pt every
 --save-min minutes and at the end; running the same command again continues from it.
@@ -116,7 +116,7 @@ def main():
     ap.add_argument("--work", default="build/train")
     ap.add_argument("--out", default="build/tiny-en")
     ap.add_argument("--tekken", default=None, help="default: OUT/tekken.json")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=1050)
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=80)
