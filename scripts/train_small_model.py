@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Trains a small Voxtral Realtime model on the synthetic corpus (CPU is enough).
+
+  /usr/bin/python3 scripts/make_speech_corpus.py --out build/corpus
+  /usr/bin/python3 scripts/small_tokenizer.py build/corpus/text.json build/tiny-en/tekken.json
+  nice -n 19 /usr/bin/python3 scripts/train_small_model.py --corpus build/corpus \\
+      --work build/train --out build/tiny-en --steps 1050
+
+Resumable: the state (model, optimiser, step, data order) goes to --work/state.pt every
+--save-min minutes and at the end; running the same command again continues from it.
+--out gets the model directory (consolidated.safetensors BF16, params.json, tekken.json)
+at every save.  Needs torch (Debian python3-torch 1.13 works) and numpy.
+
+Streaming training target (one id per 80 ms decoder position; the engine's schedule,
+MODEL.md section 4, delay D = 6 tokens = 480 ms, prompt L = 1 + 32 + D = 39):
+  * the audio is padded as the engine pads a file: 32 tokens of zeros on the left, zeros
+    to a whole token plus D + 11 tokens on the right; position p holds audio token p - 32;
+  * ids[0] = BOS, ids[1..38] = [STREAMING_PAD] (the prompt);
+  * a word whose first sample is at time s (from the start of the real audio) belongs to
+    audio token k = floor(s / 80 ms); its first piece is the id at index 39 + k, i.e. the
+    prediction of row 38 + k = 32 + D + k.  The engine reports the id of row `pos` at
+    (pos + 1 - L) * 80 ms = k * 80 ms, so the printed word time lies within 80 ms before
+    the synthesiser's word start, and the model has heard D = 480 ms of audio from the
+    word's start when it must emit it;
+  * further pieces of the word follow at the next indices; a piece that would land on an
+    index already taken moves to the next free one (order is kept);
+  * EOS at index 39 + ceil(n / 1280) (the first row past the real audio), or right after
+    the last piece if that is later;
+  * [STREAMING_PAD] at every other index; the model is trained with the true ids fed back
+    (teacher forcing), as the engine feeds back its own argmax, controls included;
+  * loss: cross entropy on rows 38 .. eos-1 (the ids the engine generates, EOS included);
+    rows of the prompt and rows after EOS are not scored.  Items of a batch are padded on
+    the right with silent mel and PAD ids; every tower is causal, so this changes nothing
+    for the real positions.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+# OpenBLAS 0.3.21's AVX-512 sgemm kernels (Debian 12, picked on Zen 4 / Skylake-X) can leave
+# inf/NaN from the uninitialised output buffer when beta = 0: seen here as sporadic
+# infinite gradients.  The Haswell (AVX2) kernels do not.  Must be set before torch loads.
+os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+import torch  # noqa: E402
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_random_model as mrm  # noqa: E402
+import small_tokenizer  # noqa: E402
+import voxtral_torch as vt  # noqa: E402
+
+BOS, EOS, PAD = 1, 2, 32
+LEFT = 32
+SPT = 1280
+MEL_SILENCE = (1.5 - 8.0 + 4.0) / 4.0   # log-mel of zeros
+
+CONFIG = {
+    "enc": dict(dim=128, n_layers=3, head_dim=32, hidden_dim=384, n_heads=4, n_kv_heads=4,
+                sliding_window=750, rope_theta=1e6, norm_eps=1e-5),
+    "dec": dict(dim=128, n_layers=2, head_dim=32, hidden_dim=384, n_heads=4, n_kv_heads=2,
+                sliding_window=8192, rope_theta=1e6, norm_eps=1e-5),
+    "num_mel_bins": 128, "downsample_factor": 4, "ada_t_cond_dim": 32,
+}
+
+
+def targets(item, tok, delay):
+    """ids [T] and the scored row range [lo, hi) of one corpus item."""
+    T, L = item["T"], 1 + LEFT + delay
+    ids = np.full(T, PAD, np.int64)
+    ids[0] = BOS
+    nxt = L
+    for w, s in zip(item["words"], item["start"]):
+        k = int(math.floor(s / 0.08 + 1e-9))
+        i = max(L + k, nxt)
+        for t in tok.encode_word(" " + w):
+            ids[i] = t
+            i += 1
+        nxt = i
+    eos = max(L + (item["n"] + SPT - 1) // SPT, nxt)
+    assert eos < T, (eos, T)
+    ids[eos] = EOS
+    return ids, L - 1, eos
+
+
+def lr_at(step, a):
+    if step < a.warmup:
+        return a.lr * (step + 1) / a.warmup
+    f = min(1.0, (step - a.warmup) / max(1, a.steps - a.warmup))
+    return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f)))
+
+
+def init_weights(model):
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                continue  # norms (ones) and biases (PyTorch default) stay
+            if name == "tok_embeddings.weight":
+                p.normal_(0, 0.05, generator=g)
+            else:
+                fan_in = p[0].numel()
+                p.normal_(0, 1.0 / math.sqrt(fan_in), generator=g)
+        for L in list(model.enc.layers) + list(model.dec.layers):   # residual branches small
+            L.attention.wo.weight.mul_(0.5)
+            L.feed_forward.w2.weight.mul_(0.5)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="build/corpus")
+    ap.add_argument("--work", default="build/train")
+    ap.add_argument("--out", default="build/tiny-en")
+    ap.add_argument("--tekken", default=None, help="default: OUT/tekken.json")
+    ap.add_argument("--steps", type=int, default=1050)
+    ap.add_argument("--batch", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=80)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="1 is fastest on a shared machine (more threads spin against other jobs)")
+    ap.add_argument("--save-min", type=float, default=4.0)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    os.makedirs(a.work, exist_ok=True)
+
+    tekken = json.load(open(a.tekken or os.path.join(a.out, "tekken.json")))
+    tok = small_tokenizer.Tokenizer(tekken)
+    meta = json.load(open(os.path.join(a.corpus, "train_index.json")))
+    delay, items = meta["delay_tokens"], meta["items"]
+    mel_all = np.load(os.path.join(a.corpus, "train_mel.npy"), mmap_mode="r")
+    tg = [targets(it, tok, delay) for it in items]
+
+    cfg = dict(CONFIG, vocab_size=tok.vocab_size)
+    model = vt.VoxtralSmall(cfg)
+    init_weights(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    nparam = sum(p.numel() for p in model.parameters())
+    state_path = os.path.join(a.work, "state.pt")
+    step, spent, log = 0, 0.0, []
+    rng = np.random.default_rng(a.seed)
+    if os.path.exists(state_path):
+        st = torch.load(state_path)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, spent, log = st["step"], st["spent"], st["log"]
+        rng.bit_generator.state = st["rng"]
+        print("resumed at step %d (%.1f min spent)" % (step, spent / 60))
+    print("model: %d params (%.1f MB bf16), %d items, vocab %d" % (nparam, nparam * 2 / 1e6, len(items),
+                                                                  tok.vocab_size), flush=True)
+
+    def save():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "spent": spent,
+                    "log": log, "rng": rng.bit_generator.state, "cfg": cfg}, state_path + ".tmp")
+        os.replace(state_path + ".tmp", state_path)
+        m2 = vt.VoxtralSmall(cfg)
+        m2.load_state_dict(model.state_dict())
+        vt.write_checkpoint(m2, a.out, tekken, mrm)
+        with open(os.path.join(a.work, "log.json"), "w") as f:
+            json.dump(log, f)
+
+    # batches: sorted by length in groups so a batch's items are alike, order shuffled
+    order_T = np.array([it["T"] for it in items])
+    last_save, t_mark, run_loss, run_n = time.time(), time.time(), 0.0, 0
+    model.train()
+    while step < a.steps:
+        perm = rng.permutation(len(items))
+        chunks = [perm[i:i + a.batch * 16] for i in range(0, len(perm), a.batch * 16)]
+        batches = []
+        for c in chunks:
+            c = c[np.argsort(order_T[c])]
+            batches += [c[i:i + a.batch] for i in range(0, len(c), a.batch)]
+        for bi in rng.permutation(len(batches)):
+            if step >= a.steps:
+                break
+            b = batches[bi]
+            Tm = int(max(items[i]["T"] for i in b))
+            mel = np.full((len(b), 8 * Tm, 128), MEL_SILENCE, np.float32)
+            ids = np.full((len(b), Tm), PAD, np.int64)
+            tgt = np.full((len(b), Tm), -100, np.int64)
+            for j, i in enumerate(b):
+                it = items[i]
+                T = it["T"]
+                mel[j, :8 * T] = mel_all[it["off"]:it["off"] + 8 * T]
+                x, lo, eos = tg[i]
+                ids[j, :T] = x
+                tgt[j, lo:eos] = x[lo + 1:eos + 1]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, a)
+            t0 = time.time()
+            logits = model(torch.from_numpy(mel), torch.from_numpy(ids), delay)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(tgt).reshape(-1),
+                                   ignore_index=-100)
+            opt.zero_grad()
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if not (torch.isfinite(loss) and torch.isfinite(gn)):
+                badp = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+                print("step %d: non-finite loss %s or gradient norm %s (%s), batch skipped"
+                      % (step, loss.item(), gn.item(), " ".join(badp[:4])), flush=True)
+                if os.environ.get("TRAIN_DEBUG"):
+                    torch.save({"model": model.state_dict(), "mel": mel, "ids": ids, "tgt": tgt}, "/tmp/w6/bad.pt")
+                    sys.exit(3)
+                continue
+            opt.step()
+            spent += time.time() - t0
+            step += 1
+            run_loss += loss.item()
+            run_n += 1
+            if step % 20 == 0 or step == a.steps:
+                log.append({"step": step, "loss": run_loss / run_n, "lr": lr_at(step, a), "spent_s": round(spent)})
+                print("step %d loss %.4f lr %.2e %.2f s/step (%.1f min)" % (
+                    step, run_loss / run_n, lr_at(step, a), (time.time() - t_mark) / run_n, spent / 60),
+                    flush=True)
+                run_loss, run_n, t_mark = 0.0, 0, time.time()
+            if time.time() - last_save > a.save_min * 60:
+                save()
+                last_save = time.time()
+    save()
+    print("done: %d steps, %.1f min of training; model in %s" % (step, spent / 60, a.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# test_small_model.sh - the shipped small model (samples/tiny-en) on held-out synthetic
+# sentences: samples/synth/seen (training voices) and samples/synth/unseen (the held-out
+# voice): WER, word start times against the synthesiser's word times (--json "pieces"),
+# the CPU-time real-time factor, and accuracy_regression.sh on the model.
+# The WER gates are regression floors for the model trained so far (it measures 71% on
+# both sets; a random model scores over 100%), NOT the issue's targets (5% / 15%), which
+# it does not reach: see samples/tiny-en/MODEL_CARD.md.  Every matched word must start
+# within 0.16 s of the synthesiser's time (the issue's target).
+set -u
+cd "$(dirname "$0")/.." || exit 1
+VOX=${VOXTRAL:-./voxtral}
+case $VOX in /*) ;; *) VOX=$PWD/$VOX ;; esac
+export VOXTRAL=$VOX
+PY=${PYTHON:-/usr/bin/python3}
+export OMP_NUM_THREADS=1 # a model this small runs fastest on one thread, also on a busy machine
+. tests/testlib.sh
+M=samples/tiny-en
+MAX_WER_SEEN=${MAX_WER_SEEN:-0.80}
+MAX_WER_UNSEEN=${MAX_WER_UNSEEN:-0.80}
+MAX_FILE_WER=${MAX_FILE_WER:-0.95}
+MAX_START_ERR=${MAX_START_ERR:-0.16}
+MAX_RTF=${MAX_RTF:-0.25} # CPU-time RTF (user + system time / audio, process start included: the CUDA
+# build probes the driver even with --backend cpu): measured 0.017 (CPU build) .. 0.075 (CUDA build)
+
+ls "$M"/consolidated.safetensors "$M"/params.json "$M"/tekken.json >/dev/null 2>&1
+check "samples/tiny-en holds a model directory" $?
+size=$(stat -c %s "$M/consolidated.safetensors" 2>/dev/null || echo 99999999)
+[ "$size" -le 16000000 ]
+check "checkpoint is at most 16 MB ($size bytes)" $?
+
+"$PY" scripts/eval_small_model.py "$M" samples/synth/seen -t 1 --max-wer "$MAX_WER_SEEN" \
+    --max-start-err "$MAX_START_ERR" --max-rtf "$MAX_RTF" --show 4 --json "$tmp/seen.json" \
+    >"$tmp/seen.txt" 2>&1
+check "held-out sentences, training voices: WER <= $MAX_WER_SEEN, matched word starts within ${MAX_START_ERR} s, CPU-time RTF <= $MAX_RTF" \
+    $? "$(cat "$tmp/seen.txt")"
+sed 's/^/# seen: /' "$tmp/seen.txt"
+
+"$PY" scripts/eval_small_model.py "$M" samples/synth/unseen -t 1 --max-wer "$MAX_WER_UNSEEN" \
+    --max-start-err "$MAX_START_ERR" --show 4 >"$tmp/unseen.txt" 2>&1
+check "held-out sentences, held-out voice: WER <= $MAX_WER_UNSEEN, matched word starts within ${MAX_START_ERR} s" \
+    $? "$(cat "$tmp/unseen.txt")"
+sed 's/^/# unseen: /' "$tmp/unseen.txt"
+
+# a model that prints nothing for a file is broken even if the totals pass
+"$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+sys.exit(0 if r["per_file"] and all(f["hyp"].strip() for f in r["per_file"]) else 1)
+' "$tmp/seen.json"
+check "every held-out file gets a transcript" $?
+
+wavs=(samples/synth/seen/*.wav)
+scripts/accuracy_regression.sh "$M" "${wavs[@]}" --ref auto --backends cpu --threads 1 \
+    --max-wer "$MAX_FILE_WER" --out "$tmp/acc" >"$tmp/acc.txt" 2>&1
+check "accuracy_regression.sh on samples/tiny-en passes (WER <= $MAX_FILE_WER per file)" $? \
+    "$(cat "$tmp/acc.txt")"
