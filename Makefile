@@ -53,7 +53,7 @@ ifeq ($(PORTAUDIO),auto)
 endif
 
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
-ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
+ENGINE_SRC := voxtral.c voxtral_forward.c voxtral_stream.c voxtral_sched.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
               voxtral_stdin.c voxtral_check.c
 ifeq ($(PORTAUDIO),1)
   ENGINE_SRC += voxtral_mic.c
@@ -82,7 +82,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 comma := ,
-.PHONY: all voxtral cpu cuda test bench clean help debug cuda-check tests install uninstall
+.PHONY: all voxtral cpu cuda test bench bench-streams clean help debug cuda-check tests install uninstall
 all: voxtral
 
 # ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
@@ -96,7 +96,7 @@ $(BUILD)/libvoxtral.a: $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_internal.h voxtral_engine.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)
@@ -118,6 +118,13 @@ cuda:
 	  echo "CUDA_ARCH: CUDA $$($(NVCC) --version | grep -o 'release [0-9.]*' | cut -d' ' -f2) cannot target sm_$$a (it supports: $$($(NVCC) --list-gpu-arch | sed 's/compute_//' | tr '\n' ' ')); use CUDA 12.x for older GPUs"; exit 1; }; done
 	@echo "building the CUDA backend: SASS for sm_$(subst $() ,$(comma)sm_,$(strip $(CUDA_ARCH))), PTX for compute_$(lastword $(CUDA_ARCH)); host ISA $(MARCH)"
 	$(MAKE) CUDA=1 CUDA_ARCH="$(CUDA_ARCH)" NVCC_CCBIN="$(NVCC_CCBIN)"
+
+# the serving load test (scripts/bench_streams.sh): build/bench_streams
+$(BUILD)/bench/streams: bench/streams.c $(BUILD)/libvoxtral.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvoxtral.a $(LIBS)
+bench-streams: $(BUILD)/bench/streams
+	@cp $< build/bench_streams
 
 tests: $(TEST_BIN)
 test: voxtral tests
