@@ -40,10 +40,12 @@ NVCCFLAGS ?= -O3 -lineinfo
 NVCCFLAGS += -std=c++17 $(NVCC_GENCODE) -I. -Xcompiler -Wall
 # NVCC_CCBIN=g++-12: the host compiler nvcc uses, when the default one is too new for it
 # (default: $CXX when the environment sets it, its last word: "ccache g++" gives g++;
-# else nvcc's own choice)
+# else nvcc's own choice). Passed as -ccbin only: nvcc also reads NVCC_CCBIN from its
+# environment, where an empty value breaks it, so make never exports it.
 ifeq ($(origin CXX),environment)
 NVCC_CCBIN ?= $(lastword $(CXX))
 endif
+unexport NVCC_CCBIN
 NVCCFLAGS += $(if $(NVCC_CCBIN),-ccbin $(NVCC_CCBIN))
 
 # PORTAUDIO=auto uses PortAudio for --mic when its pkg-config file is found
@@ -53,29 +55,35 @@ ifeq ($(PORTAUDIO),auto)
 endif
 
 BUILD    := build/$(if $(filter 1,$(CUDA)),cuda,cpu)
-ENGINE_SRC := voxtral.c voxtral_forward.c voxtral_stream.c voxtral_sched.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
-              voxtral_stdin.c voxtral_check.c
+# the engine (libvoxtral) and the command line (cli/, a client of voxtral.h only)
+ENGINE_SRC := voxtral.c voxtral_forward.c voxtral_stream.c voxtral_sched.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c
+CLI_SRC  := cli/main.c cli/error.c cli/stdin.c cli/check.c
+CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
-  ENGINE_SRC += voxtral_mic.c
-  CFLAGS   += $(shell pkg-config --cflags portaudio-2.0)
-  LIBS     += $(shell pkg-config --libs portaudio-2.0)
+  CLI_SRC  += cli/mic.c
+  CLI_CFLAGS := $(shell pkg-config --cflags portaudio-2.0)
+  CLI_LIBS += $(shell pkg-config --libs portaudio-2.0)
 else
-  ENGINE_SRC += voxtral_nomic.c
+  CLI_SRC  += cli/nomic.c
 endif
-LIBS     += -ldl
 ifeq ($(CUDA),1)
   ENGINE_SRC += voxtral_cuda.c
   CU_SRC   := $(wildcard cuda/*.cu)
   CFLAGS   += -I$(CUDA_HOME)/include
-  LIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  LIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -ldl
 else
   ENGINE_SRC += voxtral_nocuda.c
   CU_SRC   :=
 endif
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+# the shared library: objects are position-independent; its soname carries the major version
+SONAME   := libvoxtral.so.$(firstword $(subst ., ,$(VERSION)))
+CFLAGS   += -fPIC
+NVCCFLAGS += -Xcompiler -fPIC
 
 # A change of build settings rebuilds everything: the settings live in a stamp file.
-CONFIG := CPU_ISA=$(CPU_ISA) OPT=$(OPT) PORTAUDIO=$(PORTAUDIO) CUDA_ARCH=$(CUDA_ARCH) NVCC_CCBIN=$(NVCC_CCBIN)
+CONFIG := PIC=1 CPU_ISA=$(CPU_ISA) OPT=$(OPT) PORTAUDIO=$(PORTAUDIO) CUDA_ARCH=$(CUDA_ARCH) NVCC_CCBIN=$(NVCC_CCBIN)
 STAMP  := $(BUILD)/config.stamp
 $(shell mkdir -p $(BUILD) && (echo '$(CONFIG)' | cmp -s - $(STAMP) || echo '$(CONFIG)' > $(STAMP)))
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -83,18 +91,26 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 comma := ,
 .PHONY: all voxtral cpu cuda test bench bench-streams clean help debug cuda-check tests install uninstall
-all: voxtral
+all: voxtral $(BUILD)/$(SONAME)
 
 # ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
 voxtral: $(BUILD)/voxtral
 	@cp $< $@
 
-$(BUILD)/voxtral: $(BUILD)/libvoxtral.a $(BUILD)/main.o
-	$(CC) $(CFLAGS) -o $@ $(BUILD)/main.o $(BUILD)/libvoxtral.a $(LIBS)
+$(BUILD)/voxtral: $(BUILD)/libvoxtral.a $(CLI_OBJ)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvoxtral.a $(LIBS) $(CLI_LIBS)
 
 $(BUILD)/libvoxtral.a: $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+$(BUILD)/$(SONAME): $(ENGINE_OBJ)
+	$(CC) $(CFLAGS) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LIBS)
+	@ln -sf $(SONAME) $(BUILD)/libvoxtral.so
+
+$(BUILD)/cli/%.o: cli/%.c cli/cli.h voxtral.h $(STAMP) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
 
 $(BUILD)/%.o: %.c voxtral.h voxtral_internal.h voxtral_engine.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -117,7 +133,7 @@ cuda:
 	@for a in $(CUDA_ARCH); do $(NVCC) --list-gpu-arch | grep -qx "compute_$$a" || { \
 	  echo "CUDA_ARCH: CUDA $$($(NVCC) --version | grep -o 'release [0-9.]*' | cut -d' ' -f2) cannot target sm_$$a (it supports: $$($(NVCC) --list-gpu-arch | sed 's/compute_//' | tr '\n' ' ')); use CUDA 12.x for older GPUs"; exit 1; }; done
 	@echo "building the CUDA backend: SASS for sm_$(subst $() ,$(comma)sm_,$(strip $(CUDA_ARCH))), PTX for compute_$(lastword $(CUDA_ARCH)); host ISA $(MARCH)"
-	$(MAKE) CUDA=1 CUDA_ARCH="$(CUDA_ARCH)" NVCC_CCBIN="$(NVCC_CCBIN)"
+	$(MAKE) CUDA=1 CUDA_ARCH="$(CUDA_ARCH)" $(if $(NVCC_CCBIN),NVCC_CCBIN="$(NVCC_CCBIN)")
 
 # the serving load test (scripts/bench_streams.sh): build/bench_streams
 $(BUILD)/bench/streams: bench/streams.c $(BUILD)/libvoxtral.a
@@ -145,21 +161,25 @@ cuda-check:
 clean:
 	rm -rf build voxtral
 
-# make install PREFIX=/usr/local: the CLI, the static library, the header and a
-# pkg-config file (`cc app.c $(pkg-config --cflags --libs voxtral)`).
-install: voxtral $(BUILD)/libvoxtral.a
+# make install PREFIX=/usr/local: the CLI, the static and shared libraries, the header
+# and a pkg-config file (`cc app.c $(pkg-config --cflags --libs voxtral)` links the
+# shared one; add --static for the archive).
+install: voxtral $(BUILD)/libvoxtral.a $(BUILD)/$(SONAME)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 voxtral $(DESTDIR)$(PREFIX)/bin/voxtral
 	install -m 644 $(BUILD)/libvoxtral.a $(DESTDIR)$(PREFIX)/lib/libvoxtral.a
+	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so
 	install -m 644 voxtral.h $(DESTDIR)$(PREFIX)/include/voxtral.h
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
 	  'Name: voxtral' 'Description: Voxtral Realtime speech-to-text engine (C, CUDA)' 'Version: $(VERSION)' \
-	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lvoxtral $(LIBS)' \
+	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -Wl,-rpath,$${libdir} -lvoxtral' 'Libs.private: $(LIBS)' \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
 	@echo "installed into $(DESTDIR)$(PREFIX)"
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/voxtral $(DESTDIR)$(PREFIX)/lib/libvoxtral.a \
+	  $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libvoxtral.so \
 	  $(DESTDIR)$(PREFIX)/include/voxtral.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
 
 help:
@@ -170,5 +190,5 @@ help:
 	@echo "make test     build and run the test suite (ends with 'N passed, N failed')"
 	@echo "make bench    benchmark on a random full-size model (scripts/bench.sh)"
 	@echo "make debug    ASan/UBSan build"
-	@echo "make install PREFIX=/usr/local   binary, libvoxtral.a, voxtral.h, voxtral.pc"
+	@echo "make install PREFIX=/usr/local   binary, libvoxtral.a/.so, voxtral.h, voxtral.pc"
 	@echo "CPU_ISA=native|avx512|avx2|generic (default native): host kernel instruction set"

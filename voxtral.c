@@ -374,6 +374,26 @@ static void backend_teardown(vox_ctx *ctx) {
     ctx->be = NULL;
 }
 
+int vox_model_memory(const char *dir, const char *backend, vox_memory_estimate *out) {
+    if (strcmp(backend, "cpu") && strcmp(backend, "cuda"))
+        return vox_error("vox_model_memory: backend '%s' (use cpu or cuda)", backend);
+    vox_model m;
+    if (vox_model_load(&m, dir) != 0) return -1; /* mmaps the checkpoint: reads no weights */
+    int ms_per_token = (int)lround(1000.0 / m.cfg.frame_rate);
+    memset(out, 0, sizeof *out);
+    out->prompt_len = 1 + m.tok.left_pad_tokens + m.tok.delay_ms / (ms_per_token > 0 ? ms_per_token : 80);
+    out->dec_window = m.cfg.dec.sliding_window;
+    out->enc_window = m.cfg.enc.sliding_window;
+    vox_need n = vox_memory_need(&m, out->prompt_len,
+                                 strcmp(backend, "cpu") ? VOX_CUDA_CHUNK_TOKENS : VOX_CPU_CHUNK_TOKENS);
+    out->weights = n.weights;
+    out->kv = n.kv;
+    out->workspace = n.workspace;
+    vox_model_free(&m);
+    return 0;
+}
+
+
 vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     vox_options opt;
     if (opt_in) opt = *opt_in;

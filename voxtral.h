@@ -164,6 +164,26 @@ double vox_step_weight_bytes(const vox_ctx *ctx);
 double vox_measure_bandwidth(vox_ctx *ctx);
 size_t vox_backend_bytes(const vox_ctx *ctx);
 
+/* ---- before opening a context ------------------------------------------------ */
+/* Memory (bytes) a context on `backend` ("cpu" or "cuda") would need for the model in
+ * `dir` at the model's default delay: reads params.json, tekken.json and the checkpoint
+ * header only (no weights). 0, or -1 with the error set. */
+typedef struct {
+    double weights, kv, workspace;
+    int dec_window, enc_window, prompt_len;
+} vox_memory_estimate;
+int vox_model_memory(const char *dir, const char *backend, vox_memory_estimate *out);
+int vox_cuda_built(void); /* 1 when this library was built with the CUDA backend */
+
+/* ---- audio files ------------------------------------------------------------------ */
+/* Reads any file libsndfile reads, downmixes to mono, resamples to `rate` (libsoxr,
+ * high quality). 16-bit input at `rate` arrives as exactly int16 / 32768.
+ * *out is malloc'd (the caller frees it). 0, or -1 with the error set. */
+int vox_audio_load(const char *path, int rate, float **out, int64_t *n);
+int vox_audio_probe(const char *path); /* opens the file's header only: fails fast */
+int vox_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out,
+                 int64_t *nout);
+
 #ifdef __cplusplus
 }
 #endif

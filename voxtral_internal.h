@@ -250,7 +250,6 @@ vox_backend *vox_cpu_backend_new(int threads);
  * "fp16" or "fp32": the dtype matrices get on the device (vox_options.gpu_path). */
 vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path);
 int vox_cuda_available(void); /* 1 when built with CUDA and a device is present */
-int vox_cuda_built(void);     /* 1 when built with CUDA */
 
 /* ---- test taps (voxtral.c) ---------------------------------------------------
  * Hands each stage's rows to `fn` as they are computed (downloaded to the host):
@@ -260,13 +259,7 @@ typedef void (*vox_tap_fn)(void *user, const char *stage, const float *rows, int
 int vox_stream_set_tap(vox_stream *s, vox_tap_fn fn, void *user);
 
 /* ---- audio (voxtral_audio.c) ----------------------------------------------- */
-/* Reads any file libsndfile reads, downmixes to mono, resamples to `rate` (libsoxr,
- * high quality). 16-bit input at `rate` arrives as exactly int16 / 32768.
- * *out is malloc'd. */
-int vox_audio_load(const char *path, int rate, float **out, int64_t *n);
-int vox_audio_probe(const char *path); /* opens the file's header only: fails fast */
-int vox_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out,
-                 int64_t *nout);
+/* File loading and resampling are public (voxtral.h). */
 
 /* Log-mel spectrogram exactly as the reference feature extractor: periodic Hann
  * window_size, hop, reflect-centred STFT, last frame dropped, Slaney mel
@@ -284,20 +277,5 @@ int vox_mel_push(vox_mel *m, const float *x, int64_t n);
 int vox_mel_end(vox_mel *m, int64_t right_pad); /* after it, the remaining frames */
 int64_t vox_mel_ready(const vox_mel *m);       /* frames that can be read now */
 int64_t vox_mel_read(vox_mel *m, float *out, int64_t max_frames);
-
-/* ---- CLI input sources and tools (used by main.c) ----------------------------------
- * Each feeds `s` until its input ends or vox_cli_interrupted() becomes true, and
- * returns 0, or -1 with the error set. */
-int vox_cli_interrupted(void);                      /* SIGINT/SIGTERM seen (main.c) */
-/* voxtral_stdin.c: feeds once `interval` seconds of audio have gathered */
-int vox_cli_stdin(vox_stream *s, int rate, double interval);
-/* voxtral_mic.c (PortAudio) or voxtral_nomic.c: capture from `device` (NULL = default;
- * a number or a name substring) at its native rate, resampled to `rate`, fed in
- * blocks of `interval` seconds. */
-int vox_cli_mic(vox_stream *s, const char *device, int rate, double interval, int verbose);
-int vox_cli_list_devices(void);                     /* prints devices to stdout */
-/* voxtral_check.c: `voxtral --check`: preflight of drivers, GPUs, memory and a smoke
- * transcription (dir/audio may be NULL). Returns the process exit code. */
-int vox_cli_check(const char *dir, const char *audio, int verbose);
 
 #endif

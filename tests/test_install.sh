@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# test_install.sh - `make install PREFIX=...` installs the CLI, libvoxtral.a, voxtral.h
-# and voxtral.pc; a small C program built with `pkg-config --cflags --libs voxtral`
-# links the library and transcribes with it.
+# test_install.sh - `make install PREFIX=...` installs the CLI, libvoxtral.a, the shared
+# libvoxtral.so (with its soname), voxtral.h and voxtral.pc; the archive defines every
+# project symbol it uses; a small C program using only voxtral.h links against the
+# shared library (pkg-config) and against the archive, and transcribes with both.
 set -u
 cd "$(dirname "$0")/.."
 . tests/testlib.sh
 
 if make install PREFIX="$tmp/prefix" >"$tmp/install.log" 2>&1 \
    && [ -x "$tmp/prefix/bin/voxtral" ] && [ -f "$tmp/prefix/lib/libvoxtral.a" ] \
-   && [ -f "$tmp/prefix/include/voxtral.h" ] && [ -f "$tmp/prefix/lib/pkgconfig/voxtral.pc" ]; then
-    ok "make install PREFIX=...: binary, library, header, pkg-config file"
+   && [ -f "$tmp/prefix/include/voxtral.h" ] && [ -f "$tmp/prefix/lib/pkgconfig/voxtral.pc" ] \
+   && [ -f "$tmp/prefix/lib/libvoxtral.so.0" ] && [ -L "$tmp/prefix/lib/libvoxtral.so" ]; then
+    ok "make install PREFIX=...: binary, static and shared library, header, pkg-config file"
 else
     nok "make install" "$(tail -5 "$tmp/install.log")"
 fi
+soname=$(objdump -p "$tmp/prefix/lib/libvoxtral.so.0" 2>/dev/null | awk '$1 == "SONAME" {print $2}')
+[ "$soname" = libvoxtral.so.0 ] && ok "libvoxtral.so carries the soname libvoxtral.so.0" \
+    || nok "soname" "got '$soname'"
+# every project symbol (vox_*, cli_*) the archive uses, it defines: the installed library links alone
+a="$tmp/prefix/lib/libvoxtral.a"
+undef=$(comm -23 <(nm -u "$a" 2>/dev/null | awk '$2 ~ /^(vox|cli)_/ {print $2}' | sort -u) \
+                 <(nm --defined-only "$a" 2>/dev/null | awk '$3 ~ /^(vox|cli)_/ {print $3}' | sort -u))
+[ -z "$undef" ] && nm "$a" >/dev/null 2>&1 && ok "nm -u libvoxtral.a: no project symbol used but not defined" \
+    || nok "libvoxtral.a is not self-contained" "$undef"
+nm --defined-only "$a" 2>/dev/null | awk '$3 ~ /^cli_/' | grep -q . \
+    && nok "libvoxtral.a holds CLI code (cli_*)" || ok "libvoxtral.a holds no CLI code"
+grep -q voxtral_internal.h cli/*.c cli/*.h && nok "cli/ includes the engine's internal header" \
+    || ok "cli/ uses only the public header"
+
 "$tmp/prefix/bin/voxtral" --help >/dev/null 2>&1 && ok "installed voxtral runs" || nok "installed voxtral runs"
 
 cat >"$tmp/app.c" <<'C'
@@ -47,5 +63,16 @@ if cc -std=c11 -o "$tmp/app" "$tmp/app.c" $flags >"$tmp/cc.log" 2>&1; then
 else
     nok "a C program links libvoxtral via pkg-config" "$(head -5 "$tmp/cc.log")"
 fi
+# the same program against the archive, by its path (pkg-config's private libraries)
+sflags=$(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --static --libs voxtral 2>&1 | sed 's/-lvoxtral//')
+if cc -std=c11 -I"$tmp/prefix/include" -o "$tmp/app_static" "$tmp/app.c" "$a" $sflags >"$tmp/cc2.log" 2>&1; then
+    ok "the program links the static archive"
+    out=$("$tmp/app_static" tests/fixtures/tiny_tone/model 2>&1)
+    [ $? -eq 0 ] && ok "it transcribes with the static archive ($out)" || nok "static archive run" "$out"
+else
+    nok "the program links the static archive" "$(head -5 "$tmp/cc2.log")"
+fi
+ldd "$tmp/app" 2>/dev/null | grep -q "libvoxtral.so.0 => $tmp/prefix/lib" \
+    && ok "the pkg-config build uses the installed libvoxtral.so.0" || nok "shared link" "$(ldd "$tmp/app" 2>&1 | grep voxtral)"
 make uninstall PREFIX="$tmp/prefix" >/dev/null 2>&1 && [ ! -e "$tmp/prefix/bin/voxtral" ] \
     && ok "make uninstall removes them" || nok "make uninstall"

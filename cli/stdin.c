@@ -1,4 +1,4 @@
-/* voxtral_stdin.c - live input from standard input for `voxtral --stdin`.
+/* cli/stdin.c - live input from standard input for `voxtral --stdin`.
  *
  * A stream that starts with "RIFF....WAVE" is parsed as WAV (PCM 16-bit or
  * float 32-bit, any channel count, at the model's rate; a data size of 0 or
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "voxtral_internal.h"
+#include "cli.h"
 
 enum { BLOCK_BYTES = 8192 };
 
@@ -21,6 +21,7 @@ typedef struct {
     unsigned char buf[BLOCK_BYTES];
     size_t len, off; /* pending bytes buf[off..len) */
     int eof;
+    int (*stop)(void);
 } reader;
 
 /* Ensures `want` bytes are pending (fewer at EOF). Returns pending count or -1. */
@@ -35,10 +36,10 @@ static ssize_t fill(reader *r, size_t want) {
         ssize_t got = read(r->fd, r->buf + r->len, sizeof r->buf - r->len);
         if (got < 0) {
             if (errno == EINTR) {
-                if (vox_cli_interrupted()) return -2;
+                if (r->stop()) return -2;
                 continue;
             }
-            return vox_error("stdin: %s", strerror(errno));
+            return cli_error("stdin: %s", strerror(errno));
         }
         if (got == 0) r->eof = 1;
         r->len += (size_t)got;
@@ -53,7 +54,7 @@ static uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 
 static int skip(reader *r, uint64_t n) {
     while (n > 0) {
         ssize_t have = fill(r, 1);
-        if (have <= 0) return have < 0 ? -1 : vox_error("stdin: WAV header truncated");
+        if (have <= 0) return have < 0 ? -1 : cli_error("stdin: WAV header truncated");
         size_t take = (uint64_t)have < n ? (size_t)have : (size_t)n;
         r->off += take;
         n -= take;
@@ -61,8 +62,9 @@ static int skip(reader *r, uint64_t n) {
     return 0;
 }
 
-int vox_cli_stdin(vox_stream *s, int rate, double interval) {
+int cli_stdin(vox_stream *s, int rate, double interval, int (*stop)(void)) {
     reader r = {0};
+    r.stop = stop;
     int channels = 1, fmt_float = 0, bytes_per = 2;
     uint64_t remaining = UINT64_MAX; /* data bytes left (unknown: until EOF) */
     ssize_t have = fill(&r, 12);
@@ -72,18 +74,18 @@ int vox_cli_stdin(vox_stream *s, int rate, double interval) {
         int got_fmt = 0;
         for (;;) {
             have = fill(&r, 8);
-            if (have < 8) return have < 0 ? -1 : vox_error("stdin: WAV header truncated (no data chunk)");
+            if (have < 8) return have < 0 ? -1 : cli_error("stdin: WAV header truncated (no data chunk)");
             const unsigned char *h = r.buf + r.off;
             uint32_t size = le32(h + 4);
             int is_fmt = !memcmp(h, "fmt ", 4), is_data = !memcmp(h, "data", 4);
             r.off += 8;
             if (is_data) {
-                if (!got_fmt) return vox_error("stdin: WAV data chunk before its fmt chunk");
+                if (!got_fmt) return cli_error("stdin: WAV data chunk before its fmt chunk");
                 if (size != 0 && size != 0xFFFFFFFFu) remaining = size;
                 break;
             }
             if (is_fmt) {
-                if (size < 16 || fill(&r, 16) < 16) return vox_error("stdin: WAV fmt chunk truncated");
+                if (size < 16 || fill(&r, 16) < 16) return cli_error("stdin: WAV fmt chunk truncated");
                 const unsigned char *f = r.buf + r.off;
                 int tag = le16(f), bits = le16(f + 14);
                 channels = le16(f + 2);
@@ -91,10 +93,10 @@ int vox_cli_stdin(vox_stream *s, int rate, double interval) {
                 if (tag == 0xFFFE && size >= 26 && fill(&r, 26) >= 26) tag = le16(r.buf + r.off + 24);
                 if (tag == 1 && bits == 16) fmt_float = 0, bytes_per = 2;
                 else if (tag == 3 && bits == 32) fmt_float = 1, bytes_per = 4;
-                else return vox_error("stdin: WAV format %d with %d-bit samples is not supported (use 16-bit PCM or 32-bit float)", tag, bits);
-                if (channels < 1 || channels > 64) return vox_error("stdin: WAV with %d channels", channels);
+                else return cli_error("stdin: WAV format %d with %d-bit samples is not supported (use 16-bit PCM or 32-bit float)", tag, bits);
+                if (channels < 1 || channels > 64) return cli_error("stdin: WAV with %d channels", channels);
                 if ((int)wav_rate != rate)
-                    return vox_error("stdin: WAV at %u Hz; live input must be %d Hz (e.g. ffmpeg ... -ar %d -ac 1 -f wav -)", wav_rate, rate, rate);
+                    return cli_error("stdin: WAV at %u Hz; live input must be %d Hz (e.g. ffmpeg ... -ar %d -ac 1 -f wav -)", wav_rate, rate, rate);
                 got_fmt = 1;
             }
             if (skip(&r, size + (size & 1)) != 0) return -1;
@@ -104,10 +106,10 @@ int vox_cli_stdin(vox_stream *s, int rate, double interval) {
     size_t gather = (size_t)(interval * rate), pending = 0;
     if (gather < 1) gather = 1;
     float *out = malloc(sizeof(float) * (gather + BLOCK_BYTES));
-    if (!out) return vox_error("out of memory");
+    if (!out) return cli_error("out of memory");
     int rc = 0;
     while (remaining > 0) {
-        if (vox_cli_interrupted()) break;
+        if (stop()) break;
         have = fill(&r, frame);
         if (have == -2) break;
         if (have < 0) {
@@ -139,14 +141,14 @@ int vox_cli_stdin(vox_stream *s, int rate, double interval) {
         if (remaining != UINT64_MAX) remaining -= frames * frame;
         if (pending >= gather) {
             if (vox_stream_feed(s, out, pending) != 0) {
-                rc = -1;
+                rc = cli_error("%s", vox_last_error());
                 break;
             }
             pending = 0;
         }
     }
     /* what was gathered is fed even when a signal ended the input */
-    if (!rc && pending && vox_stream_feed(s, out, pending) != 0) rc = -1;
+    if (!rc && pending && vox_stream_feed(s, out, pending) != 0) rc = cli_error("%s", vox_last_error());
     free(out);
     return rc;
 }

@@ -1,4 +1,4 @@
-/* voxtral_mic.c - live input from a microphone for `voxtral --mic` (PortAudio).
+/* cli/mic.c - live input from a microphone for `voxtral --mic` (PortAudio).
  *
  * The PortAudio callback only copies frames into a lock-free single-producer /
  * single-consumer ring (memcpy and two atomics; when the ring is full it drops the
@@ -39,7 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "voxtral_internal.h"
+#include "cli.h"
 
 #define RING_S 16.0          /* ring capacity, seconds at the device rate */
 #define MAX_BACKLOG_S 4.0    /* more than this queued: falling behind */
@@ -137,8 +137,8 @@ static int session_begin(int verbose) {
         close(saved);
     }
     PaError e = guarded(initialize, NULL);
-    if (pa_broken) return vox_error("mic: " NO_DEVICE("; PortAudio aborted listing the devices"));
-    if (e != paNoError) return vox_error("mic: cannot initialise PortAudio: %s", Pa_GetErrorText(e));
+    if (pa_broken) return cli_error("mic: " NO_DEVICE("; PortAudio aborted listing the devices"));
+    if (e != paNoError) return cli_error("mic: cannot initialise PortAudio: %s", Pa_GetErrorText(e));
     return 0;
 }
 
@@ -153,12 +153,12 @@ static void session_end(int initialised) {
 }
 
 static int pa_fail(const char *what, PaError e) {
-    if (pa_broken) return vox_error("mic: %s: PortAudio failed an internal check (device unusable?)", what);
+    if (pa_broken) return cli_error("mic: %s: PortAudio failed an internal check (device unusable?)", what);
     if (e == paUnanticipatedHostError) {
         const PaHostErrorInfo *h = Pa_GetLastHostErrorInfo();
-        if (h && h->errorText && *h->errorText) return vox_error("mic: %s: %s", what, h->errorText);
+        if (h && h->errorText && *h->errorText) return cli_error("mic: %s: %s", what, h->errorText);
     }
-    return vox_error("mic: %s: %s", what, Pa_GetErrorText(e));
+    return cli_error("mic: %s: %s", what, Pa_GetErrorText(e));
 }
 
 static int n_inputs(void) {
@@ -175,9 +175,9 @@ static const char *api_name(const PaDeviceInfo *d) {
     return h ? h->name : "?";
 }
 
-int vox_cli_list_devices(void) {
+int cli_list_devices(void) {
     int rc = session_begin(0), initialised = !rc;
-    if (!rc && n_inputs() == 0) rc = vox_error("mic: " NO_DEVICE(""));
+    if (!rc && n_inputs() == 0) rc = cli_error("mic: " NO_DEVICE(""));
     if (!rc) {
         PaDeviceIndex def = Pa_GetDefaultInputDevice();
         printf("input devices (* = default; --device N or a part of the name):\n");
@@ -190,7 +190,7 @@ int vox_cli_list_devices(void) {
         fflush(stdout);
     }
     session_end(initialised);
-    if (rc) fprintf(stderr, "voxtral: %s\n", vox_last_error());
+    if (rc) fprintf(stderr, "voxtral: %s\n", cli_last_error());
     return rc;
 }
 
@@ -206,11 +206,11 @@ static int name_has(const char *name, const char *part) {
 /* `want`: NULL (the default input), an index, or a name: an exact match, else the
  * only device whose name contains it (case-insensitive). */
 static int pick_device(const char *want) {
-    if (n_inputs() == 0) return vox_error("mic: " NO_DEVICE(""));
+    if (n_inputs() == 0) return cli_error("mic: " NO_DEVICE(""));
     int count = Pa_GetDeviceCount();
     if (!want) {
         PaDeviceIndex def = Pa_GetDefaultInputDevice();
-        if (def == paNoDevice) return vox_error("mic: no default input device (pick one with --device, see --list-devices)");
+        if (def == paNoDevice) return cli_error("mic: no default input device (pick one with --device, see --list-devices)");
         return def;
     }
     char *end;
@@ -218,7 +218,7 @@ static int pick_device(const char *want) {
     if (*want && !*end) {
         const PaDeviceInfo *d = idx >= 0 && idx < count ? Pa_GetDeviceInfo((int)idx) : NULL;
         if (!d || d->maxInputChannels <= 0)
-            return vox_error("mic: --device %s: no input device has that number (see --list-devices)", want);
+            return cli_error("mic: --device %s: no input device has that number (see --list-devices)", want);
         return (int)idx;
     }
     int found = -1, matches = 0;
@@ -228,9 +228,9 @@ static int pick_device(const char *want) {
         if (!strcmp(d->name, want)) return i;
         if (name_has(d->name, want)) found = i, matches++;
     }
-    if (matches == 0) return vox_error("mic: --device %s: no input device has that name (see --list-devices)", want);
+    if (matches == 0) return cli_error("mic: --device %s: no input device has that name (see --list-devices)", want);
     if (matches > 1)
-        return vox_error("mic: --device %s: %d input devices match; give the number or the full name (see --list-devices)",
+        return cli_error("mic: --device %s: %d input devices match; give the number or the full name (see --list-devices)",
                          want, matches);
     return found;
 }
@@ -249,6 +249,7 @@ typedef struct {
     float *feed;          /* resampled samples waiting to be fed */
     size_t feed_len, feed_cap, feed_block;
     FILE *dump;
+    int (*stop)(void);    /* the CLI's stop flag: a signal or a closed stdout */
 } mic;
 
 static double now_s(void) {
@@ -260,10 +261,10 @@ static double now_s(void) {
 static int feed_flush(mic *m) {
     if (!m->feed_len) return 0;
     if (m->dump && fwrite(m->feed, sizeof(float), m->feed_len, m->dump) != m->feed_len)
-        return vox_error("VOX_MIC_DUMP: write failed");
+        return cli_error("VOX_MIC_DUMP: write failed");
     int rc = vox_stream_feed(m->s, m->feed, m->feed_len);
     m->feed_len = 0;
-    return rc;
+    return rc ? cli_error("%s", vox_last_error()) : 0;
 }
 
 /* Resamples `n` mono samples (x == NULL: the end, drain the resampler) into the
@@ -282,7 +283,7 @@ static int push(mic *m, const float *x, size_t n) {
         size_t idone = 0, odone = 0;
         soxr_error_t err = soxr_process(m->soxr, x, n, &idone, m->feed + m->feed_len,
                                         m->feed_cap - m->feed_len, &odone);
-        if (err) return vox_error("mic: resampler: %s", err);
+        if (err) return cli_error("mic: resampler: %s", err);
         m->feed_len += odone;
         if (x) x += idone;
         n -= idone;
@@ -316,7 +317,7 @@ static int mic_open(mic *m, const char *want) {
     const PaDeviceInfo *d = Pa_GetDeviceInfo(dev);
     snprintf(m->dev_name, sizeof m->dev_name, "%s", d->name);
     m->dev_rate = (int)lround(d->defaultSampleRate);
-    if (m->dev_rate <= 0) return vox_error("mic: %s: reports no sample rate", d->name);
+    if (m->dev_rate <= 0) return cli_error("mic: %s: reports no sample rate", d->name);
     /* stereo at most: it is downmixed anyway; some devices open only with all channels */
     int tries[3] = {d->maxInputChannels < 2 ? d->maxInputChannels : 2, 1, d->maxInputChannels};
     PaStreamParameters in = {.device = dev, .sampleFormat = paFloat32,
@@ -340,16 +341,16 @@ static int mic_open(mic *m, const char *want) {
     if (m->feed_block < 1) m->feed_block = 1;
     m->feed_cap = m->feed_block + (size_t)((double)m->mono_cap * m->rate / m->dev_rate) + 1024;
     m->feed = malloc(sizeof(float) * m->feed_cap);
-    if (!r->buf || !m->mono || !m->feed) return vox_error("out of memory");
+    if (!r->buf || !m->mono || !m->feed) return cli_error("out of memory");
     if (m->dev_rate != m->rate) {
         soxr_error_t err;
         soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
         soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
         m->soxr = soxr_create(m->dev_rate, m->rate, 1, &err, &io, &q, NULL);
-        if (!m->soxr) return vox_error("mic: resampler %d -> %d Hz: %s", m->dev_rate, m->rate, err);
+        if (!m->soxr) return cli_error("mic: resampler %d -> %d Hz: %s", m->dev_rate, m->rate, err);
     }
     const char *dump = getenv("VOX_MIC_DUMP");
-    if (dump && *dump && !(m->dump = fopen(dump, "wb"))) return vox_error("VOX_MIC_DUMP %s: cannot write it", dump);
+    if (dump && *dump && !(m->dump = fopen(dump, "wb"))) return cli_error("VOX_MIC_DUMP %s: cannot write it", dump);
 
     if ((e = guarded(open_stream, &args)) != paNoError) {
         m->pa = NULL;
@@ -370,7 +371,7 @@ static int mic_run(mic *m) {
     unsigned seen_overruns = 0, seen_callbacks = 0;
     double last_audio = now_s(), dropped_s = 0;
     int behind = 0, rc = 0;
-    while (!vox_cli_interrupted()) {
+    while (!m->stop()) {
         size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
         size_t queued = atomic_load_explicit(&r->head, memory_order_acquire) - tail;
         unsigned overruns = atomic_load_explicit(&r->overruns, memory_order_relaxed);
@@ -401,11 +402,11 @@ static int mic_run(mic *m) {
         PaError active = Pa_IsStreamActive(m->pa);
         if (active != 1) {
             rc = active < 0 ? pa_fail(m->dev_name, active)
-                            : vox_error("mic: %s: the audio device stopped (disconnected?)", m->dev_name);
+                            : cli_error("mic: %s: the audio device stopped (disconnected?)", m->dev_name);
             break;
         }
         if (t - last_audio > DEVICE_SILENT_S) {
-            rc = vox_error("mic: %s: no audio for %.0f s (device disconnected or sound server gone?)", m->dev_name,
+            rc = cli_error("mic: %s: no audio for %.0f s (device disconnected or sound server gone?)", m->dev_name,
                            DEVICE_SILENT_S);
             break;
         }
@@ -427,15 +428,13 @@ static void mic_free(mic *m) {
     free(m->feed);
 }
 
-int vox_cli_mic(vox_stream *s, const char *device, int rate, double interval, int verbose) {
-    mic m = {.s = s, .rate = rate, .interval = interval, .verbose = verbose};
+int cli_mic(vox_stream *s, const char *device, int rate, double interval, int verbose,
+            int (*stop)(void)) {
+    mic m = {.s = s, .rate = rate, .interval = interval, .verbose = verbose, .stop = stop};
     int rc = session_begin(verbose), initialised = !rc;
     if (!rc) rc = mic_open(&m, device);
     if (!rc) rc = mic_run(&m);
-    char err[1024] = "";
-    if (rc) snprintf(err, sizeof err, "%s", vox_last_error());
     mic_free(&m);
     session_end(initialised);
-    if (rc) vox_error("%s", err);
     return rc;
 }

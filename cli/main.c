@@ -1,4 +1,4 @@
-/* main.c - the voxtral command line: transcribe a file (-i) or standard input
+/* cli/main.c - the voxtral command line: transcribe a file (-i) or standard input
  * (--stdin) with a Voxtral Realtime model directory (-d).
  *
  * Text pieces go to stdout as they are decoded (flushed); diagnostics and
@@ -17,7 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "voxtral.h"
-#include "voxtral_internal.h"
+#include "cli.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -101,7 +101,7 @@ static void on_token(void *user, const vox_token *t) {
 
 static int read_forced(const char *path, int **ids, int *n) {
     FILE *f = fopen(path, "r");
-    if (!f) return vox_error("%s: %s", path, strerror(errno));
+    if (!f) return cli_error("%s: %s", path, strerror(errno));
     int cap = 256, cnt = 0;
     int *v = malloc(sizeof(int) * cap);
     long x;
@@ -116,10 +116,10 @@ static int read_forced(const char *path, int **ids, int *n) {
     }
     int bad = !feof(f);
     fclose(f);
-    if (!v) return vox_error("out of memory");
+    if (!v) return cli_error("out of memory");
     if (bad) {
         free(v);
-        return vox_error("%s: not a list of whitespace-separated token ids", path);
+        return cli_error("%s: not a list of whitespace-separated token ids", path);
     }
     *ids = v;
     *n = cnt;
@@ -212,7 +212,7 @@ static cJSON *stats_json(vox_ctx *ctx, const run_figures *f, int bench) {
 }
 
 static void on_signal(int sig) { got_signal = sig; }
-int vox_cli_interrupted(void) { return got_signal != 0 || stdout_closed; }
+static int interrupted(void) { return got_signal != 0 || stdout_closed; }
 
 /* SIGINT/SIGTERM: stop reading, finish the stream and flush what was heard.
  * No SA_RESTART, so a blocking read on stdin returns at once. */
@@ -271,7 +271,7 @@ int main(int argc, char **argv) {
             NEED_ARG();
             device = next;
         } else if (!strcmp(a, "--list-devices")) {
-            return vox_cli_list_devices() == 0 ? 0 : 1;
+            return cli_list_devices() == 0 ? 0 : 1;
         } else if (!strcmp(a, "--check")) {
             check = 1;
         } else if (!strcmp(a, "--delay")) {
@@ -331,7 +331,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (check) return vox_cli_check(dir, input, opt.verbose);
+    if (check) return cli_check(dir, input, opt.verbose);
     if (!dir || (!!input + use_stdin + use_mic) != 1) {
         fprintf(stderr, "voxtral: need -d DIR and exactly one of -i FILE / --stdin / --mic (see --help)\n");
         return 2;
@@ -344,7 +344,7 @@ int main(int argc, char **argv) {
     int64_t n_audio = 0;
     int *forced = NULL, n_forced = 0;
     if (forced_path && read_forced(forced_path, &forced, &n_forced) != 0) {
-        fprintf(stderr, "voxtral: %s\n", vox_last_error());
+        fprintf(stderr, "voxtral: %s\n", cli_last_error());
         return 1;
     }
     if (input && vox_audio_probe(input) != 0) {
@@ -374,36 +374,35 @@ int main(int argc, char **argv) {
         reset_peak_rss(); /* its 1 GiB buffer is not the engine's memory */
     }
     double t_run = now_ms();
+    /* every failure below ends up in the CLI error (library messages passed on) */
     vox_stream *s = vox_stream_new(ctx, on_token, &st);
     int rc = s ? 0 : -1;
     if (!rc && topk) rc = vox_stream_set_topk(s, topk);
     if (!rc && forced) rc = vox_stream_force_tokens(s, forced, n_forced);
     if (!rc && (use_stdin || use_mic)) rc = vox_stream_set_continuous(s, 1);
+    if (rc) cli_error("%s", vox_last_error());
     if (!rc) {
         catch_signals();
         if (input) {
             /* fed in blocks that fill the encoder's batches; a signal stops it between them */
             int64_t block = (int64_t)vox_feed_block(ctx);
             for (int64_t off = 0; !rc && off < n_audio && !got_signal; off += block)
-                rc = vox_stream_feed(s, audio + off, (size_t)(n_audio - off < block ? n_audio - off : block));
+                if ((rc = vox_stream_feed(s, audio + off, (size_t)(n_audio - off < block ? n_audio - off : block))))
+                    cli_error("%s", vox_last_error());
         } else if (use_stdin) {
-            rc = vox_cli_stdin(s, vox_sample_rate(ctx), interval);
+            rc = cli_stdin(s, vox_sample_rate(ctx), interval, interrupted);
         } else {
-            rc = vox_cli_mic(s, device, vox_sample_rate(ctx), interval, opt.verbose);
+            rc = cli_mic(s, device, vox_sample_rate(ctx), interval, opt.verbose, interrupted);
         }
         /* even when the input failed (a device gone), finish: the audio already fed
          * is transcribed to the end; the input's error is what gets reported */
-        char in_err[1024] = "";
-        if (rc) snprintf(in_err, sizeof in_err, "%s", vox_last_error());
-        int frc = vox_stream_finish(s);
-        if (rc) vox_error("%s", in_err);
-        else rc = frc;
+        if (vox_stream_finish(s) != 0 && !rc) rc = cli_error("%s", vox_last_error());
     }
     double t_end = now_ms();
     int exit_code = 0;
     char err[1200] = "";
     if (rc && !stdout_closed) {
-        snprintf(err, sizeof err, "%s", vox_last_error());
+        snprintf(err, sizeof err, "%s", cli_last_error());
         exit_code = 1;
     }
     if (stdout_closed) rc = 0;

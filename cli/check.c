@@ -1,4 +1,4 @@
-/* voxtral_check.c - `voxtral --check [-d DIR] [-i FILE]`: a preflight in the order a
+/* cli/check.c - `voxtral --check [-d DIR] [-i FILE]`: a preflight in the order a
  * person debugs a new machine: host, build, CUDA driver (and WSL2's loader path),
  * devices (name, compute capability, versions, free/total memory), whether this
  * build can use them, the model's memory need against free VRAM and host RAM, then
@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "voxtral.h"
-#include "voxtral_internal.h"
+#include "cli.h"
 
 /* ---- report lines ------------------------------------------------------------------ */
 typedef struct {
@@ -237,25 +237,7 @@ static int cuda_runtime_version(void) {
     return v;
 }
 
-/* ---- the model's memory need: the engine's own formula (vox_memory_need) ------------------ */
-typedef struct {
-    double weights, kv, workspace;
-    int dec_window, enc_window, prompt_len;
-} model_need;
-
-static model_need need_of(const vox_model *m, int chunk_tokens) {
-    model_need n = {0};
-    int ms_per_token = (int)lround(1000.0 / m->cfg.frame_rate);
-    n.prompt_len = 1 + m->tok.left_pad_tokens + m->tok.delay_ms / (ms_per_token > 0 ? ms_per_token : 80);
-    n.dec_window = m->cfg.dec.sliding_window;
-    n.enc_window = m->cfg.enc.sliding_window;
-    vox_need v = vox_memory_need(m, n.prompt_len, chunk_tokens);
-    n.weights = v.weights;
-    n.kv = v.kv;
-    n.workspace = v.workspace;
-    return n;
-}
-
+/* ---- the model's memory need: the engine's own formula (vox_model_memory) ---------------- */
 /* the CUDA backend's own scratch (cuBLASLt workspace, BF16 inputs, attention partials) */
 static const double CUDA_SCRATCH_BYTES = (32 << 20) + (32 << 20) + (16 << 20);
 
@@ -386,7 +368,7 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
 }
 
 /* ---- the preflight ---------------------------------------------------------------------- */
-int vox_cli_check(const char *dir, const char *audio, int verbose) {
+int cli_check(const char *dir, const char *audio, int verbose) {
     report r = {.verbose = verbose};
     int built = vox_cuda_built();
     int rt = built ? cuda_runtime_version() : 0;
@@ -508,14 +490,12 @@ int vox_cli_check(const char *dir, const char *audio, int verbose) {
     if (!dir) {
         line(&r, "skip", "model", "no -d DIR: memory need and smoke transcription not checked");
     } else {
-        vox_model m;
-        if (vox_model_load(&m, dir) != 0) {
+        vox_memory_estimate cpu_need, gpu_need;
+        if (vox_model_memory(dir, "cpu", &cpu_need) != 0 || vox_model_memory(dir, "cuda", &gpu_need) != 0) {
             line(&r, "FAIL", "model", "%s", vox_last_error());
             fix(&r, "pass the directory with consolidated.safetensors, params.json and tekken.json "
                     "(scripts/download_model.sh DIR fetches them)");
         } else {
-            model_need cpu_need = need_of(&m, VOX_CPU_CHUNK_TOKENS), gpu_need = need_of(&m, VOX_CUDA_CHUNK_TOKENS);
-            vox_model_free(&m);
             line(&r, "ok", "model", "%s: weights %.0f MiB, KV %.0f MiB (decoder window %d + prompt %d), "
                  "workspace %.0f MiB (CPU) / %.0f MiB (CUDA)", dir, mib(cpu_need.weights), mib(cpu_need.kv),
                  cpu_need.dec_window, cpu_need.prompt_len, mib(cpu_need.workspace),
