@@ -51,7 +51,8 @@ enum {
     ATTN_TICKETS = 4096,               /* split-attention tickets: rows x kv heads */
     STAGE_BYTES = 64 << 20,            /* pinned staging for the weight upload, x2 */
     MAX_PLANS = 64,
-    MAX_GRAPHS = 16,
+    MAX_GRAPHS = 48,                   /* a serving context's batched steps: one per batch size
+                                          (up to 32), beside the plain streams' graphs */
     ARENA_ALIGN = 256,
 };
 

@@ -70,7 +70,8 @@ static int encode_items(vox_ctx *ctx, vox_pool *pool, vox_stream **ss, float *co
      * replays a graph where the backend has graphs; taps read back mid-way, and a new
      * size may not recur */
     vox_stream *s0 = ss[0];
-    if (n > 1 || tapped || toks[0] > GRAPH_MAX_SUB || toks[0] != s0->enc_last_tokens) {
+    /* (a serving context's streams would each hold a graph: none there) */
+    if (n > 1 || tapped || ctx->serving || toks[0] > GRAPH_MAX_SUB || toks[0] != s0->enc_last_tokens) {
         vox_encoder_forward(ctx, pool, it, n);
     } else {
         const int key = graph_key(s0->id, GRAPH_ENCODER, toks[0]);
