@@ -13,7 +13,9 @@
  * state at decoder window W) is computed from the engine's own plan.
  *
  * streams -d MODEL -a AUDIO [-n 1,2,4,8] [-s SECONDS] [--backend B] [-t THREADS]
- *         [--kv f32|bf16] [--max-batch B] [--no-baseline] [--json FILE]
+ *         [--kv f32|bf16] [--max-batch B] [--no-baseline] [--offline] [--json FILE]
+ * --offline: each stream gets SECONDS of audio at once and the batches run as fast as
+ * they go (step time per batch size against one step per stream, no pacing).
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -27,6 +29,9 @@
 #include "voxtral_internal.h"
 
 enum { PIECE = 1280, PERIOD_MS = 80, MAX_N = 1024 };
+
+/* voxtral_sched.c's test hooks: --offline builds batches of a known size */
+void vox_sched_hold(vox_ctx *ctx, int hold);
 
 static double now_ms(void) {
     struct timespec ts;
@@ -167,6 +172,53 @@ static int run_n(vox_ctx *ctx, int N, const float *audio, int64_t n_audio, doubl
     return rc;
 }
 
+/* --offline: N streams given `seconds` of audio at once (the scheduler held until all
+ * is queued), decoded as fast as the batches go: the step time per batch size without
+ * real-time pacing. Returns the wall time; fills *st with the scheduler's counters. */
+static double run_offline(vox_ctx *ctx, int N, const float *audio, int64_t n_audio, double seconds, vox_serve_stats *d) {
+    vox_stream **s = calloc(N, sizeof *s);
+    vox_serve_stats a, b;
+    vox_serve_stats_get(ctx, &a);
+    int64_t n = (int64_t)(seconds * 16000);
+    float *x = malloc(sizeof(float) * n);
+    vox_sched_hold(ctx, 1);
+    int rc = 0;
+    for (int i = 0; i < N && !rc; i++) {
+        for (int64_t k = 0; k < n; k++) x[k] = audio[(k + (int64_t)i * 7919) % n_audio];
+        s[i] = vox_stream_new(ctx, NULL, NULL);
+        rc = !s[i] || vox_stream_feed(s[i], x, (size_t)n) || vox_stream_finish(s[i]);
+    }
+    double t0 = now_ms();
+    vox_sched_hold(ctx, 0);
+    for (int i = 0; i < N && !rc; i++) rc = vox_stream_wait(s[i]);
+    double wall = now_ms() - t0;
+    if (rc) fprintf(stderr, "streams: %s\n", vox_last_error());
+    vox_serve_stats_get(ctx, &b);
+    memset(d, 0, sizeof *d);
+    d->steps = b.steps - a.steps;
+    d->step_rows = b.step_rows - a.step_rows;
+    d->step_ms = b.step_ms - a.step_ms;
+    d->enc_ms = b.enc_ms - a.enc_ms;
+    for (int k = 0; k < VOX_BATCH_BINS; k++) {
+        d->steps_by_batch[k] = b.steps_by_batch[k] - a.steps_by_batch[k];
+        d->step_ms_by_batch[k] = b.step_ms_by_batch[k] - a.step_ms_by_batch[k];
+    }
+    for (int i = 0; i < N; i++) vox_stream_free(s[i]);
+    free(s), free(x);
+    return rc ? -1 : wall;
+}
+
+static void print_offline(const char *mode, int N, double wall, const vox_serve_stats *d) {
+    int top = 0;
+    for (int k = 1; k < VOX_BATCH_BINS; k++)
+        if (d->steps_by_batch[k] > d->steps_by_batch[top]) top = k;
+    printf("%-9s %5d  %8.0f ms wall, %6lld steps, mean batch %5.2f, %8.2f ms per step (%d rows: %.2f ms), "
+           "%7.2f ms of steps per stream-token, encoder %.0f ms\n",
+           mode, N, wall, d->steps, d->steps ? (double)d->step_rows / d->steps : 0, d->steps ? d->step_ms / d->steps : 0,
+           top, d->steps_by_batch[top] ? d->step_ms_by_batch[top] / d->steps_by_batch[top] : 0,
+           d->step_rows ? d->step_ms / d->step_rows : 0, d->enc_ms);
+}
+
 /* free memory now: VRAM through the CUDA runtime when the build links it, else RAM */
 static double free_bytes(const char *backend, int *is_gpu) {
     int (*mem_info)(size_t *, size_t *) = (int (*)(size_t *, size_t *))dlsym(RTLD_DEFAULT, "cudaMemGetInfo");
@@ -210,7 +262,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *wav = NULL, *json = NULL, *backend = "auto", *kv = "f32";
     const char *list = "1,2,4,8";
     double seconds = 10;
-    int threads = 0, max_batch = 0, baseline = 1;
+    int threads = 0, max_batch = 0, baseline = 1, offline = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-d") && v) dir = v, i++;
@@ -223,9 +275,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-batch") && v) max_batch = atoi(v), i++;
         else if (!strcmp(a, "--json") && v) json = v, i++;
         else if (!strcmp(a, "--no-baseline")) baseline = 0;
+        else if (!strcmp(a, "--offline")) offline = 1;
         else {
             fprintf(stderr, "usage: streams -d MODEL -a AUDIO [-n 1,2,4,8] [-s SECONDS] [--backend B] [-t THREADS]\n"
-                            "               [--kv f32|bf16] [--max-batch B] [--no-baseline] [--json FILE]\n");
+                            "               [--kv f32|bf16] [--max-batch B] [--no-baseline] [--offline] [--json FILE]\n");
             return 2;
         }
     }
@@ -317,6 +370,24 @@ int main(int argc, char **argv) {
     printf("memory-bound streams M(W) = (free %s %.2f GiB - weights - workspace) / per-stream: M(8192) %.0f, "
            "M(2048) %.0f, M(%d, the model's) %.0f\n",
            is_gpu ? "VRAM" : "RAM", free0 / 1073741824.0, mw[0], mw[1], model_window, mw[2]);
+    if (offline) { /* step times per batch size, no pacing */
+        for (int k = 0; k < nn; k++) {
+            vox_serve_stats d;
+            double w = run_offline(srv, ns[k], audio, n_audio, seconds, &d);
+            if (w < 0) return 1;
+            print_offline("batched", ns[k], w, &d);
+            if (unb) {
+                w = run_offline(unb, ns[k], audio, n_audio, seconds, &d);
+                if (w < 0) return 1;
+                print_offline("unbatched", ns[k], w, &d);
+            }
+            fflush(stdout);
+        }
+        vox_close(unb);
+        vox_close(srv);
+        free(audio);
+        return 0;
+    }
     printf("%-9s %5s  %-4s %9s %9s %9s %8s %10s %9s %8s %9s\n", "mode", "N", "rt", "p50 ms", "p95 ms", "p99 ms",
            "lag s", "mean batch", "step ms", "tokens", "mem MB");
     run_result rb[64], ru[64];
