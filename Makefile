@@ -64,8 +64,8 @@ endif
 
 BUILD    := build/$(if $(SANITIZE),asan,$(if $(filter 1,$(CUDA)),cuda,cpu))
 # the engine (libvoxtral) and the command line (cli/, a client of voxtral.h only)
-ENGINE_SRC := voxtral.c voxtral_audio.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c \
-              voxtral_error.c voxtral_audiofile.c voxtral_text.c voxtral_quant.c
+ENGINE_SRC := voxtral.c voxtral_forward.c voxtral_stream.c voxtral_sched.c voxtral_audio.c voxtral_kernels.c \
+              voxtral_loader.c voxtral_tokenizer.c voxtral_error.c voxtral_audiofile.c voxtral_text.c voxtral_quant.c
 # the quantized dot kernels: one file per instruction set, the one -march=$(MARCH) enables
 ISA_MACROS := $(shell $(CC) -march=$(MARCH) -dM -E -x c /dev/null 2>/dev/null)
 QDOT_ISA := $(if $(findstring __AVX512BW__,$(ISA_MACROS)),avx512,$(if $(findstring __AVX2__,$(ISA_MACROS)),$(if $(findstring __FMA__,$(ISA_MACROS)),avx2,generic),generic))
@@ -108,7 +108,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 comma := ,
-.PHONY: all voxtral cpu cuda test bench clean help debug asan asan-test fuzz cuda-check tests install uninstall
+.PHONY: all voxtral cpu cuda test bench bench-streams clean help debug asan asan-test fuzz cuda-check tests install uninstall
 all: voxtral $(BUILD)/$(SONAME)
 
 # ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
@@ -134,7 +134,7 @@ $(BUILD)/server/%.o: server/%.c server/server.h server/conn.h voxtral.h voxtral_
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h voxtral_error.h voxtral_quant.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h voxtral_engine.h voxtral_error.h voxtral_quant.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)
@@ -156,6 +156,13 @@ cuda:
 	  echo "CUDA_ARCH: CUDA $$($(NVCC) --version | grep -o 'release [0-9.]*' | cut -d' ' -f2) cannot target sm_$$a (it supports: $$($(NVCC) --list-gpu-arch | sed 's/compute_//' | tr '\n' ' ')); use CUDA 12.x for older GPUs"; exit 1; }; done
 	@echo "building the CUDA backend: SASS for sm_$(subst $() ,$(comma)sm_,$(strip $(CUDA_ARCH))), PTX for compute_$(lastword $(CUDA_ARCH)); host ISA $(MARCH)"
 	$(MAKE) CUDA=1 CUDA_ARCH="$(CUDA_ARCH)" $(if $(NVCC_CCBIN),NVCC_CCBIN="$(NVCC_CCBIN)")
+
+# the serving load test (scripts/bench_streams.sh): build/bench_streams
+$(BUILD)/bench/streams: bench/streams.c $(BUILD)/libvoxtral.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvoxtral.a $(LIBS)
+bench-streams: $(BUILD)/bench/streams
+	@cp $< build/bench_streams
 
 tests: $(TEST_BIN)
 # a sanitizer build tests its own binary and leaves ./voxtral alone

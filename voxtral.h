@@ -46,6 +46,17 @@ typedef struct {
                              else fp16 with fp32 for tensors fp16 cannot hold) */
     const char *quant;   /* NULL: weights as in the checkpoint; "q8" or "q4" (optionally
                             "q4:GROUP[:bf16|q8]"): quantize a BF16 checkpoint at load */
+    /* Serving many live streams from one context (see "Threads" below). */
+    int max_streams;     /* 0 (default): a plain context, each call runs in the caller's
+                            thread; > 0: a serving context: a KV pool of this many
+                            streams, checked against free RAM / VRAM at open, and one
+                            scheduler thread that batches every stream's work */
+    int max_batch;       /* decoder rows per batched step (serving; 0 = 32) */
+    int kv_window;       /* decoder KV window in positions; 0 = the model's sliding
+                            window. Smaller: less memory per stream, but attention then
+                            sees only the last kv_window positions (changes results) */
+    const char *kv_dtype; /* NULL/"f32" (default) or "bf16": the KV caches' element
+                             type (bf16 halves their memory; CPU backend only for now) */
 } vox_options;
 
 /* One decoded step. `piece` holds the token's bytes (not NUL-terminated, may be
@@ -60,9 +71,35 @@ typedef struct {
     int k;
     const int *topk_ids;
     const float *topk_logits;
+    double ready_s;    /* stream time (seconds of samples fed) of the sample whose
+                          arrival completed this token's input: its latency is the
+                          delivery time minus that sample's arrival time */
 } vox_token;
 
 typedef void (*vox_token_cb)(void *user, const vox_token *tok);
+
+/* Threads.
+ * A plain context (max_streams = 0) is used from one thread at a time: each call
+ * does its work before it returns (vox_stream_feed decodes what the audio allows,
+ * calling the callback in the caller's thread; vox_stream_finish returns with every
+ * token delivered). Several plain contexts may live in one process.
+ *
+ * A serving context (max_streams > 0) owns one scheduler thread, the only one that
+ * runs the model. vox_stream_new, _feed, _flush, _finish, _next, _done, _wait,
+ * _stats and _free may then be called from any thread, one per stream or one for
+ * all, at any time; calls on one stream from several threads at once are
+ * serialised. They return at once: feed, flush and finish queue the audio / the
+ * request (the order of a stream's calls is kept), and the scheduler, each tick,
+ * takes every stream's pending audio, runs batched encoder chunks and one batched
+ * decoder step for every stream with a new audio token. Callbacks run on the
+ * scheduler thread and must not call back into the library for that context (push
+ * tokens to your own queue); pull mode (cb = NULL) takes tokens with vox_stream_next
+ * from any thread. A stream is complete (vox_stream_done, vox_stream_wait) once its
+ * finish has been decoded to the end. set_topk, force_tokens, set_continuous and the
+ * tap are set before the stream's first feed. A stream that finds the pool full is
+ * refused (vox_stream_new returns NULL, "stream pool full: ..."); one that fails
+ * later (a backend error) reports it on its next call. Each stream's ids equal those
+ * of the same audio on a plain context (any batch, any neighbours). */
 
 const char *vox_last_error(void);
 const char *vox_stream_error(const vox_stream *s); /* NULL unless s failed */
@@ -97,6 +134,11 @@ int vox_stream_flush(vox_stream *s);
  * Memory stays flat for endless input either way (ring KV caches, bounded buffers). */
 int vox_stream_set_continuous(vox_stream *s, int on);
 int vox_stream_restarts(const vox_stream *s); /* segments started after the first */
+/* 1 when the stream is complete: finished and every token delivered, or failed
+ * (then vox_stream_wait returns -1 with the reason). A plain context's stream is
+ * complete when vox_stream_finish returns. */
+int vox_stream_done(vox_stream *s);
+int vox_stream_wait(vox_stream *s); /* blocks until done: 0, or -1 (error set) */
 
 /* Timings gathered by a stream (milliseconds, wall clock, backend synchronised). */
 typedef struct {
@@ -114,6 +156,23 @@ void vox_stream_stats(const vox_stream *s, vox_stats *st);
 /* For benchmarks: model load time, bytes of weights one decoder step reads (its
  * memory-bandwidth floor is that / vox_measure_bandwidth), the backend's measured
  * read bandwidth in GB/s (0 if unknown; takes a moment), backend memory held. */
+/* A serving context's scheduler, so far (zeros for a plain context). */
+enum { VOX_BATCH_BINS = 33 };   /* by batch size: [b] for b rows, [32] for 32 or more */
+typedef struct {
+    int max_streams, streams;   /* pool size, streams holding a slot now */
+    long long ticks;
+    long long steps, step_rows; /* batched decoder steps; rows over all of them */
+    double step_ms;             /* their time (backend synchronised) */
+    long long steps_by_batch[VOX_BATCH_BINS];
+    double step_ms_by_batch[VOX_BATCH_BINS];
+    long long enc_batches, enc_tokens;
+    double enc_ms;
+    long long prefills;
+    double prefill_ms;
+    double pool_bytes, stream_bytes; /* the KV pool; one stream's share of it */
+} vox_serve_stats;
+void vox_serve_stats_get(vox_ctx *ctx, vox_serve_stats *st);
+
 double vox_load_ms(const vox_ctx *ctx);
 double vox_step_weight_bytes(const vox_ctx *ctx);
 double vox_measure_bandwidth(vox_ctx *ctx);

@@ -62,7 +62,8 @@ enum {
                                           encoder matrix but the LM head in one */
     QOUT_FLOATS = 4 << 20,             /* its output scratch for a tiled weight (16 MB) */
     MAX_PLANS = 64,
-    MAX_GRAPHS = 16,
+    MAX_GRAPHS = 48,                   /* a serving context's batched steps: one per batch size
+                                          (up to 32), beside the plain streams' graphs */
     ARENA_ALIGN = 256,
 };
 
@@ -994,51 +995,52 @@ static void cu_rope(vox_backend *be, float *x, const int32_t *pos, int M, int n_
     LAUNCHED();
 }
 
-static void cu_attention(vox_backend *be, float *out, const float *q, const float *kc,
-                         const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                         int head_dim, int cap, int window, int rows_are_streams);
+static void cu_attention(vox_backend *be, float *out, const float *q, const void *kc_,
+                         const void *vc_, const int32_t *pos, const int32_t *slot, int M,
+                         int n_heads, int n_kv_heads, int head_dim, int cap, int window);
 
 /* one launch where the split kernel's fused form applies (the decoder step), else
  * rope_kv_store then attention */
 static void cu_rope_attention(vox_backend *be, float *out, float *q, float *k, const float *v,
-                              float *kc, float *vc, const int32_t *pos, int M, int n_heads,
-                              int n_kv_heads, int head_dim, float theta, int cap, int window,
-                              int rows_are_streams) {
+                              void *kc_, void *vc_, const int32_t *pos, const int32_t *slot, int M,
+                              int n_heads, int n_kv_heads, int head_dim, float theta, int cap,
+                              int window) {
     cuda_impl *ci = impl_of(be);
+    float *kc = kc_, *vc = vc_; /* fp32 rings: vox_open gives this backend no BF16 KV */
     vox_cuda_inv_freq f;
     if (M <= 0 || inv_freq_of(be, &f, "rope_attention", head_dim, theta)) return;
-    if ((M == 1 || rows_are_streams) &&
+    if ((M == 1 || slot) &&
         vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
-                                 rows_are_streams, k, v, &f, ci->attn_part, ATTN_PART_FLOATS,
+                                 slot, k, v, &f, ci->attn_part, ATTN_PART_FLOATS,
                                  ci->attn_tickets, ATTN_TICKETS, ci->n_sm, ci->st) == 0) {
         LAUNCHED();
         return;
     }
     vox_cuda_rope_kv_store(q, k, v, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, &f, cap,
-                           rows_are_streams, ci->st);
+                           slot, ci->st);
     LAUNCHED();
-    cu_attention(be, out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
-                 rows_are_streams);
+    cu_attention(be, out, q, kc, vc, pos, slot, M, n_heads, n_kv_heads, head_dim, cap, window);
 }
 
-static void cu_kv_store(vox_backend *be, float *kc, float *vc, const float *k, const float *v,
-                        const int32_t *pos, int M, int kv_dim, int cap, int rows_are_streams) {
-    vox_cuda_kv_store(kc, vc, k, v, pos, M, kv_dim, cap, rows_are_streams, impl_of(be)->st);
+static void cu_kv_store(vox_backend *be, void *kc, void *vc, const float *k, const float *v,
+                        const int32_t *pos, const int32_t *slot, int M, int kv_dim, int cap) {
+    vox_cuda_kv_store((float *)kc, (float *)vc, k, v, pos, M, kv_dim, cap, slot, impl_of(be)->st);
     LAUNCHED();
 }
 
-static void cu_attention(vox_backend *be, float *out, const float *q, const float *kc,
-                         const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                         int head_dim, int cap, int window, int rows_are_streams) {
+static void cu_attention(vox_backend *be, float *out, const float *q, const void *kc_,
+                         const void *vc_, const int32_t *pos, const int32_t *slot, int M,
+                         int n_heads, int n_kv_heads, int head_dim, int cap, int window) {
     cuda_impl *ci = impl_of(be);
+    const float *kc = kc_, *vc = vc_;
     if (M <= 0) return;
     int rc = -1;
-    if (rows_are_streams || M <= SPLIT_MAX_ROWS)
+    if (slot || M <= SPLIT_MAX_ROWS)
         rc = vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
-                                      window, rows_are_streams, NULL, NULL, NULL, ci->attn_part,
+                                      window, slot, NULL, NULL, NULL, ci->attn_part,
                                       ATTN_PART_FLOATS, ci->attn_tickets, ATTN_TICKETS, ci->n_sm,
                                       ci->st);
-    if (rc && !rows_are_streams)
+    if (rc && !slot)
         rc = vox_cuda_attention_tiled(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
                                       window, ci->st);
     if (rc) {
@@ -1062,17 +1064,17 @@ static void cu_im2col(vox_backend *be, float *cols, const float *x, int T_out, i
 }
 
 static void cu_embed(vox_backend *be, float *x, const vox_weight *emb, const int32_t *ids,
-                     const float *audio, const int32_t *pos, int M, int D, int acap,
-                     int rows_are_streams) {
+                     const float *audio, const int32_t *pos, const int32_t *slot, int M, int D,
+                     int acap) {
     if (!matrix_on_device(emb)) {
         op_fail("%s: embedding not on the device or of an unknown dtype (%ld)", "embed", D);
         return;
     }
     if (vox_dtype_quantized(emb->dev_dtype))
         vox_cuda_qembed(x, emb->dev, qfmt(emb->dev_dtype), emb->dev_scales, emb->group, ids, audio, pos, M, D,
-                        acap, rows_are_streams, impl_of(be)->st);
+                        acap, slot, impl_of(be)->st);
     else
-        vox_cuda_embed(x, emb->dev, emb->dev_dtype, ids, audio, pos, M, D, acap, rows_are_streams,
+        vox_cuda_embed(x, emb->dev, emb->dev_dtype, ids, audio, pos, M, D, acap, slot,
                        impl_of(be)->st);
     LAUNCHED();
 }
@@ -1095,6 +1097,9 @@ static void cu_topk(vox_backend *be, int32_t *ids, float *vals, const float *log
 }
 
 /* ---- graphs ------------------------------------------------------------------------------- */
+/* the serving scheduler's thread: the runtime's current device is per thread */
+static void cu_thread_init(vox_backend *be) { cudaSetDevice(impl_of(be)->device); }
+
 static int cu_graph_launch(vox_backend *be, int key) {
     cuda_impl *ci = impl_of(be);
     for (int i = 0; i < ci->n_graphs; i++) {
@@ -1341,6 +1346,8 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     be->norm_linear = cu_norm_linear;
     be->swiglu_linear = cu_swiglu_linear;
     be->rope_attention = cu_rope_attention;
+    be->thread_init = cu_thread_init;
+    be->kv_dtype = VOX_DT_F32; /* BF16 KV rings: not in the CUDA kernels yet (kv_bf16 = 0) */
     be->warm_up = 1;
     be->async = 1;
     be->graph_launch = cu_graph_launch;

@@ -152,13 +152,13 @@ void vox_cuda_rope(float *x, const int32_t *pos, int M, int n_heads, int head_di
 /* rope(q, n_heads) and rope(k, n_kv_heads) in place, then kv_store(k, v): one launch */
 void vox_cuda_rope_kv_store(float *q, float *k, const float *v, float *kc, float *vc,
                             const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
-                            const vox_cuda_inv_freq *inv_freq, int cap, int rows_are_streams,
+                            const vox_cuda_inv_freq *inv_freq, int cap, const int32_t *slot,
                             cudaStream_t st);
 void vox_cuda_kv_store(float *kc, float *vc, const float *k, const float *v, const int32_t *pos,
-                       int M, int kv_dim, int cap, int rows_are_streams, cudaStream_t st);
+                       int M, int kv_dim, int cap, const int32_t *slot, cudaStream_t st);
 /* x[i] = emb[ids[i]] (rows of dtype wtype) + audio[pos[i] % acap] */
 void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids, const float *audio,
-                    const int32_t *pos, int M, int D, int acap, int rows_are_streams,
+                    const int32_t *pos, int M, int D, int acap, const int32_t *slot,
                     cudaStream_t st);
 
 /* ---- cuda/attention.cu ------------------------------------------------------------
@@ -179,7 +179,7 @@ void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids, co
  * not apply, for the caller to run rope_kv_store and attention instead. */
 int vox_cuda_attention_split(float *out, const float *q, const float *kc, const float *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
-                             int cap, int window, int rows_are_streams, const float *knew,
+                             int cap, int window, const int32_t *slot, const float *knew,
                              const float *vnew, const vox_cuda_inv_freq *rope, float *part,
                              int64_t part_floats, int *tickets, int n_tickets, int n_sm,
                              cudaStream_t st);

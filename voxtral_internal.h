@@ -126,8 +126,15 @@ typedef struct vox_model {
 int vox_model_load(vox_model *m, const char *dir);
 void vox_model_free(vox_model *m);
 /* Memory (bytes) a context needs, as vox_open checks it (voxtral.c). */
-typedef struct { double weights, kv, workspace; } vox_need;
+typedef struct { double weights, kv, workspace, per_stream; int streams; } vox_need;
 vox_need vox_memory_need(const vox_model *m, int prompt_len, int chunk_tokens);
+/* A serving context's plan: `streams` streams with a decoder window of `window`
+ * positions, KV elements of kv_bytes (4 or 2), each stream adding at most
+ * stream_chunk_tokens to an encoder batch, decoder steps of up to max_batch rows.
+ * kv = streams * per_stream (KV rings, audio ring, conv state); vox_open checks
+ * weights + workspace + kv against free RAM / VRAM. */
+vox_need vox_memory_plan(const vox_model *m, int prompt_len, int chunk_tokens, int streams,
+                         int window, int kv_bytes, int stream_chunk_tokens, int max_batch);
 /* encoder chunk sizes the backends use (audio tokens) */
 enum { VOX_CPU_CHUNK_TOKENS = 64, VOX_CUDA_CHUNK_TOKENS = 128 };
 /* (Re)computes every layer's ffn_scale for `delay_tokens` (voxtral.c). */
@@ -139,9 +146,15 @@ int vox_model_set_delay(vox_model *m, int delay_tokens);
  * work on the backend's single stream; nothing synchronises except download(),
  * sync() and wait_fence(). Every op has a CPU twin in voxtral_kernels.c that is its spec.
  *
- * `rows_are_streams` (B independent streams batched in one step): 0 = all M
- * rows belong to stream 0 (prefill, encoder chunks); 1 = row i is stream i,
- * whose ring buffers start at base + i * cap * row_width. B = 1 today. */
+ * The batch description of the ring ops (kv_store, attention, rope_attention, embed):
+ * `slot` NULL = every row belongs to one stream whose ring starts at the pointer
+ * given (a prefill, one stream's encoder chunk); else slot[i] (backend memory) is
+ * row i's stream: its ring starts at base + slot[i] * cap * row_width (a KV pool,
+ * voxtral_engine.h). Several rows may share a slot in kv_store and attention (an
+ * encoder batch of several streams' chunks); rope_attention with a slot array
+ * takes one row per stream (the batched decoder step: each row stores one key).
+ * KV rings hold be->kv_dtype elements (VOX_DT_F32 or, where be->kv_bf16 says so,
+ * VOX_DT_BF16: rounded to nearest even when stored, read back exactly). */
 typedef enum { VOX_ACT_NONE = 0, VOX_ACT_GELU = 1 } vox_act;
 enum { VOX_FENCES = 4 };
 
@@ -177,6 +190,11 @@ struct vox_backend {
     int verbose;      /* set by vox_open: 0 = no progress lines on stderr */
     int async;        /* 1: ops return before the work is done (CUDA): the decoder then
                          keeps a step queued behind the running one */
+    int kv_bf16;      /* 1: the ring ops take kv_dtype = VOX_DT_BF16 */
+    vox_dtype kv_dtype; /* element type of the KV rings (set by vox_open) */
+    /* Called on a thread before it first drives this backend (the serving
+     * scheduler's thread: OpenMP team size, CUDA current device). May be NULL. */
+    void (*thread_init)(vox_backend *be);
     int warm_up;      /* 1: vox_open runs a silent chunk through the model once, so the
                          first audio pays no one-time costs (GPU: kernel loading,
                          cuBLASLt algorithm choice, first launches) */
@@ -195,23 +213,23 @@ struct vox_backend {
      * pos[i] * inv_freq[j], inv_freq[j] = (float)(1 / theta^(2j/head_dim)), fp32 angle. */
     void (*rope)(vox_backend *be, float *x, const int32_t *pos, int M, int n_heads,
                  int head_dim, float theta);
-    /* kc/vc[slot pos[i] % cap][kv_dim] = k/v[i][kv_dim] */
-    void (*kv_store)(vox_backend *be, float *kc, float *vc, const float *k, const float *v,
-                     const int32_t *pos, int M, int kv_dim, int cap, int rows_are_streams);
+    /* kc/vc[slot pos[i] % cap][kv_dim] = k/v[i][kv_dim] (rings of be->kv_dtype) */
+    void (*kv_store)(vox_backend *be, void *kc, void *vc, const float *k, const float *v,
+                     const int32_t *pos, const int32_t *slot, int M, int kv_dim, int cap);
     /* out[i][h*hd..] = softmax_j(q[i][h] . k[j][h/(Hq/Hkv)] / sqrt(hd)) v[j], over
      * positions j with pos[i] - window < j <= pos[i], j >= 0, read from the rings. */
-    void (*attention)(vox_backend *be, float *out, const float *q, const float *kc,
-                      const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                      int head_dim, int cap, int window, int rows_are_streams);
+    void (*attention)(vox_backend *be, float *out, const float *q, const void *kc,
+                      const void *vc, const int32_t *pos, const int32_t *slot, int M, int n_heads,
+                      int n_kv_heads, int head_dim, int cap, int window);
     /* h[i] = silu(g[i]) * u[i], n elements */
     void (*swiglu)(vox_backend *be, float *h, const float *g, const float *u, int64_t n);
     /* cols[t][c*K + k] = x[t*stride + k][c], t < T_out; x has (T_out-1)*stride + K rows of C */
     void (*im2col)(vox_backend *be, float *cols, const float *x, int T_out, int C, int K,
                    int stride);
-    /* x[i] = emb[ids[i]] + audio[pos[i] % acap] (rows of D) */
+    /* x[i] = emb[ids[i]] + audio[pos[i] % acap] (rows of D; audio rings per slot) */
     void (*embed)(vox_backend *be, float *x, const vox_weight *emb, const int32_t *ids,
-                  const float *audio, const int32_t *pos, int M, int D, int acap,
-                  int rows_are_streams);
+                  const float *audio, const int32_t *pos, const int32_t *slot, int M, int D,
+                  int acap);
     /* ids[i] = argmax_j logits[i][j] (lowest j on ties) */
     void (*argmax)(vox_backend *be, int32_t *ids, const float *logits, int M, int V);
     /* the k largest logits of each row, descending (ties: lower id first) */
@@ -230,9 +248,9 @@ struct vox_backend {
     /* The decoder's attention core: rope(q, n_heads) and rope(k, n_kv_heads) at pos,
      * kv_store(k, v), then attention(out, q, ...). q and k are left unspecified. */
     void (*rope_attention)(vox_backend *be, float *out, float *q, float *k, const float *v,
-                           float *kc, float *vc, const int32_t *pos, int M, int n_heads,
-                           int n_kv_heads, int head_dim, float theta, int cap, int window,
-                           int rows_are_streams);
+                           void *kc, void *vc, const int32_t *pos, const int32_t *slot, int M,
+                           int n_heads, int n_kv_heads, int head_dim, float theta, int cap,
+                           int window);
 
     /* Graphs for the decoder step (CUDA); the CPU returns 0 and does nothing.
      * graph_launch: replays the graph captured under `key`, returns 1, or 0 if none.

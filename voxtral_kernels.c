@@ -24,7 +24,10 @@
 /* openblas_set_num_threads is OpenBLAS-specific and not in every cblas.h */
 void openblas_set_num_threads(int num_threads);
 
-enum { GEMM_MIN_ROWS = 8,                  /* below this, our matvec kernels */
+enum { SMALL_M_MAX = 32,                   /* up to this many rows, our small-M kernels
+                                              (each weight row read once for all rows) */
+       ATTN_MIN_ROWS = 8,                  /* one stream's rows from which attention gathers
+                                              its keys and runs two sgemms per head */
        PAR_MIN_WORK = 1 << 18,             /* multiply-adds below which threads cost more */
        WIDEN_BLOCK_FLOATS = 1 << 20 };     /* per thread: 4 MB of widened weight rows */
 
@@ -149,6 +152,79 @@ static inline float dot_f32(const float *w, const float *x, int64_t K) {
     return s;
 }
 
+/* Small-M BF16 kernel: out[m] = w . x[m * ldx ..] for M rows, each weight row read
+ * (and widened) once for all of them, four rows per pass. Row m's sum is formed in
+ * exactly dot_bf16's order (same accumulators, same reduction), so a row's result
+ * does not depend on which other rows share the call: a stream batched with
+ * others gets bit for bit its solo result. */
+static inline void dot_bf16_rows(const uint16_t *w, const float *x, int64_t ldx, int64_t K, int M,
+                                 float *out, int64_t ldo) {
+    int m = 0;
+#if defined(__AVX512F__)
+    for (; m + 4 <= M; m += 4) {
+        const float *x0 = x + m * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+        __m512 a0 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(),
+               b1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(),
+               a3 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+        int64_t k = 0;
+        for (; k + 32 <= K; k += 32) {
+            __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + k))), 16));
+            __m512 w1 = _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + k + 16))), 16));
+            a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0 + k), a0);
+            b0 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x0 + k + 16), b0);
+            a1 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x1 + k), a1);
+            b1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x1 + k + 16), b1);
+            a2 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x2 + k), a2);
+            b2 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x2 + k + 16), b2);
+            a3 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x3 + k), a3);
+            b3 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x3 + k + 16), b3);
+        }
+        float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1)),
+              s2 = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2)), s3 = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+        for (; k < K; k++) {
+            float wk = vox_bf16_to_f32(w[k]);
+            s0 += wk * x0[k];
+            s1 += wk * x1[k];
+            s2 += wk * x2[k];
+            s3 += wk * x3[k];
+        }
+        out[m * ldo] = s0;
+        out[(m + 1) * ldo] = s1;
+        out[(m + 2) * ldo] = s2;
+        out[(m + 3) * ldo] = s3;
+    }
+#elif defined(__AVX2__)
+    for (; m + 4 <= M; m += 4) {
+        const float *xr[4] = {x + m * ldx, x + (m + 1) * ldx, x + (m + 2) * ldx, x + (m + 3) * ldx};
+        __m256 a[4], b[4];
+        for (int r = 0; r < 4; r++) a[r] = b[r] = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + k))), 16));
+            __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + k + 8))), 16));
+            for (int r = 0; r < 4; r++) {
+                a[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[r] + k), a[r]);
+                b[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[r] + k + 8), b[r]);
+            }
+        }
+        for (int r = 0; r < 4; r++) {
+            __m256 v = _mm256_add_ps(a[r], b[r]);
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            h = _mm_hadd_ps(h, h);
+            h = _mm_hadd_ps(h, h);
+            float sr = _mm_cvtss_f32(h);
+            for (int64_t kk = k; kk < K; kk++) sr += vox_bf16_to_f32(w[kk]) * xr[r][kk];
+            out[(m + r) * ldo] = sr;
+        }
+    }
+#endif
+    for (; m < M; m++) out[m * ldo] = dot_bf16(w, x + m * ldx, K);
+}
+
 static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 static void bias_act_rows(float *y, const vox_weight *b, int M, int64_t N, int64_t n0, int64_t nb,
@@ -168,24 +244,27 @@ static void cpu_linear(vox_backend *be, float *y, const float *x, const vox_weig
                        const vox_weight *b, int M, vox_act act, int accumulate) {
     const int64_t N = w->rows, K = w->cols;
     const float *bias = b ? (const float *)b->data : NULL;
-    if (M < GEMM_MIN_ROWS || (accumulate && act != VOX_ACT_NONE)) {
+    if (M <= SMALL_M_MAX || (accumulate && act != VOX_ACT_NONE)) {
         /* Few rows: stream each weight row once, reuse it for the M inputs from cache.
          * (accumulate with an activation is not a real use; handled here for generality.) */
 #pragma omp parallel for schedule(dynamic, 64) if (N * K * M >= PAR_MIN_WORK) num_threads(THREADS(be))
         for (int64_t n = 0; n < N; n++) {
-            float qd[GEMM_MIN_ROWS];
-            for (int m = 0; m < M; m++) {
-                /* quantized rows: dequantized once for up to GEMM_MIN_ROWS inputs */
-                if (vox_dtype_quantized(w->dtype) && m % GEMM_MIN_ROWS == 0)
-                    vox_qdot_rows(w, n, x + m * K, K, M - m < GEMM_MIN_ROWS ? M - m : GEMM_MIN_ROWS, qd, 1);
-                float s = vox_dtype_quantized(w->dtype) ? qd[m % GEMM_MIN_ROWS]
-                          : w->dtype == VOX_DT_BF16
-                              ? dot_bf16((const uint16_t *)w->data + n * K, x + m * K, K)
-                              : dot_f32((const float *)w->data + n * K, x + m * K, K);
-                if (bias) s += bias[n];
-                if (act == VOX_ACT_GELU) s = gelu_erf(s);
-                float *o = y + (int64_t)m * N + n;
-                *o = accumulate ? *o + s : s;
+            float d[SMALL_M_MAX];
+            for (int m0 = 0; m0 < M; m0 += SMALL_M_MAX) {
+                const int mb = M - m0 < SMALL_M_MAX ? M - m0 : SMALL_M_MAX;
+                if (vox_dtype_quantized(w->dtype)) /* quantized rows: dequantized once for mb inputs */
+                    vox_qdot_rows(w, n, x + (int64_t)m0 * K, K, mb, d, 1);
+                else if (w->dtype == VOX_DT_BF16)
+                    dot_bf16_rows((const uint16_t *)w->data + n * K, x + (int64_t)m0 * K, K, K, mb, d, 1);
+                else
+                    for (int m = 0; m < mb; m++) d[m] = dot_f32((const float *)w->data + n * K, x + (int64_t)(m0 + m) * K, K);
+                for (int m = 0; m < mb; m++) {
+                    float s = d[m];
+                    if (bias) s += bias[n];
+                    if (act == VOX_ACT_GELU) s = gelu_erf(s);
+                    float *o = y + (int64_t)(m0 + m) * N + n;
+                    *o = accumulate ? *o + s : s;
+                }
             }
         }
         return;
@@ -278,13 +357,44 @@ static void cpu_im2col(vox_backend *be, float *cols, const float *x, int T_out, 
 }
 
 /* ---- KV rings and attention ------------------------------------------------- */
-static void cpu_kv_store(vox_backend *be, float *kc, float *vc, const float *k, const float *v,
-                         const int32_t *pos, int M, int kv_dim, int cap, int rows_are_streams) {
+/* fp32 -> bf16, round to nearest even (NaN kept a NaN) */
+static inline uint16_t f32_to_bf16(float f) {
+    union { float f; uint32_t u; } v = {f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1)) >> 16);
+}
+
+/* element offset of row i's ring */
+static inline int64_t ring_base(const int32_t *slot, int i, int cap, int kv_dim) {
+    return slot ? (int64_t)slot[i] * cap * kv_dim : 0;
+}
+
+static void cpu_kv_store(vox_backend *be, void *kc, void *vc, const float *k, const float *v,
+                         const int32_t *pos, const int32_t *slot, int M, int kv_dim, int cap) {
+    const int bf16 = be->kv_dtype == VOX_DT_BF16;
     for (int i = 0; i < M; i++) {
-        int64_t base = rows_are_streams ? (int64_t)i * cap * kv_dim : 0;
-        int64_t slot = base + (int64_t)(pos[i] % cap) * kv_dim;
-        memcpy(kc + slot, k + (int64_t)i * kv_dim, kv_dim * sizeof(float));
-        memcpy(vc + slot, v + (int64_t)i * kv_dim, kv_dim * sizeof(float));
+        int64_t at = ring_base(slot, i, cap, kv_dim) + (int64_t)(pos[i] % cap) * kv_dim;
+        const float *ki = k + (int64_t)i * kv_dim, *vi = v + (int64_t)i * kv_dim;
+        if (bf16) {
+            uint16_t *kd = (uint16_t *)kc + at, *vd = (uint16_t *)vc + at;
+            for (int d = 0; d < kv_dim; d++) {
+                kd[d] = f32_to_bf16(ki[d]);
+                vd[d] = f32_to_bf16(vi[d]);
+            }
+        } else {
+            memcpy((float *)kc + at, ki, kv_dim * sizeof(float));
+            memcpy((float *)vc + at, vi, kv_dim * sizeof(float));
+        }
+    }
+}
+
+/* n values of a ring row as fp32 */
+static inline void ring_read(float *dst, const void *ring, int64_t at, int n, int bf16) {
+    if (bf16) {
+        const uint16_t *r = (const uint16_t *)ring + at;
+        for (int d = 0; d < n; d++) dst[d] = vox_bf16_to_f32(r[d]);
+    } else {
+        memcpy(dst, (const float *)ring + at, n * sizeof(float));
     }
 }
 
@@ -334,14 +444,15 @@ static void masked_softmax(float *r, int n, int lo, int hi) {
     for (j = lo; j <= hi; j++) r[j] *= inv;
 }
 
-static void cpu_attention(vox_backend *be, float *out, const float *q, const float *kc,
-                          const float *vc, const int32_t *pos, int M, int n_heads,
-                          int n_kv_heads, int head_dim, int cap, int window,
-                          int rows_are_streams) {
+static void cpu_attention(vox_backend *be, float *out, const float *q, const void *kc,
+                          const void *vc, const int32_t *pos, const int32_t *slot, int M,
+                          int n_heads, int n_kv_heads, int head_dim, int cap, int window) {
+    cpu_impl *ci = impl_of(be);
     const int group = n_heads / n_kv_heads;
     const int kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);
-    if (!rows_are_streams && M >= GEMM_MIN_ROWS) {
+    const int bf16 = be->kv_dtype == VOX_DT_BF16;
+    if (!slot && M >= ATTN_MIN_ROWS) {
         /* Many rows of one stream: per head, gather the visible keys/values out of
          * the ring, then two sgemms (scores, weighted values). */
         int lo = pos[0], hi = pos[0];
@@ -361,9 +472,9 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
                   *S = vb + (size_t)nk * head_dim;
             const int kh = h / group;
             for (int j = 0; j < nk; j++) {
-                size_t src = (size_t)((lo + j) % cap) * kv_dim + (size_t)kh * head_dim;
-                memcpy(kb + (size_t)j * head_dim, kc + src, head_dim * sizeof(float));
-                memcpy(vb + (size_t)j * head_dim, vc + src, head_dim * sizeof(float));
+                int64_t src = (int64_t)((lo + j) % cap) * kv_dim + (int64_t)kh * head_dim;
+                ring_read(kb + (size_t)j * head_dim, kc, src, head_dim, bf16);
+                ring_read(vb + (size_t)j * head_dim, vc, src, head_dim, bf16);
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, head_dim, scale,
                         q + (size_t)h * head_dim, q_dim, kb, head_dim, 0.0f, S, nk);
@@ -376,7 +487,9 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
         }
         return;
     }
-    /* Few rows (the decoder step): one (row, head) per task, vectorised dots. */
+    /* Few rows, or rows of several streams (the decoder step, a batch of streams'
+     * encoder chunks): one (row, head) per task over that row's own ring, vectorised
+     * dots. A row's result depends on nothing but its own ring and query. */
     size_t need = (size_t)(window < cap ? window : cap) + 1;
     float *scr = thread_scratch(be, need);
     if (!scr) return;
@@ -385,23 +498,31 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
     for (int i = 0; i < M; i++) {
         for (int h = 0; h < n_heads; h++) {
             float *sc = scr + need * omp_get_thread_num();
-            int64_t base = rows_are_streams ? (int64_t)i * cap * kv_dim : 0;
+            int64_t base = ring_base(slot, i, cap, kv_dim);
             int p = pos[i];
             int lo = p - window + 1;
             if (lo < 0) lo = 0;
             if (lo < p - cap + 1) lo = p - cap + 1; /* never read an overwritten slot */
             const float *qi = q + ((int64_t)i * n_heads + h) * head_dim;
             const int kh = h / group;
-            for (int j = lo; j <= p; j++)
-                sc[j - lo] = dot_f32(kc + base + (int64_t)(j % cap) * kv_dim + kh * head_dim, qi,
-                                     head_dim) * scale;
+            for (int j = lo; j <= p; j++) {
+                int64_t at = base + (int64_t)(j % cap) * kv_dim + kh * head_dim;
+                sc[j - lo] = (bf16 ? dot_bf16((const uint16_t *)kc + at, qi, head_dim)
+                                   : dot_f32((const float *)kc + at, qi, head_dim)) * scale;
+            }
             masked_softmax(sc, p - lo + 1, 0, p - lo);
             float *o = out + ((int64_t)i * n_heads + h) * head_dim;
             for (int d = 0; d < head_dim; d++) o[d] = 0;
             for (int j = lo; j <= p; j++) {
-                const float *vj = vc + base + (int64_t)(j % cap) * kv_dim + kh * head_dim;
+                int64_t at = base + (int64_t)(j % cap) * kv_dim + kh * head_dim;
                 const float a = sc[j - lo];
-                for (int d = 0; d < head_dim; d++) o[d] += a * vj[d];
+                if (bf16) {
+                    const uint16_t *vj = (const uint16_t *)vc + at;
+                    for (int d = 0; d < head_dim; d++) o[d] += a * vox_bf16_to_f32(vj[d]);
+                } else {
+                    const float *vj = (const float *)vc + at;
+                    for (int d = 0; d < head_dim; d++) o[d] += a * vj[d];
+                }
             }
         }
     }
@@ -409,11 +530,10 @@ static void cpu_attention(vox_backend *be, float *out, const float *q, const flo
 
 /* ---- embeddings and token choice --------------------------------------------- */
 static void cpu_embed(vox_backend *be, float *x, const vox_weight *emb, const int32_t *ids,
-                      const float *audio, const int32_t *pos, int M, int D, int acap,
-                      int rows_are_streams) {
+                      const float *audio, const int32_t *pos, const int32_t *slot, int M, int D,
+                      int acap) {
     for (int i = 0; i < M; i++) {
-        const float *a = audio + (rows_are_streams ? (int64_t)i * acap * D : 0) +
-                         (int64_t)(pos[i] % acap) * D;
+        const float *a = audio + ring_base(slot, i, acap, D) + (int64_t)(pos[i] % acap) * D;
         float *xi = x + (int64_t)i * D;
         if (vox_dtype_quantized(emb->dtype)) {
             vox_q_dequant_row(emb, ids[i], xi);
@@ -472,14 +592,13 @@ static void matvec_multi(int threads, int n_out, float *const *y, const float *x
         int i = 0;
         while (r >= start[i + 1]) i++;
         const int64_t n = r - start[i], N = w[i]->rows;
-        if (vox_dtype_quantized(w[i]->dtype)) {
+        if (vox_dtype_quantized(w[i]->dtype))
             vox_qdot_rows(w[i], n, x, K, M, y[i] + n, N);
-            continue;
-        }
-        for (int m = 0; m < M; m++)
-            y[i][(int64_t)m * N + n] = w[i]->dtype == VOX_DT_BF16
-                                           ? dot_bf16((const uint16_t *)w[i]->data + n * K, x + m * K, K)
-                                           : dot_f32((const float *)w[i]->data + n * K, x + m * K, K);
+        else if (w[i]->dtype == VOX_DT_BF16)
+            dot_bf16_rows((const uint16_t *)w[i]->data + n * K, x, K, K, M, y[i] + n, N);
+        else
+            for (int m = 0; m < M; m++)
+                y[i][(int64_t)m * N + n] = dot_f32((const float *)w[i]->data + n * K, x + m * K, K);
     }
 }
 
@@ -502,7 +621,7 @@ static void cpu_norm_linear(vox_backend *be, int n_out, float *const *y, const f
         cpu_rmsnorm(be, ci->norm_buf, x, norm, scale, M, D, eps);
         xn = ci->norm_buf;
     }
-    if (M < GEMM_MIN_ROWS && n_out <= 3) {
+    if (M <= SMALL_M_MAX && n_out <= 3) {
         matvec_multi(ci->threads, n_out, y, xn, w, M);
         return;
     }
@@ -517,14 +636,13 @@ static void cpu_swiglu_linear(vox_backend *be, float *y, const float *g, const f
 }
 
 static void cpu_rope_attention(vox_backend *be, float *out, float *q, float *k, const float *v,
-                               float *kc, float *vc, const int32_t *pos, int M, int n_heads,
-                               int n_kv_heads, int head_dim, float theta, int cap, int window,
-                               int rows_are_streams) {
+                               void *kc, void *vc, const int32_t *pos, const int32_t *slot, int M,
+                               int n_heads, int n_kv_heads, int head_dim, float theta, int cap,
+                               int window) {
     cpu_rope(be, q, pos, M, n_heads, head_dim, theta);
     cpu_rope(be, k, pos, M, n_kv_heads, head_dim, theta);
-    cpu_kv_store(be, kc, vc, k, v, pos, M, n_kv_heads * head_dim, cap, rows_are_streams);
-    cpu_attention(be, out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
-                  rows_are_streams);
+    cpu_kv_store(be, kc, vc, k, v, pos, slot, M, n_kv_heads * head_dim, cap);
+    cpu_attention(be, out, q, kc, vc, pos, slot, M, n_heads, n_kv_heads, head_dim, cap, window);
 }
 
 /* Streams a 1 GiB buffer on all threads, best of 5 passes (see bench/membw.c). */
@@ -550,6 +668,9 @@ static double cpu_measure_bandwidth(vox_backend *be) {
     free(a);
     return n * sizeof(float) / best / 1e9;
 }
+
+/* the serving scheduler's thread: OpenMP's team size is per thread */
+static void cpu_thread_init(vox_backend *be) { omp_set_num_threads(impl_of(be)->threads); }
 
 static int cpu_graph_launch(vox_backend *be, int key) { return 0; }
 static void cpu_graph_mark(vox_backend *be, int key) {}
@@ -607,6 +728,9 @@ vox_backend *vox_cpu_backend_new(int threads) {
     be->norm_linear = cpu_norm_linear;
     be->swiglu_linear = cpu_swiglu_linear;
     be->rope_attention = cpu_rope_attention;
+    be->thread_init = cpu_thread_init;
+    be->kv_bf16 = 1;
+    be->kv_dtype = VOX_DT_F32;
     return be;
 oom:
     if (ci) free(ci->widen);

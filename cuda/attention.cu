@@ -116,7 +116,7 @@ template <int DPL, int G, bool ROPE>
 __global__ void __launch_bounds__(SPLIT_WARPS * 32)
 attn_split_kernel(float *out, float *part, int *tickets, const float *q, const float *kc,
                   const float *vc, const int32_t *pos, int n_heads, int n_kv_heads, int cap,
-                  int window, int rows_are_streams, int nb, const float *knew, const float *vnew,
+                  int window, const int32_t *slot, int nb, const float *knew, const float *vnew,
                   vox_cuda_inv_freq rope) {
     constexpr int HD = DPL * 32;
     __shared__ float sm[SPLIT_WARPS][G], sl[SPLIT_WARPS][G], sacc[SPLIT_WARPS][G][HD];
@@ -137,7 +137,7 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
     const int nchunks = (p - lo + SPLIT_CHUNK) / SPLIT_CHUNK;
     if (b >= nchunks) return; /* the combine reads min(nb, nchunks) partials */
     const int kv_dim = n_kv_heads * HD, koff = kh * HD + lane * DPL;
-    const int64_t base = rows_are_streams ? (int64_t)i * cap * kv_dim : 0;
+    const int64_t base = slot ? (int64_t)slot[i] * cap * kv_dim : 0;
     const float scale = rsqrtf((float)HD);
 
     float kr[SPLIT_BATCH][DPL], vr[SPLIT_BATCH][DPL];
@@ -155,11 +155,11 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
         load_vec<DPL>(v1, vnew + (int64_t)i * kv_dim + koff);
         rope_lane<DPL>(k1, rot, lane);
         if (b == 0 && warp == 0) { /* the rings are written only here (the fused form) */
-            const int64_t slot = base + (int64_t)(p % cap) * kv_dim + koff;
+            const int64_t at = base + (int64_t)(p % cap) * kv_dim + koff;
 #pragma unroll
             for (int d = 0; d < DPL; d++) {
-                const_cast<float *>(kc)[slot + d] = k1[d];
-                const_cast<float *>(vc)[slot + d] = v1[d];
+                const_cast<float *>(kc)[at + d] = k1[d];
+                const_cast<float *>(vc)[at + d] = v1[d];
             }
         }
     }
@@ -319,14 +319,14 @@ __device__ __forceinline__ float block_max(float v, float *red) {
 __global__ void __launch_bounds__(GEN_THREADS)
 attn_generic_kernel(float *out, const float *q, const float *kc, const float *vc,
                     const int32_t *pos, int n_heads, int n_kv_heads, int head_dim, int cap,
-                    int window, int rows_are_streams) {
+                    int window, const int32_t *slot) {
     extern __shared__ float sh[];
     __shared__ float red[GEN_THREADS / 32];
     pdl_wait();
     pdl_trigger();
     const int h = blockIdx.x, i = blockIdx.y, tid = threadIdx.x;
     const int kv_dim = n_kv_heads * head_dim;
-    const int64_t koff = (rows_are_streams ? (int64_t)i * cap * kv_dim : 0) +
+    const int64_t koff = (slot ? (int64_t)slot[i] * cap * kv_dim : 0) +
                          (int64_t)(h / (n_heads / n_kv_heads)) * head_dim;
     const int p = pos[i], lo = first_key(p, window, cap), n = p - lo + 1;
     const float scale = 1.0f / sqrtf((float)head_dim);
@@ -359,22 +359,22 @@ attn_generic_kernel(float *out, const float *q, const float *kc, const float *vc
 
 static int attention_generic(float *out, const float *q, const float *kc, const float *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
-                             int cap, int window, int rows_are_streams, cudaStream_t st) {
+                             int cap, int window, const int32_t *slot, cudaStream_t st) {
     if (head_dim < 1 || head_dim > GEN_THREADS) return -1;
     vox_launch(VOX_PDL_ATTN, attn_generic_kernel, dim3(n_heads, M), GEN_THREADS,
                sizeof(float) * (head_dim + GEN_THREADS), st, out, q, kc, vc, pos, n_heads,
-               n_kv_heads, head_dim, cap, window, rows_are_streams);
+               n_kv_heads, head_dim, cap, window, slot);
     return 0;
 }
 
 template <int DPL, bool ROPE>
 static int launch_split(float *out, float *part, int *tickets, const float *q, const float *kc,
                         const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                        int cap, int window, int rows_are_streams, int nb, const float *knew,
+                        int cap, int window, const int32_t *slot, int nb, const float *knew,
                         const float *vnew, const vox_cuda_inv_freq &rope, cudaStream_t st) {
     dim3 grid(nb, n_kv_heads, M), block(SPLIT_WARPS * 32);
 #define SPLIT_ARGS grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, \
-                   window, rows_are_streams, nb, knew, vnew, rope
+                   window, slot, nb, knew, vnew, rope
     switch (n_heads / n_kv_heads) {
     case 1: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 1, ROPE>, SPLIT_ARGS); break;
     case 2: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 2, ROPE>, SPLIT_ARGS); break;
@@ -388,13 +388,13 @@ static int launch_split(float *out, float *part, int *tickets, const float *q, c
 template <bool ROPE>
 static int split_of(int head_dim, float *out, float *part, int *tickets, const float *q,
                     const float *kc, const float *vc, const int32_t *pos, int M, int n_heads,
-                    int n_kv_heads, int cap, int window, int rows_are_streams, int nb,
+                    int n_kv_heads, int cap, int window, const int32_t *slot, int nb,
                     const float *knew, const float *vnew, const vox_cuda_inv_freq &rope,
                     cudaStream_t st) {
     switch (head_dim) {
-    case 32: return launch_split<1, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, knew, vnew, rope, st);
-    case 64: return launch_split<2, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, knew, vnew, rope, st);
-    case 128: return launch_split<4, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, rows_are_streams, nb, knew, vnew, rope, st);
+    case 32: return launch_split<1, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
+    case 64: return launch_split<2, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
+    case 128: return launch_split<4, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
     default: return -1;
     }
 }
@@ -402,12 +402,17 @@ static int split_of(int head_dim, float *out, float *part, int *tickets, const f
 extern "C" int vox_cuda_attention_split(float *out, const float *q, const float *kc,
                                         const float *vc, const int32_t *pos, int M, int n_heads,
                                         int n_kv_heads, int head_dim, int cap, int window,
-                                        int rows_are_streams, const float *knew, const float *vnew,
+                                        const int32_t *slot, const float *knew, const float *vnew,
                                         const vox_cuda_inv_freq *rope, float *part,
                                         int64_t part_floats, int *tickets, int n_tickets, int n_sm,
                                         cudaStream_t st) {
-    if (n_kv_heads <= 0 || n_heads % n_kv_heads || (int64_t)M * n_kv_heads > n_tickets) return -1;
-    if (rope && M > 1 && !rows_are_streams) return -1; /* one new key per row only */
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads) return -1;
+    /* more rows than tickets (a batch of several streams' encoder chunks): the generic
+     * kernel, which reads each row's ring through slot as well */
+    if ((int64_t)M * n_kv_heads > n_tickets)
+        return rope ? -1 : attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim,
+                                             cap, window, slot, st);
+    if (rope && M > 1 && !slot) return -1; /* one new key per row only */
     /* about two blocks per SM when the window is full; never more than its chunks */
     const int max_keys = window < cap ? window : cap;
     int nb = (2 * n_sm + n_kv_heads * M - 1) / (n_kv_heads * M);
@@ -415,16 +420,18 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
     if (nb > max_chunks) nb = max_chunks;
     if (nb > SPLIT_MAX_NB) nb = SPLIT_MAX_NB;
     while (nb > 1 && (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) nb /= 2;
-    if (nb < 1 || (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats) return -1;
+    if (nb < 1 || (int64_t)M * n_heads * nb * (head_dim + 2) > part_floats)
+        return rope ? -1 : attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim,
+                                             cap, window, slot, st);
     if (rope) /* no generic fallback: the caller runs rope_kv_store + attention instead */
         return split_of<true>(head_dim, out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads,
-                              cap, window, rows_are_streams, nb, knew, vnew, *rope, st);
+                              cap, window, slot, nb, knew, vnew, *rope, st);
     const vox_cuda_inv_freq none = {};
     if (split_of<false>(head_dim, out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap,
-                        window, rows_are_streams, nb, NULL, NULL, none, st) == 0)
+                        window, slot, nb, NULL, NULL, none, st) == 0)
         return 0;
     return attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
-                             rows_are_streams, st);
+                             slot, st);
 }
 
 /* ---- query tiles ------------------------------------------------------------------ */

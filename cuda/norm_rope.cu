@@ -79,7 +79,7 @@ extern "C" void vox_cuda_rope(float *x, const int32_t *pos, int M, int n_heads, 
 __global__ void rope_kv_store_kernel(float *q, float *k, const float *v, float *kc, float *vc,
                                      const int32_t *pos, int M, int n_heads, int n_kv_heads,
                                      int head_dim, vox_cuda_inv_freq inv_freq, int cap,
-                                     int rows_are_streams) {
+                                     const int32_t *slot) {
     pdl_wait();
     pdl_trigger();
     const int half = head_dim / 2, nh = n_heads + n_kv_heads, kv_dim = n_kv_heads * head_dim;
@@ -98,9 +98,9 @@ __global__ void rope_kv_store_kernel(float *q, float *k, const float *v, float *
         float2 r = make_float2(ab.x * c - ab.y * s, ab.y * c + ab.x * s);
         *p = r;
         if (h >= n_heads) {
-            int64_t base = rows_are_streams ? (int64_t)m * cap * kv_dim : 0;
-            int64_t slot = base + (int64_t)(pos[m] % cap) * kv_dim + (h - n_heads) * head_dim + 2 * j;
-            *reinterpret_cast<float2 *>(kc + slot) = r;
+            int64_t base = slot ? (int64_t)slot[m] * cap * kv_dim : 0;
+            int64_t at = base + (int64_t)(pos[m] % cap) * kv_dim + (h - n_heads) * head_dim + 2 * j;
+            *reinterpret_cast<float2 *>(kc + at) = r;
         }
         return;
     }
@@ -108,69 +108,69 @@ __global__ void rope_kv_store_kernel(float *q, float *k, const float *v, float *
     if (i >= (int64_t)M * kv_dim / 2) return;
     int64_t e2 = 2 * i;
     int m = (int)(e2 / kv_dim), e = (int)(e2 - (int64_t)m * kv_dim);
-    int64_t base = rows_are_streams ? (int64_t)m * cap * kv_dim : 0;
-    int64_t slot = base + (int64_t)(pos[m] % cap) * kv_dim + e;
-    *reinterpret_cast<float2 *>(vc + slot) = *reinterpret_cast<const float2 *>(v + e2);
+    int64_t base = slot ? (int64_t)slot[m] * cap * kv_dim : 0;
+    int64_t at = base + (int64_t)(pos[m] % cap) * kv_dim + e;
+    *reinterpret_cast<float2 *>(vc + at) = *reinterpret_cast<const float2 *>(v + e2);
 }
 
 extern "C" void vox_cuda_rope_kv_store(float *q, float *k, const float *v, float *kc, float *vc,
                                        const int32_t *pos, int M, int n_heads, int n_kv_heads,
                                        int head_dim, const vox_cuda_inv_freq *inv_freq, int cap,
-                                       int rows_are_streams, cudaStream_t st) {
+                                       const int32_t *slot, cudaStream_t st) {
     int64_t n = (int64_t)M * (n_heads + n_kv_heads) * (head_dim / 2) +
                 (int64_t)M * n_kv_heads * head_dim / 2;
     if (n <= 0) return;
     vox_launch(VOX_PDL_ROPE, rope_kv_store_kernel, (unsigned)((n + 255) / 256), 256, 0, st, q, k, v, kc, vc, pos,
-               M, n_heads, n_kv_heads, head_dim, *inv_freq, cap, rows_are_streams);
+               M, n_heads, n_kv_heads, head_dim, *inv_freq, cap, slot);
 }
 
 __global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v,
                                 const int32_t *pos, int M, int kv_dim, int cap,
-                                int rows_are_streams) {
+                                const int32_t *slot) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)M * kv_dim) return;
     int m = (int)(i / kv_dim), e = (int)(i - (int64_t)m * kv_dim);
-    int64_t base = rows_are_streams ? (int64_t)m * cap * kv_dim : 0;
-    int64_t slot = base + (int64_t)(pos[m] % cap) * kv_dim + e;
-    kc[slot] = k[i];
-    vc[slot] = v[i];
+    int64_t base = slot ? (int64_t)slot[m] * cap * kv_dim : 0;
+    int64_t at = base + (int64_t)(pos[m] % cap) * kv_dim + e;
+    kc[at] = k[i];
+    vc[at] = v[i];
 }
 
 extern "C" void vox_cuda_kv_store(float *kc, float *vc, const float *k, const float *v,
                                   const int32_t *pos, int M, int kv_dim, int cap,
-                                  int rows_are_streams, cudaStream_t st) {
+                                  const int32_t *slot, cudaStream_t st) {
     int64_t n = (int64_t)M * kv_dim;
     if (n <= 0) return;
     kv_store_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(kc, vc, k, v, pos, M, kv_dim, cap,
-                                                                 rows_are_streams);
+                                                                 slot);
 }
 
 template <int WT>
 __global__ void embed_kernel(float *x, const void *emb, const int32_t *ids, const float *audio,
-                             const int32_t *pos, int M, int D, int acap, int rows_are_streams) {
+                             const int32_t *pos, int M, int D, int acap, const int32_t *slot) {
     pdl_wait();
     pdl_trigger();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)M * D) return;
     int m = (int)(i / D), d = (int)(i - (int64_t)m * D);
-    const float *a = audio + (rows_are_streams ? (int64_t)m * acap * D : 0) +
+    const float *a = audio + (slot ? (int64_t)slot[m] * acap * D : 0) +
                      (int64_t)(pos[m] % acap) * D;
     x[i] = w_load1<WT>(emb, (int64_t)ids[m] * D + d) + a[d];
 }
 
 extern "C" void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids,
                                const float *audio, const int32_t *pos, int M, int D, int acap,
-                               int rows_are_streams, cudaStream_t st) {
+                               const int32_t *slot, cudaStream_t st) {
     int64_t n = (int64_t)M * D;
     if (n <= 0) return;
     unsigned blocks = (unsigned)((n + 255) / 256);
     if (wtype == VOX_CUDA_F16)
         vox_launch(VOX_PDL_EMBED, embed_kernel<VOX_CUDA_F16>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
-                   acap, rows_are_streams);
+                   acap, slot);
     else if (wtype == VOX_CUDA_F32)
         vox_launch(VOX_PDL_EMBED, embed_kernel<VOX_CUDA_F32>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
-                   acap, rows_are_streams);
+                   acap, slot);
     else
         vox_launch(VOX_PDL_EMBED, embed_kernel<VOX_CUDA_BF16>, blocks, 256, 0, st, x, emb, ids, audio, pos, M, D,
-                   acap, rows_are_streams);
+                   acap, slot);
 }

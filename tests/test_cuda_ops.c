@@ -287,8 +287,8 @@ static void test_kv_store(int M, int kv_dim, int cap, int p0) {
     float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4);
     float *dk = dev_from(k, n * 4), *dv = dev_from(v, n * 4);
     int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
-    cpu->kv_store(cpu, kc, vc, k, v, pos, M, kv_dim, cap, 0);
-    gpu->kv_store(gpu, dkc, dvc, dk, dv, dp, M, kv_dim, cap, 0);
+    cpu->kv_store(cpu, kc, vc, k, v, pos, NULL, M, kv_dim, cap);
+    gpu->kv_store(gpu, dkc, dvc, dk, dv, dp, NULL, M, kv_dim, cap);
     float *gk = dev_floats(dkc, nc), *gv = dev_floats(dvc, nc);
     char name[128];
     snprintf(name, sizeof name, "kv_store M=%d kv_dim=%d cap=%d pos %d.. (wraps)", M, kv_dim, cap, p0);
@@ -307,12 +307,12 @@ static void test_attention(const char *tag, int M, int H, int Hkv, int hd, int c
     float *ref = malloc(sizeof(float) * nq);
     int32_t *pos = malloc(sizeof(int32_t) * M);
     for (int i = 0; i < M; i++) pos[i] = pos_list ? pos_list[i] : p0 + i;
-    cpu->attention(cpu, ref, q, kc, vc, pos, M, H, Hkv, hd, cap, window, 0);
+    cpu->attention(cpu, ref, q, kc, vc, pos, NULL, M, H, Hkv, hd, cap, window);
     float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dq = dev_from(q, nq * 4);
     int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
     float *dout = gpu->alloc(gpu, nq * 4);
     poison(dout, nq * 4);
-    gpu->attention(gpu, dout, dq, dkc, dvc, dp, M, H, Hkv, hd, cap, window, 0);
+    gpu->attention(gpu, dout, dq, dkc, dvc, dp, NULL, M, H, Hkv, hd, cap, window);
     float *got = dev_floats(dout, nq);
     char name[160];
     snprintf(name, sizeof name, "attention %s M=%d heads %d/%d hd=%d cap=%d window=%d pos %d..%d", tag,
@@ -358,11 +358,11 @@ static void test_embed(vox_weight *emb, int M, int acap) {
     const int D = (int)emb->cols, V = (int)emb->rows;
     float *audio = rand_f((int64_t)acap * D, 1.0f), *ref = malloc(sizeof(float) * M * D);
     int32_t *ids = rand_pos(M, 0, V - 1), *pos = rand_pos(M, 0, 5000);
-    cpu->embed(cpu, ref, emb, ids, audio, pos, M, D, acap, 0);
+    cpu->embed(cpu, ref, emb, ids, audio, pos, NULL, M, D, acap);
     float *da = dev_from(audio, (int64_t)acap * D * 4), *dx = gpu->alloc(gpu, (int64_t)M * D * 4);
     int32_t *di = dev_from(ids, M * 4), *dp = dev_from(pos, M * 4);
     poison(dx, (int64_t)M * D * 4);
-    gpu->embed(gpu, dx, emb, di, da, dp, M, D, acap, 0);
+    gpu->embed(gpu, dx, emb, di, da, dp, NULL, M, D, acap);
     float *got = dev_floats(dx, (int64_t)M * D);
     char name[96];
     snprintf(name, sizeof name, "embed %s M=39 D=3072 vocab 131072", dt_name(emb->dev_dtype));
@@ -499,32 +499,86 @@ static void test_swiglu_linear(int M, int N, int K, int acc) {
  * attention; the output and both rings against the CPU twin. M = 1 takes the fused
  * split kernel where the shape has a fast path, other shapes the two-launch form. */
 static void test_rope_attention_s(int M, int H, int Hkv, int hd, int cap, int window, int p0, int streams) {
-    /* streams: row i is stream i (its own ring, at its own position p0 + 37 i) */
+    /* streams: row i is the stream in slot M - i (a pool of M + 1 rings, slot 0 unused:
+     * rows and slots in different orders), at its own position p0 + 37 i */
     const int64_t qn = (int64_t)M * H * hd, kn = (int64_t)M * Hkv * hd,
-                  nc = (int64_t)(streams ? M : 1) * cap * Hkv * hd;
+                  nc = (int64_t)(streams ? M + 1 : 1) * cap * Hkv * hd;
     float *q = rand_f(qn, 3.0f), *k = rand_f(kn, 1.0f), *v = rand_f(kn, 1.0f);
     float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *ref = malloc(sizeof(float) * qn);
-    int32_t *pos = malloc(sizeof(int32_t) * M);
-    for (int i = 0; i < M; i++) pos[i] = p0 + (streams ? 37 * i : i);
+    int32_t *pos = malloc(sizeof(int32_t) * M), *slot = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) pos[i] = p0 + (streams ? 37 * i : i), slot[i] = M - i;
     float *dq = dev_from(q, qn * 4), *dk = dev_from(k, kn * 4), *dv = dev_from(v, kn * 4);
     float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dout = gpu->alloc(gpu, qn * 4);
-    int32_t *dp = dev_from(pos, sizeof(int32_t) * M);
+    int32_t *dp = dev_from(pos, sizeof(int32_t) * M), *ds = dev_from(slot, sizeof(int32_t) * M);
     poison(dout, qn * 4);
-    cpu->rope_attention(cpu, ref, q, k, v, kc, vc, pos, M, H, Hkv, hd, 1e6f, cap, window, streams);
-    gpu->rope_attention(gpu, dout, dq, dk, dv, dkc, dvc, dp, M, H, Hkv, hd, 1e6f, cap, window, streams);
+    cpu->rope_attention(cpu, ref, q, k, v, kc, vc, pos, streams ? slot : NULL, M, H, Hkv, hd, 1e6f, cap, window);
+    gpu->rope_attention(gpu, dout, dq, dk, dv, dkc, dvc, dp, streams ? ds : NULL, M, H, Hkv, hd, 1e6f, cap, window);
     float *got = dev_floats(dout, qn), *gkc = dev_floats(dkc, nc), *gvc = dev_floats(dvc, nc);
     char name[160];
     snprintf(name, sizeof name, "rope_attention M=%d%s heads %d/%d hd=%d cap=%d window=%d pos %d..: out", M,
-             streams ? " (rows are streams)" : "", H, Hkv, hd, cap, window, p0);
+             streams ? " (rows are streams, slots)" : "", H, Hkv, hd, cap, window, p0);
     if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
     else check(name, got, ref, qn, 1e-5, 1e-4);
     snprintf(name, sizeof name, "rope_attention M=%d hd=%d: key ring", M, hd);
     check(name, gkc, kc, nc, 1e-6, 1e-5);
     snprintf(name, sizeof name, "rope_attention M=%d hd=%d: value ring", M, hd);
     check(name, gvc, vc, nc, 0, 0);
-    free(q), free(k), free(v), free(kc), free(vc), free(ref), free(pos), free(got), free(gkc), free(gvc);
+    free(q), free(k), free(v), free(kc), free(vc), free(ref), free(pos), free(slot), free(got), free(gkc), free(gvc);
     gpu->free(gpu, dq), gpu->free(gpu, dk), gpu->free(gpu, dv), gpu->free(gpu, dkc), gpu->free(gpu, dvc);
-    gpu->free(gpu, dp), gpu->free(gpu, dout);
+    gpu->free(gpu, dp), gpu->free(gpu, ds), gpu->free(gpu, dout);
+}
+
+/* A batch of several streams' encoder chunks: `streams` streams of `rows` frames each
+ * (consecutive positions from their own start), in slots of a pool of streams + 1
+ * rings in reverse order; kv_store then attention with the slot array, against the
+ * CPU twin. Enough rows x kv heads exceed the split kernel's tickets (its generic
+ * fallback). */
+static void test_slot_batch(int streams, int rows, int H, int hd, int cap, int window) {
+    const int M = streams * rows;
+    const int64_t kvd = (int64_t)H * hd, nc = (int64_t)(streams + 1) * cap * kvd, nq = (int64_t)M * kvd;
+    float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *q = rand_f(nq, 3.0f);
+    float *k = rand_f(nq, 1.0f), *v = rand_f(nq, 1.0f), *ref = malloc(sizeof(float) * nq);
+    int32_t *pos = malloc(sizeof(int32_t) * M), *slot = malloc(sizeof(int32_t) * M);
+    for (int j = 0; j < streams; j++)
+        for (int r = 0; r < rows; r++) pos[j * rows + r] = 53 * j + 7 + r, slot[j * rows + r] = streams - j;
+    float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dq = dev_from(q, nq * 4);
+    float *dk = dev_from(k, nq * 4), *dv = dev_from(v, nq * 4), *dout = gpu->alloc(gpu, nq * 4);
+    int32_t *dp = dev_from(pos, sizeof(int32_t) * M), *ds = dev_from(slot, sizeof(int32_t) * M);
+    poison(dout, nq * 4);
+    cpu->kv_store(cpu, kc, vc, k, v, pos, slot, M, (int)kvd, cap);
+    cpu->attention(cpu, ref, q, kc, vc, pos, slot, M, H, H, hd, cap, window);
+    gpu->kv_store(gpu, dkc, dvc, dk, dv, dp, ds, M, (int)kvd, cap);
+    gpu->attention(gpu, dout, dq, dkc, dvc, dp, ds, M, H, H, hd, cap, window);
+    float *got = dev_floats(dout, nq), *gkc = dev_floats(dkc, nc);
+    char name[160];
+    snprintf(name, sizeof name, "kv_store + attention, %d streams x %d rows in slots, heads %d hd=%d cap=%d window=%d",
+             streams, rows, H, hd, cap, window);
+    if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
+    else check(name, got, ref, nq, 1e-5, 1e-4);
+    snprintf(name, sizeof name, "kv_store in slots: %d streams, key rings", streams);
+    check(name, gkc, kc, nc, 0, 0);
+    free(kc), free(vc), free(q), free(k), free(v), free(ref), free(pos), free(slot), free(got), free(gkc);
+    gpu->free(gpu, dkc), gpu->free(gpu, dvc), gpu->free(gpu, dq), gpu->free(gpu, dk), gpu->free(gpu, dv);
+    gpu->free(gpu, dp), gpu->free(gpu, ds), gpu->free(gpu, dout);
+}
+
+/* embed with per-row audio rings (slots): the batched decoder step's input */
+static void test_embed_slots(vox_weight *emb, int M, int acap) {
+    const int D = (int)emb->cols, V = (int)emb->rows;
+    float *audio = rand_f((int64_t)(M + 1) * acap * D, 1.0f), *ref = malloc(sizeof(float) * M * D);
+    int32_t *ids = rand_pos(M, 0, V - 1), *pos = rand_pos(M, 0, 5000), *slot = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) slot[i] = M - i;
+    cpu->embed(cpu, ref, emb, ids, audio, pos, slot, M, D, acap);
+    float *da = dev_from(audio, (int64_t)(M + 1) * acap * D * 4), *dx = gpu->alloc(gpu, (int64_t)M * D * 4);
+    int32_t *di = dev_from(ids, M * 4), *dp = dev_from(pos, M * 4), *ds = dev_from(slot, M * 4);
+    poison(dx, (int64_t)M * D * 4);
+    gpu->embed(gpu, dx, emb, di, da, dp, ds, M, D, acap);
+    float *got = dev_floats(dx, (int64_t)M * D);
+    char name[96];
+    snprintf(name, sizeof name, "embed %s M=%d rows in slots", dt_name(emb->dev_dtype), M);
+    check(name, got, ref, (int64_t)M * D, emb->dev_dtype == VOX_DT_F16 ? 3e-8 : 0, 0);
+    free(audio), free(ref), free(ids), free(pos), free(slot), free(got);
+    gpu->free(gpu, da), gpu->free(gpu, dx), gpu->free(gpu, di), gpu->free(gpu, dp), gpu->free(gpu, ds);
 }
 
 static void test_rope_attention(int M, int H, int Hkv, int hd, int cap, int window, int p0) {
@@ -543,11 +597,11 @@ typedef struct {
 static void mini_step(vox_backend *be, mini_model *m, float *x, float *g, float *u, float *q, float *k,
                       float *v, float *att, float *kc, float *vc, const float *audio,
                       int32_t *ids, const int32_t *pos, float *logits) {
-    be->embed(be, x, &m->emb, ids, audio, pos, 1, m->D, m->acap, 0);
+    be->embed(be, x, &m->emb, ids, audio, pos, NULL, 1, m->D, m->acap);
     float *qkv[3] = {q, k, v}, *gu[2] = {g, u};
     const vox_weight *wqkv[3] = {&m->wq, &m->wk, &m->wv}, *w13[2] = {&m->w1, &m->w3}, *head = &m->emb;
     be->norm_linear(be, 3, qkv, x, wqkv, &m->norm, NULL, 1e-5f, 1);
-    be->rope_attention(be, att, q, k, v, kc, vc, pos, 1, m->H, m->Hkv, m->hd, 1e6f, m->cap, m->window, 0);
+    be->rope_attention(be, att, q, k, v, kc, vc, pos, NULL, 1, m->H, m->Hkv, m->hd, 1e6f, m->cap, m->window);
     be->linear(be, x, att, &m->wo, NULL, 1, VOX_ACT_NONE, 1);
     be->norm_linear(be, 2, gu, x, w13, &m->norm, &m->scale, 1e-5f, 1);
     be->swiglu_linear(be, x, g, u, &m->w2, 1, 1);
@@ -792,14 +846,14 @@ static void bench(void) {
         for (int variant = 0; variant < 7; variant++) {
             const int all = variant <= 1;
             gpu->graph_begin(gpu, 200 + variant);
-            if (all) gpu->embed(gpu, x, &emb, ids, audio, dpos, 1, D, 64, 0);
+            if (all) gpu->embed(gpu, x, &emb, ids, audio, dpos, NULL, 1, D, 64);
             for (int l = 0; l < L; l++) {
                 float *kc = kv + (size_t)l * 2 * cap * kvd, *vc = kc + (size_t)cap * kvd;
                 float *qkv[3] = {q, k, v}, *gu[2] = {g, u};
                 const vox_weight *wqkv[3] = {&W[l][0], &W[l][1], &W[l][2]}, *w13[2] = {&W[l][4], &W[l][5]};
                 if (all || variant == 3) gpu->norm_linear(gpu, 3, qkv, x, wqkv, &norm, NULL, 1e-5f, 1);
                 if (variant == 0 || variant == 2)
-                    gpu->rope_attention(gpu, att, q, k, v, kc, vc, dpos, 1, H, Hkv, hd, 1e6f, cap, 8192, 0);
+                    gpu->rope_attention(gpu, att, q, k, v, kc, vc, dpos, NULL, 1, H, Hkv, hd, 1e6f, cap, 8192);
                 if (all || variant == 4) gpu->linear(gpu, x, att, &W[l][3], NULL, 1, VOX_ACT_NONE, 1);
                 if (all || variant == 5) gpu->norm_linear(gpu, 2, gu, x, w13, &norm, &norm, 1e-5f, 1);
                 if (all || variant == 6) gpu->swiglu_linear(gpu, x, g, u, &W[l][6], 1, 1);
@@ -880,7 +934,7 @@ static void bench(void) {
         for (int i = 0; i < M; i++) pp[i] = 3000 + i;
         int32_t *dp = dev_from(pp, 4 * M);
         gpu->graph_begin(gpu, 301);
-        for (int c = 0; c < 32; c++) gpu->attention(gpu, dout, dq, dk, dvv, dp, M, eH, eH, ehd, ecap, 750, 0);
+        for (int c = 0; c < 32; c++) gpu->attention(gpu, dout, dq, dk, dvv, dp, NULL, M, eH, eH, ehd, ecap, 750);
         gpu->graph_end(gpu, 301);
         double t = time_graph(301, 7) / 32;
         double fl = 4.0 * M * 750 * ehd * eH;
@@ -920,6 +974,7 @@ int main(int argc, char **argv) {
         vox_weight c = weight_as(&head, dtypes[d]);
         test_linear_w("lm head", &c, 1, 0, VOX_ACT_NONE, 0, 0);
         test_embed(&c, 39, 300);
+        test_embed_slots(&c, 32, 100);
         weight_as_free(&c);
     }
     weight_free(&head);
@@ -1004,6 +1059,12 @@ int main(int argc, char **argv) {
     test_swiglu_linear(1, 3072, 9216, 0);
     test_swiglu_linear(39, 3072, 9216, 1);
     test_swiglu_linear(1, 96, 160, 1);
+    /* the batched decoder step's row counts (small-M GEMVs / GEMMs) */
+    test_norm_linear("q/k/v, batch", 16, 3072, 3, qkv, 1, 0);
+    test_norm_linear("w1/w3, batch", 32, 3072, 2, w13, 1, 1);
+    test_norm_linear("lm head, batch", 5, 3072, 1, head_rows, 1, 0);
+    test_swiglu_linear(32, 3072, 9216, 1);
+    test_swiglu_linear(7, 3072, 9216, 1);
     test_swiglu_linear(39, 96, 160, 1);
     test_rope_attention(1, 32, 8, 128, 8231, 8192, 8230);  /* fused: the decoder step */
     test_rope_attention(1, 32, 8, 128, 8231, 8192, 20000); /* ring wrapped, full window */
@@ -1015,6 +1076,10 @@ int main(int argc, char **argv) {
     test_rope_attention(39, 4, 4, 16, 50, 24, 30);
     test_rope_attention_s(3, 32, 8, 128, 700, 512, 600, 1); /* fused, B = 3 streams, rings wrap */
     test_rope_attention_s(3, 4, 2, 24, 26, 16, 25, 1);      /* B = 3, no fast path: two launches */
+    test_rope_attention_s(32, 32, 8, 128, 8231, 8192, 9000, 1); /* the batched step, B = 32 */
+    test_rope_attention_s(17, 8, 4, 64, 300, 100, 50, 1);   /* B = 17, hd 64 */
+    test_slot_batch(3, 4, 32, 64, 780, 750);               /* live encoder chunks of 3 streams */
+    test_slot_batch(8, 64, 32, 64, 780, 750);              /* 512 rows x 32 heads > tickets: generic */
     /* an fp16-path layer with one tensor kept in fp32 */
     const vox_dtype mixed[3] = {VOX_DT_F16, VOX_DT_F32, VOX_DT_F16};
     test_norm_linear_dt("mixed q/k/v", 1, 3072, 3, qkv, 1, 0, mixed);

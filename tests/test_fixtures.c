@@ -237,6 +237,35 @@ static void run_case(const char *root, const char *cs, const char *backend, doub
         snprintf(name, sizeof name, "%s: teacher-forced logits (%lld steps)", cs, (long long)rows);
         if (rc2) tu_check(0, name, "%s", vox_last_error());
         else tu_check(e <= st, name, "max error / std %.3g (tolerance %.3g)", e, st);
+        /* BF16 KV caches (where the backend has them): the same teacher-forced logits
+         * against the reference and against fp32 KV, and the top-1 ids' agreement */
+        opt.kv_dtype = "bf16";
+        snprintf(p, sizeof p, "%s/model", dir);
+        vox_ctx *bctx = cpu ? vox_open(p, &opt) : NULL;
+        if (bctx) {
+            capture bc = {0};
+            int rc4 = run_engine(bctx, x, n, fids.i, (int)fids.n, 1, 0, &bc);
+            int ok4 = rc4 == 0 && rc2 == 0 && bc.logits.rows >= rows && bc.logits.width == V;
+            double e_ref = ok4 ? tu_max_abs(bc.logits.data, flogits.f, rows * V) / spread : INFINITY;
+            double e_f32 = ok4 ? tu_max_abs(bc.logits.data, fc.logits.data, rows * V) / spread : INFINITY;
+            int agree = 0;
+            for (int64_t r = 0; ok4 && r < rows; r++) {
+                const float *a = bc.logits.data + r * V, *b = flogits.f + r * V;
+                int ia = 0, ib = 0;
+                for (int j = 1; j < V; j++) {
+                    if (a[j] > a[ia]) ia = j;
+                    if (b[j] > b[ib]) ib = j;
+                }
+                agree += ia == ib;
+            }
+            snprintf(name, sizeof name, "%s: bf16 KV: teacher-forced logits (%lld steps)", cs, (long long)rows);
+            tu_check(ok4 && e_ref <= 3e-2 && agree * 10 >= rows * 9, name,
+                     "max error / std %.3g vs the reference, %.3g vs fp32 KV (tolerance 3e-2); top-1 equal "
+                     "%d of %lld", e_ref, e_f32, agree, (long long)rows);
+            capture_free(&bc);
+            vox_close(bctx);
+        }
+        opt.kv_dtype = NULL;
         capture_free(&fc);
         tu_npy_free(&fids);
         tu_npy_free(&flogits);

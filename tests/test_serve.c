@@ -1,0 +1,451 @@
+/* test_serve.c - a serving context (max_streams > 0: KV pool + scheduler thread)
+ * against plain single-stream runs, on the tiny fixture models (small windows: the
+ * rings wrap):
+ *   - every stream of a batch gives its solo run's ids, and logits within 1e-5 of
+ *     their std;
+ *   - no cross-talk: changing one stream's audio leaves the others' ids and logits
+ *     bit-identical;
+ *   - streams joining and leaving while others run, at different positions;
+ *   - continuous mode (segment restarts after EOS) and flush, as on a plain context;
+ *   - a stream refused when the pool is full, a slot given back on free;
+ *   - many threads feeding and pulling at once;
+ *   - batches of one row (max_batch = 1) give the same ids.
+ * Usage: test_serve [FIXTURES_DIR]; VOX_TEST_BACKEND=cuda runs it on the GPU (ids
+ * then compared, logits to 3e-2 of their std).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "voxtral.h"
+#include "voxtral_internal.h"
+
+void vox_sched_hold(vox_ctx *ctx, int hold);
+void vox_sched_wait_idle(vox_ctx *ctx);
+
+enum { PIECE = 1280 }; /* 80 ms at 16 kHz: a live feed */
+
+typedef struct {
+    int *ids;
+    int n, cap;
+    float *logits; /* [n_logits][V] */
+    int n_logits, cap_logits, V;
+    pthread_mutex_t mu;
+} result;
+
+static void res_init(result *r) {
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+}
+static void res_free(result *r) {
+    free(r->ids);
+    free(r->logits);
+    pthread_mutex_destroy(&r->mu);
+}
+
+static void add_id(result *r, int id) {
+    pthread_mutex_lock(&r->mu);
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 256;
+        r->ids = realloc(r->ids, sizeof(int) * r->cap);
+    }
+    r->ids[r->n++] = id;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void on_token(void *user, const vox_token *t) { add_id(user, t->id); }
+
+static void on_tap(void *user, const char *stage, const float *rows, int n, int width) {
+    result *r = user;
+    if (strcmp(stage, "logits")) return;
+    pthread_mutex_lock(&r->mu);
+    if (r->n_logits == r->cap_logits) {
+        r->cap_logits = r->cap_logits ? r->cap_logits * 2 : 256;
+        r->logits = realloc(r->logits, sizeof(float) * r->cap_logits * width);
+    }
+    r->V = width;
+    memcpy(r->logits + (size_t)r->n_logits * width, rows, sizeof(float) * width);
+    r->n_logits++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static vox_ctx *open_ctx_d(const char *model, int max_streams, int max_batch, int delay_ms) {
+    vox_options o;
+    vox_options_default(&o);
+    o.delay_ms = delay_ms;
+    o.backend = getenv("VOX_TEST_BACKEND") ? getenv("VOX_TEST_BACKEND") : "cpu";
+    o.gpu_path = getenv("VOX_TEST_GPU_PATH");
+    o.verbose = 0;
+    o.max_streams = max_streams;
+    o.max_batch = max_batch;
+    vox_ctx *ctx = vox_open(model, &o);
+    if (!ctx) tu_check(0, "open", "%s: %s", model, vox_last_error());
+    return ctx;
+}
+
+static vox_ctx *open_ctx(const char *model, int max_streams, int max_batch) {
+    return open_ctx_d(model, max_streams, max_batch, 0);
+}
+
+typedef struct {
+    float *x;
+    int64_t n;
+} audio;
+
+/* a stream's input: one of the fixture clips, cut and mixed per index so that every
+ * stream differs */
+static audio make_audio(const audio *clips, int n_clips, int i, float change) {
+    const audio *a = &clips[i % n_clips], *b = &clips[(i + 1) % n_clips];
+    int64_t len = a->n - (i * 3301) % (a->n / 3);
+    audio o = {malloc(sizeof(float) * len), len};
+    for (int64_t k = 0; k < len; k++)
+        o.x[k] = a->x[k] * (1.0f - 0.07f * (i % 5)) + 0.05f * b->x[k % b->n] + change * sinf(0.01f * k);
+    return o;
+}
+
+/* plain context: the stream alone, fed 80 ms at a time */
+static int solo(vox_ctx *ctx, const audio *a, int continuous, result *r) {
+    vox_stream *s = vox_stream_new(ctx, on_token, r);
+    int rc = !s || vox_stream_set_tap(s, on_tap, r) || (continuous && vox_stream_set_continuous(s, 1));
+    for (int64_t off = 0; !rc && off < a->n; off += PIECE)
+        rc = vox_stream_feed(s, a->x + off, (size_t)(a->n - off < PIECE ? a->n - off : PIECE));
+    rc = rc || vox_stream_finish(s);
+    vox_stream_free(s);
+    return rc ? -1 : 0;
+}
+
+/* ids equal; logits within tol of their std (0: bit-identical) */
+static int same_run(const result *a, const result *b, double tol, double *err) {
+    *err = 0;
+    if (a->n != b->n || memcmp(a->ids, b->ids, sizeof(int) * a->n)) return 0;
+    if (a->n_logits != b->n_logits || a->V != b->V) return 0;
+    int64_t n = (int64_t)a->n_logits * a->V;
+    double m = 0, v = 0, e = 0;
+    for (int64_t i = 0; i < n; i++) m += b->logits[i];
+    m /= n ? n : 1;
+    for (int64_t i = 0; i < n; i++) {
+        v += (b->logits[i] - m) * (b->logits[i] - m);
+        double d = fabs((double)a->logits[i] - b->logits[i]);
+        if (d > e) e = d;
+    }
+    double sd = n ? sqrt(v / n) : 1;
+    *err = e / (sd > 0 ? sd : 1);
+    return tol == 0 ? e == 0 : *err <= tol;
+}
+
+/* Serving: all streams created and fed (in turns, 80 ms each) while the scheduler
+ * is held, then released: a batch of known composition. */
+static int serve_batch(vox_ctx *ctx, const audio *in, int n, result *out) {
+    vox_stream **s = calloc(n, sizeof *s);
+    int rc = 0;
+    vox_sched_hold(ctx, 1);
+    for (int i = 0; i < n && !rc; i++) {
+        s[i] = vox_stream_new(ctx, on_token, &out[i]);
+        rc = !s[i] || vox_stream_set_tap(s[i], on_tap, &out[i]);
+    }
+    int64_t longest = 0;
+    for (int i = 0; i < n; i++) longest = in[i].n > longest ? in[i].n : longest;
+    for (int64_t off = 0; !rc && off < longest; off += PIECE)
+        for (int i = 0; i < n && !rc; i++)
+            if (off < in[i].n) rc = vox_stream_feed(s[i], in[i].x + off, (size_t)(in[i].n - off < PIECE ? in[i].n - off : PIECE));
+    for (int i = 0; i < n && !rc; i++) rc = vox_stream_finish(s[i]);
+    vox_sched_hold(ctx, 0);
+    for (int i = 0; i < n && !rc; i++) rc = vox_stream_wait(s[i]);
+    if (rc) tu_check(0, "serve batch", "%s", vox_last_error());
+    for (int i = 0; i < n; i++) vox_stream_free(s[i]);
+    free(s);
+    return rc ? -1 : 0;
+}
+
+typedef struct {
+    vox_ctx *ctx;
+    const audio *a;
+    result *r;
+    unsigned seed;
+    int pull, rc;
+    char err[256];
+} feeder;
+
+/* one client thread: its own stream, random piece sizes, pull mode or callback */
+static void *feed_thread(void *arg) {
+    feeder *f = arg;
+    vox_stream *s = vox_stream_new(f->ctx, f->pull ? NULL : on_token, f->r);
+    int rc = !s;
+    unsigned r = f->seed;
+    vox_token t;
+    for (int64_t off = 0; !rc && off < f->a->n;) {
+        r = r * 1103515245u + 12345u;
+        int64_t len = 1 + (r >> 8) % 5000;
+        if (len > f->a->n - off) len = f->a->n - off;
+        rc = vox_stream_feed(s, f->a->x + off, (size_t)len);
+        off += len;
+        while (f->pull && vox_stream_next(s, &t)) add_id(f->r, t.id);
+    }
+    rc = rc || vox_stream_finish(s) || vox_stream_wait(s);
+    while (!rc && f->pull && vox_stream_next(s, &t)) add_id(f->r, t.id);
+    if (rc) snprintf(f->err, sizeof f->err, "%s", vox_last_error());
+    vox_stream_free(s);
+    f->rc = rc;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    const char *root = argc > 1 ? argv[1] : "tests/fixtures";
+    const char *backend = getenv("VOX_TEST_BACKEND") ? getenv("VOX_TEST_BACKEND") : "cpu";
+    if (!strcmp(backend, "cuda") && !vox_cuda_available()) {
+        printf("skipped: no CUDA device\n");
+        return 0;
+    }
+    const double tol = !strcmp(backend, "cpu") ? 1e-5 : 3e-2;
+    char model[2048], wav[2048];
+    snprintf(model, sizeof model, "%s/tiny_speech/model", root); /* shared with tiny_tone */
+    vox_ctx *plain = open_ctx(model, 0, 0);
+    if (!plain) return tu_done();
+    const int rate = vox_sample_rate(plain);
+    audio clips[2];
+    const char *names[2] = {"tiny_speech", "tiny_tone"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(wav, sizeof wav, "%s/%s/input.wav", root, names[i]);
+        if (vox_audio_load(wav, rate, &clips[i].x, &clips[i].n) != 0) {
+            tu_check(0, "load audio", "%s", vox_last_error());
+            return tu_done();
+        }
+    }
+
+    /* --- a batch of N streams against their solo runs ------------------------------- */
+    enum { N = 6 };
+    audio in[N];
+    result ref[N], got[N];
+    int ok = 1;
+    for (int i = 0; i < N; i++) {
+        in[i] = make_audio(clips, 2, i, 0);
+        res_init(&ref[i]);
+        res_init(&got[i]);
+        ok = ok && solo(plain, &in[i], 0, &ref[i]) == 0;
+    }
+    tu_check(ok, "solo runs", ok ? "%d streams" : "%s", N, vox_last_error());
+    vox_ctx *srv = open_ctx(model, 8, 0);
+    if (!srv) return tu_done();
+    ok = serve_batch(srv, in, N, got) == 0;
+    double worst = 0;
+    int same = ok;
+    for (int i = 0; i < N && ok; i++) {
+        double e;
+        same &= same_run(&got[i], &ref[i], tol, &e);
+        if (e > worst) worst = e;
+    }
+    tu_check(same, "batch of 6 streams: each gives its solo ids, logits within 1e-5 of their std",
+             "worst logit error / std %.3g; ids %d..%d per stream", worst, ref[0].n, ref[N - 1].n);
+    vox_serve_stats st;
+    vox_serve_stats_get(srv, &st);
+    tu_check(st.steps > 0 && (double)st.step_rows / st.steps > 1.5, "the decoder steps were batched",
+             "%lld steps, mean batch %.2f rows, %lld encoder batches", st.steps,
+             st.steps ? (double)st.step_rows / st.steps : 0.0, st.enc_batches);
+
+    /* --- no cross-talk: stream 2's audio changes, every other stream's output stays
+     * bit-identical ------------------------------------------------------------------ */
+    {
+        audio in2[N];
+        result got2[N];
+        for (int i = 0; i < N; i++) {
+            in2[i] = i == 2 ? make_audio(clips, 2, i, 0.2f) : in[i];
+            res_init(&got2[i]);
+        }
+        ok = serve_batch(srv, in2, N, got2) == 0;
+        int bit = ok;
+        for (int i = 0; i < N && ok; i++) {
+            double e;
+            if (i != 2) bit &= same_run(&got2[i], &got[i], 0, &e);
+        }
+        int changed = ok && (got2[2].n != got[2].n || memcmp(got2[2].ids, got[2].ids, sizeof(int) * got[2].n) ||
+                             memcmp(got2[2].logits, got[2].logits, sizeof(float) * got[2].n_logits * got[2].V));
+        tu_check(bit && changed, "no cross-talk: another stream's audio changed, the others bit-identical",
+                 "changed stream's output %s", changed ? "differs" : "did not change (the test proves nothing)");
+        for (int i = 0; i < N; i++) res_free(&got2[i]);
+        free(in2[2].x);
+    }
+
+    /* --- joining and leaving mid-batch, at different positions ------------------------ */
+    {
+        result jr[3];
+        for (int i = 0; i < 3; i++) res_init(&jr[i]);
+        vox_stream *a = vox_stream_new(srv, on_token, &jr[0]), *b = NULL, *c = NULL;
+        int jok = a != NULL;
+        int64_t oa = 0, ob = 0, oc = 0;
+        /* a runs alone for a while; b joins; a leaves (finish, free) while b runs; c joins */
+        for (int tick = 0; jok && tick < 400; tick++) {
+            if (tick == 20) jok = (b = vox_stream_new(srv, on_token, &jr[1])) != NULL;
+            if (a && oa < in[0].n) {
+                jok = jok && !vox_stream_feed(a, in[0].x + oa, (size_t)(in[0].n - oa < PIECE ? in[0].n - oa : PIECE));
+                oa += PIECE;
+            } else if (a) {
+                jok = jok && !vox_stream_finish(a) && !vox_stream_wait(a);
+                vox_stream_free(a);
+                a = NULL;
+                jok = jok && (c = vox_stream_new(srv, on_token, &jr[2])) != NULL;
+            }
+            if (b && ob < in[1].n) {
+                jok = jok && !vox_stream_feed(b, in[1].x + ob, (size_t)(in[1].n - ob < PIECE ? in[1].n - ob : PIECE));
+                ob += PIECE;
+            }
+            if (c && oc < in[3].n) {
+                jok = jok && !vox_stream_feed(c, in[3].x + oc, (size_t)(in[3].n - oc < PIECE ? in[3].n - oc : PIECE));
+                oc += PIECE;
+            }
+            if (tick % 7 == 0) vox_sched_wait_idle(srv); /* let the scheduler catch up now and then */
+        }
+        jok = jok && b && c && !vox_stream_finish(b) && !vox_stream_finish(c) && !vox_stream_wait(b) &&
+              !vox_stream_wait(c);
+        if (!jok) tu_check(0, "join/leave", "%s", vox_last_error());
+        vox_stream_free(b);
+        vox_stream_free(c);
+        int s0, s1, s3;
+        s0 = jr[0].n == ref[0].n && !memcmp(jr[0].ids, ref[0].ids, sizeof(int) * ref[0].n);
+        s1 = jr[1].n == ref[1].n && !memcmp(jr[1].ids, ref[1].ids, sizeof(int) * ref[1].n);
+        s3 = jr[2].n == ref[3].n && !memcmp(jr[2].ids, ref[3].ids, sizeof(int) * ref[3].n);
+        tu_check(jok && s0 && s1 && s3, "streams joining and leaving mid-batch give their solo ids",
+                 "%d/%d, %d/%d, %d/%d ids", jr[0].n, ref[0].n, jr[1].n, ref[1].n, jr[2].n, ref[3].n);
+        for (int i = 0; i < 3; i++) res_free(&jr[i]);
+    }
+
+    /* --- continuous mode: segment restarts, and flush --------------------------------- */
+    {
+        snprintf(wav, sizeof wav, "%s/tiny_mha/model", root);
+        vox_ctx *mp = open_ctx_d(wav, 0, 0, 960), *ms = open_ctx_d(wav, 3, 0, 960); /* the fixture's delay */
+        snprintf(wav, sizeof wav, "%s/tiny_mha/input.wav", root);
+        audio m = {0};
+        int cok = mp && ms && vox_audio_load(wav, rate, &m.x, &m.n) == 0;
+        /* the clip (its offline run ends with EOS), then more audio: restarts */
+        audio mm = {malloc(sizeof(float) * m.n * 3), m.n * 3};
+        for (int64_t k = 0; cok && k < mm.n; k++) mm.x[k] = k < m.n ? m.x[k] : clips[0].x[(k - m.n) % clips[0].n];
+        result pr, sr[2];
+        res_init(&pr), res_init(&sr[0]), res_init(&sr[1]);
+        cok = cok && solo(mp, &mm, 1, &pr) == 0;
+        vox_stream *s1 = cok ? vox_stream_new(ms, on_token, &sr[0]) : NULL;
+        vox_stream *s2 = cok ? vox_stream_new(ms, on_token, &sr[1]) : NULL;
+        cok = cok && s1 && s2 && !vox_stream_set_continuous(s1, 1);
+        /* s2 beside it, a plain stream of the other model's clip */
+        for (int64_t off = 0; cok && off < mm.n; off += PIECE) {
+            cok = !vox_stream_feed(s1, mm.x + off, (size_t)(mm.n - off < PIECE ? mm.n - off : PIECE));
+            if (cok && off < m.n) cok = !vox_stream_feed(s2, m.x + off, (size_t)(m.n - off < PIECE ? m.n - off : PIECE));
+        }
+        cok = cok && !vox_stream_finish(s1) && !vox_stream_finish(s2) && !vox_stream_wait(s1) && !vox_stream_wait(s2);
+        int restarts = s1 ? vox_stream_restarts(s1) : 0;
+        int same_c = cok && sr[0].n == pr.n && !memcmp(sr[0].ids, pr.ids, sizeof(int) * pr.n);
+        tu_check(same_c && restarts >= 1, "continuous mode: restarts after EOS give the plain context's ids",
+                 cok ? "%d ids (plain %d), %d restarts" : "%s", sr[0].n, pr.n, restarts);
+        result p2;
+        res_init(&p2);
+        int ok2 = cok && solo(mp, &m, 0, &p2) == 0 && sr[1].n == p2.n && !memcmp(sr[1].ids, p2.ids, sizeof(int) * p2.n);
+        tu_check(ok2, "its neighbour in the batch (not continuous) gives its solo ids", "%d ids, solo %d", sr[1].n, p2.n);
+        res_free(&p2);
+        vox_stream_free(s1);
+        vox_stream_free(s2);
+        res_free(&pr), res_free(&sr[0]), res_free(&sr[1]);
+        free(m.x), free(mm.x);
+        vox_close(mp), vox_close(ms);
+    }
+
+    /* --- flush on a serving stream: A, flush, B = solo(A) ++ solo(B) ------------------- */
+    {
+        result fr;
+        res_init(&fr);
+        vox_stream *s = vox_stream_new(srv, on_token, &fr);
+        int fok = s != NULL;
+        for (int64_t off = 0; fok && off < in[0].n; off += PIECE)
+            fok = !vox_stream_feed(s, in[0].x + off, (size_t)(in[0].n - off < PIECE ? in[0].n - off : PIECE));
+        fok = fok && !vox_stream_flush(s);
+        for (int64_t off = 0; fok && off < in[1].n; off += PIECE)
+            fok = !vox_stream_feed(s, in[1].x + off, (size_t)(in[1].n - off < PIECE ? in[1].n - off : PIECE));
+        fok = fok && !vox_stream_finish(s) && !vox_stream_wait(s);
+        int same_f = fok && fr.n == ref[0].n + ref[1].n && !memcmp(fr.ids, ref[0].ids, sizeof(int) * ref[0].n) &&
+                     !memcmp(fr.ids + ref[0].n, ref[1].ids, sizeof(int) * ref[1].n);
+        tu_check(same_f && vox_stream_restarts(s) == 1, "flush on a serving stream: A, flush, B gives solo(A) then solo(B)",
+                 fok ? "%d ids, solo %d + %d" : "%s", fr.n, ref[0].n, ref[1].n);
+        vox_stream_free(s);
+        res_free(&fr);
+    }
+
+    /* --- the pool: a stream beyond max_streams is refused at once; free gives its slot back */
+    {
+        vox_ctx *small = open_ctx(model, 2, 0);
+        vox_stream *a = small ? vox_stream_new(small, NULL, NULL) : NULL;
+        vox_stream *b = small ? vox_stream_new(small, NULL, NULL) : NULL;
+        vox_stream *c = small ? vox_stream_new(small, NULL, NULL) : NULL;
+        const char *why = vox_last_error();
+        int refused = a && b && !c && strstr(why, "pool full") != NULL;
+        tu_check(refused, "a stream beyond max_streams is refused with a clear error", "%s", why);
+        vox_stream_free(b);
+        c = small ? vox_stream_new(small, NULL, NULL) : NULL;
+        tu_check(c != NULL, "a freed stream's slot is taken by the next one", c ? "" : "%s", vox_last_error());
+        vox_stream_free(a);
+        vox_stream_free(c);
+        vox_close(small);
+        /* a pool larger than the memory is refused at open, saying why */
+        vox_options o;
+        vox_options_default(&o);
+        o.backend = backend;
+        o.verbose = 0;
+        o.max_streams = 100000;
+        vox_ctx *huge = vox_open(model, &o);
+        if (huge) {
+            printf("# skipped: 100000 streams of the tiny model fit in this machine's memory\n");
+            vox_close(huge);
+        } else {
+            tu_check(strstr(vox_last_error(), "available") || strstr(vox_last_error(), "VRAM") ||
+                         strstr(vox_last_error(), "memory"),
+                     "a pool beyond free memory is refused at open", "%s", vox_last_error());
+        }
+    }
+
+    /* --- many threads feeding (and pulling) at once ------------------------------------ */
+    {
+        enum { T = 6 };
+        pthread_t th[T];
+        feeder f[T];
+        result tr[T];
+        for (int i = 0; i < T; i++) {
+            res_init(&tr[i]);
+            f[i] = (feeder){srv, &in[i], &tr[i], 77u + 13u * i, i % 2, 0, ""};
+            pthread_create(&th[i], NULL, feed_thread, &f[i]);
+        }
+        int tok = 1;
+        char err[300] = "";
+        for (int i = 0; i < T; i++) {
+            pthread_join(th[i], NULL);
+            if (f[i].rc) tok = 0, snprintf(err, sizeof err, "%s", f[i].err);
+            else if (tr[i].n != ref[i].n || memcmp(tr[i].ids, ref[i].ids, sizeof(int) * ref[i].n))
+                tok = 0, snprintf(err, sizeof err, "stream %d: %d ids, solo %d", i, tr[i].n, ref[i].n);
+        }
+        tu_check(tok, "6 threads feeding at once (random pieces; pull and push): each gives its solo ids", "%s", err);
+        for (int i = 0; i < T; i++) res_free(&tr[i]);
+    }
+    vox_close(srv);
+
+    /* --- batches of one row: the same ids ---------------------------------------------- */
+    {
+        vox_ctx *one = open_ctx(model, 4, 1);
+        result r1[3];
+        for (int i = 0; i < 3; i++) res_init(&r1[i]);
+        int ook = one && serve_batch(one, in, 3, r1) == 0;
+        for (int i = 0; i < 3 && ook; i++) {
+            double e;
+            ook &= same_run(&r1[i], &ref[i], tol, &e);
+        }
+        tu_check(ook, "max_batch 1 (one step per stream): the solo ids", "");
+        for (int i = 0; i < 3; i++) res_free(&r1[i]);
+        vox_close(one);
+    }
+
+    for (int i = 0; i < N; i++) {
+        res_free(&ref[i]);
+        res_free(&got[i]);
+        free(in[i].x);
+    }
+    free(clips[0].x), free(clips[1].x);
+    vox_close(plain);
+    return tu_done();
+}

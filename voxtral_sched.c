@@ -1,0 +1,573 @@
+/* voxtral_sched.c - the scheduler: the only code that drives the backend.
+ *
+ * Plain context: vox_sched_run_stream runs in the caller's thread for one stream:
+ * whole tokens of mel through the encoder in chunks, then every decoder step the
+ * audio allows; on an async backend (CUDA) a second step is queued behind the
+ * running one. Exactly the single-stream engine as before.
+ *
+ * Serving context: one thread; each tick it takes every registered stream's pending
+ * audio and requests (under ctx->mu), then, outside the lock: batched encoder
+ * chunks (up to stream_chunk_tokens per stream, enc_chunk_tokens per batch), the
+ * prefills that became possible, and ONE batched decoder step of every stream that
+ * has a new audio token (rows of max_batch; CUDA graphs per batch size), then
+ * delivers the ids and publishes stats and completion.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "voxtral_engine.h"
+
+vox_stream *vox_stream_new_scratch(vox_ctx *ctx);
+
+/* Graph keys: an owner (a stream: its encoder and, on a plain context, its steps,
+ * which hold its own buffers; or the serving pool: batched steps, which read every
+ * row's slot and position from the workspace), a kind, and a sub-key (encoder:
+ * the chunk's tokens; batched step: the rows). */
+enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1, GRAPH_ENCODER = 2, GRAPH_MAX_SUB = 255 };
+enum { POOL_OWNER = 0x1fffff }; /* stream ids are masked to 0x1ffffe */
+
+static int graph_key(int owner, int kind, int sub) { return (owner * (GRAPH_MAX_SUB + 1) + sub) * 4 + kind; }
+
+/* ---- encoder ------------------------------------------------------------------------ */
+/* Encodes n streams' chunks (toks[j] tokens of mel at mels[j]) in one batch and
+ * appends each stream's audio embeddings to its ring. */
+static int encode_items(vox_ctx *ctx, vox_pool *pool, vox_stream **ss, float *const *mels, const int *toks, int n) {
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    const vox_config *c = &ctx->model.cfg;
+    const int K = c->conv_kernel, nm = c->num_mel_bins, De = c->enc.dim, Dd = c->dec.dim;
+    vox_enc_item it[512];
+    if (n > (int)(sizeof it / sizeof it[0])) return vox_error("encoder batch of %d streams: too many", n);
+    double t0 = vox_now_ms();
+    int M = 0, T = 0, tapped = 0;
+    for (int j = 0; j < n; j++) {
+        vox_stream *s = ss[j];
+        const int rows = toks[j] * c->mel_per_token, Mj = rows / 2;
+        if (s->enc_reset) { /* a new segment: conv left context back to zeros (the reference's left padding) */
+            size_t zn = (size_t)(K - 1) * nm > (size_t)(K - 2) * De ? (size_t)(K - 1) * nm : (size_t)(K - 2) * De;
+            float *zeros = calloc(zn ? zn : 1, sizeof(float));
+            if (!zeros) return vox_error("out of memory");
+            be->upload(be, s->conv_in, zeros, sizeof(float) * (K - 1) * nm);
+            if (K > 2) be->upload(be, s->conv_mid, zeros, sizeof(float) * (K - 2) * De);
+            free(zeros);
+            s->enc_reset = 0;
+        }
+        be->upload(be, s->conv_in + (size_t)(K - 1) * nm, mels[j], sizeof(float) * rows * nm);
+        if (s->tap) s->tap(s->tap_user, "mel", mels[j], rows, nm);
+        tapped |= s->tap != NULL;
+        for (int i = 0; i < Mj; i++) {
+            w->enc_pos_host[M + i] = (int32_t)(s->enc_pos + i);
+            w->enc_slot_host[M + i] = s->slot;
+        }
+        it[j] = (vox_enc_item){s, s->conv_in, s->conv_mid, toks[j], s->slot};
+        M += Mj;
+        T += toks[j];
+    }
+    be->upload(be, w->enc_pos, w->enc_pos_host, sizeof(int32_t) * M);
+    if (n > 1) be->upload(be, w->enc_slot, w->enc_slot_host, sizeof(int32_t) * M);
+    /* one stream's chunk the size of its last one (live feeds, a file's full chunks)
+     * replays a graph where the backend has graphs; taps read back mid-way, and a new
+     * size may not recur */
+    vox_stream *s0 = ss[0];
+    /* (a serving context's streams would each hold a graph: none there) */
+    if (n > 1 || tapped || ctx->serving || toks[0] > GRAPH_MAX_SUB || toks[0] != s0->enc_last_tokens) {
+        vox_encoder_forward(ctx, pool, it, n);
+    } else {
+        const int key = graph_key(s0->id, GRAPH_ENCODER, toks[0]);
+        if (!be->graph_launch(be, key)) {
+            be->graph_begin(be, key);
+            vox_encoder_forward(ctx, pool, it, n);
+            be->graph_end(be, key);
+        }
+    }
+    for (int j = 0, t = 0; j < n; t += toks[j], j++) {
+        vox_stream *s = ss[j];
+        float *ring = pool->audio + (size_t)s->slot * pool->acap * Dd;
+        const int tokens = toks[j];
+        int at = (int)(s->n_audio % pool->acap);
+        int first = tokens < pool->acap - at ? tokens : pool->acap - at;
+        be->copy(be, ring + (size_t)at * Dd, w->adapt_mid + (size_t)t * Dd, sizeof(float) * first * Dd);
+        if (first < tokens)
+            be->copy(be, ring, w->adapt_mid + (size_t)(t + first) * Dd, sizeof(float) * (tokens - first) * Dd);
+        s->n_audio += tokens;
+        s->enc_pos += tokens * c->mel_per_token / 2;
+        s->enc_last_tokens = n == 1 ? tokens : 0;
+    }
+    if (be->sync(be) != 0) return -1;
+    const double ms = vox_now_ms() - t0;
+    if (ctx->opt.verbose >= 2 && !s0->scratch)
+        fprintf(stderr, "voxtral: encoder: %d tokens of %d stream%s in %.1f ms\n", T, n, n == 1 ? "" : "s", ms);
+    for (int j = 0; j < n; j++) {
+        ss[j]->stats.encoder_ms += ms * toks[j] / T;
+        ss[j]->stats.encoder_tokens += toks[j];
+    }
+    return 0;
+}
+
+/* ---- decoder, one stream -------------------------------------------------------------- */
+static void record_step(vox_stream *s, double dt) {
+    s->stats.decode_ms += dt;
+    s->stats.steps++;
+    s->step_hist[vox_step_bin(dt)]++;
+}
+
+/* Reads back the id (and top-k) of the last decoder run's row `row` for the
+ * stream's position `pos`, hands it on. */
+static int emit_row(vox_stream *s, int64_t pos, int row, int kmax) {
+    vox_ctx *ctx = s->ctx;
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    const int V = ctx->model.cfg.vocab_size;
+    int32_t id;
+    int32_t tk_ids[1024];
+    float tk_vals[1024];
+    be->download(be, &id, w->ids + row, sizeof id);
+    if (s->topk) {
+        be->download(be, tk_ids, w->topk_ids + (size_t)row * kmax, sizeof(int32_t) * s->topk);
+        be->download(be, tk_vals, w->topk_vals + (size_t)row * kmax, sizeof(float) * s->topk);
+    }
+    if (be->sync(be) != 0) return -1;
+    if (s->tap) {
+        be->download(be, s->tap_buf, w->logits + (size_t)row * V, sizeof(float) * V);
+        s->tap(s->tap_user, "logits", s->tap_buf, 1, V);
+    }
+    return vox_sched_deliver(s, pos, id, tk_ids, tk_vals);
+}
+
+/* The prompt (BOS, then pads) at positions 0..L-1 through the decoder; delivers the
+ * first id. */
+static int prefill(vox_stream *s, int deliver) {
+    vox_ctx *ctx = s->ctx;
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    const int L = ctx->prompt_len;
+    double t0 = vox_now_ms();
+    for (int i = 0; i < L; i++) {
+        w->ids_host[i] = i == 0 ? ctx->model.tok.bos_id : ctx->model.tok.pad_id;
+        w->pos_host[i] = i;
+    }
+    be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * L);
+    be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * L);
+    vox_decoder_forward(ctx, s->pool, L, s->slot, 0, s->topk);
+    s->prefilled = 1;
+    s->next_pos = L;
+    int rc = deliver ? emit_row(s, L - 1, 0, s->topk) : be->sync(be);
+    s->stats.prefill_ms += vox_now_ms() - t0;
+    return rc;
+}
+
+/* Every decoder step the stream's audio allows (plain contexts). Greedy steps with
+ * nothing read back but the id keep a second step queued behind the running one:
+ * the next step's input is already on the device, so the GPU does not wait for the
+ * host's turnaround. The queued step is wasted when this one ends the segment (its
+ * results are never read). Top-k, taps and forced ids read more or feed the host's
+ * ids, and a synchronous backend (the CPU) gains nothing: one step at a time. */
+static int decode_available(vox_stream *s) {
+    vox_ctx *ctx = s->ctx;
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    const int L = ctx->prompt_len;
+    if (s->done) return 0;
+    if (!s->prefilled) {
+        if (s->n_audio < L + 1) return 0;
+        if (prefill(s, 1) != 0) return -1;
+    }
+    const int depth = !be->async || s->topk || s->tap || s->n_out < s->n_forced ? 1 : STEP_QUEUE;
+    int64_t queued[STEP_QUEUE] = {0};
+    int n_queued = 0, first = 1;
+    double t_last = vox_now_ms();
+    for (;;) {
+        while (n_queued < depth && !s->done && s->next_pos + 1 < s->n_audio) {
+            int32_t p = (int32_t)s->next_pos;
+            /* the device holds the previous step's argmax when one is queued; else the
+             * host's id (a forced one, or the workspace last held another stream) */
+            if (depth == 1 || first) be->upload(be, w->ids, &s->last_id, sizeof(int32_t));
+            first = 0;
+            be->upload(be, w->pos, &p, sizeof p);
+            int key = graph_key(s->id, s->topk ? GRAPH_STEP_TOPK : GRAPH_STEP, 0);
+            if (!be->graph_launch(be, key)) {
+                be->graph_begin(be, key);
+                vox_decoder_forward(ctx, s->pool, 1, s->slot, 1, s->topk);
+                be->graph_end(be, key);
+            }
+            if (depth > 1)
+                be->download_async(be, &w->out_ids[p % STEP_QUEUE], w->ids, sizeof(int32_t), p % STEP_QUEUE);
+            s->next_pos++;
+            queued[n_queued++] = p;
+        }
+        if (!n_queued) break;
+        const int64_t p = queued[0];
+        for (int i = 1; i < n_queued; i++) queued[i - 1] = queued[i];
+        n_queued--;
+        if (depth > 1) {
+            if (be->wait_fence(be, (int)(p % STEP_QUEUE)) != 0) return -1;
+            if (s->done) continue; /* queued behind the segment's last step: discarded */
+            if (vox_sched_deliver(s, p, w->out_ids[p % STEP_QUEUE], NULL, NULL) != 0) return -1;
+        } else if (emit_row(s, p, 0, s->topk) != 0) {
+            return -1;
+        }
+        double t = vox_now_ms(), dt = t - t_last; /* a step's time: from output to output */
+        t_last = t;
+        record_step(s, dt);
+    }
+    return 0;
+}
+
+int vox_sched_run_stream(vox_stream *s) {
+    vox_ctx *ctx = s->ctx;
+    for (;;) {
+        if (vox_sched_restart(s) != 0) return -1;
+        int64_t ready = vox_sched_mel_tokens(s);
+        if (ready <= 0) break;
+        int tokens = ready < ctx->enc_chunk_tokens ? (int)ready : ctx->enc_chunk_tokens;
+        float *mel = ctx->work.mel_host;
+        if (vox_sched_read_mel(s, mel, tokens) != 0) return -1;
+        if (encode_items(ctx, s->pool, &s, &mel, &tokens, 1) != 0) return -1;
+        if (decode_available(s) != 0) return -1;
+    }
+    return 0;
+}
+
+/* vox_open's warm-up (backends with warm_up set): an encoder chunk of silence, a
+ * prefill and one step on a scratch stream, so that the first audio pays none of
+ * the one-time costs (on an H100 the first chunk took 85 ms against 20 ms). */
+int vox_sched_warm_up(vox_ctx *ctx) {
+    vox_stream *s = vox_stream_new_scratch(ctx);
+    if (!s) return -1;
+    const vox_config *c = &ctx->model.cfg;
+    int tokens = ctx->enc_chunk_tokens;
+    float *mel = ctx->work.mel_host;
+    memset(mel, 0, sizeof(float) * (size_t)tokens * c->mel_per_token * c->num_mel_bins);
+    /* one full chunk: warming every row bucket of the GEMMs as well (a first odd-sized
+     * chunk: 29 ms against 12 warm) cost 1.1 s more at open on an H100 */
+    int rc = encode_items(ctx, s->pool, &s, &mel, &tokens, 1);
+    if (rc == 0) rc = prefill(s, 0);
+    if (rc == 0) {
+        int32_t p = ctx->prompt_len;
+        ctx->be->upload(ctx->be, ctx->work.pos, &p, sizeof p);
+        vox_decoder_forward(ctx, s->pool, 1, s->slot, 1, 0);
+        rc = ctx->be->sync(ctx->be);
+    }
+    vox_stream_free(s);
+    return rc;
+}
+
+/* ---- serving ------------------------------------------------------------------------------ */
+static int decodable(const vox_stream *s) {
+    if (s->done) return 0;
+    if (!s->prefilled) return s->n_audio >= s->ctx->prompt_len + 1;
+    return s->next_pos + 1 < s->n_audio;
+}
+
+/* scheduler-side work left on a stream (scheduler thread) */
+static int internal_work(const vox_stream *s) {
+    return s->restart_why || vox_sched_mel_tokens(s) > 0 || decodable(s);
+}
+
+/* under ctx->mu */
+static int has_work(vox_ctx *ctx) {
+    for (int i = 0; i < ctx->n_streams; i++) {
+        vox_stream *s = ctx->streams[i];
+        if (s->complete) continue;
+        if (s->in_len || s->n_flush || (s->finish_req && !s->finished) || s->flushing || internal_work(s) ||
+            (s->finished && !s->complete))
+            return 1;
+    }
+    return 0;
+}
+
+void vox_sched_wake(vox_ctx *ctx) {
+    ctx->idle = 0;
+    pthread_cond_signal(&ctx->cv_work);
+}
+
+/* A stream's part of a tick before the model runs: new audio, a flush or finish
+ * reaching its mark, a pending restart. */
+typedef struct {
+    vox_stream *s;
+    float *stage;
+    int64_t stage_len;
+    int flush_go, finish_go;
+} tick_item;
+
+static int stream_prepare(tick_item *t) {
+    vox_stream *s = t->s;
+    if (t->stage_len && vox_sched_take(s, t->stage, t->stage_len) != 0) return -1;
+    if (t->flush_go && s->seg_samples > 0) {
+        s->flushing = 1; /* no new audio until its right pad is decoded */
+        if (vox_segment_end(s, 1) != 0) return -1;
+    }
+    if (t->finish_go) {
+        s->finished = 1;
+        if (vox_segment_end(s, 2) != 0) return -1;
+    }
+    if (vox_sched_restart(s) != 0) return -1;
+    if (s->done && !s->restart_why) { /* the segment ended: its further audio is not decoded */
+        int64_t n = vox_sched_mel_tokens(s);
+        while (n-- > 0)
+            if (vox_sched_read_mel(s, s->mel_pend, 1) != 0) return -1;
+    }
+    return 0;
+}
+
+/* after the model ran: a flush whose right pad is decoded opens the next segment */
+static int stream_settle(vox_stream *s) {
+    if (s->flushing && !internal_work(s)) {
+        s->flushing = 0;
+        s->end_pending = 0;
+        s->restart_why = NULL;
+        if (vox_segment_begin(s, s->n_samples) != 0) return -1;
+        s->restarts++;
+    }
+    return 0;
+}
+
+static void add_step_stats(vox_serve_stats *st, int B, double ms) {
+    int b = B < VOX_BATCH_BINS - 1 ? B : VOX_BATCH_BINS - 1;
+    st->steps++;
+    st->step_rows += B;
+    st->step_ms += ms;
+    st->steps_by_batch[b]++;
+    st->step_ms_by_batch[b] += ms;
+}
+
+/* One batched decoder step over rows[0..B): each a stream at its next position. */
+static int batched_step(vox_ctx *ctx, vox_stream **rows, int B, vox_serve_stats *st) {
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    double t0 = vox_now_ms();
+    int kmax = 0;
+    for (int i = 0; i < B; i++) {
+        vox_stream *s = rows[i];
+        w->ids_host[i] = s->last_id;
+        w->pos_host[i] = (int32_t)s->next_pos;
+        w->slot_host[i] = s->slot;
+        if (s->topk > kmax) kmax = s->topk;
+    }
+    be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * B);
+    be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * B);
+    be->upload(be, w->slot, w->slot_host, sizeof(int32_t) * B);
+    const int key = graph_key(POOL_OWNER, GRAPH_STEP, B);
+    if (kmax || !be->graph_launch(be, key)) {
+        if (!kmax) be->graph_begin(be, key);
+        vox_decoder_forward(ctx, &ctx->pool, B, -1, 1, kmax);
+        if (!kmax) be->graph_end(be, key);
+    }
+    be->download(be, w->out_ids, w->ids, sizeof(int32_t) * B);
+    if (be->sync(be) != 0) return -1;
+    const double ms = vox_now_ms() - t0;
+    add_step_stats(st, B, ms);
+    const int V = ctx->model.cfg.vocab_size;
+    for (int i = 0; i < B; i++) {
+        vox_stream *s = rows[i];
+        int64_t p = s->next_pos++;
+        record_step(s, ms);
+        int32_t tk_ids[1024];
+        float tk_vals[1024];
+        if (s->topk) {
+            be->download(be, tk_ids, w->topk_ids + (size_t)i * kmax, sizeof(int32_t) * s->topk);
+            be->download(be, tk_vals, w->topk_vals + (size_t)i * kmax, sizeof(float) * s->topk);
+        }
+        if (s->tap) {
+            be->download(be, s->tap_buf, w->logits + (size_t)i * V, sizeof(float) * V);
+            s->tap(s->tap_user, "logits", s->tap_buf, 1, V);
+        }
+        if (vox_sched_deliver(s, p, w->out_ids[i], tk_ids, tk_vals) != 0) return -1;
+    }
+    return 0;
+}
+
+/* The model's part of a tick over n streams. */
+static int run_tick(vox_ctx *ctx, tick_item *items, int n, int start, vox_serve_stats *st) {
+    vox_work *w = &ctx->work;
+    const vox_config *c = &ctx->model.cfg;
+    vox_stream *ss[512];
+    float *mels[512];
+    int toks[512];
+    /* encoder batches: every stream's ready mel (up to stream_chunk_tokens each, as
+     * its audio ring has room), enc_chunk_tokens per batch; the order rotates */
+    for (;;) {
+        int m = 0, total = 0;
+        for (int k = 0; k < n && m < 512; k++) {
+            vox_stream *s = items[(start + k) % n].s;
+            if (s->done || s->pending_tokens) continue;
+            int64_t ready = vox_sched_mel_tokens(s);
+            int64_t room = s->pool->acap - (s->n_audio - s->next_pos);
+            int64_t t = ready < ctx->stream_chunk_tokens ? ready : ctx->stream_chunk_tokens;
+            if (t > room) t = room;
+            if (t > ctx->enc_chunk_tokens - total) t = ctx->enc_chunk_tokens - total;
+            if (t <= 0) continue;
+            if (vox_sched_read_mel(s, s->mel_pend, (int)t) != 0) return -1;
+            s->pending_tokens = (int)t;
+            ss[m] = s;
+            mels[m] = s->mel_pend;
+            toks[m++] = (int)t;
+            total += (int)t;
+        }
+        if (!m) break;
+        double t0 = vox_now_ms();
+        int rc = encode_items(ctx, &ctx->pool, ss, mels, toks, m);
+        for (int j = 0; j < m; j++) ss[j]->pending_tokens = 0;
+        if (rc) return -1;
+        st->enc_batches++;
+        st->enc_tokens += total;
+        st->enc_ms += vox_now_ms() - t0;
+        if (total < ctx->enc_chunk_tokens) break; /* everyone's ready audio is in */
+    }
+    /* prefills that became possible */
+    for (int k = 0; k < n; k++) {
+        vox_stream *s = items[k].s;
+        if (!s->done && !s->prefilled && s->n_audio >= ctx->prompt_len + 1) {
+            double t0 = vox_now_ms();
+            if (prefill(s, 1) != 0) return -1;
+            st->prefills++;
+            st->prefill_ms += vox_now_ms() - t0;
+        }
+    }
+    /* one step of every stream with a new audio token */
+    int B = 0;
+    vox_stream *rows[256];
+    for (int k = 0; k <= n; k++) {
+        vox_stream *s = k < n ? items[(start + k) % n].s : NULL;
+        if (s && s->prefilled && decodable(s)) rows[B++] = s;
+        if (B && (B == w->max_batch || k == n)) {
+            if (batched_step(ctx, rows, B, st) != 0) return -1;
+            B = 0;
+        }
+    }
+    (void)c;
+    return 0;
+}
+
+static void publish(vox_stream *s) {
+    s->pub_stats = s->stats;
+    s->pub_stats.audio_s = (double)s->n_samples / s->ctx->model.cfg.sampling_rate;
+    s->pub_restarts = s->restarts;
+    memcpy(s->pub_hist, s->step_hist, sizeof s->pub_hist);
+}
+
+static void *sched_main(void *arg) {
+    vox_ctx *ctx = arg;
+    vox_backend *be = ctx->be;
+    if (be->thread_init) be->thread_init(be);
+    tick_item *items = calloc(ctx->opt.max_streams, sizeof *items);
+    float *stage = malloc(sizeof(float) * (size_t)ctx->opt.max_streams * ctx->stream_chunk_tokens *
+                          ctx->model.cfg.samples_per_token);
+    const int64_t take_max = (int64_t)ctx->stream_chunk_tokens * ctx->model.cfg.samples_per_token;
+    int start = 0;
+    pthread_mutex_lock(&ctx->mu);
+    if (!items || !stage) snprintf(ctx->fatal, sizeof ctx->fatal, "scheduler: out of memory");
+    while (!ctx->stop && !ctx->fatal[0]) {
+        if (ctx->hold || !has_work(ctx)) {
+            ctx->idle = !ctx->hold;
+            pthread_cond_broadcast(&ctx->cv_done);
+            pthread_cond_wait(&ctx->cv_work, &ctx->mu);
+            continue;
+        }
+        /* gather: each stream's new audio (up to its flush mark), flush and finish */
+        int n = 0;
+        for (int i = 0; i < ctx->n_streams; i++) {
+            vox_stream *s = ctx->streams[i];
+            if (s->complete) continue;
+            tick_item *t = &items[n];
+            memset(t, 0, sizeof *t);
+            t->s = s;
+            t->stage = stage + (size_t)n * take_max;
+            int64_t taken = s->in_total - (int64_t)s->in_len; /* samples the scheduler has */
+            if (!s->flushing && s->in_len && vox_sched_mel_tokens(s) < ctx->stream_chunk_tokens) {
+                int64_t lim = s->n_flush ? s->flush_at[0] - taken : (int64_t)s->in_len;
+                if (lim > take_max) lim = take_max;
+                if (lim > 0) {
+                    memcpy(t->stage, s->in, sizeof(float) * lim);
+                    memmove(s->in, s->in + lim, sizeof(float) * (s->in_len - lim));
+                    s->in_len -= lim;
+                    t->stage_len = lim;
+                    taken += lim;
+                }
+            }
+            if (!s->flushing && s->n_flush && s->flush_at[0] == taken) {
+                t->flush_go = 1;
+                memmove(s->flush_at, s->flush_at + 1, sizeof(int64_t) * --s->n_flush);
+            }
+            if (s->finish_req && !s->finished && !s->in_len && !s->n_flush && !s->flushing && !t->flush_go)
+                t->finish_go = 1;
+            s->busy = 1;
+            n++;
+        }
+        pthread_mutex_unlock(&ctx->mu);
+
+        vox_serve_stats st = {0};
+        int rc = 0;
+        for (int k = 0; k < n && !rc; k++) rc = stream_prepare(&items[k]);
+        if (!rc) rc = run_tick(ctx, items, n, start, &st);
+        for (int k = 0; k < n && !rc; k++) rc = stream_settle(items[k].s);
+        start = n ? (start + 1) % n : 0;
+        char why[512] = "";
+        if (rc) snprintf(why, sizeof why, "%s", vox_last_error());
+
+        pthread_mutex_lock(&ctx->mu);
+        ctx->sstats.ticks++;
+        ctx->sstats.steps += st.steps;
+        ctx->sstats.step_rows += st.step_rows;
+        ctx->sstats.step_ms += st.step_ms;
+        for (int b = 0; b < VOX_BATCH_BINS; b++) {
+            ctx->sstats.steps_by_batch[b] += st.steps_by_batch[b];
+            ctx->sstats.step_ms_by_batch[b] += st.step_ms_by_batch[b];
+        }
+        ctx->sstats.enc_batches += st.enc_batches;
+        ctx->sstats.enc_tokens += st.enc_tokens;
+        ctx->sstats.enc_ms += st.enc_ms;
+        ctx->sstats.prefills += st.prefills;
+        ctx->sstats.prefill_ms += st.prefill_ms;
+        for (int k = 0; k < n; k++) {
+            vox_stream *s = items[k].s;
+            publish(s);
+            if (rc) { /* the backend failed under a batch: every stream in it fails */
+                s->failed = 1;
+                vox_err_set(&s->err, "%s", why);
+            }
+            if (s->failed || (s->finished && !s->flushing && !internal_work(s))) s->complete = 1;
+            s->busy = 0;
+        }
+        if (rc) snprintf(ctx->fatal, sizeof ctx->fatal, "%s", why);
+        pthread_cond_broadcast(&ctx->cv_done);
+    }
+    ctx->idle = 1;
+    pthread_cond_broadcast(&ctx->cv_done);
+    pthread_mutex_unlock(&ctx->mu);
+    free(items);
+    free(stage);
+    return NULL;
+}
+
+int vox_sched_start(vox_ctx *ctx) {
+    if (pthread_create(&ctx->thread, NULL, sched_main, ctx) != 0) return vox_error("scheduler thread: cannot start");
+    ctx->thread_started = 1;
+    return 0;
+}
+
+void vox_sched_stop(vox_ctx *ctx) {
+    if (!ctx->thread_started) return;
+    pthread_mutex_lock(&ctx->mu);
+    ctx->stop = 1;
+    pthread_cond_signal(&ctx->cv_work);
+    pthread_mutex_unlock(&ctx->mu);
+    pthread_join(ctx->thread, NULL);
+    ctx->thread_started = 0;
+}
+
+void vox_sched_hold(vox_ctx *ctx, int hold) {
+    if (!ctx->serving) return;
+    pthread_mutex_lock(&ctx->mu);
+    ctx->hold = hold;
+    if (!hold) vox_sched_wake(ctx);
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+void vox_sched_wait_idle(vox_ctx *ctx) {
+    if (!ctx->serving) return;
+    pthread_mutex_lock(&ctx->mu);
+    while (!ctx->idle && !ctx->fatal[0]) pthread_cond_wait(&ctx->cv_done, &ctx->mu);
+    pthread_mutex_unlock(&ctx->mu);
+}
