@@ -182,6 +182,12 @@ assert o["after"]["text"] == sys.argv[2], o["after"]
 EOF
 check "hostile messages: invalid_json/invalid_audio/unknown_event/message_too_large, session goes on" $? "$(head -c 600 "$tmp/hostile.json")"
 
+# ---- a client that floods bad messages and never reads: cut, its queue not grown ----
+# 300000 errors of ~70 bytes are over the 8 MiB of unread output a session may leave
+$CLIENT flood "ws://127.0.0.1:$PORT/v1/realtime" 300000 >"$tmp/flood.json" 2>&1
+$PY -c 'import json,sys; o=json.load(open(sys.argv[1])); assert o["close"] == 1008 and o["slow_client"] == 1 and o["errors"] < o["sent"], o' "$tmp/flood.json"
+check "flooding client that does not read: slow_client, closed 1008, unread events dropped" $? "$(cat "$tmp/flood.json")"
+
 # ---- churn: many connects and drops ----
 # batches of 10 at once (1 in 10 with audio: on this CPU a stream's first feed takes
 # up to a second); each batch's slots must all come back before the next starts
