@@ -375,3 +375,9 @@ for t in ("session.created", "session.updated", "input_audio_buffer.committed",
 EOF
 check "openai npm realtime over wss:// (self-signed), 24 kHz PCM: completed transcript = CLI -i" $? "$(head -c 600 "$tmp/rt.json")"
 stop_server
+
+# ---- session ids: each server run (replicas of one Deployment, restarts) its own ----
+ids=$(for f in main cap drain node tls; do sed -n 's/^voxtral: session \(sess-[0-9a-f]*\) .*/\1/p' "$tmp/$f.err" | head -1; done)
+n=$(printf '%s\n' $ids | wc -l); u=$(printf '%s\n' $ids | sort -u | wc -l)
+[ "$n" -ge 4 ] && [ "$n" = "$u" ]
+check "first session ids of $n server runs all differ" $? "$(echo $ids)"
