@@ -265,9 +265,12 @@ static void on_message(srv_conn *c, const char *msg, size_t len) {
             queue_error(c, "input_audio_buffer_commit_empty", "input audio buffer is empty: nothing to commit");
             break;
         }
-        c->since_commit = 0;
         if (c->soxr) resample_push(c, NULL, 0);
-        sess_push_mark(c->s, MARK_COMMIT);
+        if (sess_push_mark(c->s, MARK_COMMIT) != 0) { /* no item promised that would never complete */
+            queue_error(c, "too_many_pending_commits", "too many commits waiting for the engine: commit dropped, audio kept");
+            break;
+        }
+        c->since_commit = 0;
         sbuf_lit(&b, "{\"type\":\"input_audio_buffer.committed\",");
         ev_id(&b);
         sbuf_printf(&b, "\"previous_item_id\":null,\"item_id\":\"item_%s_%d\"}", c->s->id + 5, c->item_next++);
@@ -275,7 +278,10 @@ static void on_message(srv_conn *c, const char *msg, size_t len) {
         break;
     case RT_COMMIT_FINAL:
         if (c->soxr) resample_push(c, NULL, 0);
-        sess_push_mark(c->s, MARK_FINAL);
+        if (sess_push_mark(c->s, MARK_FINAL) != 0) {
+            queue_error(c, "too_many_pending_commits", "too many commits waiting for the engine: final commit dropped");
+            break;
+        }
         c->final_sent = 1;
         break;
     case RT_CLEAR:

@@ -12,6 +12,8 @@ Modes (all print one JSON line on stdout):
   busy URL                a session expected to be refused at capacity
   hold URL WAV SECONDS    a session streaming WAV in a loop at real-time pace (drain test)
   openai URL WAV          OpenAI dialect: an empty commit, then two committed items
+  commits URL WAV N       OpenAI dialect: N (append 20 ms, commit) pairs at once; every
+                          committed item must get its completed event
   flood URL N             a raw socket that sends N invalid messages without reading, then
                           reads: the server must cut it (slow_client, close 1008), not
                           queue N error events
@@ -179,6 +181,29 @@ async def openai_items(url, wav):
     print(json.dumps(out))
 
 
+async def commits(url, wav, n):
+    pcm, _ = pcm_of(wav)
+    out = {"committed": [], "completed": [], "errors": []}
+    async with websockets.connect(url + "?intent=transcription", max_size=None) as ws:
+        assert (await recv_json(ws))["type"] == "session.created"
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription",
+                      "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}}))
+        for k in range(n):
+            chunk = pcm[640 * k % (len(pcm) - 640):][:640]
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        try:
+            while len(out["completed"]) < len(out["committed"]) or len(out["committed"]) + len(out["errors"]) < n:
+                ev = await recv_json(ws, timeout=20)
+                t = ev["type"]
+                if t == "input_audio_buffer.committed": out["committed"].append(ev["item_id"])
+                elif t == "conversation.item.input_audio_transcription.completed": out["completed"].append(ev["item_id"])
+                elif t == "error": out["errors"].append(ev["error"]["code"])
+        except asyncio.TimeoutError:
+            out["timeout"] = True
+    print(json.dumps(out))
+
+
 def flood(url, n):
     import socket, struct, time, urllib.parse
     u = urllib.parse.urlparse(url)
@@ -235,6 +260,8 @@ def main():
         asyncio.run(busy(url))
     elif mode == "openai":
         asyncio.run(openai_items(url, sys.argv[3]))
+    elif mode == "commits":
+        asyncio.run(commits(url, sys.argv[3], int(sys.argv[4])))
     elif mode == "flood":
         flood(url, int(sys.argv[3]))
     elif mode == "hold":

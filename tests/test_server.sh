@@ -182,6 +182,16 @@ assert o["after"]["text"] == sys.argv[2], o["after"]
 EOF
 check "hostile messages: invalid_json/invalid_audio/unknown_event/message_too_large, session goes on" $? "$(head -c 600 "$tmp/hostile.json")"
 
+# ---- OpenAI dialect: a burst of commits; every committed item completes ----
+$CLIENT commits "ws://127.0.0.1:$PORT/v1/realtime" "$WAV" 100 >"$tmp/commits.json" 2>&1
+$PY -c '
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert not o.get("timeout") and sorted(o["completed"]) == sorted(o["committed"]), (len(o["committed"]), len(o["completed"]))
+assert len(o["committed"]) + len(o["errors"]) == 100 and set(o["errors"]) <= {"too_many_pending_commits"}, o["errors"]
+' "$tmp/commits.json"
+check "OpenAI: 100 commits at once: each committed item completed, the rest refused with an error" $? "$(head -c 300 "$tmp/commits.json")"
+
 # ---- a client that floods bad messages and never reads: cut, its queue not grown ----
 # 300000 errors of ~70 bytes are over the 8 MiB of unread output a session may leave
 $CLIENT flood "ws://127.0.0.1:$PORT/v1/realtime" 300000 >"$tmp/flood.json" 2>&1
