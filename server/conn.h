@@ -52,6 +52,7 @@ struct srv_conn {
     int rate;          /* input rate of appended PCM16 */
     void *soxr;        /* 24 kHz -> 16 kHz resampler (soxr_t) */
     srv_msg *q_head, *q_tail;
+    size_t q_bytes;    /* bytes queued in q_head (counted against max_pending_out) */
     int closing, close_code; /* send what is queued, then close */
     int final_sent;    /* a final commit is in; closing waits for transcription.done */
     int close_after_done;

@@ -105,8 +105,8 @@ int sess_push_audio(srv_session *s, const float *x, size_t n, size_t max_pending
             memcpy(s->in + s->in_len, x, sizeof(float) * n);
             s->in_len += n;
             s->in_total += (int64_t)n;
-            int k = s->n_arr < 64 ? s->n_arr++ : 63;
-            if (k == 63 && s->n_arr == 64) memmove(s->arr, s->arr + 1, sizeof s->arr[0] * 63);
+            int k = s->n_arr < 64 ? s->n_arr++ : 63; /* full: the oldest goes */
+            if (k == 63 && s->n_arr == 64 && s->arr[63].end) memmove(s->arr, s->arr + 1, sizeof s->arr[0] * 63);
             s->arr[k].end = s->in_total;
             s->arr[k].t = srv_now();
         }

@@ -224,8 +224,10 @@ int server_main(int argc, char **argv) {
         }
     }
     lws_sul_cancel(&tick_sul);
-    lws_context_destroy(lws_ctx); /* closes connections: their sessions are released */
+    /* the engine first: its release() calls lws_cancel_service(), which must not
+     * meet a destroyed context; closing connections afterwards only marks sessions */
     engine_stop();
+    lws_context_destroy(lws_ctx);
     fprintf(stderr, "voxtral: server stopped\n");
     return 0;
 }

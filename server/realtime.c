@@ -35,7 +35,17 @@ void conn_queue(srv_conn *c, const char *data, size_t len) {
     if (c->q_tail) c->q_tail->next = m;
     else c->q_head = m;
     c->q_tail = m;
+    c->q_bytes += len;
     lws_callback_on_writable(c->wsi);
+}
+
+static void drop_queue(srv_conn *c) {
+    for (srv_msg *m = c->q_head, *n; m; m = n) {
+        n = m->next;
+        free(m);
+    }
+    c->q_head = c->q_tail = NULL;
+    c->q_bytes = 0;
 }
 
 static void queue_sbuf(srv_conn *c, sbuf *b) {
@@ -158,11 +168,7 @@ void rt_conn_cleanup(srv_conn *c) {
         srv_session_unref(c->s);
         c->s = NULL;
     }
-    for (srv_msg *m = c->q_head, *n; m; m = n) {
-        n = m->next;
-        free(m);
-    }
-    c->q_head = c->q_tail = NULL;
+    drop_queue(c);
     if (c->soxr) soxr_delete(c->soxr);
     c->soxr = NULL;
     sbuf_free(&c->rx);
@@ -259,9 +265,12 @@ static void on_message(srv_conn *c, const char *msg, size_t len) {
             queue_error(c, "input_audio_buffer_commit_empty", "input audio buffer is empty: nothing to commit");
             break;
         }
-        c->since_commit = 0;
         if (c->soxr) resample_push(c, NULL, 0);
-        sess_push_mark(c->s, MARK_COMMIT);
+        if (sess_push_mark(c->s, MARK_COMMIT) != 0) { /* no item promised that would never complete */
+            queue_error(c, "too_many_pending_commits", "too many commits waiting for the engine: commit dropped, audio kept");
+            break;
+        }
+        c->since_commit = 0;
         sbuf_lit(&b, "{\"type\":\"input_audio_buffer.committed\",");
         ev_id(&b);
         sbuf_printf(&b, "\"previous_item_id\":null,\"item_id\":\"item_%s_%d\"}", c->s->id + 5, c->item_next++);
@@ -269,7 +278,10 @@ static void on_message(srv_conn *c, const char *msg, size_t len) {
         break;
     case RT_COMMIT_FINAL:
         if (c->soxr) resample_push(c, NULL, 0);
-        sess_push_mark(c->s, MARK_FINAL);
+        if (sess_push_mark(c->s, MARK_FINAL) != 0) {
+            queue_error(c, "too_many_pending_commits", "too many commits waiting for the engine: final commit dropped");
+            break;
+        }
         c->final_sent = 1;
         break;
     case RT_CLEAR:
@@ -336,6 +348,7 @@ static int writable(srv_conn *c, struct lws *wsi) {
     if (m) {
         c->q_head = m->next;
         if (!c->q_head) c->q_tail = NULL;
+        c->q_bytes -= m->len;
         int rc = ws_send(wsi, m->data, m->len);
         free(m);
         if (rc) return -1;
@@ -361,9 +374,13 @@ void rt_tick(srv_conn *c, double now) {
     pthread_mutex_lock(&c->s->mu);
     size_t pending = c->s->ev_bytes;
     pthread_mutex_unlock(&c->s->mu);
-    if (pending > g_cfg->max_pending_out) { /* a client that does not read */
+    /* writable() moves engine events into the connection's own queue: both count,
+     * or a client reading a trickle (or flooding bad messages) grows it unbounded */
+    if (pending + c->q_bytes > g_cfg->max_pending_out) { /* a client that does not read */
+        drop_queue(c); /* what it did not read is dropped: only the error goes out */
         queue_error(c, "slow_client", "client is not reading its events: closing");
         close_soon(c, LWS_CLOSE_STATUS_POLICY_VIOLATION);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5); /* one that never reads is cut */
     }
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "server.h"
 
@@ -83,8 +84,16 @@ srv_session *srv_session_new(int kind) {
     atomic_init(&s->want_write, 0);
     s->kind = kind;
     s->t_open = srv_now();
-    unsigned r = (unsigned)rand() ^ (unsigned)(s->t_open * 1e6);
-    snprintf(s->id, sizeof s->id, "sess-%08x%04x", r, atomic_fetch_add(&seq, 1) & 0xffff);
+    /* unique across runs and replicas: wall-clock ns and the pid, mixed (splitmix64);
+     * rand() unseeded repeats, and monotonic seconds * 1e6 overflowed unsigned (UB) */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t z = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 40);
+    z += 0x9e3779b97f4a7c15u;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    z ^= z >> 31;
+    snprintf(s->id, sizeof s->id, "sess-%08x%04x", (unsigned)z, atomic_fetch_add(&seq, 1) & 0xffff);
     return s;
 }
 

@@ -12,6 +12,11 @@ Modes (all print one JSON line on stdout):
   busy URL                a session expected to be refused at capacity
   hold URL WAV SECONDS    a session streaming WAV in a loop at real-time pace (drain test)
   openai URL WAV          OpenAI dialect: an empty commit, then two committed items
+  commits URL WAV N       OpenAI dialect: N (append 20 ms, commit) pairs at once; every
+                          committed item must get its completed event
+  flood URL N             a raw socket that sends N invalid messages without reading, then
+                          reads: the server must cut it (slow_client, close 1008), not
+                          queue N error events
 """
 import asyncio, base64, json, sys, wave
 
@@ -176,6 +181,73 @@ async def openai_items(url, wav):
     print(json.dumps(out))
 
 
+async def commits(url, wav, n):
+    pcm, _ = pcm_of(wav)
+    out = {"committed": [], "completed": [], "errors": []}
+    async with websockets.connect(url + "?intent=transcription", max_size=None) as ws:
+        assert (await recv_json(ws))["type"] == "session.created"
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription",
+                      "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}}))
+        for k in range(n):
+            chunk = pcm[640 * k % (len(pcm) - 640):][:640]
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        try:
+            while len(out["completed"]) < len(out["committed"]) or len(out["committed"]) + len(out["errors"]) < n:
+                ev = await recv_json(ws, timeout=20)
+                t = ev["type"]
+                if t == "input_audio_buffer.committed": out["committed"].append(ev["item_id"])
+                elif t == "conversation.item.input_audio_transcription.completed": out["completed"].append(ev["item_id"])
+                elif t == "error": out["errors"].append(ev["error"]["code"])
+        except asyncio.TimeoutError:
+            out["timeout"] = True
+    print(json.dumps(out))
+
+
+def flood(url, n):
+    import socket, struct, time, urllib.parse
+    u = urllib.parse.urlparse(url)
+    sk = socket.socket()
+    sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that does not read
+    sk.connect((u.hostname, u.port))
+    sk.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                % (u.path or "/")).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sk.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    sk.sendall(b"\x81\x81\0\0\0\0x" * n)  # masked text frames "x" (mask key 0): invalid JSON each
+    time.sleep(3)  # the server's once-a-second check runs
+    sk.settimeout(30)
+    buf, errors, slow, close_code = b"", 0, 0, None
+    while close_code is None:
+        try:
+            d = sk.recv(1 << 20)
+        except socket.timeout:
+            break
+        if not d:
+            break
+        buf += d
+        while len(buf) >= 2:
+            op, ln, h = buf[0] & 15, buf[1] & 127, 2
+            if ln == 126:
+                if len(buf) < 4: break
+                ln, h = struct.unpack(">H", buf[2:4])[0], 4
+            elif ln == 127:
+                if len(buf) < 10: break
+                ln, h = struct.unpack(">Q", buf[2:10])[0], 10
+            if len(buf) < h + ln: break
+            body, buf = buf[h:h + ln], buf[h + ln:]
+            if op == 1:
+                errors += 1
+                slow += b"slow_client" in body
+            elif op == 8:
+                close_code = struct.unpack(">H", body[:2])[0] if len(body) >= 2 else 0
+                break
+    print(json.dumps({"sent": n, "errors": errors, "slow_client": slow, "close": close_code}))
+
+
 def main():
     mode, url = sys.argv[1], sys.argv[2]
     if mode == "live":
@@ -188,6 +260,10 @@ def main():
         asyncio.run(busy(url))
     elif mode == "openai":
         asyncio.run(openai_items(url, sys.argv[3]))
+    elif mode == "commits":
+        asyncio.run(commits(url, sys.argv[3], int(sys.argv[4])))
+    elif mode == "flood":
+        flood(url, int(sys.argv[3]))
     elif mode == "hold":
         asyncio.run(hold(url, sys.argv[3], float(sys.argv[4])))
 

@@ -182,6 +182,22 @@ assert o["after"]["text"] == sys.argv[2], o["after"]
 EOF
 check "hostile messages: invalid_json/invalid_audio/unknown_event/message_too_large, session goes on" $? "$(head -c 600 "$tmp/hostile.json")"
 
+# ---- OpenAI dialect: a burst of commits; every committed item completes ----
+$CLIENT commits "ws://127.0.0.1:$PORT/v1/realtime" "$WAV" 100 >"$tmp/commits.json" 2>&1
+$PY -c '
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert not o.get("timeout") and sorted(o["completed"]) == sorted(o["committed"]), (len(o["committed"]), len(o["completed"]))
+assert len(o["committed"]) + len(o["errors"]) == 100 and set(o["errors"]) <= {"too_many_pending_commits"}, o["errors"]
+' "$tmp/commits.json"
+check "OpenAI: 100 commits at once: each committed item completed, the rest refused with an error" $? "$(head -c 300 "$tmp/commits.json")"
+
+# ---- a client that floods bad messages and never reads: cut, its queue not grown ----
+# 300000 errors of ~70 bytes are over the 8 MiB of unread output a session may leave
+$CLIENT flood "ws://127.0.0.1:$PORT/v1/realtime" 300000 >"$tmp/flood.json" 2>&1
+$PY -c 'import json,sys; o=json.load(open(sys.argv[1])); assert o["close"] == 1008 and o["slow_client"] == 1 and o["errors"] < o["sent"], o' "$tmp/flood.json"
+check "flooding client that does not read: slow_client, closed 1008, unread events dropped" $? "$(cat "$tmp/flood.json")"
+
 # ---- churn: many connects and drops ----
 # batches of 10 at once (1 in 10 with audio: on this CPU a stream's first feed takes
 # up to a second); each batch's slots must all come back before the next starts
@@ -369,3 +385,9 @@ for t in ("session.created", "session.updated", "input_audio_buffer.committed",
 EOF
 check "openai npm realtime over wss:// (self-signed), 24 kHz PCM: completed transcript = CLI -i" $? "$(head -c 600 "$tmp/rt.json")"
 stop_server
+
+# ---- session ids: each server run (replicas of one Deployment, restarts) its own ----
+ids=$(for f in main cap drain node tls; do sed -n 's/^voxtral: session \(sess-[0-9a-f]*\) .*/\1/p' "$tmp/$f.err" | head -1; done)
+n=$(printf '%s\n' $ids | wc -l); u=$(printf '%s\n' $ids | sort -u | wc -l)
+[ "$n" -ge 4 ] && [ "$n" = "$u" ]
+check "first session ids of $n server runs all differ" $? "$(echo $ids)"
