@@ -447,7 +447,6 @@ static void masked_softmax(float *r, int n, int lo, int hi) {
 static void cpu_attention(vox_backend *be, float *out, const float *q, const void *kc,
                           const void *vc, const int32_t *pos, const int32_t *slot, int M,
                           int n_heads, int n_kv_heads, int head_dim, int cap, int window) {
-    cpu_impl *ci = impl_of(be);
     const int group = n_heads / n_kv_heads;
     const int kv_dim = n_kv_heads * head_dim, q_dim = n_heads * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);

@@ -264,10 +264,10 @@ static void test_embed(vox_dtype dt, int G, int V, int D, int M) {
     float *audio = rand_f((int64_t)acap * D, 1.0f), *ref = malloc(sizeof(float) * M * D);
     int32_t *ids = malloc(4 * M), *pos = malloc(4 * M);
     for (int i = 0; i < M; i++) ids[i] = (int32_t)((frand() + 1) * 0.5f * (V - 1)), pos[i] = i * 37;
-    cpu->embed(cpu, ref, &p.q, ids, audio, pos, M, D, acap, 0);
+    cpu->embed(cpu, ref, &p.q, ids, audio, pos, NULL, M, D, acap);
     float *da = dev_from(audio, (int64_t)acap * D * 4), *dx = dev_poisoned((int64_t)M * D * 4);
     int32_t *di = dev_from(ids, M * 4), *dp = dev_from(pos, M * 4);
-    gpu->embed(gpu, dx, &p.q, di, da, dp, M, D, acap, 0);
+    gpu->embed(gpu, dx, &p.q, di, da, dp, NULL, M, D, acap);
     float *got = dev_floats(dx, (int64_t)M * D);
     const char *name = nm("%s embed %s group %d vocab %d D=%d M=%d: exactly the CPU's", path_tag, vox_dtype_name(dt), G, V, D, M);
     if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());

@@ -37,7 +37,7 @@ static void test_self_format(void) {
 static void failing_attention(vox_backend *be) {
     float q[8 * 64] = {0}, kc[64] = {0}, vc[64] = {0}, out[8 * 64];
     int32_t pos[8] = {0, 1, 2, 3, 4, 5, 6, 2000000000};
-    be->attention(be, out, q, kc, vc, pos, 8, 1, 1, 64, 1, 2000000000, 0);
+    be->attention(be, out, q, kc, vc, pos, NULL, 8, 1, 1, 64, 1, 2000000000);
 }
 
 static void test_cpu_backend(void) {

@@ -324,8 +324,8 @@ static void test_embed(vox_dtype dt, int64_t D, int G) {
     int32_t ids[4] = {0, 49, 1, 17}, pos[4] = {5, 6, 7, 8};
     float *audio = malloc(sizeof(float) * acap * D), *xq = malloc(sizeof(float) * M * D), *xb = malloc(sizeof(float) * M * D);
     for (int64_t i = 0; i < acap * D; i++) audio[i] = frand();
-    cpu->embed(cpu, xq, &q, ids, audio, pos, M, (int)D, acap, 0);
-    cpu->embed(cpu, xb, &b, ids, audio, pos, M, (int)D, acap, 0);
+    cpu->embed(cpu, xq, &q, ids, audio, pos, NULL, M, (int)D, acap);
+    cpu->embed(cpu, xb, &b, ids, audio, pos, NULL, M, (int)D, acap);
     float *row = malloc(sizeof(float) * D);
     int ok = 1;
     for (int i = 0; i < M; i++) {
