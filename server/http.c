@@ -13,6 +13,9 @@
 #include "conn.h"
 
 enum { CHUNK = 16384, MAX_FIELD = 4096 };
+/* a body declared at most this far over --max-upload is read and dropped before the
+ * 413, so the client gets the answer; beyond it the connection is cut at once */
+enum { DRAIN_BYTES = 64 << 20 };
 
 static srv_conn *conns;
 static int n_conns;
@@ -325,9 +328,16 @@ static void begin_upload(srv_conn *c, struct lws *wsi) {
         return;
     }
     if (cl[0] && strtoull(cl, NULL, 10) > g_cfg->max_upload) {
-        /* answered at once; the connection closes (the body is not read) */
         char m[160];
         snprintf(m, sizeof m, "request body of %s bytes is over the limit of %zu bytes", cl, g_cfg->max_upload);
+        if (strtoull(cl, NULL, 10) <= g_cfg->max_upload + DRAIN_BYTES) {
+            /* read and dropped, answered at its end: a client still sending when the
+             * connection closed would meet a reset instead of the 413 */
+            c->reject = 413;
+            http_error_body(&c->body, err_type(413), "file_too_large", m);
+            return;
+        }
+        /* far over: answered at once, the connection closes (the body is not read) */
         c->close_after = 1;
         respond_error(c, 413, "file_too_large", m);
         return;
@@ -518,7 +528,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         c->t_last = srv_now();
         c->body_bytes += len;
         if (c->done || c->awaiting) return 0;
-        if (c->body_bytes > g_cfg->max_upload) {
+        if (c->body_bytes > g_cfg->max_upload + (c->reject ? DRAIN_BYTES : 0)) {
             c->close_after = 1;
             respond_error(c, 413, "file_too_large", "request body is over the upload limit");
             return 0;

@@ -285,10 +285,10 @@ static void on_message(srv_conn *c, const char *msg, size_t len) {
         c->final_sent = 1;
         break;
     case RT_CLEAR:
-        sbuf_lit(&b, "{\"type\":\"input_audio_buffer.cleared\",");
-        ev_id(&b);
-        b.data[b.len - 1] = '}';
-        queue_sbuf(c, &b);
+        /* audio is transcribed as it arrives, so there is no pending buffer to drop:
+         * say so rather than answer `cleared` for audio that will still be transcribed */
+        queue_error(c, "unsupported_event",
+                    "input_audio_buffer.clear: audio is transcribed as it arrives; nothing can be cleared");
         break;
     default:
         break;

@@ -98,6 +98,7 @@ async def hostile(url, wav):
             "odd_bytes": json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
             "no_audio": json.dumps({"type": "input_audio_buffer.append"}),
             "unknown": json.dumps({"type": "response.create"}),
+            "clear": json.dumps({"type": "input_audio_buffer.clear"}),
             "binary_utf8": b"\xff\xfe\x00garbage",
             "oversized": json.dumps({"type": "input_audio_buffer.append",
                                      "audio": base64.b64encode(b"\0" * (3 << 20)).decode()}),

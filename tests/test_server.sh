@@ -178,12 +178,13 @@ import json, sys
 o = json.load(open(sys.argv[1]))
 want = {"not_json": "invalid_json", "not_object": "invalid_json", "no_type": "invalid_json",
         "bad_base64": "invalid_audio", "odd_bytes": "invalid_audio", "no_audio": "invalid_audio",
-        "unknown": "unknown_event", "binary_utf8": "invalid_json", "oversized": "message_too_large"}
+        "unknown": "unknown_event", "clear": "unsupported_event",
+        "binary_utf8": "invalid_json", "oversized": "message_too_large"}
 bad = {k: o.get(k) for k in want if o.get(k) != want[k]}
 assert not bad, bad
 assert o["after"]["text"] == sys.argv[2], o["after"]
 EOF
-check "hostile messages: invalid_json/invalid_audio/unknown_event/message_too_large, session goes on" $? "$(head -c 600 "$tmp/hostile.json")"
+check "hostile messages: invalid_json/invalid_audio/unknown_event/unsupported_event (clear)/message_too_large, session goes on" $? "$(head -c 600 "$tmp/hostile.json")"
 
 # ---- OpenAI dialect: a burst of commits; every committed item completes ----
 $CLIENT commits "ws://127.0.0.1:$PORT/v1/realtime" "$WAV" 100 >"$tmp/commits.json" 2>&1
