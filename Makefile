@@ -70,7 +70,7 @@ ENGINE_SRC := voxtral.c voxtral_forward.c voxtral_stream.c voxtral_sched.c voxtr
 ISA_MACROS := $(shell $(CC) -march=$(MARCH) -dM -E -x c /dev/null 2>/dev/null)
 QDOT_ISA := $(if $(findstring __AVX512BW__,$(ISA_MACROS)),avx512,$(if $(findstring __AVX2__,$(ISA_MACROS)),$(if $(findstring __FMA__,$(ISA_MACROS)),avx2,generic),generic))
 ENGINE_SRC += voxtral_qdot_$(QDOT_ISA).c
-CLI_SRC  := cli/main.c cli/options.c cli/output.c cli/sniff.c cli/tekken.c cli/error.c cli/stdin.c cli/check.c
+CLI_SRC  := cli/main.c cli/options.c cli/output.c cli/sniff.c cli/forced.c cli/error.c cli/stdin.c cli/check.c
 CLI_LIBS := -ldl
 ifeq ($(PORTAUDIO),1)
   CLI_SRC  += cli/mic.c

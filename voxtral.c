@@ -544,6 +544,10 @@ double vox_step_weight_bytes(const vox_ctx *ctx) {
     return b + weight_read_bytes(&m->tok_emb); /* the tied LM head */
 }
 
+const char *vox_token_piece(const vox_ctx *ctx, int id, int *len) {
+    return vox_token_bytes(&ctx->model.tok, id, len);
+}
+
 int vox_delay_ms(const vox_ctx *ctx) {
     return ctx->delay_tokens * (int)lround(1000.0 / ctx->model.cfg.frame_rate);
 }

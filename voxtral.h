@@ -115,6 +115,11 @@ int vox_delay_ms(const vox_ctx *ctx);
  * feeding in blocks of this size is fastest; any size gives the same ids). */
 size_t vox_feed_block(const vox_ctx *ctx);
 
+/* The text bytes of token `id` in the model's vocabulary (not NUL-terminated, may be part
+ * of a UTF-8 character); NULL and *len = 0 for control ids and ids out of range. Valid
+ * until vox_close. */
+const char *vox_token_piece(const vox_ctx *ctx, int id, int *len);
+
 /* cb receives every decoded token as soon as it is decoded (push). With cb == NULL
  * the tokens queue up instead and vox_stream_next takes them in order (pull). */
 vox_stream *vox_stream_new(vox_ctx *ctx, vox_token_cb cb, void *user);

@@ -105,10 +105,10 @@ int vox_cuda_qgemv(const vox_cuda_qgemv_args *a, int n_sm, cudaStream_t st);
  * then rounded to otype (the GEMM path's weight tile) */
 void vox_cuda_qdequant(void *dst, int otype, const void *W, int fmt, const uint16_t *S, int r0,
                        int n_rows, int K, int group, cudaStream_t st);
-/* x[i] = dequant(emb[ids[i]]) + audio[pos[i] % acap] (rows of D) */
+/* x[i] = dequant(emb[ids[i]]) + audio[(slot ? slot[i] * acap : 0) + pos[i] % acap] (rows of D) */
 void vox_cuda_qembed(float *x, const void *W, int fmt, const uint16_t *S, int group,
                      const int32_t *ids, const float *audio, const int32_t *pos, int M, int D,
-                     int acap, int rows_are_streams, cudaStream_t st);
+                     int acap, const int32_t *slot, cudaStream_t st);
 
 /* ---- cuda/misc.cu -------------------------------------------------------------- */
 void vox_cuda_f32_to_bf16(uint16_t *dst, const float *src, int64_t n, cudaStream_t st);

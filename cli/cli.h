@@ -37,14 +37,15 @@ typedef struct {
 /* output.c: one input's output. A closed pipe sets cli_stdout_closed (quiet end),
  * any other failed stdout write cli_stdout_failed (the CLI error says why). */
 extern volatile sig_atomic_t cli_stdout_closed, cli_stdout_failed;
-/* tekken.c: the bytes of the --force-tokens ids (index i: ids[i]); NULL/0 for control ids */
+/* forced.c: the bytes of the --force-tokens ids (index i: ids[i]); NULL/0 for control
+ * ids; they point into the model's vocabulary (valid until vox_close) */
 typedef struct {
     const int *ids;
-    char **bytes;
+    const char **bytes;
     int *len;
     int n;
 } cli_pieces;
-int cli_pieces_load(const char *dir, const int *ids, int n_ids, cli_pieces *out);
+int cli_pieces_load(const vox_ctx *ctx, const int *ids, int n_ids, cli_pieces *out);
 void cli_pieces_free(cli_pieces *p);
 typedef struct {
     const cli_pieces *forced; /* teacher forcing: step j's text is forced id j's */

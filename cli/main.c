@@ -558,17 +558,10 @@ int main(int argc, char **argv) {
         }
     }
     cli_pieces fp = {0};
-    if (forced && cli_pieces_load(o.dir, forced, n_forced, &fp) != 0) {
-        fprintf(stderr, "voxtral: %s\n", cli_last_error());
-        if (stdin_path[0]) unlink(stdin_path);
-        free(forced);
-        return 1;
-    }
-    fp.ids = forced;
     vox_ctx *ctx = vox_open(o.dir, &o.opt);
-    if (!ctx) {
-        fprintf(stderr, "voxtral: %s\n", vox_last_error());
-        cli_pieces_free(&fp);
+    if (!ctx || (forced && cli_pieces_load(ctx, forced, n_forced, &fp) != 0)) {
+        fprintf(stderr, "voxtral: %s\n", ctx ? cli_last_error() : vox_last_error());
+        vox_close(ctx);
         if (stdin_path[0]) unlink(stdin_path);
         free(forced);
         return 1;

@@ -243,7 +243,7 @@ extern "C" void vox_cuda_qdequant(void *dst, int otype, const void *W, int fmt, 
 template <int FMT>
 __global__ void qembed_kernel(float *x, const uint8_t *W, const uint16_t *S, int G, const int32_t *ids,
                               const float *audio, const int32_t *pos, int M, int D, int acap,
-                              int rows_are_streams) {
+                              const int32_t *slot) {
     pdl_wait();
     pdl_trigger();
     const int i = blockIdx.y;
@@ -251,21 +251,21 @@ __global__ void qembed_kernel(float *x, const uint8_t *W, const uint16_t *S, int
     const int64_t row_bytes = (int64_t)((D + G - 1) / G) * G / (FMT == VOX_CUDA_Q4 ? 2 : 1);
     const int scale_stride = ((D + G - 1) / G) * (FMT == VOX_CUDA_Q4 ? 2 : 1);
     const int64_t id = ids[i];
-    const float *a = audio + (rows_are_streams ? (int64_t)i * acap * D : 0) + (int64_t)(pos[i] % acap) * D;
+    const float *a = audio + (slot ? (int64_t)slot[i] * acap * D : 0) + (int64_t)(pos[i] % acap) * D;
     for (int d = blockIdx.x * blockDim.x + threadIdx.x; d < D; d += gridDim.x * blockDim.x)
         x[(int64_t)i * D + d] = __fadd_rn(q_value<FMT>(W + id * row_bytes, S + id * scale_stride, d, G), a[d]);
 }
 
 extern "C" void vox_cuda_qembed(float *x, const void *W, int fmt, const uint16_t *S, int group,
                                 const int32_t *ids, const float *audio, const int32_t *pos, int M, int D,
-                                int acap, int rows_are_streams, cudaStream_t st) {
+                                int acap, const int32_t *slot, cudaStream_t st) {
     if (M <= 0) return;
     dim3 grid((D + 255) / 256, M);
     const uint8_t *w = static_cast<const uint8_t *>(W);
     if (fmt == VOX_CUDA_Q8)
         vox_launch(VOX_PDL_EMBED, qembed_kernel<VOX_CUDA_Q8>, grid, 256, 0, st, x, w, S, group, ids, audio, pos, M,
-                   D, acap, rows_are_streams);
+                   D, acap, slot);
     else
         vox_launch(VOX_PDL_EMBED, qembed_kernel<VOX_CUDA_Q4>, grid, 256, 0, st, x, w, S, group, ids, audio, pos, M,
-                   D, acap, rows_are_streams);
+                   D, acap, slot);
 }
