@@ -85,7 +85,7 @@ CLI_SRC  += $(SERVER_SRC)
 CLI_CFLAGS += $(shell pkg-config --cflags libwebsockets 2>/dev/null)
 CLI_LIBS += $(shell pkg-config --libs libwebsockets 2>/dev/null || echo -lwebsockets)
 ifeq ($(CUDA),1)
-  ENGINE_SRC += voxtral_cuda.c
+  ENGINE_SRC += voxtral_cuda.c voxtral_cuda_weights.c
   CU_SRC   := $(wildcard cuda/*.cu)
   CFLAGS   += -I$(CUDA_HOME)/include
   LIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -ldl
@@ -134,7 +134,7 @@ $(BUILD)/server/%.o: server/%.c server/server.h server/conn.h voxtral.h voxtral_
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h voxtral_engine.h voxtral_error.h voxtral_quant.h $(wildcard voxtral_cuda.h) $(STAMP) | $(BUILD)
+$(BUILD)/%.o: %.c voxtral.h voxtral_text.h voxtral_internal.h voxtral_engine.h voxtral_error.h voxtral_quant.h $(wildcard voxtral_cuda.h voxtral_cuda_impl.h) $(STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(BUILD)

@@ -2,7 +2,7 @@
  * plans, graphs, and the op table (voxtral_internal.h) over the kernels in cuda/.
  * Every op computes what its CPU twin in voxtral_kernels.c computes.
  *
- * Weights: every matrix goes to the device once, into one arena (upload_weights),
+ * Weights: every matrix goes to the device once, into one arena (voxtral_cuda_weights.c),
  * in the dtype of the GPU path, chosen from the compute capability or forced
  * (vox_options.gpu_path):
  *   bf16 (sm_80+): as in the checkpoint;
@@ -43,77 +43,9 @@
 
 #include <cublasLt.h>
 
-#include "voxtral_internal.h"
-#include "voxtral_cuda.h"
+#include "voxtral_cuda_impl.h"
 #include "voxtral_quant.h"
 
-enum {
-    GEMV_MAX_ROWS = 1,                 /* up to this many rows, the GEMV kernel: measured,
-                                          cuBLASLt wins from M = 2 on an H100 */
-    SPLIT_MAX_ROWS = 8,                /* up to this many rows, split-key attention */
-    LT_WORKSPACE = 32 << 20,           /* cuBLASLt workspace bytes */
-    XB_ELEMS = 16 << 20,               /* GEMM-input scratch: BF16/FP16 (32 MB), and
-                                          fp32 (64 MB) on the fp16 and fp32 paths */
-    ATTN_PART_FLOATS = 4 << 20,        /* split-attention partials (16 MB) */
-    ATTN_TICKETS = 4096,               /* split-attention tickets: rows x kv heads */
-    STAGE_BYTES = 64 << 20,            /* pinned staging for the weight upload, x2 */
-    QTILE_ELEMS = 32 << 20,            /* quantized GEMM path: dense weight tile (64 MB
-                                          BF16/FP16, 128 MB FP32), every decoder and
-                                          encoder matrix but the LM head in one */
-    QOUT_FLOATS = 4 << 20,             /* its output scratch for a tiled weight (16 MB) */
-    MAX_PLANS = 64,
-    MAX_GRAPHS = 48,                   /* a serving context's batched steps: one per batch size
-                                          (up to 32), beside the plain streams' graphs */
-    ARENA_ALIGN = 256,
-};
-
-typedef struct {
-    int M, N, K, bias, align;
-    int Mb;       /* the row bucket whose algorithm this plan uses (M itself: its own) */
-    vox_dtype dt; /* of the weight and the input */
-    cublasLtMatmulDesc_t desc;
-    cublasLtMatrixLayout_t a, b, c;
-    cublasLtMatmulAlgo_t algo;
-} lt_plan;
-
-typedef struct {
-    int key;
-    cudaGraphExec_t exec;
-} graph_slot;
-
-typedef struct {
-    int device, n_sm;
-    vox_dtype path;     /* BF16, F16 or F32: what matrices become on the device */
-    char gpu[96];       /* device name, for messages */
-    size_t need_bytes;  /* vox_open's estimate: BF16 matrices + one stream's buffers */
-    cudaStream_t st;
-    cudaEvent_t fences[VOX_FENCES];
-    cublasLtHandle_t lt;
-    void *lt_ws;
-    uint16_t *xb;
-    float *xf;          /* fp32 GEMM input (fp16 / fp32 paths: NULL on bf16) */
-    float *scal;        /* device: [0] alpha of the scaled FP16 GEMM, [1] 0, [2] 1;
-                           [3] the max |x| word of the scaling */
-    float *attn_part;
-    int *attn_tickets;
-    lt_plan plans[MAX_PLANS];
-    int n_plans;
-    int plans_made;        /* over the backend's life, and the host time they took */
-    double plans_ms;
-    graph_slot graphs[MAX_GRAPHS];
-    int n_graphs;
-    int capturing;
-    void *arena; /* weights */
-    size_t arena_bytes;
-    struct { void *p; size_t n; } *allocs; /* live alloc() blocks, for be->mem_bytes */
-    int n_allocs, cap_allocs;
-    int gemv_max_rows;
-    vox_backend *be; /* the backend this is the impl of (its error: CUDA_CHECK) */
-    void *qtile;        /* quantized GEMM path (NULL until a model has Q8 / Q4 weights) */
-    float *qout;
-} cuda_impl;
-
-static cuda_impl *impl_of(vox_backend *be) { return (cuda_impl *)be->impl; }
 
 int vox_cuda_pdl;
 
@@ -125,8 +57,6 @@ void vox_cuda_fail(vox_backend *be, const char *file, int line, const char *stmt
     vox_err_set(&be->err, "%s:%d: %s: %s", base ? base + 1 : file, line, stmt, why);
 }
 
-#define cuda_failed (be->err.set)
-#define cuda_errmsg (be->err.msg)
 
 static void op_fail_(vox_backend *be, const char *fmt, const char *what, long a) {
     char buf[256];
@@ -168,7 +98,7 @@ static void *cu_alloc(vox_backend *be, size_t bytes) {
     return p;
 }
 
-static void drop_graphs(cuda_impl *ci) {
+void vox_cuda_drop_graphs(cuda_impl *ci) {
     vox_backend *be = ci->be;
     for (int i = 0; i < ci->n_graphs; i++) CUDA_CHECK(cudaGraphExecDestroy(ci->graphs[i].exec));
     ci->n_graphs = 0;
@@ -178,7 +108,7 @@ static void cu_free(vox_backend *be, void *p) {
     if (!p) return;
     cuda_impl *ci = impl_of(be);
     /* captured graphs hold raw pointers: any freed buffer may be in one */
-    drop_graphs(ci);
+    vox_cuda_drop_graphs(ci);
     for (int i = 0; i < ci->n_allocs; i++) {
         if (ci->allocs[i].p == p) {
             be->mem_bytes -= ci->allocs[i].n;
@@ -270,261 +200,6 @@ done:
     cudaFree(a);
     cudaFree(b);
     return cuda_failed ? 0.0 : best;
-}
-
-/* ---- weights ----------------------------------------------------------------------- */
-static const char *path_name(vox_dtype dt) {
-    return dt == VOX_DT_F16 ? "fp16" : dt == VOX_DT_F32 ? "fp32" : "bf16";
-}
-
-static size_t dtype_size(vox_dtype dt) { return dt == VOX_DT_F32 ? 4 : 2; }
-
-static size_t arena_round(size_t b) { return (b + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; }
-
-/* BF16 -> FP16 is exact for 2^-17 <= |w| <= 65504: FP16 keeps 11 significant bits
- * down to 2^-14, and the 8 of a BF16 down to 2^-17 as subnormals; smaller values
- * round to multiples of 2^-24. A tensor stays fp32 when its max |w| is beyond the
- * FP16 range, or when that rounding costs more than F16_MAX_REL_ERR of its L2 norm
- * (a sixteenth of BF16's own rounding unit, 2^-8): only tensors of tiny scale.
- * Returns 1 when FP16 holds the tensor; max |w| and the relative error in *. */
-#define F16_MAX 65504.0f
-#define F16_MAX_REL_ERR (1.0 / 4096)
-#define BF16_2POW_M17 0x3700u /* the BF16 bits of 2^-17 */
-
-int vox_cuda_f16_check(const uint16_t *w, int64_t n, float *max_abs, double *rel_err) {
-    unsigned max_bits = 0;
-    double ss = 0, es = 0;
-#pragma omp parallel for reduction(max : max_bits) reduction(+ : ss, es) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        unsigned b = w[i] & 0x7fffu;
-        float v = vox_bf16_to_f32((uint16_t)b);
-        max_bits = b > max_bits ? b : max_bits;
-        ss += (double)v * v;
-        if (b < BF16_2POW_M17) {
-            double q = rint((double)v * 16777216.0) / 16777216.0; /* FP16 subnormal: 2^-24 steps */
-            es += ((double)v - q) * ((double)v - q);
-        }
-    }
-    *max_abs = vox_bf16_to_f32((uint16_t)max_bits); /* NaN bits sort above inf: both fail */
-    *rel_err = ss > 0 ? sqrt(es / ss) : 0.0;
-    return *max_abs <= F16_MAX && *rel_err <= F16_MAX_REL_ERR;
-}
-
-/* Calls fn on every weight of the model, with a short name ("dec.3.wq"). */
-typedef void (*weight_fn)(vox_weight *w, const char *name, void *arg);
-
-static void each_weight(vox_model *m, weight_fn fn, void *arg) {
-    const vox_config *c = &m->cfg;
-    char nm[64];
-#define W(w, ...) (snprintf(nm, sizeof nm, __VA_ARGS__), fn((w), nm, arg))
-#define WL(tower, f) W(&L->f, tower ".%d." #f, l)
-    W(&m->conv0_w, "conv0_w"), W(&m->conv0_b, "conv0_b"), W(&m->conv1_w, "conv1_w"), W(&m->conv1_b, "conv1_b");
-    for (int l = 0; l < c->enc.n_layers; l++) {
-        vox_enc_layer *L = &m->enc[l];
-        WL("enc", attn_norm), WL("enc", wq), WL("enc", bq), WL("enc", wk), WL("enc", wv), WL("enc", bv);
-        WL("enc", wo), WL("enc", bo), WL("enc", ffn_norm), WL("enc", w1), WL("enc", w3), WL("enc", w2);
-        WL("enc", b2);
-    }
-    W(&m->enc_norm, "enc_norm"), W(&m->adapter0, "adapter0"), W(&m->adapter2, "adapter2");
-    W(&m->tok_emb, "tok_emb"), W(&m->dec_norm, "dec_norm");
-    for (int l = 0; l < c->dec.n_layers; l++) {
-        vox_dec_layer *L = &m->dec[l];
-        WL("dec", attn_norm), WL("dec", wq), WL("dec", wk), WL("dec", wv), WL("dec", wo);
-        WL("dec", ffn_norm), WL("dec", w1), WL("dec", w3), WL("dec", w2), WL("dec", ada0);
-        WL("dec", ada2), WL("dec", ffn_scale);
-    }
-#undef WL
-#undef W
-}
-
-/* pass 1: each weight's device dtype, the arena size */
-typedef struct {
-    vox_dtype path;
-    size_t arena, host, bf16_host; /* arena bytes; host bytes: all, the BF16 matrices */
-    int n_converted, n_kept_f32, n_quant;
-} layout_state;
-
-static void layout_one(vox_weight *w, const char *name, void *arg) {
-    layout_state *ls = arg;
-    w->dev = NULL;
-    w->dev_scales = NULL;
-    w->dev_dtype = w->dtype;
-    if (!w->data) return;
-    const int64_t n = w->rows * w->cols;
-    if (vox_dtype_quantized(w->dtype)) { /* as it is: data, then the scales */
-        const size_t d = (size_t)(w->rows * vox_q_row_bytes(w->dtype, w->cols, w->group));
-        const size_t sc = (size_t)(w->rows * vox_q_scale_count(w->dtype, w->cols, w->group)) * 2;
-        ls->host += d + sc;
-        ls->bf16_host += d + sc;
-        ls->arena += arena_round(d) + arena_round(sc);
-        ls->n_quant++;
-        return;
-    }
-    if (w->dtype == VOX_DT_BF16 && ls->path != VOX_DT_BF16) {
-        w->dev_dtype = ls->path;
-        float mx;
-        double re;
-        if (ls->path == VOX_DT_F16 && !vox_cuda_f16_check(w->data, n, &mx, &re)) {
-            w->dev_dtype = VOX_DT_F32;
-            ls->n_kept_f32++;
-            fprintf(stderr, "voxtral: cuda: tensor %s kept in fp32: max |w| = %g, fp16 relative error %.2g\n",
-                    name, mx, re);
-        }
-        ls->n_converted++;
-    }
-    ls->host += (size_t)n * dtype_size(w->dtype);
-    if (w->dtype == VOX_DT_BF16) ls->bf16_host += (size_t)n * 2;
-    ls->arena += arena_round((size_t)n * dtype_size(w->dev_dtype));
-}
-
-/* pass 2: copies through pinned double-buffered staging; a converted weight goes
- * BF16 to the device staging buffer, then the conversion kernel writes the arena */
-typedef struct {
-    cuda_impl *ci;
-    char *arena;
-    size_t off, done, total;
-    char *stage[2];
-    uint16_t *dstage; /* device, STAGE_BYTES; NULL on the bf16 path */
-    cudaEvent_t ev[2];
-    int cur;
-    double next_report;
-    int tty; /* stderr is a terminal: a \r progress line; else one line at the end */
-    int verbose; /* 0: no progress or summary line */
-} upload_state;
-
-/* bytes from the host to dst through the pinned staging buffers */
-static void stage_copy(upload_state *u, char *dst, const char *src, size_t bytes) {
-    vox_backend *be = u->ci->be;
-    for (size_t at = 0; at < bytes;) {
-        size_t n = bytes - at < STAGE_BYTES ? bytes - at : STAGE_BYTES;
-        int b = u->cur;
-        u->cur ^= 1;
-        CUDA_CHECK(cudaEventSynchronize(u->ev[b]));
-        memcpy(u->stage[b], src + at, n);
-        CUDA_CHECK(cudaMemcpyAsync(dst + at, u->stage[b], n, cudaMemcpyHostToDevice, u->ci->st));
-        CUDA_CHECK(cudaEventRecord(u->ev[b], u->ci->st));
-        at += n;
-        u->done += n;
-    }
-}
-
-static void upload_one(vox_weight *w, const char *name, void *arg) {
-    upload_state *u = arg;
-    vox_backend *be = u->ci->be;
-    if (!w->data) return;
-    if (vox_dtype_quantized(w->dtype)) {
-        const size_t d = (size_t)(w->rows * vox_q_row_bytes(w->dtype, w->cols, w->group));
-        const size_t sc = (size_t)(w->rows * vox_q_scale_count(w->dtype, w->cols, w->group)) * 2;
-        w->dev = u->arena + u->off;
-        stage_copy(u, w->dev, w->data, d);
-        u->off += arena_round(d);
-        w->dev_scales = u->arena + u->off;
-        stage_copy(u, w->dev_scales, (const char *)w->scales, sc);
-        u->off += arena_round(sc);
-        return;
-    }
-    const size_t n_el = (size_t)(w->rows * w->cols), bytes = n_el * dtype_size(w->dtype);
-    const size_t dsize = dtype_size(w->dev_dtype);
-    const int convert = w->dev_dtype != w->dtype;
-    w->dev = u->arena + u->off;
-    const char *src = w->data;
-    for (size_t at = 0; at < bytes;) {
-        size_t n = bytes - at < STAGE_BYTES ? bytes - at : STAGE_BYTES;
-        int b = u->cur;
-        u->cur ^= 1;
-        CUDA_CHECK(cudaEventSynchronize(u->ev[b])); /* its last copy is done */
-        memcpy(u->stage[b], src + at, n);           /* reads the mmap: pages come in here */
-        if (!convert) {
-            CUDA_CHECK(cudaMemcpyAsync((char *)w->dev + at, u->stage[b], n, cudaMemcpyHostToDevice,
-                                       u->ci->st));
-        } else { /* BF16 -> dev_dtype; the next chunk's copy into dstage waits for it (one stream) */
-            CUDA_CHECK(cudaMemcpyAsync(u->dstage, u->stage[b], n, cudaMemcpyHostToDevice, u->ci->st));
-            vox_cuda_convert_bf16((char *)w->dev + at / 2 * dsize, w->dev_dtype, u->dstage,
-                                  (int64_t)(n / 2), u->ci->st);
-            CUDA_CHECK(cudaGetLastError());
-        }
-        CUDA_CHECK(cudaEventRecord(u->ev[b], u->ci->st));
-        at += n;
-        u->done += n;
-        if (u->tty && u->verbose && u->total > (1u << 30) && u->done >= u->next_report) {
-            fprintf(stderr, "\rvoxtral: cuda: uploading weights %.1f / %.1f GB", u->done / 1e9,
-                    u->total / 1e9);
-            u->next_report += u->total / 20.0;
-        }
-    }
-    u->off += arena_round(n_el * dsize);
-}
-
-/* The quantized GEMM path's tile and output scratch, once (also a test hook) */
-int vox_cuda_alloc_qtile(vox_backend *be) {
-    cuda_impl *ci = impl_of(be);
-    if (ci->qtile) return 0;
-    const size_t tile = (size_t)QTILE_ELEMS * (ci->path == VOX_DT_F32 ? 4 : 2), out = (size_t)QOUT_FLOATS * 4;
-    cudaError_t e = cudaMalloc(&ci->qtile, tile);
-    if (e == cudaSuccess) e = cudaMalloc((void **)&ci->qout, out);
-    if (e != cudaSuccess) {
-        cudaFree(ci->qtile);
-        ci->qtile = NULL;
-        return vox_error("cuda: quantized GEMM tile (%.0f MB): %s", (tile + out) / 1e6, cudaGetErrorString(e));
-    }
-    be->mem_bytes += tile + out;
-    return 0;
-}
-
-static int cu_upload_weights(vox_backend *be, vox_model *m) {
-    cuda_impl *ci = impl_of(be);
-    layout_state ls = {.path = ci->path};
-    each_weight(m, layout_one, &ls);
-    drop_graphs(ci);
-    if (ci->arena) CUDA_CHECK(cudaFree(ci->arena));
-    be->mem_bytes -= ci->arena_bytes;
-    ci->arena = NULL;
-    ci->arena_bytes = 0;
-    /* the arena, the staging buffer, and what the stream will need after it */
-    size_t fr = 0, tot = 0;
-    size_t buffers = ci->need_bytes > ls.bf16_host ? ci->need_bytes - ls.bf16_host : 0;
-    size_t staging = ls.n_converted ? (size_t)STAGE_BYTES : 0;
-    /* the quantized GEMM path's tile and output scratch */
-    const size_t qtile = ls.n_quant && !ci->qtile ? (size_t)QTILE_ELEMS * (ci->path == VOX_DT_F32 ? 4 : 2) +
-                                                        (size_t)QOUT_FLOATS * 4 : 0;
-    buffers += qtile;
-    CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
-    if (ls.arena + buffers + staging > fr)
-        return vox_error("cuda: the %s path needs %.2f GiB of weights + %.2f GiB of buffers, %.2f GiB "
-                         "free on %s%s", path_name(ci->path), ls.arena / 1073741824.0,
-                         (buffers + staging) / 1073741824.0, fr / 1073741824.0, ci->gpu,
-                         ci->path == VOX_DT_F32 ? " (fp32 doubles the weights: --gpu-path fp16, or "
-                                                  "bf16 on compute capability 8.0+)" : "");
-    cudaError_t e = cudaMalloc(&ci->arena, ls.arena ? ls.arena : 1);
-    if (e != cudaSuccess) {
-        ci->arena = NULL;
-        return vox_error("cuda: weights need %.2f GiB on the device: %s", ls.arena / 1073741824.0,
-                         cudaGetErrorString(e));
-    }
-    ci->arena_bytes = ls.arena;
-    be->mem_bytes += ls.arena;
-    if (qtile && vox_cuda_alloc_qtile(be) != 0) return -1;
-    upload_state u = {.ci = ci, .arena = ci->arena, .total = ls.host, .tty = isatty(2), .verbose = be->verbose};
-    if (staging && (e = cudaMalloc((void **)&u.dstage, staging)) != cudaSuccess)
-        return vox_error("cuda: weight staging buffer: %s", cudaGetErrorString(e));
-    for (int b = 0; b < 2; b++) {
-        CUDA_CHECK(cudaHostAlloc((void **)&u.stage[b], STAGE_BYTES, cudaHostAllocDefault));
-        CUDA_CHECK(cudaEventCreateWithFlags(&u.ev[b], cudaEventDisableTiming));
-        CUDA_CHECK(cudaEventRecord(u.ev[b], ci->st));
-    }
-    if (!cuda_failed) each_weight(m, upload_one, &u);
-    CUDA_CHECK(cudaStreamSynchronize(ci->st));
-    for (int b = 0; b < 2; b++) {
-        if (u.stage[b]) CUDA_CHECK(cudaFreeHost(u.stage[b]));
-        if (u.ev[b]) CUDA_CHECK(cudaEventDestroy(u.ev[b]));
-    }
-    if (u.dstage) CUDA_CHECK(cudaFree(u.dstage));
-    if (ls.arena > (1u << 30) && u.verbose)
-        fprintf(stderr, "%svoxtral: cuda: uploaded weights %.1f GB (%s path%s)%s\n", u.tty ? "\r" : "",
-                ls.arena / 1e9, path_name(ci->path),
-                ls.n_kept_f32 ? ", some tensors fp32" : "", u.tty ? "        " : "");
-    if (cuda_failed) return vox_error("cuda: weight upload: %s", cuda_errmsg);
-    return 0;
 }
 
 /* ---- linear -------------------------------------------------------------------------- */
@@ -620,7 +295,7 @@ static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align
     cublasLtMatmulPreferenceDestroy(pref);
     if (!found && nres < 1) {
         char what[64];
-        snprintf(what, sizeof what, "linear (%s)", path_name(dt));
+        snprintf(what, sizeof what, "linear (%s)", vox_cuda_path_name(dt));
         op_fail("%s: no cuBLASLt algorithm for K=%ld", what, K);
         return NULL;
     }
@@ -1158,7 +833,7 @@ static void cu_destroy(vox_backend *be) {
         if (ci->st) cudaStreamSynchronize(ci->st);
         if (be->verbose >= 2 && ci->plans_made)
             fprintf(stderr, "voxtral: cuda: %d cuBLASLt plans made, %.1f ms\n", ci->plans_made, ci->plans_ms);
-        drop_graphs(ci);
+        vox_cuda_drop_graphs(ci);
         for (int i = 0; i < ci->n_plans; i++) {
             cublasLtMatmulDescDestroy(ci->plans[i].desc);
             cublasLtMatrixLayoutDestroy(ci->plans[i].a);
@@ -1318,7 +993,7 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     }
     be->name = "cuda";
     snprintf(be->device_name, sizeof be->device_name, "cuda (%.80s, sm_%d%d, %.0f GiB, %s)", prop.name,
-             prop.major, prop.minor, tot / 1073741824.0, path_name(ci->path));
+             prop.major, prop.minor, tot / 1073741824.0, vox_cuda_path_name(ci->path));
     be->alloc = cu_alloc;
     be->free = cu_free;
     be->upload = cu_upload;
@@ -1329,7 +1004,7 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     be->host_free = cu_host_free;
     be->download_async = cu_download_async;
     be->wait_fence = cu_wait_fence;
-    be->upload_weights = cu_upload_weights;
+    be->upload_weights = vox_cuda_upload_weights;
     be->destroy = cu_destroy;
     be->measure_bandwidth = cu_measure_bandwidth;
     be->mem_bytes = own;

@@ -20,7 +20,7 @@ mkdir -p "$B/obj"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 CFLAGS="-O1 -g -std=c11 -D_GNU_SOURCE -I. $(pkg-config --cflags sndfile soxr fftw3f libcjson openblas 2>/dev/null) -fopenmp"
 LIBS="$(pkg-config --libs sndfile soxr fftw3f libcjson openblas 2>/dev/null || echo -lsndfile -lsoxr -lfftw3f -lcjson -lopenblas) -lm -lpthread"
-ENGINE="voxtral.c voxtral_audio.c voxtral_audiofile.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c voxtral_error.c voxtral_nocuda.c"
+ENGINE="voxtral.c voxtral_forward.c voxtral_stream.c voxtral_sched.c voxtral_audio.c voxtral_audiofile.c voxtral_kernels.c voxtral_loader.c voxtral_tokenizer.c voxtral_error.c voxtral_quant.c voxtral_qdot_generic.c voxtral_text.c voxtral_nocuda.c"
 # the --stdin parser is CLI code: wherever it lives
 STDIN_SRC=cli/stdin.c
 build() { # build NAME SOURCES...
