@@ -207,7 +207,7 @@ install: voxtral $(BUILD)/libvoxtral.a $(BUILD)/$(SONAME)
 	  $(DESTDIR)$(PREFIX)/share/voxtral/tiny-en/; fi
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
 	  'Name: voxtral' 'Description: Voxtral Realtime speech-to-text engine (C, CUDA)' 'Version: $(VERSION)' \
-	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -Wl,-rpath,$${libdir} -lvoxtral' 'Libs.private: $(LIBS)' \
+	  'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -Wl,-rpath,$${libdir} -lvoxtral$(if $(SANITIZE), -fsanitize=$(SANITIZE))' 'Libs.private: $(LIBS)' \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/voxtral.pc
 	@echo "installed into $(DESTDIR)$(PREFIX)"
 

@@ -468,6 +468,7 @@ static int run_one(vox_ctx *ctx, const cli_opts *o, int index, const char *name,
 }
 
 int server_main(int argc, char **argv); /* server/main.c: `voxtral serve ...` */
+static int run(cli_opts o);
 
 int main(int argc, char **argv) {
     /* OpenMP reads its wait policy when the program loads: an active wait (spinning
@@ -485,8 +486,14 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && !strcmp(argv[1], "serve")) return server_main(argc - 1, argv + 1);
     cli_opts o;
-    int prc = cli_parse(argc, argv, &o);
-    if (prc >= 0) return prc;
+    int rc = cli_parse(argc, argv, &o);
+    if (rc < 0) rc = run(o);
+    free(o.inputs); /* the options' one allocation, whatever way run() ended */
+    return rc;
+}
+
+/* Everything after the options: one model load, every input in turn. */
+static int run(cli_opts o) {
     if (o.list_devices) return cli_list_devices() == 0 ? 0 : 1;
     if (o.check) return cli_check(o.dir, o.n_inputs ? o.inputs[0] : NULL, o.opt.backend, o.opt.quant, o.opt.verbose);
     if (o.quantize_out) {
@@ -589,6 +596,5 @@ int main(int argc, char **argv) {
     vox_close(ctx);
     cli_pieces_free(&fp);
     free(forced);
-    free(o.inputs);
     return failed ? 1 : 0;
 }
