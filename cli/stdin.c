@@ -156,6 +156,9 @@ static int began, stopped;
 
 int cli_stdin_begin(int (*stop)(void)) {
     reader *r = &rd;
+    /* a fresh input each call (the CLI makes one; the fuzz target one per input) */
+    memset(&rd, 0, sizeof rd);
+    channels = 1, fmt_float = 0, bytes_per = 2, wav_rate = 0, remaining = UINT64_MAX, stopped = 0;
     r->fd = 0;
     r->stop = stop;
     began = 1;

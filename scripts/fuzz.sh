@@ -41,7 +41,7 @@ for t in $TARGETS; do
     [ -f "$src" ] || { echo "fuzz.sh: no target $t"; exit 2; }
     $CLANG $CFLAGS $SAN -fsanitize=fuzzer-no-link -c -o "$B/obj/tests_fuzz_fuzz_$t.c.o" "$src" || exit 1
     case $t in
-        stdin) build "$t" "$STDIN_SRC" cli/error.c || exit 1 ;;
+        stdin) build "$t" "$STDIN_SRC" cli/sniff.c cli/error.c || exit 1 ;;
         audio) build "$t" voxtral_audiofile.c voxtral_error.c || exit 1 ;;
         server_*) build "$t" server/rt_parse.c server/multipart.c server/util.c voxtral_text.c voxtral_error.c || exit 1 ;;
         *) build "$t" $ENGINE || exit 1 ;;

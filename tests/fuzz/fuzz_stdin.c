@@ -3,7 +3,6 @@
  * descriptor 0 and cli_stdin() runs over it; the stream it feeds is a stand-in
  * (vox_stream_feed below) that checks every sample, so only the CLI's parsing and
  * conversion are linked (cli/stdin.c + cli/error.c). */
-#define _GNU_SOURCE
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -25,6 +24,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fd < 0 || (size && write(fd, data, size) != (ssize_t)size) || lseek(fd, 0, SEEK_SET) != 0) abort();
     if (dup2(fd, 0) != 0) abort();
     close(fd);
-    cli_stdin((vox_stream *)1, 16000, 0.01, never);
+    if (cli_stdin_begin(never) == 0) cli_stdin((vox_stream *)1, 16000, 0.01, never);
     return 0;
 }
