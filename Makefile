@@ -79,11 +79,19 @@ ifeq ($(PORTAUDIO),1)
 else
   CLI_SRC  += cli/nomic.c
 endif
-# `voxtral serve` (server/, libwebsockets): part of the program, a client of voxtral.h
-SERVER_SRC := $(wildcard server/*.c)
-CLI_SRC  += $(SERVER_SRC)
-CLI_CFLAGS += $(shell pkg-config --cflags libwebsockets 2>/dev/null)
-CLI_LIBS += $(shell pkg-config --libs libwebsockets 2>/dev/null || echo -lwebsockets)
+# `voxtral serve` (server/, libwebsockets): part of the program, a client of voxtral.h;
+# without libwebsockets (SERVER=0, or auto and pkg-config finds none) a stand-in says so
+SERVER ?= auto
+ifeq ($(SERVER),auto)
+  SERVER := $(shell pkg-config --exists libwebsockets && echo 1 || echo 0)
+endif
+ifeq ($(SERVER),1)
+  CLI_SRC  += $(wildcard server/*.c)
+  CLI_CFLAGS += $(shell pkg-config --cflags libwebsockets 2>/dev/null)
+  CLI_LIBS += $(shell pkg-config --libs libwebsockets 2>/dev/null || echo -lwebsockets)
+else
+  CLI_SRC  += cli/noserver.c
+endif
 ifeq ($(CUDA),1)
   ENGINE_SRC += voxtral_cuda.c voxtral_cuda_weights.c
   CU_SRC   := $(wildcard cuda/*.cu)
@@ -101,7 +109,7 @@ CFLAGS   += -fPIC
 NVCCFLAGS += -Xcompiler -fPIC
 
 # A change of build settings rebuilds everything: the settings live in a stamp file.
-CONFIG := PIC=1 CPU_ISA=$(CPU_ISA) OPT=$(OPT) PORTAUDIO=$(PORTAUDIO) CUDA_ARCH=$(CUDA_ARCH) NVCC_CCBIN=$(NVCC_CCBIN)
+CONFIG := PIC=1 CPU_ISA=$(CPU_ISA) OPT=$(OPT) PORTAUDIO=$(PORTAUDIO) SERVER=$(SERVER) CUDA_ARCH=$(CUDA_ARCH) NVCC_CCBIN=$(NVCC_CCBIN)
 STAMP  := $(BUILD)/config.stamp
 $(shell mkdir -p $(BUILD) && (echo '$(CONFIG)' | cmp -s - $(STAMP) || echo '$(CONFIG)' > $(STAMP)))
 TEST_SRC := $(wildcard tests/test_*.c)

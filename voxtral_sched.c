@@ -236,7 +236,9 @@ int vox_sched_warm_up(vox_ctx *ctx) {
     vox_stream *s = vox_stream_new_scratch(ctx);
     if (!s) return -1;
     const vox_config *c = &ctx->model.cfg;
-    int tokens = ctx->enc_chunk_tokens;
+    /* the scratch stream's conv state holds a stream's chunk: on a serving context that
+     * is less than the encoder's (the whole chunk overran it: a CUDA copy error at open) */
+    int tokens = ctx->stream_chunk_tokens;
     float *mel = ctx->work.mel_host;
     memset(mel, 0, sizeof(float) * (size_t)tokens * c->mel_per_token * c->num_mel_bins);
     /* one full chunk: warming every row bucket of the GEMMs as well (a first odd-sized

@@ -13,7 +13,8 @@
  * state at decoder window W) is computed from the engine's own plan.
  *
  * streams -d MODEL -a AUDIO [-n 1,2,4,8] [-s SECONDS] [--backend B] [-t THREADS]
- *         [--kv f32|bf16] [--max-batch B] [--no-baseline] [--offline] [--json FILE]
+ *         [--kv f32|bf16] [--max-batch B] [-w KV_WINDOW] [--no-baseline] [--offline] [--json FILE]
+ * -w: the serving contexts' decoder KV window (vox_options.kv_window; 0: the model's).
  * --offline: each stream gets SECONDS of audio at once and the batches run as fast as
  * they go (step time per batch size against one step per stream, no pacing).
  */
@@ -262,7 +263,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *wav = NULL, *json = NULL, *backend = "auto", *kv = "f32";
     const char *list = "1,2,4,8";
     double seconds = 10;
-    int threads = 0, max_batch = 0, baseline = 1, offline = 0;
+    int threads = 0, max_batch = 0, baseline = 1, offline = 0, kv_window = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-d") && v) dir = v, i++;
@@ -273,12 +274,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--backend") && v) backend = v, i++;
         else if (!strcmp(a, "--kv") && v) kv = v, i++;
         else if (!strcmp(a, "--max-batch") && v) max_batch = atoi(v), i++;
+        else if (!strcmp(a, "-w") && v) kv_window = atoi(v), i++;
         else if (!strcmp(a, "--json") && v) json = v, i++;
         else if (!strcmp(a, "--no-baseline")) baseline = 0;
         else if (!strcmp(a, "--offline")) offline = 1;
         else {
             fprintf(stderr, "usage: streams -d MODEL -a AUDIO [-n 1,2,4,8] [-s SECONDS] [--backend B] [-t THREADS]\n"
-                            "               [--kv f32|bf16] [--max-batch B] [--no-baseline] [--offline] [--json FILE]\n");
+                            "               [--kv f32|bf16] [--max-batch B] [-w KV_WINDOW] [--no-baseline] [--offline]\n"
+                            "               [--json FILE]\n");
             return 2;
         }
     }
@@ -339,6 +342,7 @@ int main(int argc, char **argv) {
     int model_window = 0;
     o.max_streams = nmax;
     o.max_batch = max_batch;
+    o.kv_window = kv_window; /* the serving contexts' decoder window (0: the model's) */
     vox_ctx *srv = vox_open(dir, &o);
     if (!srv) {
         fprintf(stderr, "streams: %s\n", vox_last_error());

@@ -9,6 +9,9 @@
 # (BUDGET_S, default 290 s from the start; making the model takes ~95 s).
 # Summary on stdout and in $OUT/session.log; logs in $OUT (default build/gpu-paths):
 # ops.log, fixtures.log, full.log (at most 8 files); scratch in build/gpu-paths-work.
+# Also on the GPU: the serving scheduler's batched streams (test_serve), and --quant
+# q8/q4 on the fixture models, teacher-forced against the CPU's quantized run.
+# FULL=0 skips the full-size steps.
 #   scripts/gpu_paths.sh [AUDIO_60S] [AUDIO_5S] [MODEL_DIR]
 set -u
 cd "$(dirname "$0")/.."
@@ -77,6 +80,37 @@ say "== stream behaviour on the GPU: flush, continuous mode, a long stream (${SE
 VOX_TEST_BACKEND=cuda build/cuda/tests/test_stream tests/fixtures 0.5 >"$W/stream.log" 2>&1
 grep -E "^not ok|^# [0-9]+ passed" "$W/stream.log" | sed 's/^/   /' | tee -a "$OUT/session.log"
 
+say "== batched streams on the serving scheduler, GPU (${SECONDS} s)"
+VOX_TEST_BACKEND=cuda build/cuda/tests/test_serve tests/fixtures >"$W/serve.log" 2>&1
+grep -E "^not ok|^# [0-9]+ passed" "$W/serve.log" | sed 's/^/   /' | tee -a "$OUT/session.log"
+cat "$W/serve.log" >>"$OUT/fixtures.log"
+
+say "== --quant q8/q4 on the fixture models: CUDA teacher-forced on the CPU's ids (${SECONDS} s)"
+for F in tests/fixtures/tiny_speech tests/fixtures/tiny_mha; do
+    for Q in q8 q4; do
+        ./voxtral -d $F/model -i $F/input.wav --backend cpu --quant $Q --json --topk 16 >"$W/qc.json" 2>>"$OUT/full.log"
+        python3 -c "import json;print(' '.join(map(str,json.load(open('$W/qc.json'))['tokens'])))" >"$W/qf.txt"
+        ./voxtral -d $F/model -i $F/input.wav --backend cuda --quant $Q --json --topk 16 \
+            --force-tokens "$W/qf.txt" >"$W/qg.json" 2>>"$OUT/full.log"
+        python3 - "$W/qc.json" "$W/qg.json" "$(basename $F) $Q" <<'PY' | tee -a "$OUT/session.log"
+import json, sys
+try:
+    c, g = (json.load(open(p)) for p in sys.argv[1:3])
+except Exception as e:
+    print("   %s: no result (%s)" % (sys.argv[3], e)); sys.exit()
+worst = spread = 0.0; same = 0
+for rc, rg in zip(c["topk"], g["topk"]):
+    dc, dg = dict(map(tuple, rc)), dict(map(tuple, rg))
+    spread = max(spread, rc[0][1] - rc[-1][1])
+    worst = max([worst] + [abs(dc[i] - dg[i]) for i in dc if i in dg])
+    same += rc[0][0] == rg[0][0]
+print("   %s: %d steps, top-1 equal in %d; max |logit diff| over shared top-16 %.4f (top-16 range %.2f)"
+      % (sys.argv[3], len(c["topk"]), same, worst, spread))
+PY
+    done
+done
+
+[ "${FULL:-1}" = 0 ] && { say "== done, FULL=0 (${SECONDS} s)"; exit 0; }
 say "== full-size random model (${SECONDS} s)"
 if [ ! -f "$M/consolidated.safetensors" ]; then
     room 100 && python3 scripts/make_random_model.py --preset full --out "$M" >"$W/model.log" 2>&1 \

@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 """Synthetic English speech corpus with exact word timings, for the small Voxtral model.
 
-  /usr/bin/python3 scripts/make_speech_corpus.py --out build/corpus [--train-items 2400]
+  /usr/bin/python3 scripts/make_speech_corpus.py --out build/corpus [--train-items 2400] [--jobs N]
+  python3 scripts/make_speech_corpus.py --text build/corpus/text.json --out DIR --jobs 16
+
+--text reuses the clause selection of an earlier run (text.json), so a machine without
+the `bible` program (the GPU machine) makes the same split; libespeak-ng is found on the
+library path and its data under $ESPEAK_DATA_PATH (the folder holding espeak-ng-data).
+Training items come in chunks of CHUNK items, chunk c drawn from its own seeded
+generator, so the corpus is the same whatever --jobs is.
 
 Text: the King James Bible (public domain; Debian bible-kjv + bible-kjv-text, read with
 `bible -f`), split into clauses at punctuation, lower-cased; only clauses of 3..10 plain
@@ -100,7 +107,8 @@ EV_WORD, EV_END = 1, 0
 class Espeak:
     def __init__(self):
         self.lib = ctypes.CDLL("libespeak-ng.so.1")
-        self.rate = self.lib.espeak_Initialize(2, 0, None, 0)   # AUDIO_OUTPUT_SYNCHRONOUS
+        data = os.environ.get("ESPEAK_DATA_PATH")
+        self.rate = self.lib.espeak_Initialize(2, 0, data.encode() if data else None, 0)  # SYNCHRONOUS
         if self.rate <= 0:
             raise SystemExit("espeak_Initialize failed")
         self._cb = _CB(self._callback)
@@ -219,20 +227,51 @@ def main():
     ap.add_argument("--train-items", type=int, default=2400)
     ap.add_argument("--eval-items", type=int, default=60, help="per eval set")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--text", help="text.json of an earlier run: its vocabulary and clause split")
+    ap.add_argument("--jobs", type=int, default=1, help="synthesis processes")
+    ap.add_argument("--no-eval", action="store_true", help="training items only")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()
-    vocab, train_cl, held_cl = select_text(a.vocab, a.heldout, a.seed)
+    if a.text:
+        tj = json.load(open(a.text))
+        vocab, train_cl, held_cl = tj["vocab"], tj["train"], tj["heldout"]
+    else:
+        vocab, train_cl, held_cl = select_text(a.vocab, a.heldout, a.seed)
     with open(os.path.join(a.out, "text.json"), "w") as f:
         json.dump({"vocab": vocab, "train": train_cl, "heldout": held_cl,
                    "train_voices": TRAIN_VOICES, "train_variants": TRAIN_VARIANTS,
                    "heldout_voice": HELDOUT_VOICE}, f, indent=0)
     print("text: %d words, %d train clauses, %d held out" % (len(vocab), len(train_cl), len(held_cl)))
-    es = Espeak()
     rng = np.random.default_rng(a.seed + 100)
 
+    # training items, in seeded chunks (the same corpus for any --jobs)
+    n_chunks = (a.train_items + CHUNK - 1) // CHUNK
+    work = [(a.seed, c, min(CHUNK, a.train_items - c * CHUNK), train_cl) for c in range(n_chunks)]
+    if a.jobs > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(a.jobs) as pool:
+            done = pool.imap(train_chunk, work)
+            parts = [_progress(r, i, n_chunks, t0) for i, r in enumerate(done)]
+    else:
+        parts = [_progress(train_chunk(w), i, n_chunks, t0) for i, w in enumerate(work)]
+    index, mels, off, dropped = [], [], 0, 0
+    for ms, ix, dr in parts:
+        for m, it in zip(ms, ix):
+            it["off"] = off
+            off += m.shape[0]
+            index.append(it)
+            mels.append(m)
+        dropped += dr
+    np.save(os.path.join(a.out, "train_mel.npy"), np.concatenate(mels))
+    with open(os.path.join(a.out, "train_index.json"), "w") as f:
+        json.dump({"delay_tokens": DELAY_TOKENS, "items": index}, f)
+    secs = sum(it["n"] for it in index) / RATE
+    print("train: %d items, %.0f s of speech, %d renditions dropped (joined words), %.0f s"
+          % (len(index), secs, dropped, time.time() - t0))
+
     # eval sets: one held-out clause per file, clean
-    for name in ("seen", "unseen"):
+    for name in () if a.no_eval else ("seen", "unseen"):
         d = os.path.join(a.out, "eval", name)
         os.makedirs(d, exist_ok=True)
         k, i = 0, 0
@@ -240,7 +279,7 @@ def main():
             c = held_cl[i]
             i += 1
             voice = HELDOUT_VOICE if name == "unseen" else voice_of(rng)
-            r = render(es, [c], voice, rng)
+            r = render(_espeak(), [c], voice, rng)
             if r is None:
                 continue
             x, words, st, en = r
@@ -255,13 +294,35 @@ def main():
             k += 1
         print("eval/%s: %d files" % (name, k))
 
-    # training items
-    index, mels, off, dropped = [], [], 0, 0
-    while len(index) < a.train_items:
+
+CHUNK = 50
+_ES = None
+
+
+def _progress(r, i, n, t0):
+    if (i + 1) % 20 == 0 or i + 1 == n:
+        print("train: %d/%d chunks (%.0f s)" % (i + 1, n, time.time() - t0), flush=True)
+    return r
+
+
+def _espeak():
+    """One synthesiser per process (made after the fork: the library keeps global state)."""
+    global _ES
+    if _ES is None:
+        _ES = Espeak()
+    return _ES
+
+
+def train_chunk(w):
+    """(seed, chunk, n items, clauses) -> (mels, index entries without "off", dropped)."""
+    seed, c, n_items, train_cl = w
+    rng = np.random.default_rng([seed, 1000 + c])
+    mels, index, dropped = [], [], 0
+    while len(index) < n_items:
         n = int(rng.integers(1, 4))
         cls = [train_cl[j] for j in rng.integers(0, len(train_cl), n)]
         voice = voice_of(rng)
-        r = render(es, cls, voice, rng)
+        r = render(_espeak(), cls, voice, rng)
         if r is None:
             dropped += 1
             continue
@@ -273,18 +334,9 @@ def main():
         mel = vox_ref.log_mel(padded).astype(np.float16)
         assert mel.shape[0] == 8 * T
         mels.append(mel)
-        index.append({"off": off, "T": T, "n": len(x), "voice": voice, "words": words,
+        index.append({"T": T, "n": len(x), "voice": voice, "words": words,
                       "start": [round(s, 4) for s in st], "end": [round(e, 4) for e in en]})
-        off += mel.shape[0]
-        if len(index) % 200 == 0:
-            print("train: %d items (%.0f s)" % (len(index), time.time() - t0), flush=True)
-    np.save(os.path.join(a.out, "train_mel.npy"), np.concatenate(mels))
-    with open(os.path.join(a.out, "train_index.json"), "w") as f:
-        json.dump({"delay_tokens": DELAY_TOKENS, "items": index}, f)
-    secs = sum(it["n"] for it in index) / RATE
-    print("train: %d items, %.0f s of speech, %d renditions dropped (joined words), %.0f s"
-          % (len(index), secs, dropped, time.time() - t0))
-
+    return mels, index, dropped
 
 if __name__ == "__main__":
     main()

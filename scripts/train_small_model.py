@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""Trains a small Voxtral Realtime model on the synthetic corpus (CPU is enough).
+"""Trains a small Voxtral Realtime model on the synthetic corpus (CPU or one GPU).
 
   /usr/bin/python3 scripts/make_speech_corpus.py --out build/corpus
   /usr/bin/python3 scripts/small_tokenizer.py build/corpus/text.json build/tiny-en/tekken.json
   nice -n 19 /usr/bin/python3 scripts/train_small_model.py --corpus build/corpus \\
       --work build/train --out build/tiny-en --steps 1050
+
+On a GPU (--device cuda, the default when torch sees one) the whole corpus's mel is held
+in GPU memory, batches are gathered there, and the forward pass runs under bf16 autocast
+(the loss in fp32); --minutes stops the run (and saves) after that much wall time, for
+machines lent in runs of limited length.  --config picks the size (CONFIGS below);
+--init DIR starts from a model directory's weights (a fresh optimiser and warm-up).
 
 Resumable: the state (model, optimiser, step, data order) goes to --work/state.pt every
 --save-min minutes and at the end; running the same command again continues from it.
@@ -34,6 +40,7 @@ MODEL.md section 4, delay D = 6 tokens = 480 ms, prompt L = 1 + 32 + D = 39):
     for the real positions.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -59,13 +66,25 @@ LEFT = 32
 SPT = 1280
 MEL_SILENCE = (1.5 - 8.0 + 4.0) / 4.0   # log-mel of zeros
 
-CONFIG = {
-    "enc": dict(dim=128, n_layers=3, head_dim=32, hidden_dim=384, n_heads=4, n_kv_heads=4,
-                sliding_window=750, rope_theta=1e6, norm_eps=1e-5),
-    "dec": dict(dim=128, n_layers=2, head_dim=32, hidden_dim=384, n_heads=4, n_kv_heads=2,
-                sliding_window=8192, rope_theta=1e6, norm_eps=1e-5),
-    "num_mel_bins": 128, "downsample_factor": 4, "ada_t_cond_dim": 32,
+CONFIGS = {
+    # 1.44 M parameters, 2.9 MB: what a 2-core CPU trains in half an hour
+    "tiny": {
+        "enc": dict(dim=128, n_layers=3, head_dim=32, hidden_dim=384, n_heads=4, n_kv_heads=4,
+                    sliding_window=750, rope_theta=1e6, norm_eps=1e-5),
+        "dec": dict(dim=128, n_layers=2, head_dim=32, hidden_dim=384, n_heads=4, n_kv_heads=2,
+                    sliding_window=8192, rope_theta=1e6, norm_eps=1e-5),
+        "num_mel_bins": 128, "downsample_factor": 4, "ada_t_cond_dim": 32,
+    },
+    # about 4.6 M parameters, 9 MB: for a GPU run
+    "base": {
+        "enc": dict(dim=192, n_layers=4, head_dim=64, hidden_dim=576, n_heads=4, n_kv_heads=4,
+                    sliding_window=750, rope_theta=1e6, norm_eps=1e-5),
+        "dec": dict(dim=192, n_layers=4, head_dim=64, hidden_dim=576, n_heads=4, n_kv_heads=2,
+                    sliding_window=8192, rope_theta=1e6, norm_eps=1e-5),
+        "num_mel_bins": 128, "downsample_factor": 4, "ada_t_cond_dim": 32,
+    },
 }
+CONFIG = CONFIGS["tiny"]
 
 
 def targets(item, tok, delay):
@@ -88,8 +107,8 @@ def targets(item, tok, delay):
 
 
 def lr_at(step, a):
-    if step < a.warmup:
-        return a.lr * (step + 1) / a.warmup
+    if step < a.warmup or a.steps == 0:   # (steps 0: not fitted yet, still warming up)
+        return a.lr * min(step + 1, a.warmup) / a.warmup
     f = min(1.0, (step - a.warmup) / max(1, a.steps - a.warmup))
     return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f)))
 
@@ -116,7 +135,8 @@ def main():
     ap.add_argument("--work", default="build/train")
     ap.add_argument("--out", default="build/tiny-en")
     ap.add_argument("--tekken", default=None, help="default: OUT/tekken.json")
-    ap.add_argument("--steps", type=int, default=1050)
+    ap.add_argument("--steps", type=int, default=1050,
+                    help="0: as many as --minutes allows, fitted from the speed of the first 30 steps")
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=80)
@@ -124,7 +144,16 @@ def main():
                     help="1 is fastest on a shared machine (more threads spin against other jobs)")
     ap.add_argument("--save-min", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--minutes", type=float, default=0, help="stop (and save) after this wall time")
+    ap.add_argument("--init", help="model directory whose weights start the run")
     a = ap.parse_args()
+    if a.steps == 0 and not a.minutes:
+        ap.error("--steps 0 needs --minutes")
+    t_start = time.time()
+    dev = torch.device(a.device)
+    gpu = dev.type == "cuda"
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.work, exist_ok=True)
@@ -136,16 +165,21 @@ def main():
     mel_all = np.load(os.path.join(a.corpus, "train_mel.npy"), mmap_mode="r")
     tg = [targets(it, tok, delay) for it in items]
 
-    cfg = dict(CONFIG, vocab_size=tok.vocab_size)
+    state_path = os.path.join(a.work, "state.pt")
+    st = torch.load(state_path, map_location="cpu") if os.path.exists(state_path) else None
+    cfg = st["cfg"] if st else dict(CONFIGS[a.config], vocab_size=tok.vocab_size)
     model = vt.VoxtralSmall(cfg)
     init_weights(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    if a.init and not st:
+        model.load_mistral(mrm.read_safetensors(os.path.join(a.init, "consolidated.safetensors")))
+        print("weights from %s" % a.init)
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01,
+                            **({"fused": True} if gpu else {}))
     nparam = sum(p.numel() for p in model.parameters())
-    state_path = os.path.join(a.work, "state.pt")
     step, spent, log = 0, 0.0, []
     rng = np.random.default_rng(a.seed)
-    if os.path.exists(state_path):
-        st = torch.load(state_path)
+    if st:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, spent, log = st["step"], st["spent"], st["log"]
@@ -159,16 +193,20 @@ def main():
                     "log": log, "rng": rng.bit_generator.state, "cfg": cfg}, state_path + ".tmp")
         os.replace(state_path + ".tmp", state_path)
         m2 = vt.VoxtralSmall(cfg)
-        m2.load_state_dict(model.state_dict())
+        m2.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
         vt.write_checkpoint(m2, a.out, tekken, mrm)
         with open(os.path.join(a.work, "log.json"), "w") as f:
             json.dump(log, f)
 
     # batches: sorted by length in groups so a batch's items are alike, order shuffled
     order_T = np.array([it["T"] for it in items])
+    if gpu:   # the whole corpus's mel on the GPU (fp16), one silent row last for padding
+        mel_dev = torch.cat([torch.from_numpy(np.asarray(mel_all)),
+                             torch.full((1, 128), MEL_SILENCE, dtype=torch.float16)]).to(dev)
+        sil_row = mel_dev.shape[0] - 1
     last_save, t_mark, run_loss, run_n = time.time(), time.time(), 0.0, 0
     model.train()
-    while step < a.steps:
+    while (a.steps == 0 or step < a.steps) and not (a.minutes and time.time() - t_start > a.minutes * 60):
         perm = rng.permutation(len(items))
         chunks = [perm[i:i + a.batch * 16] for i in range(0, len(perm), a.batch * 16)]
         batches = []
@@ -176,26 +214,39 @@ def main():
             c = c[np.argsort(order_T[c])]
             batches += [c[i:i + a.batch] for i in range(0, len(c), a.batch)]
         for bi in rng.permutation(len(batches)):
-            if step >= a.steps:
+            if a.steps and step >= a.steps:
+                break
+            if a.minutes and time.time() - t_start > a.minutes * 60:
                 break
             b = batches[bi]
             Tm = int(max(items[i]["T"] for i in b))
-            mel = np.full((len(b), 8 * Tm, 128), MEL_SILENCE, np.float32)
             ids = np.full((len(b), Tm), PAD, np.int64)
             tgt = np.full((len(b), Tm), -100, np.int64)
+            if gpu:
+                rows = np.full((len(b), 8 * Tm), sil_row, np.int64)
+            else:
+                mel = np.full((len(b), 8 * Tm, 128), MEL_SILENCE, np.float32)
             for j, i in enumerate(b):
                 it = items[i]
                 T = it["T"]
-                mel[j, :8 * T] = mel_all[it["off"]:it["off"] + 8 * T]
+                if gpu:
+                    rows[j, :8 * T] = np.arange(it["off"], it["off"] + 8 * T)
+                else:
+                    mel[j, :8 * T] = mel_all[it["off"]:it["off"] + 8 * T]
                 x, lo, eos = tg[i]
                 ids[j, :T] = x
                 tgt[j, lo:eos] = x[lo + 1:eos + 1]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, a)
             t0 = time.time()
-            logits = model(torch.from_numpy(mel), torch.from_numpy(ids), delay)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(tgt).reshape(-1),
-                                   ignore_index=-100)
+            if gpu:
+                mel_t = mel_dev[torch.from_numpy(rows).to(dev, non_blocking=True)].float()
+            else:
+                mel_t = torch.from_numpy(mel)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if gpu else contextlib.nullcontext():
+                logits = model(mel_t, torch.from_numpy(ids).to(dev), delay)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                   torch.from_numpy(tgt).to(dev).reshape(-1), ignore_index=-100)
             opt.zero_grad()
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -212,6 +263,13 @@ def main():
             step += 1
             run_loss += loss.item()
             run_n += 1
+            if a.steps == 0 and step == 30:   # fit the schedule to the time left
+                per = (time.time() - t_fit) / 29
+                a.steps = int(30 + (a.minutes * 60 - (time.time() - t_start) - 30) / per)
+                print("schedule: %d steps (%.3f s/step, %.1f min left)" % (
+                    a.steps, per, a.minutes - (time.time() - t_start) / 60), flush=True)
+            if step == 1:
+                t_fit = time.time()
             if step % 20 == 0 or step == a.steps:
                 log.append({"step": step, "loss": run_loss / run_n, "lr": lr_at(step, a), "spent_s": round(spent)})
                 print("step %d loss %.4f lr %.2e %.2f s/step (%.1f min)" % (

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 E = "mm_streams_embeddings.embedding_module."
+_SDPA = hasattr(F, "scaled_dot_product_attention")
 W = E + "whisper_encoder."
 
 
@@ -39,7 +40,7 @@ def rms_norm(x, w, eps):
 def rope(x, pos, theta):
     """x [..., T, H, hd]; interleaved pairs (2i, 2i+1) rotated by pos * theta^(-2i/hd)."""
     hd = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32, device=x.device) / hd))
     ang = pos.to(torch.float32)[:, None] * inv[None, :]           # [T, hd/2]
     c, s = torch.cos(ang)[:, None, :], torch.sin(ang)[:, None, :]  # [T, 1, hd/2]
     a, b = x[..., 0::2], x[..., 1::2]
@@ -107,7 +108,7 @@ class Tower(nn.Module):
         a = self.a
         B, T, _ = x.shape
         H, KV, hd, eps = a["n_heads"], a["n_kv_heads"], a["head_dim"], a["norm_eps"]
-        pos = torch.arange(T)
+        pos = torch.arange(T, device=x.device)
         for li, L in enumerate(self.layers):
             n = rms_norm(x, L.attention_norm.weight, eps)
             q = rope(L.attention.wq(n).view(B, T, H, hd), pos, a["rope_theta"])
@@ -117,8 +118,12 @@ class Tower(nn.Module):
                 k = k.repeat_interleave(H // KV, dim=2)
                 v = v.repeat_interleave(H // KV, dim=2)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, hd]
-            att = (q @ k.transpose(-1, -2)) / math.sqrt(hd) + mask
-            o = (att.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * hd)
+            if _SDPA:   # the same softmax(q k^T / sqrt(hd) + mask) v, fused (torch >= 2.0)
+                q, k = q.to(v.dtype), k.to(v.dtype)   # under autocast RoPE's fp32 math promotes q, k
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(v.dtype))
+            else:       # Debian's torch 1.13
+                o = ((q @ k.transpose(-1, -2)) / math.sqrt(hd) + mask).softmax(-1) @ v
+            o = o.transpose(1, 2).reshape(B, T, H * hd)
             x = x + L.attention.wo(o)
             m = rms_norm(x, L.ffn_norm.weight, eps)
             if ffn_scales is not None:
@@ -160,7 +165,7 @@ class VoxtralSmall(nn.Module):
         return self.proj2(F.gelu(self.proj0(x)))
 
     def ffn_scales(self, delay_tokens):
-        tc = t_cond(self.cfg["dec"]["dim"], delay_tokens)
+        tc = t_cond(self.cfg["dec"]["dim"], delay_tokens).to(self.norm.device)
         return [1.0 + L.ada_rms_norm_t_cond(tc) for L in self.dec.layers]
 
     def decode(self, adapter, ids, delay_tokens):
@@ -235,7 +240,7 @@ def write_checkpoint(model, out_dir, tekken, mrm):
     st = model.mistral_state()
     header, blobs, off = {}, [], 0
     for name, t in st.items():
-        bits = mrm.bf16_bits(t.detach().float().contiguous().numpy())
+        bits = mrm.bf16_bits(t.detach().float().cpu().contiguous().numpy())
         b = bits.astype("<u2").tobytes()
         header[name] = {"dtype": "BF16", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
