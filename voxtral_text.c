@@ -735,6 +735,7 @@ static int write_json(const vox_transcript *tr, const vox_write_options *opt, vo
         return -1;
     for (int i = 0, n = vox_transcript_segments(tr); i < n; i++)
         if ((i && buf_str(out, ",")) || vox_transcript_write_segment(tr, i, VOX_FORMAT_JSON, out)) return -1;
+    if (opt && opt->omit_words) return buf_str(out, "]}");
     if (buf_str(out, "],\"words\":[")) return -1;
     for (int i = 0, n = vox_transcript_words(tr); i < n; i++) {
         vox_word w;

@@ -147,6 +147,8 @@ typedef enum {
  * escapes & < > as &amp; &lt; &gt;. JSON keeps the text exactly. */
 typedef struct {
     const char *language; /* verbose_json "language"; NULL: the key is left out */
+    int omit_words;       /* verbose_json: no "words" array (OpenAI's response unless
+                             timestamp_granularities[] asks for words) */
 } vox_write_options;
 
 /* Appends the whole transcript in `format` (call after vox_transcript_end). */

@@ -28,6 +28,7 @@
 
 #include "voxtral.h"
 #include "voxtral_internal.h"
+#include "voxtral_text.h"
 
 enum { PIECE = 1280, PERIOD_MS = 80, MAX_N = 1024 };
 
@@ -423,10 +424,15 @@ int main(int argc, char **argv) {
             fprintf(stderr, "streams: cannot write %s\n", json);
             return 1;
         }
-        fprintf(j, "{\n  \"backend\": \"%s\", \"model\": \"%s\", \"kv_dtype\": \"%s\", \"seconds\": %.1f,\n", vox_backend_name(srv),
-                dir, kv, seconds);
+        vox_buf qb = {0}, qd = {0}, qk = {0}; /* strings as JSON, whatever bytes they hold */
+        vox_json_quote(&qb, vox_backend_name(srv), strlen(vox_backend_name(srv)));
+        vox_json_quote(&qd, dir, strlen(dir));
+        vox_json_quote(&qk, kv, strlen(kv));
+        fprintf(j, "{\n  \"backend\": %.*s, \"model\": %.*s, \"kv_dtype\": %.*s, \"seconds\": %.1f,\n",
+                (int)qb.len, qb.data, (int)qd.len, qd.data, (int)qk.len, qk.data, seconds);
+        vox_buf_free(&qb), vox_buf_free(&qd), vox_buf_free(&qk);
         fprintf(j, "  \"single_stream_step_ms\": %.4f, \"free_bytes\": %.0f, \"memory_bound_streams\": {\"8192\": %.1f, "
-                   "\"2048\": %.1f, \"%d\": %.1f},\n",
+                   "\"2048\": %.1f}, \"model_window\": %d, \"memory_bound_streams_model_window\": %.1f,\n",
                 single_step, free0, mw[0], mw[1], model_window, mw[2]);
         fprintf(j, "  \"largest_n_p95_150ms\": %d,\n  \"runs\": [\n", best);
         for (int k = 0; k < nn; k++) {

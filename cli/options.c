@@ -87,8 +87,9 @@ static const char *HELP_ALL =
     "\n"
     "Ctrl-C during -i stops after the current step, prints the text so far and\n"
     "exits 130; during --stdin/--mic it ends the input and finishes the text\n"
-    "(exit 0). A second Ctrl-C exits at once. Threads wait passively\n"
-    "(OMP_WAIT_POLICY=passive unless set) so a busy machine degrades gracefully.\n";
+    "(exit 0). A second Ctrl-C exits at once. Unless OMP_WAIT_POLICY or\n"
+    "GOMP_SPINCOUNT is set, threads spin briefly (GOMP_SPINCOUNT=10000) when the\n"
+    "machine is quiet at start (load average < 0.5), else wait passively.\n";
 
 static int usage_error(const char *fmt, const char *a, const char *b) {
     fprintf(stderr, "voxtral: ");
@@ -223,7 +224,7 @@ int cli_parse(int argc, char **argv, cli_opts *o) {
         }
 #undef NEED_ARG
     }
-    if (o->list_devices || o->check) return -1;
+    if (o->list_devices || o->check || o->quantize_out) return -1; /* no input needed */
     if (o->topk && !o->json) return usage_error("--topk needs --json (the logits are only in the JSON)%s%s", "", "");
     if (((o->n_inputs > 0) + o->use_stdin + o->use_mic) != 1)
         return usage_error("need exactly one of -i FILE... / --stdin / --mic (see --help)%s%s", "", "");

@@ -13,8 +13,8 @@ set -u
 cd "$(dirname "$0")/.."
 M=${1:?model dir}; A=${2:?audio}; BUSY=${3:-$(nproc)}; REP=${4:-2}
 VOX=${VOXTRAL:-./voxtral}
-policies=("default" "OMP_WAIT_POLICY=passive" "OMP_WAIT_POLICY=active"
-          "GOMP_SPINCOUNT=10000" "GOMP_SPINCOUNT=100000" "GOMP_SPINCOUNT=1000000")
+policies=(${POLICIES:-"default" "OMP_WAIT_POLICY=passive" "OMP_WAIT_POLICY=active"
+          "GOMP_SPINCOUNT=10000" "GOMP_SPINCOUNT=100000" "GOMP_SPINCOUNT=1000000"})
 one() { # $1 policy -> "ms floor_ratio"
     local env=(); [ "$1" = default ] || env=("$1")
     env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT "${env[@]}" "$VOX" -d "$M" -i "$A" --backend cpu --bench 2>&1 >/dev/null \

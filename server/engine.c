@@ -372,7 +372,7 @@ static void do_final(eng_state *g, double duration) {
         int f = g->s->fmt;
         if (g->s->kind == SESS_FILE && f != FMT_JSON && f != FMT_TEXT) {
             vox_buf out = {0};
-            vox_write_options wo = {g->s->language[0] ? g->s->language : NULL};
+            vox_write_options wo = {.language = g->s->language[0] ? g->s->language : NULL, .omit_words = !g->s->words};
             vox_format vf = f == FMT_SRT ? VOX_FORMAT_SRT : f == FMT_VTT ? VOX_FORMAT_VTT : VOX_FORMAT_JSON;
             if (vox_transcript_write(g->tr, vf, &wo, &out) == 0) sbuf_add(&e->extra, out.data, out.len);
             else e->type = EV_ERROR, e->status = 500, snprintf(e->code, sizeof e->code, "server_error");
@@ -456,7 +456,7 @@ static int turn(srv_session *s) {
         if (path) {
             g->file_loaded = 1;
             if (vox_audio_load(path, E.rate, &g->file, &g->file_n) != 0) {
-                push_error(s, 0, 415, "invalid_audio", vox_last_error());
+                push_error(s, 0, 400, "invalid_audio", vox_last_error()); /* OpenAI: 400 */
                 free(path);
                 release(s, "unreadable audio");
                 return -1;

@@ -415,7 +415,7 @@ static void upload_complete(srv_conn *c) {
     if (vox_audio_probe(c->upload_path) != 0) {
         char m[300];
         snprintf(m, sizeof m, "audio file could not be read (%s)", c->upload_bytes ? "unknown or corrupt format" : "empty");
-        respond_error(c, 415, "invalid_audio", m);
+        respond_error(c, 400, "invalid_audio", m); /* OpenAI answers a bad file with 400 */
         return;
     }
     c->s->fmt = c->fmt;

@@ -47,7 +47,7 @@ typedef struct {
 } sbuf;
 int sbuf_add(sbuf *b, const void *p, size_t n);
 int sbuf_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int sbuf_json_str(sbuf *b, const char *s, size_t n); /* a JSON string literal (valid UTF-8 in) */
+int sbuf_json_str(sbuf *b, const char *s, size_t n); /* a JSON string literal (vox_json_quote) */
 void sbuf_free(sbuf *b);
 #define sbuf_lit(b, lit) sbuf_add((b), (lit), sizeof(lit) - 1) /* a string literal */
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "voxtral_text.h"
 
 int sbuf_add(sbuf *b, const void *p, size_t n) {
     if (b->len + n + 1 > b->cap) {
@@ -42,25 +43,13 @@ int sbuf_printf(sbuf *b, const char *fmt, ...) {
     return rc;
 }
 
+/* the library's JSON string rule (vox_json_quote: escapes, and any bytes made valid
+ * UTF-8), appended to a server buffer */
 int sbuf_json_str(sbuf *b, const char *s, size_t n) {
-    if (sbuf_lit(b, "\"")) return -1;
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        if (sbuf_add(b, s + run, i - run)) return -1;
-        char esc[8];
-        if (c == '"') strcpy(esc, "\\\"");
-        else if (c == '\\') strcpy(esc, "\\\\");
-        else if (c == '\n') strcpy(esc, "\\n");
-        else if (c == '\r') strcpy(esc, "\\r");
-        else if (c == '\t') strcpy(esc, "\\t");
-        else snprintf(esc, sizeof esc, "\\u%04x", c);
-        if (sbuf_add(b, esc, strlen(esc))) return -1;
-        run = i + 1;
-    }
-    if (sbuf_add(b, s + run, n - run)) return -1;
-    return sbuf_lit(b, "\"");
+    vox_buf q = {0};
+    int rc = vox_json_quote(&q, s, n) || sbuf_add(b, q.data, q.len) ? -1 : 0;
+    vox_buf_free(&q);
+    return rc;
 }
 
 void sbuf_free(sbuf *b) {

@@ -136,6 +136,58 @@ static int same_run(const result *a, const result *b, double tol, double *err) {
     return tol == 0 ? e == 0 : *err <= tol;
 }
 
+/* The solo run of a, teacher-forced on ids (its logits at every step) */
+static int solo_forced(vox_ctx *ctx, const audio *a, const int *ids, int n, result *r) {
+    vox_stream *s = vox_stream_new(ctx, on_token, r);
+    int rc = !s || vox_stream_set_tap(s, on_tap, r) || vox_stream_force_tokens(s, ids, n);
+    for (int64_t off = 0; !rc && off < a->n; off += PIECE)
+        rc = vox_stream_feed(s, a->x + off, (size_t)(a->n - off < PIECE ? a->n - off : PIECE));
+    rc = rc || vox_stream_finish(s);
+    vox_stream_free(s);
+    return rc ? -1 : 0;
+}
+
+/* A stream's output in a batch (got) against its solo run (ref). On the CPU: ids
+ * identical, logits within tol of their std (same_run). On the GPU a batch's rows run
+ * other kernels than a solo step (small-M GEMMs against GEMVs), so bf16 rounding
+ * differs and greedy ids may part at a near-tie, after which the two runs see other
+ * inputs. The rule there: replay the stream solo, teacher-forced on the batched ids;
+ * its logits are within tol of the batched ones at every step, and wherever the
+ * batched id is not the replay's top-1, the replay's logit of that id is within tol
+ * (of the std) of its top-1: a near-tie, not a wrong row. */
+static int matches(vox_ctx *plain, const audio *a, const result *got, const result *ref, double tol, int gpu,
+                   double *err) {
+    if (!gpu) return same_run(got, ref, tol, err);
+    result fr;
+    res_init(&fr);
+    int ok = got->n > 0 && solo_forced(plain, a, got->ids, got->n, &fr) == 0 && fr.n_logits == got->n_logits &&
+             fr.V == got->V && got->n_logits >= got->n;
+    *err = 0;
+    if (ok) {
+        int64_t n = (int64_t)fr.n_logits * fr.V;
+        double m = 0, v = 0, e = 0;
+        for (int64_t i = 0; i < n; i++) m += fr.logits[i];
+        m /= n;
+        for (int64_t i = 0; i < n; i++) {
+            v += (fr.logits[i] - m) * (fr.logits[i] - m);
+            double d = fabs((double)got->logits[i] - fr.logits[i]);
+            if (d > e) e = d;
+        }
+        double sd = sqrt(v / n);
+        sd = sd > 0 ? sd : 1;
+        *err = e / sd;
+        ok = *err <= tol;
+        for (int k = 0; ok && k < got->n; k++) {
+            const float *row = fr.logits + (int64_t)k * fr.V;
+            int top = 0;
+            for (int j = 1; j < fr.V; j++) top = row[j] > row[top] ? j : top;
+            if (got->ids[k] != top && (row[top] - row[got->ids[k]]) / sd > tol) ok = 0;
+        }
+    }
+    res_free(&fr);
+    return ok;
+}
+
 /* Serving: all streams created and fed (in turns, 80 ms each) while the scheduler
  * is held, then released: a batch of known composition. */
 static int serve_batch(vox_ctx *ctx, const audio *in, int n, result *out) {
@@ -173,7 +225,7 @@ typedef struct {
 static void *feed_thread(void *arg) {
     feeder *f = arg;
     vox_stream *s = vox_stream_new(f->ctx, f->pull ? NULL : on_token, f->r);
-    int rc = !s;
+    int rc = !s || vox_stream_set_tap(s, on_tap, f->r);
     unsigned r = f->seed;
     vox_token t;
     for (int64_t off = 0; !rc && off < f->a->n;) {
@@ -199,7 +251,8 @@ int main(int argc, char **argv) {
         printf("skipped: no CUDA device\n");
         return 0;
     }
-    const double tol = !strcmp(backend, "cpu") ? 1e-5 : 3e-2;
+    const int gpu = strcmp(backend, "cpu") != 0;
+    const double tol = gpu ? 3e-2 : 1e-5;
     char model[2048], wav[2048];
     snprintf(model, sizeof model, "%s/tiny_speech/model", root); /* shared with tiny_tone */
     vox_ctx *plain = open_ctx(model, 0, 0);
@@ -234,11 +287,18 @@ int main(int argc, char **argv) {
     int same = ok;
     for (int i = 0; i < N && ok; i++) {
         double e;
-        same &= same_run(&got[i], &ref[i], tol, &e);
+        same &= matches(plain, &in[i], &got[i], &ref[i], tol, gpu, &e);
         if (e > worst) worst = e;
     }
-    tu_check(same, "batch of 6 streams: each gives its solo ids, logits within 1e-5 of their std",
+    tu_check(same, gpu ? "batch of 6 streams: each matches its solo run (GPU rule: teacher-forced replay, near-ties)"
+                        : "batch of 6 streams: each gives its solo ids, logits within 1e-5 of their std",
              "worst logit error / std %.3g; ids %d..%d per stream", worst, ref[0].n, ref[N - 1].n);
+    if (!gpu && ok) { /* the GPU's rule, checked where it must hold exactly */
+        double e;
+        int g = 1;
+        for (int i = 0; i < N; i++) g &= matches(plain, &in[i], &got[i], &ref[i], tol, 1, &e);
+        tu_check(g, "the GPU rule (teacher-forced replay on the batched ids) holds on the CPU (logits within 1e-5 of their std)", "");
+    }
     vox_serve_stats st;
     vox_serve_stats_get(srv, &st);
     tu_check(st.steps > 0 && (double)st.step_rows / st.steps > 1.5, "the decoder steps were batched",
@@ -273,11 +333,11 @@ int main(int argc, char **argv) {
         result jr[3];
         for (int i = 0; i < 3; i++) res_init(&jr[i]);
         vox_stream *a = vox_stream_new(srv, on_token, &jr[0]), *b = NULL, *c = NULL;
-        int jok = a != NULL;
+        int jok = a != NULL && !vox_stream_set_tap(a, on_tap, &jr[0]);
         int64_t oa = 0, ob = 0, oc = 0;
         /* a runs alone for a while; b joins; a leaves (finish, free) while b runs; c joins */
         for (int tick = 0; jok && tick < 400; tick++) {
-            if (tick == 20) jok = (b = vox_stream_new(srv, on_token, &jr[1])) != NULL;
+            if (tick == 20) jok = (b = vox_stream_new(srv, on_token, &jr[1])) != NULL && !vox_stream_set_tap(b, on_tap, &jr[1]);
             if (a && oa < in[0].n) {
                 jok = jok && !vox_stream_feed(a, in[0].x + oa, (size_t)(in[0].n - oa < PIECE ? in[0].n - oa : PIECE));
                 oa += PIECE;
@@ -285,7 +345,7 @@ int main(int argc, char **argv) {
                 jok = jok && !vox_stream_finish(a) && !vox_stream_wait(a);
                 vox_stream_free(a);
                 a = NULL;
-                jok = jok && (c = vox_stream_new(srv, on_token, &jr[2])) != NULL;
+                jok = jok && (c = vox_stream_new(srv, on_token, &jr[2])) != NULL && !vox_stream_set_tap(c, on_tap, &jr[2]);
             }
             if (b && ob < in[1].n) {
                 jok = jok && !vox_stream_feed(b, in[1].x + ob, (size_t)(in[1].n - ob < PIECE ? in[1].n - ob : PIECE));
@@ -302,10 +362,10 @@ int main(int argc, char **argv) {
         if (!jok) tu_check(0, "join/leave", "%s", vox_last_error());
         vox_stream_free(b);
         vox_stream_free(c);
-        int s0, s1, s3;
-        s0 = jr[0].n == ref[0].n && !memcmp(jr[0].ids, ref[0].ids, sizeof(int) * ref[0].n);
-        s1 = jr[1].n == ref[1].n && !memcmp(jr[1].ids, ref[1].ids, sizeof(int) * ref[1].n);
-        s3 = jr[2].n == ref[3].n && !memcmp(jr[2].ids, ref[3].ids, sizeof(int) * ref[3].n);
+        double e;
+        int s0 = matches(plain, &in[0], &jr[0], &ref[0], tol, gpu, &e);
+        int s1 = matches(plain, &in[1], &jr[1], &ref[1], tol, gpu, &e);
+        int s3 = matches(plain, &in[3], &jr[2], &ref[3], tol, gpu, &e);
         tu_check(jok && s0 && s1 && s3, "streams joining and leaving mid-batch give their solo ids",
                  "%d/%d, %d/%d, %d/%d ids", jr[0].n, ref[0].n, jr[1].n, ref[1].n, jr[2].n, ref[3].n);
         for (int i = 0; i < 3; i++) res_free(&jr[i]);
@@ -417,8 +477,12 @@ int main(int argc, char **argv) {
         for (int i = 0; i < T; i++) {
             pthread_join(th[i], NULL);
             if (f[i].rc) tok = 0, snprintf(err, sizeof err, "%s", f[i].err);
-            else if (tr[i].n != ref[i].n || memcmp(tr[i].ids, ref[i].ids, sizeof(int) * ref[i].n))
-                tok = 0, snprintf(err, sizeof err, "stream %d: %d ids, solo %d", i, tr[i].n, ref[i].n);
+            else {
+                double e;
+                if (!matches(plain, &in[i], &tr[i], &ref[i], tol, gpu, &e))
+                    tok = 0, snprintf(err, sizeof err, "stream %d: %d ids, solo %d (logit error / std %.3g)", i,
+                                      tr[i].n, ref[i].n, e);
+            }
         }
         tu_check(tok, "6 threads feeding at once (random pieces; pull and push): each gives its solo ids", "%s", err);
         for (int i = 0; i < T; i++) res_free(&tr[i]);
@@ -433,7 +497,7 @@ int main(int argc, char **argv) {
         int ook = one && serve_batch(one, in, 3, r1) == 0;
         for (int i = 0; i < 3 && ook; i++) {
             double e;
-            ook &= same_run(&r1[i], &ref[i], tol, &e);
+            ook &= matches(plain, &in[i], &r1[i], &ref[i], tol, gpu, &e);
         }
         tu_check(ook, "max_batch 1 (one step per stream): the solo ids", "");
         for (int i = 0; i < 3; i++) res_free(&r1[i]);

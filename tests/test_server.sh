@@ -84,6 +84,13 @@ assert "".join(s["text"] for s in o["segments"]) == o["text"]
 assert o["words"] and all(w["start"] <= w["end"] for w in o["words"])
 EOF
 check "response_format=verbose_json: text, segments and words consistent" $?
+curl -s -F file=@"$WAV" -F response_format=verbose_json $H:$PORT/v1/audio/transcriptions >"$tmp/v2.json"
+$PY - "$tmp/v2.json" "$want" <<'EOF'
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert o["text"] == sys.argv[2] and o["segments"] and "words" not in o, o
+EOF
+check "verbose_json without timestamp_granularities[]=word: segments, no words (as OpenAI)" $?
 curl -sN -F file=@"$WAV" -F stream=true $H:$PORT/v1/audio/transcriptions >"$tmp/sse.txt"
 $PY - "$tmp/sse.txt" "$want" <<'EOF'
 import json, sys
@@ -117,8 +124,8 @@ http_err "bad response_format" 400 invalid_request -F file=@"$WAV" -F response_f
 http_err "not multipart" 400 invalid_request -H 'Content-Type: application/json' -d '{}' $H:$PORT/v1/audio/transcriptions
 http_err "truncated multipart" 400 invalid_request -H 'Content-Type: multipart/form-data; boundary=XX' \
     --data-binary $'--XX\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc' $H:$PORT/v1/audio/transcriptions
-http_err "garbage audio" 415 invalid_audio -F file=@"$tmp/garbage.wav" $H:$PORT/v1/audio/transcriptions
-http_err "empty audio" 415 invalid_audio -F file=@"$tmp/empty.wav" $H:$PORT/v1/audio/transcriptions
+http_err "garbage audio" 400 invalid_audio -F file=@"$tmp/garbage.wav" $H:$PORT/v1/audio/transcriptions
+http_err "empty audio" 400 invalid_audio -F file=@"$tmp/empty.wav" $H:$PORT/v1/audio/transcriptions
 [ "$(curl -s $H:$PORT/health)" = '{"status":"ok"}' ]
 check "server up after the HTTP errors" $?
 

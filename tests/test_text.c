@@ -331,7 +331,7 @@ static vox_transcript *run_script(const vox_text_options *o, const char *const *
 
 static char *write_fmt(const vox_transcript *tr, vox_format f, const char *lang) {
     vox_buf b = {0};
-    vox_write_options wo = {lang};
+    vox_write_options wo = {.language = lang};
     if (vox_transcript_write(tr, f, &wo, &b) != 0) return strdup("<error>");
     if (!b.data) return strdup("");
     return b.data;
@@ -382,10 +382,18 @@ static void test_sentences(void) {
              "verbose_json parses back (cJSON): segments, words, times, tokens", NULL);
     cJSON_Delete(j);
     free(js);
-    vox_write_options none = {NULL};
+    vox_write_options none = {.language = NULL};
     vox_buf b = {0};
     vox_transcript_write(tr, VOX_FORMAT_JSON, &none, &b);
     tu_check(b.data && !strstr(b.data, "language"), "verbose_json without a language leaves the key out", NULL);
+    vox_buf_free(&b);
+    vox_write_options nowords = {.language = "en", .omit_words = 1};
+    vox_transcript_write(tr, VOX_FORMAT_JSON, &nowords, &b);
+    cJSON *jw = cJSON_Parse(b.data);
+    tu_check(jw && cJSON_GetArraySize(cJSON_GetObjectItem(jw, "segments")) > 0 && !cJSON_GetObjectItem(jw, "words") &&
+                 !strcmp(cJSON_GetObjectItem(jw, "language")->valuestring, "en"),
+             "verbose_json with omit_words: valid, segments and language, no words", "%s", b.data);
+    cJSON_Delete(jw);
     vox_buf_free(&b);
     vox_transcript_free(tr);
 
@@ -610,7 +618,7 @@ static const char *check_invariants(const vox_transcript *tr, double dur) {
     if (words != vox_transcript_words(tr)) return "words not all in segments";
     for (int f = VOX_FORMAT_TXT; f <= VOX_FORMAT_LINES; f++) {
         vox_buf b = {0};
-        vox_write_options wo = {"en"};
+        vox_write_options wo = {.language = "en"};
         if (vox_transcript_write(tr, (vox_format)f, &wo, &b) != 0) return "writer failed";
         int ok = vox_utf8_valid(b.data ? b.data : "", b.len) && (!b.data || strlen(b.data) == b.len);
         if (ok && f == VOX_FORMAT_JSON) {
@@ -646,7 +654,7 @@ static void dump(const vox_transcript *tr, const char *dir, int run) {
         char path[512];
         snprintf(path, sizeof path, "%s/%03d.%s", dir, run, ext[f]);
         vox_buf b = {0};
-        vox_write_options wo = {"en"};
+        vox_write_options wo = {.language = "en"};
         FILE *fp = fopen(path, "wb");
         if (fp && vox_transcript_write(tr, (vox_format)f, &wo, &b) == 0 && b.len) fwrite(b.data, 1, b.len, fp);
         if (fp) fclose(fp);
