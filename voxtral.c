@@ -362,13 +362,15 @@ static void backend_teardown(vox_ctx *ctx) {
     ctx->be = NULL;
 }
 
-int vox_model_memory(const char *dir, const char *backend, const char *quant, vox_memory_estimate *out) {
+int vox_model_memory(const char *dir, const char *backend, const char *quant, int kv_window,
+                     vox_memory_estimate *out) {
     if (strcmp(backend, "cpu") && strcmp(backend, "cuda"))
         return vox_error("vox_model_memory: backend '%s' (use cpu or cuda)", backend);
     vox_quant q;
     if (quant && vox_quant_parse(quant, &q) != 0) return -1;
     vox_model m;
     if (vox_model_load(&m, dir) != 0) return -1; /* mmaps the checkpoint: reads no weights */
+    if (kv_window > 0 && kv_window < m.cfg.dec.sliding_window) m.cfg.dec.sliding_window = kv_window; /* as vox_open */
     int ms_per_token = (int)lround(1000.0 / m.cfg.frame_rate);
     memset(out, 0, sizeof *out);
     out->prompt_len = 1 + m.tok.left_pad_tokens + m.tok.delay_ms / (ms_per_token > 0 ? ms_per_token : 80);

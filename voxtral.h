@@ -192,8 +192,9 @@ typedef struct {
     int dec_window, enc_window, prompt_len;
     char format[32]; /* the weights' format: "bf16", or the quantization ("q4", ...) */
 } vox_memory_estimate;
-/* quant: NULL (the checkpoint's own format) or a vox_options.quant spec */
-int vox_model_memory(const char *dir, const char *backend, const char *quant,
+/* quant: NULL (the checkpoint's own format) or a vox_options.quant spec; kv_window:
+ * the decoder KV window (vox_options.kv_window; 0: the model's) */
+int vox_model_memory(const char *dir, const char *backend, const char *quant, int kv_window,
                      vox_memory_estimate *out);
 
 /* ---- quantized weights (voxtral_quant.c) --------------------------------------- */

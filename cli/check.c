@@ -250,6 +250,7 @@ static int cuda_runtime_version(void) {
 
 /* ---- the model's memory need: the engine's own formula (vox_model_memory) ---------------- */
 static const char *check_quant; /* --quant: the need once quantized, and the smoke runs */
+static int check_kv_window;     /* --kv-window: the decoder KV window of the plan and the runs */
 
 /* the CUDA backend's own scratch (cuBLASLt workspace, BF16 inputs, attention partials) */
 static const double CUDA_SCRATCH_BYTES = (32 << 20) + (32 << 20) + (16 << 20);
@@ -317,6 +318,7 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
     opt.backend = backend;
     opt.verbose = vox_verbose;
     opt.quant = check_quant;
+    opt.kv_window = check_kv_window;
     vox_ctx *ctx = vox_open(dir, &opt);
     if (!ctx) {
         line(r, bad, name, "loading the model on %s: %s", backend, vox_last_error());
@@ -386,8 +388,10 @@ static int smoke(report *r, const char *dir, const char *backend, const char *au
 }
 
 /* ---- the preflight ---------------------------------------------------------------------- */
-int cli_check(const char *dir, const char *audio, const char *backend, const char *quant, int verbose) {
+int cli_check(const char *dir, const char *audio, const char *backend, const char *quant, int kv_window,
+              int verbose) {
     check_quant = quant;
+    check_kv_window = kv_window;
     report r = {.verbose = verbose};
     int built = vox_cuda_built();
     if (!backend) backend = "auto";
@@ -515,7 +519,8 @@ int cli_check(const char *dir, const char *audio, const char *backend, const cha
         line(&r, "skip", "model", "no -d DIR: memory need and smoke transcription not checked");
     } else {
         vox_memory_estimate cpu_need, gpu_need;
-        if (vox_model_memory(dir, "cpu", quant, &cpu_need) != 0 || vox_model_memory(dir, "cuda", quant, &gpu_need) != 0) {
+        if (vox_model_memory(dir, "cpu", quant, kv_window, &cpu_need) != 0 ||
+            vox_model_memory(dir, "cuda", quant, kv_window, &gpu_need) != 0) {
             line(&r, "FAIL", "model", "%s", vox_last_error());
             fix(&r, "pass the directory with consolidated.safetensors, params.json and tekken.json "
                     "(scripts/download_model.sh DIR fetches them)");

@@ -87,6 +87,7 @@ int cli_list_devices(void); /* prints devices to stdout */
 /* check.c: `voxtral --check`: preflight of drivers, GPUs, memory and a smoke
  * transcription (dir/audio/quant may be NULL; quant: vox_options.quant) for `backend`
  * (auto, cpu, cuda: what must work for exit 0). Returns the process exit code. */
-int cli_check(const char *dir, const char *audio, const char *backend, const char *quant, int verbose);
+int cli_check(const char *dir, const char *audio, const char *backend, const char *quant, int kv_window,
+              int verbose);
 
 #endif

@@ -512,7 +512,8 @@ int main(int argc, char **argv) {
 /* Everything after the options: one model load, every input in turn. */
 static int run(cli_opts o) {
     if (o.list_devices) return cli_list_devices() == 0 ? 0 : 1;
-    if (o.check) return cli_check(o.dir, o.n_inputs ? o.inputs[0] : NULL, o.opt.backend, o.opt.quant, o.opt.verbose);
+    if (o.check) return cli_check(o.dir, o.n_inputs ? o.inputs[0] : NULL, o.opt.backend, o.opt.quant, o.opt.kv_window,
+                                  o.opt.verbose);
     if (o.quantize_out) {
         if (!o.dir || !o.opt.quant) {
             fprintf(stderr, "voxtral: --quantize OUT_DIR needs -d DIR and --quant q8|q4\n");

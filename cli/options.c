@@ -72,6 +72,9 @@ static const char *HELP_ALL =
     "                       encoder's format\n"
     "  --quantize OUT_DIR   with -d DIR and --quant: write the quantized model to\n"
     "                       OUT_DIR and exit\n"
+    "  --kv-window N        keep the decoder's KV cache to the last N positions\n"
+    "                       (80 ms each; default the model's window): less memory,\n"
+    "                       and the decoder sees less context (changes results)\n"
     "  -t N                 CPU threads (default: all cores)\n"
     "  --json               print one JSON object at the end: text, tokens (every\n"
     "                       id), pieces (text pieces with their audio time), stats\n"
@@ -195,6 +198,11 @@ int cli_parse(int argc, char **argv, cli_opts *o) {
             NEED_ARG();
             if (vox_quant_spec_check(next) != 0) return usage_error("--quant: %s%s", vox_last_error(), "");
             o->opt.quant = next;
+        } else if (!strcmp(a, "--kv-window")) {
+            NEED_ARG();
+            if (parse_long(next, 1, 1 << 24, &v))
+                return usage_error("--kv-window %s: must be a number of decoder positions, 1..16777216%s", next, "");
+            o->opt.kv_window = (int)v;
         } else if (!strcmp(a, "--quantize")) {
             NEED_ARG();
             o->quantize_out = next;

@@ -35,7 +35,8 @@ static void usage(FILE *f) {
             "  --max-streams N      concurrent sessions (files and live; default 8)\n"
             "  --api-key KEY        require 'Authorization: Bearer KEY' (all routes but /health)\n"
             "  --tls-cert F --tls-key F   serve https:// and wss://\n"
-            "  --delay MS, --backend B, --gpu-path P, -t N   as for transcription\n"
+            "  --delay MS, --backend B, --gpu-path P, --quant Q, --kv-window N, -t N\n"
+            "                       as for transcription\n"
             "  --max-upload MB      upload limit (default 100)\n"
             "  --max-message KB     WebSocket message limit (default 4096)\n"
             "  --max-session S      audio seconds one live session may stream (default 14400)\n"
@@ -124,6 +125,11 @@ int server_main(int argc, char **argv) {
             cfg.opt.delay_ms = (int)x;
         }
         else if (!strcmp(a, "-t")) { if (NUM(1, 1024)) return 2; cfg.opt.threads = (int)x; }
+        else if (!strcmp(a, "--kv-window")) { if (NUM(1, 16777216)) return 2; cfg.opt.kv_window = (int)x; }
+        else if (!strcmp(a, "--quant") && v) {
+            if (vox_quant_spec_check(v) != 0) { fprintf(stderr, "voxtral: --quant: %s\n", vox_last_error()); return 2; }
+            cfg.opt.quant = v, i++;
+        }
         else if (!strcmp(a, "--max-upload")) { if (NUM(0.001, 4096)) return 2; cfg.max_upload = (size_t)(x * 1048576); }
         else if (!strcmp(a, "--max-message")) { if (NUM(1, 65536)) return 2; cfg.max_ws_message = (size_t)(x * 1024); }
         else if (!strcmp(a, "--max-session")) { if (NUM(1, 1e7)) return 2; cfg.max_session_s = x; }
@@ -150,7 +156,7 @@ int server_main(int argc, char **argv) {
     const char *slash = strrchr(cfg.model_dir, '/');
     g_model_id = slash && slash[1] ? slash + 1 : cfg.model_dir;
     vox_memory_estimate est;
-    if (vox_model_memory(cfg.model_dir, "cpu", NULL, &est) == 0) g_kv_per_stream = est.kv;
+    if (vox_model_memory(cfg.model_dir, "cpu", NULL, cfg.opt.kv_window, &est) == 0) g_kv_per_stream = est.kv;
 
     signal(SIGPIPE, SIG_IGN);
 

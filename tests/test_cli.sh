@@ -340,3 +340,16 @@ a=$($VOX -d "$M" --quant q8 -i $WAV --backend cpu --json --quiet 2>/dev/null | $
 b=$($VOX -d "$tmp/q8" -i $WAV --backend cpu --json --quiet 2>/dev/null | $PY -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
 [ -n "$a" ] && [ "$a" = "$b" ]
 check "the written q8 model gives the ids of --quant q8 at load" $? "$a / $b"
+
+# --kv-window N: the plan --check prints and the runs use it (the tiny model's own window
+# is 16); a window longer than the model's is the model's; 0 is a usage error
+$VOX --check -d "$M" --kv-window 8 2>&1 | grep -q "decoder window 8 + prompt" &&
+    $VOX --check -d "$M" --kv-window 4000 2>&1 | grep -q "decoder window 16 + prompt"
+check "--check --kv-window 8 / 4000: the plan at window 8 / the model's 16" $?
+a=$($VOX -d "$M" -i $WAV --backend cpu --json --quiet 2>/dev/null | $PY -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+b=$($VOX -d "$M" -i $WAV --backend cpu --json --quiet --kv-window 4000 2>/dev/null | $PY -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+[ -n "$a" ] && [ "$a" = "$b" ]
+check "--kv-window longer than the model's window: the same ids" $?
+$VOX -d "$M" -i $WAV --kv-window 0 >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--kv-window 0: must be" "$tmp/err"
+check "--kv-window 0: usage error, exit 2" $? "rc $rc: $(cat "$tmp/err")"
