@@ -34,22 +34,7 @@ int vox_cuda_f16_check(const uint16_t *w, int64_t n, float *max_abs, double *rel
 static vox_backend *cpu, *gpu;
 
 /* ---- helpers ------------------------------------------------------------------- */
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static float frand(void) { /* uniform [-1, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
-static uint16_t to_bf16(float f) {
-    union { float f; uint32_t u; } v = {f};
-    return (uint16_t)((v.u + 0x7fff + ((v.u >> 16) & 1)) >> 16);
-}
-static float *rand_f(int64_t n, float scale) {
-    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) p[i] = frand() * scale;
-    return p;
-}
+/* frand, to_bf16, rand_f: tests/testutil.h */
 static uint16_t *rand_bf16(int64_t n, float scale) {
     uint16_t *p = malloc(sizeof(uint16_t) * (n ? n : 1));
 #pragma omp parallel

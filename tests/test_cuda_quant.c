@@ -29,22 +29,7 @@ static vox_backend *cpu, *gpu;
 static const char *path_tag;
 static vox_dtype tile_dt; /* the GEMM path's tile dtype on this backend */
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static float frand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
-static uint16_t to_bf16(float f) {
-    union { float f; uint32_t u; } v = {f};
-    return (uint16_t)((v.u + 0x7fff + ((v.u >> 16) & 1)) >> 16);
-}
-static float *rand_f(int64_t n, float scale) {
-    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) p[i] = frand() * scale;
-    return p;
-}
+/* frand, to_bf16, rand_f: tests/testutil.h */
 static void *dev_from(const void *host, size_t bytes) {
     void *d = gpu->alloc(gpu, bytes);
     if (d) gpu->upload(gpu, d, host, bytes);

@@ -62,17 +62,7 @@ static const char *tu_name(const char *fmt, ...) {
     return buf[k];
 }
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static float frand(void) { /* uniform [-1, 1) */
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
-static uint16_t to_bf16(float f) {
-    union { float f; uint32_t u; } v = {f};
-    return (uint16_t)((v.u + 0x7fff + ((v.u >> 16) & 1)) >> 16);
-}
+/* frand, to_bf16, rand_f: tests/testutil.h */
 /* the test's own F16 rounding (normal range and subnormals, nearest even) */
 static uint16_t ref_f16(float f) {
     union { float f; uint32_t u; } v = {f};

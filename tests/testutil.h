@@ -32,6 +32,25 @@ static inline void tu_check(int ok, const char *name, const char *fmt, ...) {
     fflush(stdout);
 }
 
+/* ---- seeded test data: xorshift64 from one seed, the same sequence in every program ---- */
+static uint64_t rng __attribute__((unused)) = 0x9e3779b97f4a7c15ull;
+static inline float frand(void) { /* uniform [-1, 1) */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+/* float -> bf16 bits, round to nearest even */
+static inline uint16_t to_bf16(float f) {
+    union { float f; uint32_t u; } v = {f};
+    return (uint16_t)((v.u + 0x7fff + ((v.u >> 16) & 1)) >> 16);
+}
+static inline float *rand_f(int64_t n, float scale) {
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+
 static inline int tu_done(void) {
     printf("# %d passed, %d failed\n", tu_passed, tu_failed);
     return tu_failed ? 1 : 0;
