@@ -144,7 +144,7 @@ vox_need vox_memory_plan(const vox_model *m, int prompt_len, int chunk_tokens, i
 static double need_total(const vox_need *n) { return n->weights + n->kv + n->workspace; }
 
 /* MemAvailable, bytes (0 when unknown) */
-static double host_available(void) {
+double vox_host_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
     char key[64];
     long long kb;
@@ -469,7 +469,7 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     }
     if (!ctx->be) {
         if (ctx->serving) {
-            double avail = host_available(), need = need_total(&ctx->need);
+            double avail = vox_host_available(), need = need_total(&ctx->need);
             if (avail > 0 && need > avail) {
                 vox_error("%d streams need %.2f GiB (weights %.2f, workspace %.2f, KV and stream state "
                           "%.2f MiB each) but %.2f GiB of RAM is available: fewer streams, a smaller "

@@ -128,6 +128,7 @@ void vox_model_free(vox_model *m);
 /* Memory (bytes) a context needs, as vox_open checks it (voxtral.c). */
 typedef struct { double weights, kv, workspace, per_stream; int streams; } vox_need;
 vox_need vox_memory_need(const vox_model *m, int prompt_len, int chunk_tokens);
+double vox_host_available(void); /* MemAvailable from /proc/meminfo, bytes (0 when unknown) */
 /* A serving context's plan: `streams` streams with a decoder window of `window`
  * positions, KV elements of kv_bytes (4 or 2), each stream adding at most
  * stream_chunk_tokens to an encoder batch, decoder steps of up to max_batch rows.
