@@ -144,6 +144,10 @@ int vox_stream_restarts(const vox_stream *s); /* segments started after the firs
  * complete when vox_stream_finish returns. */
 int vox_stream_done(vox_stream *s);
 int vox_stream_wait(vox_stream *s); /* blocks until done: 0, or -1 (error set) */
+/* 1 when everything queued on s so far (audio, flushes, a finish) has been decoded as
+ * far as that audio allows and its tokens delivered: e.g. a flush has completed. Never
+ * blocks; a plain context's stream is always idle between calls. */
+int vox_stream_idle(vox_stream *s);
 
 /* Timings gathered by a stream (milliseconds, wall clock, backend synchronised). */
 typedef struct {

@@ -267,16 +267,27 @@ static int internal_work(const vox_stream *s) {
     return s->restart_why || vox_sched_mel_tokens(s) > 0 || decodable(s);
 }
 
+/* work queued on or left for a stream (under ctx->mu) */
+static int stream_work(const vox_stream *s) {
+    if (s->complete) return 0;
+    return s->in_len || s->n_flush || (s->finish_req && !s->finished) || s->flushing || internal_work(s) ||
+           s->finished;
+}
+
 /* under ctx->mu */
 static int has_work(vox_ctx *ctx) {
-    for (int i = 0; i < ctx->n_streams; i++) {
-        vox_stream *s = ctx->streams[i];
-        if (s->complete) continue;
-        if (s->in_len || s->n_flush || (s->finish_req && !s->finished) || s->flushing || internal_work(s) ||
-            (s->finished && !s->complete))
-            return 1;
-    }
+    for (int i = 0; i < ctx->n_streams; i++)
+        if (stream_work(ctx->streams[i])) return 1;
     return 0;
+}
+
+int vox_stream_idle(vox_stream *s) {
+    vox_ctx *ctx = s->ctx;
+    if (!ctx->serving || s->pool != &ctx->pool) return 1; /* a plain stream works in its caller's calls */
+    pthread_mutex_lock(&ctx->mu);
+    int idle = !s->busy && (!s->registered || !stream_work(s));
+    pthread_mutex_unlock(&ctx->mu);
+    return idle;
 }
 
 void vox_sched_wake(vox_ctx *ctx) {

@@ -3,19 +3,22 @@
  *
  * Sessions reach it through engine_admit (a stream slot is taken then) and their
  * input queue (server.h); it answers through their output queue and wakes the
- * network thread with lws_cancel_service(). Each round it visits every session
- * with work and gives it one small feed (at most vox_feed_block samples, a live
- * session's pending audio up to that), so sessions interleave: no session waits
- * for another's whole file. A closed session is dropped first thing in a round,
- * so its slot is free again within one feed of its close.
- *
- * This is the stand-in for the library's batched scheduler (issue 15): when that
- * lands, this file's round-robin loop becomes its submit / poll calls; the queue
- * boundary in server.h stays as it is.
+ * network thread with lws_cancel_service(). The context is a serving one
+ * (max_streams = --max-streams): the library's scheduler thread runs the model,
+ * batching every session's encoder chunks and decoder steps. Each round this thread
+ * visits every session and queues its new input on its stream (a live session's
+ * audio as it comes; a file a block at a time, the next once the last is decoded),
+ * turns commits into flushes and the end into a finish, and takes the tokens the
+ * scheduler delivered (its callback only queues them and wakes this thread), so the
+ * transcript, the deltas and the events stay on this thread. A commit's item closes
+ * once its flush has been decoded (vox_stream_idle), the end once the stream is done.
+ * A closed session is dropped first thing in a round, so its slot is free again
+ * within a round of its close.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libwebsockets.h>
 
@@ -25,7 +28,7 @@ typedef struct {
     vox_stream *st;
     vox_transcript *tr; /* the stream's text: UTF-8-safe deltas, words, segments */
     sbuf item_text, delta;
-    int item, tokens, restarts_seen;
+    int item, tokens;
     int64_t base;      /* session sample count at which this stream began */
     int64_t fed;       /* samples fed to this stream */
     int64_t since_mark; /* samples fed since the last commit */
@@ -37,6 +40,13 @@ typedef struct {
     struct { int64_t end; double t; } arr[64];
     int n_arr;
     double final_t;
+    /* tokens from the scheduler thread (the stream's callback), taken by this one */
+    pthread_mutex_t tq_mu;
+    vox_token *tq, *tw; /* queued; the engine's working copy */
+    int tq_n, tq_cap, tw_cap;
+    int last_pos;       /* the last token's position: a lower one begins a new segment */
+    int commit_pending, final_pending, block_pending;
+    double final_duration;
 } eng_state;
 
 static struct {
@@ -251,10 +261,52 @@ static void on_token(void *user, const vox_token *t) {
     }
 }
 
+/* the scheduler thread: queue the token, wake the engine (no library calls here) */
+static void on_token_cb(void *user, const vox_token *t) {
+    eng_state *g = user;
+    pthread_mutex_lock(&g->tq_mu);
+    if (g->tq_n == g->tq_cap) {
+        int cap = g->tq_cap ? 2 * g->tq_cap : 64; /* grows to the burst size, then stays */
+        vox_token *p = realloc(g->tq, sizeof *p * (size_t)cap);
+        if (p) g->tq = p, g->tq_cap = cap;
+    }
+    if (g->tq_n < g->tq_cap) {
+        vox_token c = *t;
+        c.k = 0, c.topk_ids = NULL, c.topk_logits = NULL; /* piece: the vocabulary's, valid until close */
+        g->tq[g->tq_n++] = c;
+    }
+    pthread_mutex_unlock(&g->tq_mu);
+    engine_wake();
+}
+
+/* the tokens delivered so far into the transcript (a position lower than the last
+ * begins a new segment: a continuous-mode restart or the audio after a commit) */
+static void drain_tokens(eng_state *g) {
+    pthread_mutex_lock(&g->tq_mu);
+    int n = g->tq_n;
+    if (n > g->tw_cap) {
+        vox_token *p = realloc(g->tw, sizeof *p * (size_t)n);
+        if (!p) n = g->tw_cap;
+        else g->tw = p, g->tw_cap = n;
+    }
+    if (n) memcpy(g->tw, g->tq, sizeof *g->tq * (size_t)n);
+    memmove(g->tq, g->tq + n, sizeof *g->tq * (size_t)(g->tq_n - n));
+    g->tq_n -= n;
+    pthread_mutex_unlock(&g->tq_mu);
+    for (int i = 0; i < n; i++) {
+        if (g->last_pos >= 0 && g->tw[i].pos <= g->last_pos && vox_transcript_break(g->tr) == 0) take_delta(g);
+        g->last_pos = g->tw[i].pos;
+        on_token(g, &g->tw[i]);
+    }
+    flush_delta(g);
+}
+
 static int ensure_stream(eng_state *g) {
     if (g->st) return 0;
     g->tr = vox_transcript_new(NULL);
-    g->st = g->tr ? vox_stream_new(E.ctx, on_token, g) : NULL;
+    g->last_pos = -1;
+    g->commit_pending = g->final_pending = g->block_pending = 0;
+    g->st = g->tr ? vox_stream_new(E.ctx, on_token_cb, g) : NULL;
     if (g->st && g->s->kind == SESS_LIVE && vox_stream_set_continuous(g->st, 1) != 0) {
         vox_stream_free(g->st);
         g->st = NULL;
@@ -265,7 +317,7 @@ static int ensure_stream(eng_state *g) {
         return -1;
     }
     g->fed = g->since_mark = 0;
-    g->tokens = g->restarts_seen = 0;
+    g->tokens = 0;
     g->item_text.len = 0;
     return 0;
 }
@@ -280,8 +332,10 @@ static void end_stream(eng_state *g) {
     g->s->restarts += vox_stream_restarts(g->st);
     pthread_mutex_unlock(&g->s->mu);
     metrics_tokens_out(g->tokens);
-    vox_stream_free(g->st);
+    vox_stream_free(g->st); /* the scheduler is done with it: no callback after this */
     g->st = NULL;
+    g->tq_n = 0;
+    g->commit_pending = g->final_pending = g->block_pending = 0;
     vox_transcript_free(g->tr);
     g->tr = NULL;
     g->base += g->fed;
@@ -311,23 +365,28 @@ static int feed(eng_state *g, const float *x, size_t n) {
         fail_stream(g, "feed");
         return -1;
     }
-    int r = vox_stream_restarts(g->st);
-    if (r != g->restarts_seen) { /* continuous mode began a new segment: the transcript's too */
-        g->restarts_seen = r;
-        if (vox_transcript_break(g->tr) == 0) take_delta(g);
-    }
-    flush_delta(g);
     return 0;
 }
 
-/* OpenAI commit: force out what is pending, close the item */
+/* OpenAI commit: force out what is pending (queued: the item closes in commit_done
+ * once the flush has been decoded) */
+static void commit_done(eng_state *g);
 static void do_commit(eng_state *g) {
     if (g->st && vox_stream_flush(g->st) != 0) {
         fail_stream(g, "commit");
         return;
     }
     if (g->st) {
-        g->restarts_seen = vox_stream_restarts(g->st);
+        g->commit_pending = 1;
+        return;
+    }
+    commit_done(g);
+}
+
+static void commit_done(eng_state *g) {
+    g->commit_pending = 0;
+    if (g->st) {
+        drain_tokens(g);
         if (vox_transcript_break(g->tr) == 0) take_delta(g);
     }
     g->since_mark = 0;
@@ -347,10 +406,19 @@ static void do_final(eng_state *g, double duration) {
     }
     if (duration < 0) duration = (double)g->fed / E.rate;
     vox_transcript_set_duration(g->tr, duration);
-    double t0 = srv_now();
-    int rc = vox_stream_finish(g->st);
-    metrics_feed_time(srv_now() - t0);
-    if (rc || vox_transcript_end(g->tr, duration) != 0) {
+    if (vox_stream_finish(g->st) != 0) { /* queued: final_done once the stream is done */
+        fail_stream(g, "finish");
+        return;
+    }
+    g->final_pending = 1;
+    g->final_duration = duration;
+}
+
+static void final_done(eng_state *g) {
+    double duration = g->final_duration;
+    g->final_pending = 0;
+    drain_tokens(g);
+    if (vox_stream_wait(g->st) != 0 || vox_transcript_end(g->tr, duration) != 0) {
         fail_stream(g, "finish");
         return;
     }
@@ -392,6 +460,9 @@ static void release(srv_session *s, const char *why) {
         sbuf_free(&g->item_text);
         sbuf_free(&g->delta);
         free(g->file);
+        free(g->tq);
+        free(g->tw);
+        pthread_mutex_destroy(&g->tq_mu);
         free(g);
         s->eng = NULL;
     }
@@ -409,7 +480,8 @@ static void release(srv_session *s, const char *why) {
     srv_session_unref(s);
 }
 
-/* One turn of one session. Returns 1 when it did work, 0 when idle, -1 released. */
+/* One turn of one session. Returns 1 when it did work, 0 when idle, 2 when it waits
+ * on the scheduler (a commit's flush, the end, a file's block), -1 released. */
 static int turn(srv_session *s) {
     eng_state *g = s->eng;
     if (!g) {
@@ -420,6 +492,34 @@ static int turn(srv_session *s) {
             return -1;
         }
         g->s = s;
+        g->last_pos = -1;
+        pthread_mutex_init(&g->tq_mu, NULL);
+    }
+    if (g->st) drain_tokens(g);
+    if (g->st && (g->commit_pending || g->final_pending || g->block_pending)) {
+        pthread_mutex_lock(&s->mu);
+        int closed = s->closed;
+        size_t pending = s->in_len;
+        pthread_mutex_unlock(&s->mu);
+        if (closed) {
+            release(s, close_reason(s, pending));
+            return -1;
+        }
+        if (g->final_pending) {
+            if (!vox_stream_done(g->st)) return 2;
+            final_done(g);
+            if (s->kind == SESS_FILE) {
+                release(s, "done"); /* a file's slot is free as soon as its text is out */
+                return -1;
+            }
+            return 1;
+        }
+        if (!vox_stream_idle(g->st)) return 2;
+        if (g->commit_pending) {
+            commit_done(g);
+            return 1;
+        }
+        g->block_pending = 0; /* a file's block is decoded: the next one */
     }
     size_t take = 0;
     int mark = 0;
@@ -479,11 +579,15 @@ static int turn(srv_session *s) {
                 return -1;
             }
             g->file_off += (int64_t)n;
+            g->block_pending = 1;
             return 1;
         }
         do_final(g, (double)g->file_n / E.rate);
-        release(s, "done"); /* a file's slot is free as soon as its text is out */
-        return -1;
+        if (!g->final_pending) { /* it failed: the error event is out */
+            release(s, "engine error");
+            return -1;
+        }
+        return 1;
     }
     if (take) {
         feed(g, E.scratch, take);
@@ -502,7 +606,9 @@ static int turn(srv_session *s) {
 
 static void *engine_main(void *arg) {
     (void)arg;
-    E.ctx = vox_open(E.cfg->model_dir, &E.cfg->opt);
+    vox_options o = E.cfg->opt;
+    o.max_streams = E.max_streams; /* a serving context: the library's batched scheduler */
+    E.ctx = vox_open(E.cfg->model_dir, &o);
     pthread_mutex_lock(&E.mu);
     if (!E.ctx) {
         snprintf(E.backend, sizeof E.backend, "%s", vox_last_error());
@@ -522,10 +628,22 @@ static void *engine_main(void *arg) {
     pthread_cond_broadcast(&E.cv);
     pthread_mutex_unlock(&E.mu);
     if (E.open_rc) return NULL;
-    int busy = 0;
+    int busy = 0, waiting = 0;
     for (;;) {
         pthread_mutex_lock(&E.mu);
-        while (!busy && !E.work && !E.stop) pthread_cond_wait(&E.cv, &E.mu);
+        /* idle: sleep until woken (input, a close, a token); a session waiting on the
+         * scheduler (which signals no completion) is looked at again every 2 ms */
+        while (!busy && !E.work && !E.stop) {
+            if (!waiting) {
+                pthread_cond_wait(&E.cv, &E.mu);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 2000000;
+            if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+            if (pthread_cond_timedwait(&E.cv, &E.mu, &ts) != 0) break;
+        }
         E.work = 0;
         int stop = E.stop;
         while (E.incoming) { /* admitted sessions join the round */
@@ -536,7 +654,7 @@ static void *engine_main(void *arg) {
         }
         pthread_mutex_unlock(&E.mu);
         if (stop) break;
-        busy = 0;
+        busy = waiting = 0;
         int served = 0;
         for (srv_session **pp = &E.list; *pp;) {
             srv_session *s = *pp;
@@ -544,7 +662,8 @@ static void *engine_main(void *arg) {
             int r = turn(s);
             if (r < 0) *pp = next; /* released */
             else pp = &s->eng_next;
-            if (r > 0) busy = 1, served++;
+            if (r == 1) busy = 1, served++;
+            if (r == 2) waiting = 1;
             if (atomic_load(&E.closes)) { /* restart the walk: *pp may be released */
                 sweep_closed();
                 pp = &E.list;
