@@ -132,8 +132,10 @@ int sess_push_mark(srv_session *s, int type) {
     /* a commit with nothing appended since the one before adds nothing */
     int dup = s->n_marks && s->marks[s->n_marks - 1].at == s->in_total &&
               (s->marks[s->n_marks - 1].type == type || type == MARK_COMMIT);
+    /* the last slot is kept for the end of the input, so that a drain or a length
+     * limit can always end a session whose client filled the queue with commits */
     if (dup) rc = 0;
-    else if (s->n_marks < MAX_MARKS) {
+    else if (s->n_marks < (type == MARK_FINAL ? MAX_MARKS : MAX_MARKS - 1)) {
         s->marks[s->n_marks].at = s->in_total;
         s->marks[s->n_marks].type = type;
         s->n_marks++;
