@@ -257,7 +257,8 @@ static void on_token(void *user, const vox_token *t) {
     g->tokens++;
     if (vox_transcript_add(g->tr, t) == 0) take_delta(g);
     if (g->s->kind == SESS_LIVE) {
-        int64_t need = g->base + (int64_t)((t->time_s + E.delay_ms / 1000.0) * E.rate);
+        /* the sample whose arrival completed the token's input (the library's ready_s) */
+        int64_t need = g->base + (int64_t)(t->ready_s * E.rate);
         double at = arrival_of(g, need);
         if (at > 0) metrics_token_latency(srv_now() - at);
     }

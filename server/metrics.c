@@ -23,7 +23,7 @@ static hist H_FEED = {"voxtral_engine_feed_seconds",
                       "Engine time of one stream feed/finish call (the step work of one session in a round)",
                       11, LE_FEED, {0}, 0, 0};
 static hist H_LAT = {"voxtral_token_latency_seconds",
-                     "Live sessions: token out minus arrival of the audio it needed (its time + the model delay)",
+                     "Live sessions: token out minus arrival of the sample that completed its input (vox_token.ready_s)",
                      10, LE_LAT, {0}, 0, 0};
 static hist H_ROUND = {"voxtral_engine_round_sessions", "Sessions served in one engine round (batch-size analogue)",
                        9, LE_ROUND, {0}, 0, 0};
