@@ -114,6 +114,7 @@ class Espeak:
         self._cb = _CB(self._callback)
         self.lib.espeak_SetSynthCallback(self._cb)
         self.chunks, self.words = [], []
+        self.voice = None
 
     def _callback(self, wav, n, ev):
         if n > 0:
@@ -127,8 +128,12 @@ class Espeak:
 
     def say(self, text, voice, wpm, pitch, pitch_range):
         """-> (int16 samples at self.rate, [word start sample]) or None if events mismatch."""
-        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise SystemExit("espeak-ng: no voice %s" % voice)
+        # selecting a voice scans espeak-ng's voice files (about 4 ms here, far more on a
+        # sandboxed machine's file system): only when it changes
+        if voice != self.voice:
+            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise SystemExit("espeak-ng: no voice %s" % voice)
+            self.voice = voice
         for par, val in ((1, wpm), (3, pitch), (4, pitch_range)):   # RATE, PITCH, RANGE
             self.lib.espeak_SetParameter(par, int(val), 0)
         self.chunks, self.words = [], []
@@ -230,6 +235,9 @@ def main():
     ap.add_argument("--text", help="text.json of an earlier run: its vocabulary and clause split")
     ap.add_argument("--jobs", type=int, default=1, help="synthesis processes")
     ap.add_argument("--no-eval", action="store_true", help="training items only")
+    ap.add_argument("--stream", action="store_true",
+                    help="write each chunk as it is made (chunk_NNNNN.npy, then .json) for a trainer "
+                         "that starts at once (train_small_model.py --stream); no combined files")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()
@@ -248,13 +256,17 @@ def main():
     # training items, in seeded chunks (the same corpus for any --jobs)
     n_chunks = (a.train_items + CHUNK - 1) // CHUNK
     work = [(a.seed, c, min(CHUNK, a.train_items - c * CHUNK), train_cl) for c in range(n_chunks)]
+    keep = (lambda r, i: write_chunk(a.out, i, r)) if a.stream else (lambda r, i: r)
     if a.jobs > 1:
         import multiprocessing as mp
         with mp.get_context("fork").Pool(a.jobs) as pool:
             done = pool.imap(train_chunk, work)
-            parts = [_progress(r, i, n_chunks, t0) for i, r in enumerate(done)]
+            parts = [keep(_progress(r, i, n_chunks, t0), i) for i, r in enumerate(done)]
     else:
-        parts = [_progress(train_chunk(w), i, n_chunks, t0) for i, w in enumerate(work)]
+        parts = [keep(_progress(train_chunk(w), i, n_chunks, t0), i) for i, w in enumerate(work)]
+    if a.stream:
+        print("train: %d chunks written (%.0f s)" % (n_chunks, time.time() - t0))
+        return
     index, mels, off, dropped = [], [], 0, 0
     for ms, ix, dr in parts:
         for m, it in zip(ms, ix):
@@ -297,6 +309,24 @@ def main():
 
 CHUNK = 50
 _ES = None
+
+
+def write_chunk(out, i, r):
+    """--stream: chunk i's mel and index (offsets within the chunk); the .json last, so
+    that a reader that sees it finds the .npy complete. Returns an empty part."""
+    mels, index, dropped = r
+    off = 0
+    for m, it in zip(mels, index):
+        it["off"] = off
+        off += m.shape[0]
+    base = os.path.join(out, "chunk_%05d" % i)
+    with open(base + ".npy.tmp", "wb") as f:
+        np.save(f, np.concatenate(mels) if mels else np.zeros((0, 128), np.float16))
+    os.replace(base + ".npy.tmp", base + ".npy")
+    with open(base + ".json.tmp", "w") as f:
+        json.dump({"delay_tokens": DELAY_TOKENS, "items": index, "dropped": dropped}, f)
+    os.replace(base + ".json.tmp", base + ".json")
+    return [], [], dropped
 
 
 def _progress(r, i, n, t0):

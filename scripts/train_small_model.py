@@ -106,6 +106,62 @@ def targets(item, tok, delay):
     return ids, L - 1, eos
 
 
+class Corpus:
+    """The training items, their targets and their mel: a whole corpus (train_index.json +
+    train_mel.npy), or with stream=True the chunks make_speech_corpus.py --stream writes as
+    it goes (chunk_NNNNN.npy, then .json), taken as they appear (refresh()). On a GPU every
+    item's mel is held there (fp16), one silent row last for the padding."""
+
+    def __init__(self, path, tok, dev, stream, wait_s=900):
+        self.path, self.tok, self.dev, self.stream = path, tok, dev, stream
+        self.gpu = dev.type == "cuda"
+        self.items, self.tg, self.T, self.parts, self.rows, self.seen = [], [], [], [], 0, set()
+        self.delay = None
+        if not stream:
+            meta = json.load(open(os.path.join(path, "train_index.json")))
+            self._add(meta["items"], np.load(os.path.join(path, "train_mel.npy"), mmap_mode="r"),
+                      meta["delay_tokens"])
+        else:
+            t0 = time.time()
+            while not self.refresh():
+                if time.time() - t0 > wait_s:
+                    raise SystemExit("no chunk_*.json in %s after %d s" % (path, wait_s))
+                time.sleep(2)
+        self._upload()
+
+    def _add(self, items, mel, delay):
+        if self.delay is not None and delay != self.delay:
+            raise SystemExit("corpus chunks disagree on the delay (%s, %s)" % (self.delay, delay))
+        self.delay = delay
+        for it in items:
+            it = dict(it, row=self.rows + it["off"], src=None if self.gpu else mel)
+            self.items.append(it)
+            self.tg.append(targets(it, self.tok, delay))
+            self.T.append(it["T"])
+        if self.gpu:
+            self.parts.append(torch.from_numpy(np.asarray(mel, np.float16)))
+        self.rows += mel.shape[0]
+
+    def _upload(self):
+        if self.gpu:
+            self.mel = torch.cat(self.parts + [torch.full((1, 128), MEL_SILENCE, dtype=torch.float16)]).to(self.dev)
+            self.sil_row = self.mel.shape[0] - 1
+
+    def refresh(self):
+        """stream: takes the chunks written since; returns how many it added."""
+        if not self.stream:
+            return 0
+        new = sorted(f for f in os.listdir(self.path) if f.startswith("chunk_") and f.endswith(".json")
+                     and f not in self.seen)
+        for f in new:
+            meta = json.load(open(os.path.join(self.path, f)))
+            self._add(meta["items"], np.load(os.path.join(self.path, f[:-5] + ".npy")), meta["delay_tokens"])
+            self.seen.add(f)
+        if new and self.parts and hasattr(self, "mel"):
+            self._upload()
+        return len(new)
+
+
 def lr_at(step, a):
     if step < a.warmup or a.steps == 0:   # (steps 0: not fitted yet, still warming up)
         return a.lr * min(step + 1, a.warmup) / a.warmup
@@ -148,6 +204,9 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--minutes", type=float, default=0, help="stop (and save) after this wall time")
     ap.add_argument("--init", help="model directory whose weights start the run")
+    ap.add_argument("--stream", action="store_true",
+                    help="--corpus is being written by make_speech_corpus.py --stream: take its chunks "
+                         "as they appear (waits for the first)")
     a = ap.parse_args()
     if a.steps == 0 and not a.minutes:
         ap.error("--steps 0 needs --minutes")
@@ -160,10 +219,8 @@ def main():
 
     tekken = json.load(open(a.tekken or os.path.join(a.out, "tekken.json")))
     tok = small_tokenizer.Tokenizer(tekken)
-    meta = json.load(open(os.path.join(a.corpus, "train_index.json")))
-    delay, items = meta["delay_tokens"], meta["items"]
-    mel_all = np.load(os.path.join(a.corpus, "train_mel.npy"), mmap_mode="r")
-    tg = [targets(it, tok, delay) for it in items]
+    corpus = Corpus(a.corpus, tok, dev, a.stream)
+    delay, items, tg = corpus.delay, corpus.items, corpus.tg
 
     state_path = os.path.join(a.work, "state.pt")
     st = torch.load(state_path, map_location="cpu") if os.path.exists(state_path) else None
@@ -185,8 +242,8 @@ def main():
         step, spent, log = st["step"], st["spent"], st["log"]
         rng.bit_generator.state = st["rng"]
         print("resumed at step %d (%.1f min spent)" % (step, spent / 60))
-    print("model: %d params (%.1f MB bf16), %d items, vocab %d" % (nparam, nparam * 2 / 1e6, len(items),
-                                                                  tok.vocab_size), flush=True)
+    print("model: %d params (%.1f MB bf16), %d items%s, vocab %d" % (
+        nparam, nparam * 2 / 1e6, len(items), " so far (streamed)" if a.stream else "", tok.vocab_size), flush=True)
 
     def save():
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "spent": spent,
@@ -198,15 +255,14 @@ def main():
         with open(os.path.join(a.work, "log.json"), "w") as f:
             json.dump(log, f)
 
-    # batches: sorted by length in groups so a batch's items are alike, order shuffled
-    order_T = np.array([it["T"] for it in items])
-    if gpu:   # the whole corpus's mel on the GPU (fp16), one silent row last for padding
-        mel_dev = torch.cat([torch.from_numpy(np.asarray(mel_all)),
-                             torch.full((1, 128), MEL_SILENCE, dtype=torch.float16)]).to(dev)
-        sil_row = mel_dev.shape[0] - 1
+    # batches: sorted by length in groups so a batch's items are alike, order shuffled;
+    # a streamed corpus grows between passes (each pass: the items there so far)
     last_save, t_mark, run_loss, run_n = time.time(), time.time(), 0.0, 0
     model.train()
     while (a.steps == 0 or step < a.steps) and not (a.minutes and time.time() - t_start > a.minutes * 60):
+        if corpus.refresh():
+            print("corpus: %d items" % len(items), flush=True)
+        order_T = np.array(corpus.T)
         perm = rng.permutation(len(items))
         chunks = [perm[i:i + a.batch * 16] for i in range(0, len(perm), a.batch * 16)]
         batches = []
@@ -223,16 +279,16 @@ def main():
             ids = np.full((len(b), Tm), PAD, np.int64)
             tgt = np.full((len(b), Tm), -100, np.int64)
             if gpu:
-                rows = np.full((len(b), 8 * Tm), sil_row, np.int64)
+                rows = np.full((len(b), 8 * Tm), corpus.sil_row, np.int64)
             else:
                 mel = np.full((len(b), 8 * Tm, 128), MEL_SILENCE, np.float32)
             for j, i in enumerate(b):
                 it = items[i]
                 T = it["T"]
                 if gpu:
-                    rows[j, :8 * T] = np.arange(it["off"], it["off"] + 8 * T)
+                    rows[j, :8 * T] = np.arange(it["row"], it["row"] + 8 * T)
                 else:
-                    mel[j, :8 * T] = mel_all[it["off"]:it["off"] + 8 * T]
+                    mel[j, :8 * T] = it["src"][it["off"]:it["off"] + 8 * T]
                 x, lo, eos = tg[i]
                 ids[j, :T] = x
                 tgt[j, lo:eos] = x[lo + 1:eos + 1]
@@ -240,7 +296,7 @@ def main():
                 g["lr"] = lr_at(step, a)
             t0 = time.time()
             if gpu:
-                mel_t = mel_dev[torch.from_numpy(rows).to(dev, non_blocking=True)].float()
+                mel_t = corpus.mel[torch.from_numpy(rows).to(dev, non_blocking=True)].float()
             else:
                 mel_t = torch.from_numpy(mel)
             with torch.autocast("cuda", dtype=torch.bfloat16) if gpu else contextlib.nullcontext():
