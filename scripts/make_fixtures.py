@@ -48,6 +48,10 @@ import vox_ref as vr  # noqa: E402
 
 # ----------------------------------------------------------------------------- cases
 CASES = {
+    # the trained small model (samples/tiny-en) on held-out speech: real transcription,
+    # so greedy ids are far from ties (a model_dir case copies that model)
+    "tiny_trained": dict(model_dir="samples/tiny-en", preset="samples/tiny-en", overrides=[], seed=0,
+                         delay_ms=480, wav="samples/synth/seen/000.wav"),
     # default delay, synthetic tones/chirps/clicks
     "tiny_tone": dict(preset="tiny", overrides=[], seed=8, audio="synth", delay_ms=480),
     # espeak speech, ~5 s: crosses the encoder window (24 frames = 6 tokens) and the
@@ -249,7 +253,12 @@ def run_case(name, c, out_dir, wav_dir, shared_models, numpy_check=True, command
     t0 = time.time()
     cdir = os.path.join(out_dir, name)
     os.makedirs(cdir, exist_ok=True)
-    cfg = mrm.make_config(c["preset"], c["overrides"])
+    root = os.path.join(HERE, "..")
+    if c.get("model_dir"):
+        with open(os.path.join(root, c["model_dir"], "params.json")) as f:
+            cfg = mrm.config_of_params(json.load(f))
+    else:
+        cfg = mrm.make_config(c["preset"], c["overrides"])
     key = json.dumps([c["preset"], c["overrides"], c["seed"]])
 
     # model (shared by identical cases through a relative symlink)
@@ -258,7 +267,12 @@ def run_case(name, c, out_dir, wav_dir, shared_models, numpy_check=True, command
         os.unlink(mdir)
     elif os.path.isdir(mdir):
         shutil.rmtree(mdir)
-    if key in shared_models:
+    if c.get("model_dir"):
+        shutil.copytree(os.path.join(root, c["model_dir"]), mdir,
+                        ignore=lambda d, names: [n for n in names if n.endswith(".md")])
+        tensors = mrm.read_safetensors(os.path.join(mdir, "consolidated.safetensors"))
+        shared_with = None
+    elif key in shared_models:
         other, tensors = shared_models[key]
         os.symlink(os.path.join("..", other, "model"), mdir)
         shared_with = other
@@ -273,7 +287,7 @@ def run_case(name, c, out_dir, wav_dir, shared_models, numpy_check=True, command
         samples = synth_audio()
         vr.write_wav(wav_out, samples)
     else:
-        src = os.path.join(wav_dir, name, "input.wav")
+        src = os.path.join(root, c["wav"]) if c.get("wav") else os.path.join(wav_dir, name, "input.wav")
         samples, rate = vr.read_wav(src)
         assert rate == 16000, (src, rate)
         if os.path.abspath(src) != os.path.abspath(wav_out):

@@ -269,6 +269,17 @@ def read_safetensors(path):
     return out
 
 
+def config_of_params(p):
+    """The config dict (as make_config gives) of a params.json: params_json's inverse."""
+    ea = p["multimodal"]["whisper_model_args"]["encoder_args"]
+    tower = lambda t: {k: t[k] for k in ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads",
+                                          "sliding_window", "rope_theta", "norm_eps")}
+    return {"enc": tower(ea), "dec": tower(p), "vocab_size": p["vocab_size"],
+            "num_mel_bins": ea["audio_encoding_args"]["num_mel_bins"],
+            "downsample_factor": p["multimodal"]["whisper_model_args"]["downsample_args"]["downsample_factor"],
+            "ada_t_cond_dim": p["ada_rms_norm_t_cond_dim"]}
+
+
 def params_json(cfg):
     enc, dec = cfg["enc"], cfg["dec"]
     return {
