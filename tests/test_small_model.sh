@@ -55,3 +55,42 @@ scripts/accuracy_regression.sh "$M" "${wavs[@]}" --ref auto --backends cpu --thr
     --max-wer "$MAX_FILE_WER" --out "$tmp/acc" >"$tmp/acc.txt" 2>&1
 check "accuracy_regression.sh on samples/tiny-en passes (WER <= $MAX_FILE_WER per file)" $? \
     "$(cat "$tmp/acc.txt")"
+
+# continuous mode on speech with long pauses: three held-out sentences with 4 s of silence
+# between them, through --stdin (continuous mode, as live input is); the transcript's
+# segments (verbose_json) must not bridge a pause, each sentence's words must be found
+# (WER over the whole), and the restarts the pauses cause must not lose text
+"$PY" - "$tmp/pauses.wav" samples/synth/seen/000.wav samples/synth/seen/001.wav samples/synth/seen/002.wav <<'PY'
+import sys, wave
+out = wave.open(sys.argv[1], "wb"); out.setnchannels(1); out.setsampwidth(2); out.setframerate(16000)
+for i, p in enumerate(sys.argv[2:]):
+    w = wave.open(p, "rb"); assert w.getframerate() == 16000 and w.getnchannels() == 1
+    if i: out.writeframes(b"\0\0" * 16000 * 4)
+    out.writeframes(w.readframes(w.getnframes()))
+out.close()
+PY
+cat samples/synth/seen/00{0,1,2}.txt | tr '\n' ' ' >"$tmp/pauses.ref"
+OMP_NUM_THREADS=1 $VOX -d $M --stdin --backend cpu -ojson -of "$tmp/pauses" <"$tmp/pauses.wav" >"$tmp/pauses.txt" 2>"$tmp/pauses.err"
+rc=$?
+"$PY" - "$tmp/pauses.json" samples/synth/seen "$tmp/pauses.ref" "$tmp/pauses.txt" "${MAX_WER_PAUSES:-0.80}" <<'PY'
+import json, sys, wave, os
+sys.path.insert(0, "scripts")
+import wer as werlib
+o = json.load(open(sys.argv[1]))
+# the pauses: after each sentence's audio, 4 s of silence
+t, pauses = 0.0, []
+for i in range(3):
+    w = wave.open(os.path.join(sys.argv[2], "%03d.wav" % i), "rb")
+    t += w.getnframes() / 16000.0
+    if i < 2:
+        pauses.append((t + 0.5, t + 3.5)); t += 4.0
+segs = o["segments"]
+bridged = [s for s in segs for a, b in pauses if s["start"] < a and s["end"] > b]
+ref = open(sys.argv[3]).read()
+hyp = open(sys.argv[4]).read()
+r = werlib.wer(ref, hyp)
+print("segments %d, bridging a pause %d, WER %.1f%% (%s)" % (len(segs), len(bridged), 100 * r["wer"], hyp.strip()[:120]))
+sys.exit(0 if segs and not bridged and r["wer"] <= float(sys.argv[5]) and o["text"].strip() else 1)
+PY
+check "continuous mode, 3 sentences with 4 s pauses (--stdin): segments end at the pauses, WER <= ${MAX_WER_PAUSES:-0.80}" \
+    $(( rc == 0 ? $? : 1 )) "rc $rc: $(head -3 "$tmp/pauses.err")"
