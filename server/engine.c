@@ -293,7 +293,7 @@ static void drain_tokens(eng_state *g) {
         else g->tw = p, g->tw_cap = n;
     }
     if (n) memcpy(g->tw, g->tq, sizeof *g->tq * (size_t)n);
-    memmove(g->tq, g->tq + n, sizeof *g->tq * (size_t)(g->tq_n - n));
+    if (g->tq_n > n) memmove(g->tq, g->tq + n, sizeof *g->tq * (size_t)(g->tq_n - n));
     g->tq_n -= n;
     pthread_mutex_unlock(&g->tq_mu);
     for (int i = 0; i < n; i++) {
