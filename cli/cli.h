@@ -24,6 +24,7 @@ typedef struct {
     const char **inputs; /* -i FILE ... and positional files; "-": a whole file on stdin */
     int n_inputs;
     int use_stdin, use_mic, list_devices, check, json, topk, bench, quiet;
+    int continuous; /* --continuous: files too go on past an end of segment (EOS) */
     int outputs;         /* CLI_O* flags: -otxt -osrt -ovtt -ojson */
     const char *of;      /* -of PREFIX ("-": stdout) */
     const char *quantize_out; /* --quantize OUT_DIR */

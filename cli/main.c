@@ -398,7 +398,7 @@ static int run_one(vox_ctx *ctx, const cli_opts *o, int index, const char *name,
     int rc = s ? 0 : -1;
     if (!rc && o->topk) rc = vox_stream_set_topk(s, o->topk);
     if (!rc && forced) rc = vox_stream_force_tokens(s, forced, n_forced);
-    if (!rc && k->live) rc = vox_stream_set_continuous(s, 1);
+    if (!rc && (k->live || o->continuous)) rc = vox_stream_set_continuous(s, 1);
     if (rc) cli_error("%s", vox_last_error());
     if (!rc) {
         if (audio) {

@@ -57,6 +57,9 @@ static const char *HELP_ALL =
     "                       32-bit, any rate: resampled), else raw s16le 16 kHz mono;\n"
     "                       other containers (MP3, FLAC, Ogg, MP4, WebM) are refused\n"
     "                       with the ffmpeg line that converts them\n"
+    "  --continuous         files too: when the model ends a segment (EOS, or 5 s\n"
+    "                       without text), go on with the audio after it, as\n"
+    "                       --stdin and --mic do (default: a file ends at EOS)\n"
     "  --mic                transcribe the microphone (PortAudio)\n"
     "  --device N|NAME      the capture device (a number or a name substring)\n"
     "  --list-devices       list capture devices\n"
@@ -164,6 +167,8 @@ int cli_parse(int argc, char **argv, cli_opts *o) {
             o->max_len = (int)v;
         } else if (!strcmp(a, "--stdin")) {
             o->use_stdin = 1;
+        } else if (!strcmp(a, "--continuous")) {
+            o->continuous = 1;
         } else if (!strcmp(a, "-I")) {
             NEED_ARG();
             char *end;
