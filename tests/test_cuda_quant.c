@@ -47,16 +47,6 @@ static float *dev_floats(const void *dev, int64_t n) {
     gpu->download(gpu, h, dev, sizeof(float) * n);
     return h;
 }
-static const char *nm(const char *fmt, ...) {
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf[k], sizeof buf[k], fmt, ap);
-    va_end(ap);
-    return buf[k];
-}
 
 /* the BF16 weight (host) and its quantized copy (host + device) */
 typedef struct {
@@ -165,13 +155,13 @@ static void test_linear(vox_dtype dt, int G, int M, int N, int K, int bias, vox_
     float *dy = acc ? dev_from(y0, sizeof(float) * M * N) : dev_poisoned(sizeof(float) * M * N);
     gpu->linear(gpu, dy, dx, &p.q, bias ? &b : NULL, M, act, acc);
     float *got = dev_floats(dy, (int64_t)M * N);
-    const char *name = nm("%s linear %s group %d M=%d N=%d K=%d%s%s%s (%s)", path_tag, vox_dtype_name(dt), G, M, N, K,
+    const char *name = tu_name("%s linear %s group %d M=%d N=%d K=%d%s%s%s (%s)", path_tag, vox_dtype_name(dt), G, M, N, K,
                           bias ? " bias" : "", act ? " gelu" : "", acc ? " +=" : "", M <= 8 ? "qgemv" : "tile gemm");
     if (gpu->sync(gpu) != 0) {
         tu_check(0, name, "%s", vox_last_error());
     } else {
         check(name, got, ref, (int64_t)M * N, tol_a(M), tol_r(M));
-        if (act == VOX_ACT_NONE) check_bound(nm("%s vs bf16", name), &p, x, got, bref, M, tol_a(M));
+        if (act == VOX_ACT_NONE) check_bound(tu_name("%s vs bf16", name), &p, x, got, bref, M, tol_a(M));
     }
     free(x), free(y0), free(ref), free(bref), free(got);
     gpu->free(gpu, dx), gpu->free(gpu, dy);
@@ -200,14 +190,14 @@ static void test_norm_linear(vox_dtype dt, int G, int M, int D, int n_out, const
     int err = gpu->sync(gpu);
     for (int i = 0; i < n_out; i++) {
         float *got = dev_floats(dy[i], (int64_t)M * rows[i]);
-        const char *name = nm("%s norm_linear %s group %d M=%d D=%d out %d/%d (%d rows)%s (%s)", path_tag,
+        const char *name = tu_name("%s norm_linear %s group %d M=%d D=%d out %d/%d (%d rows)%s (%s)", path_tag,
                               vox_dtype_name(dt), G, M, D, i + 1, n_out, rows[i], with_scale ? " scale" : "",
                               M <= 8 ? "qgemv" : "tile gemm");
         if (err) {
             tu_check(0, name, "%s", vox_last_error());
         } else {
             check(name, got, ref[i], (int64_t)M * rows[i], tol_a(M), tol_r(M));
-            check_bound(nm("%s vs bf16", name), &p[i], xn, got, bref[i], M, tol_a(M));
+            check_bound(tu_name("%s vs bf16", name), &p[i], xn, got, bref[i], M, tol_a(M));
         }
         free(got), free(ref[i]), free(bref[i]);
         gpu->free(gpu, dy[i]);
@@ -230,13 +220,13 @@ static void test_swiglu_linear(vox_dtype dt, int G, int M, int N, int K) {
     cpu->swiglu_linear(cpu, bref, g2, u, &p.b, M, 0);
     gpu->swiglu_linear(gpu, dy, dg, du, &p.q, M, 0);
     float *got = dev_floats(dy, (int64_t)M * N);
-    const char *name = nm("%s swiglu_linear %s group %d M=%d N=%d K=%d (%s)", path_tag, vox_dtype_name(dt), G, M, N, K,
+    const char *name = tu_name("%s swiglu_linear %s group %d M=%d N=%d K=%d (%s)", path_tag, vox_dtype_name(dt), G, M, N, K,
                           M <= 8 ? "qgemv" : "tile gemm");
     if (gpu->sync(gpu) != 0) {
         tu_check(0, name, "%s", vox_last_error());
     } else {
         check(name, got, ref, (int64_t)M * N, tol_a(M), tol_r(M));
-        check_bound(nm("%s vs bf16", name), &p, g, got, bref, M, tol_a(M));
+        check_bound(tu_name("%s vs bf16", name), &p, g, got, bref, M, tol_a(M));
     }
     free(g), free(g2), free(u), free(ref), free(bref), free(got);
     gpu->free(gpu, dg), gpu->free(gpu, du), gpu->free(gpu, dy);
@@ -254,7 +244,7 @@ static void test_embed(vox_dtype dt, int G, int V, int D, int M) {
     int32_t *di = dev_from(ids, M * 4), *dp = dev_from(pos, M * 4);
     gpu->embed(gpu, dx, &p.q, di, da, dp, NULL, M, D, acap);
     float *got = dev_floats(dx, (int64_t)M * D);
-    const char *name = nm("%s embed %s group %d vocab %d D=%d M=%d: exactly the CPU's", path_tag, vox_dtype_name(dt), G, V, D, M);
+    const char *name = tu_name("%s embed %s group %d vocab %d D=%d M=%d: exactly the CPU's", path_tag, vox_dtype_name(dt), G, V, D, M);
     if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
     else check(name, got, ref, (int64_t)M * D, 0, 0);
     free(audio), free(ref), free(ids), free(pos), free(got);
@@ -308,13 +298,13 @@ int main(void) {
     for (int i = 0; i < 2; i++) {
         gpu = vox_cuda_backend_new(0, paths[i]);
         if (!gpu) {
-            tu_check(i == 1, nm("%s path backend", paths[i]), "%s", vox_last_error());
+            tu_check(i == 1, tu_name("%s path backend", paths[i]), "%s", vox_last_error());
             continue;
         }
         path_tag = paths[i];
         tile_dt = i == 0 ? VOX_DT_F16 : VOX_DT_BF16;
         if (!vox_cuda_alloc_qtile || vox_cuda_alloc_qtile(gpu) != 0) {
-            tu_check(0, nm("%s quantized tile", paths[i]), "%s", vox_last_error());
+            tu_check(0, tu_name("%s quantized tile", paths[i]), "%s", vox_last_error());
         } else {
             printf("# %s (%s path) vs %s\n", gpu->device_name, paths[i], cpu->device_name);
             run_all();

@@ -49,18 +49,6 @@
 void vox_qdot_rows(const vox_weight *w, int64_t r, const float *x, int64_t ldx, int M, float *y,
                    int64_t ldy);
 
-/* a check's name, printf-formatted (rotating buffers) */
-static const char *tu_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *tu_name(const char *fmt, ...) {
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf[k], sizeof buf[k], fmt, ap);
-    va_end(ap);
-    return buf[k];
-}
 
 /* frand, to_bf16, rand_f: tests/testutil.h */
 /* the test's own F16 rounding (normal range and subnormals, nearest even) */

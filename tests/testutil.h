@@ -32,6 +32,19 @@ static inline void tu_check(int ok, const char *name, const char *fmt, ...) {
     fflush(stdout);
 }
 
+/* a check's name, printf-formatted (four rotating buffers: a few may be in use at once) */
+static inline const char *tu_name(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
+static inline const char *tu_name(const char *fmt, ...) {
+    static char buf[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf[k], sizeof buf[k], fmt, ap);
+    va_end(ap);
+    return buf[k];
+}
+
 /* ---- seeded test data: xorshift64 from one seed, the same sequence in every program ---- */
 static uint64_t rng __attribute__((unused)) = 0x9e3779b97f4a7c15ull;
 static inline float frand(void) { /* uniform [-1, 1) */
