@@ -42,7 +42,7 @@ typedef struct {
     double final_t;
     /* tokens from the scheduler thread (the stream's callback), taken by this one */
     pthread_mutex_t tq_mu;
-    vox_token *tq, *tw; /* queued; the engine's working copy */
+    vox_token *tq, *tw; /* queued; the engine's (the buffers swap at each drain) */
     int tq_n, tq_cap, tw_cap;
     int last_pos;       /* the last token's position: a lower one begins a new segment */
     int commit_pending, final_pending, block_pending;
@@ -285,16 +285,11 @@ static void on_token_cb(void *user, const vox_token *t) {
 /* the tokens delivered so far into the transcript (a position lower than the last
  * begins a new segment: a continuous-mode restart or the audio after a commit) */
 static void drain_tokens(eng_state *g) {
-    pthread_mutex_lock(&g->tq_mu);
-    int n = g->tq_n;
-    if (n > g->tw_cap) {
-        vox_token *p = realloc(g->tw, sizeof *p * (size_t)n);
-        if (!p) n = g->tw_cap;
-        else g->tw = p, g->tw_cap = n;
-    }
-    if (n) memcpy(g->tw, g->tq, sizeof *g->tq * (size_t)n);
-    if (g->tq_n > n) memmove(g->tq, g->tq + n, sizeof *g->tq * (size_t)(g->tq_n - n));
-    g->tq_n -= n;
+    pthread_mutex_lock(&g->tq_mu); /* take the queue whole: the callback fills the other buffer */
+    vox_token *t = g->tq;
+    int cap = g->tq_cap, n = g->tq_n;
+    g->tq = g->tw, g->tq_cap = g->tw_cap, g->tq_n = 0;
+    g->tw = t, g->tw_cap = cap;
     pthread_mutex_unlock(&g->tq_mu);
     for (int i = 0; i < n; i++) {
         if (g->last_pos >= 0 && g->tw[i].pos <= g->last_pos && vox_transcript_break(g->tr) == 0) take_delta(g);
