@@ -162,6 +162,7 @@ int vox_pool_alloc(vox_ctx *ctx, vox_pool *p, int slots) {
     const vox_tower_config *e = &c->enc, *d = &c->dec;
     memset(p, 0, sizeof *p);
     p->slots = slots;
+    p->pad_slot = -1;
     p->esize = be->kv_dtype == VOX_DT_BF16 ? 2 : 4;
     p->enc_cap = e->sliding_window + ctx->stream_chunk_tokens * c->mel_per_token / 2;
     p->dec_cap = ctx->dec_window + ctx->prompt_len; /* a prefill never overwrites a visible key */
@@ -195,6 +196,26 @@ void vox_pool_free(vox_ctx *ctx, vox_pool *p) {
     if (p->conv) be->free(be, p->conv);
     free(p->used);
     memset(p, 0, sizeof *p);
+}
+
+/* the last slot of a padded context's pool holds padding rows: taken for good, its
+ * audio ring zeros (what a padding row's embedding reads) */
+static int pool_add_pad_slot(vox_ctx *ctx, vox_pool *p) {
+    const size_t n = (size_t)p->acap * ctx->model.cfg.dec.dim;
+    float *zeros = calloc(n, sizeof(float));
+    if (!zeros) return vox_error("KV pool: out of memory");
+    p->pad_slot = p->slots - 1;
+    p->used[p->pad_slot] = 1;
+    ctx->be->upload(ctx->be, p->audio + (size_t)p->pad_slot * n, zeros, sizeof(float) * n);
+    int rc = ctx->be->sync(ctx->be);
+    free(zeros);
+    return rc;
+}
+
+int vox_bucket(int n, int max) {
+    int b = 1;
+    while (b < n) b = b < 4 ? b + 1 : (b & (b - 1)) ? b / 3 * 4 : b / 2 * 3; /* 4 6 8 12 16 24 */
+    return b < max ? b : max;
 }
 
 int vox_pool_take(vox_pool *p) {
@@ -339,6 +360,8 @@ static int make_need(vox_ctx *ctx, int chunk_tokens, int kv_bytes) {
     int batch = ctx->serving ? (o->max_batch > 0 ? o->max_batch : 32) : 1;
     ctx->need = vox_memory_plan(&ctx->model, ctx->prompt_len, chunk_tokens, streams, ctx->dec_window,
                                 kv_bytes, ctx->stream_chunk_tokens, batch);
+    if (ctx->serving) /* the pad slot of a padded context (counted on every backend) */
+        ctx->need.workspace += ctx->need.per_stream;
     return batch;
 }
 
@@ -349,8 +372,14 @@ static int backend_setup(vox_ctx *ctx, int batch) {
     if (be->kv_dtype == VOX_DT_BF16 && !be->kv_bf16)
         return vox_error("kv_dtype bf16: the %s backend has no BF16 KV cache yet (use f32)", be->name);
     if (work_alloc(ctx, batch, ctx->serving ? 1024 : 0) != 0) return -1;
-    if (ctx->serving && vox_pool_alloc(ctx, &ctx->pool, ctx->opt.max_streams) != 0) return -1;
+    /* graphs need fixed shapes: batches padded to buckets, one graph each (voxtral_sched.c) */
+    /* (VOX_PAD_BATCHES=1: padded without graphs too: how the CPU tests the padding) */
+    const char *pad_env = getenv("VOX_PAD_BATCHES");
+    ctx->padded = ctx->serving && (be->graphs || (pad_env && !strcmp(pad_env, "1")));
+    if (ctx->serving && vox_pool_alloc(ctx, &ctx->pool, ctx->opt.max_streams + ctx->padded) != 0) return -1;
+    if (ctx->padded && pool_add_pad_slot(ctx, &ctx->pool) != 0) return -1;
     if (be->warm_up && vox_sched_warm_up(ctx) != 0) return -1;
+    if (ctx->padded && vox_sched_make_graphs(ctx) != 0) return -1;
     return 0;
 }
 

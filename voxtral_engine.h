@@ -34,12 +34,14 @@ typedef struct {
     float *conv;           /* [slot][conv_floats]: conv_in then conv_mid of each stream */
     size_t conv_in_floats, conv_floats;
     int slots, enc_cap, dec_cap, acap;
+    int pad_slot;          /* serving on a graph backend: the slot padding rows use
+                              (never handed out; its audio ring zeros), else -1 */
     size_t esize;          /* bytes per KV element */
     unsigned char *used;   /* host: slot taken */
     size_t bytes;
 } vox_pool;
 
-/* a free slot (serving: under ctx->mu), or -1 */
+/* a free slot (serving: under ctx->mu), or -1; never the pad slot */
 int vox_pool_take(vox_pool *p);
 void vox_pool_give(vox_pool *p, int slot);
 /* top-k buffers for k entries per row */
@@ -79,6 +81,8 @@ struct vox_ctx {
     int enc_chunk_tokens;   /* audio tokens per encoder batch */
     int stream_chunk_tokens; /* audio tokens one stream adds to an encoder batch */
     int dec_window;         /* decoder attention window (kv_window or the model's) */
+    int padded;             /* serving on a graph backend: batches padded to buckets
+                               (vox_bucket), one graph per bucket captured at open */
     char backend_desc[192];
     double load_ms;
     int streams_made;       /* each stream's graph keys are its own: ids from this */
@@ -182,6 +186,10 @@ struct vox_stream {
 double vox_now_ms(void);
 int vox_step_bin(double ms);
 
+/* the padded size of a batch of n (rows or encoder tokens) on a padded context:
+ * 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (at most 1/3 padding), never above max */
+int vox_bucket(int n, int max);
+
 /* ---- voxtral_forward.c ---------------------------------------------------------------- */
 /* One stream's part of an encoder batch: `tokens` audio tokens whose mel rows are in
  * conv_in after its K-1 history rows, frames from enc_pos, rings in pool slot `slot`. */
@@ -196,6 +204,13 @@ typedef struct {
  * positions and slots must be in work.enc_pos / enc_slot (uploaded). With one item
  * the rings are addressed without slots (exactly the single-stream pass). */
 void vox_encoder_forward(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n);
+/* Its two parts: the conv stems of the items (frames into work.ex), then the layers
+ * and the adapter over those frames. tokens_pad > 0: the layers run over tokens_pad
+ * tokens' frames in slot mode (the items' frames first, then padding frames whose
+ * positions and slots the caller put in enc_pos / enc_slot too): a fixed shape a
+ * graph replays whoever the items are. tokens_pad = 0: exactly the items' frames. */
+void vox_encoder_stem(vox_ctx *ctx, const vox_enc_item *it, int n);
+void vox_encoder_layers(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n, int tokens_pad);
 
 /* The decoder over M rows whose ids, positions (and slots) are in work.ids/pos/slot.
  * slot0 >= 0: every row is that slot's stream (a prefill, one stream's step);
@@ -227,6 +242,8 @@ int vox_segment_end(vox_stream *s, int kind);
 /* plain context: everything pending for this one stream (encode, decode) */
 int vox_sched_run_stream(vox_stream *s);
 int vox_sched_warm_up(vox_ctx *ctx);
+/* a padded serving context: its bucket graphs, made (and run once on padding rows) at open */
+int vox_sched_make_graphs(vox_ctx *ctx);
 int vox_sched_start(vox_ctx *ctx);      /* serving: the thread */
 void vox_sched_stop(vox_ctx *ctx);
 void vox_sched_wake(vox_ctx *ctx);      /* under ctx->mu */

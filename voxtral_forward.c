@@ -24,18 +24,16 @@ static void *slot_ring(void *ring, int slot, int cap, int kv_dim, size_t esize) 
     return (char *)ring + (size_t)slot * cap * kv_dim * esize;
 }
 
-void vox_encoder_forward(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n) {
+void vox_encoder_stem(vox_ctx *ctx, const vox_enc_item *it, int n) {
     vox_backend *be = ctx->be;
     vox_work *w = &ctx->work;
     const vox_model *m = &ctx->model;
     const vox_config *c = &m->cfg;
-    const vox_tower_config *e = &c->enc;
-    const int K = c->conv_kernel, nm = c->num_mel_bins, De = e->dim;
-    const int e_kv = e->n_kv_heads * e->head_dim;
+    const int K = c->conv_kernel, nm = c->num_mel_bins, De = c->enc.dim;
 
     /* conv stem, per stream: conv0 (stride 1, K-1 rows of left context kept from the
      * stream's previous chunk, zeros first), conv1 (stride 2, K-2 rows) */
-    int M = 0, T = 0;
+    int M = 0;
     for (int j = 0; j < n; j++) {
         const int rows = it[j].tokens * c->mel_per_token, Mj = rows / 2;
         float *in = it[j].conv_in, *mid = it[j].conv_mid;
@@ -47,12 +45,25 @@ void vox_encoder_forward(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, i
         tap(ctx, it[j].s, "conv", w->ex + (size_t)M * De, Mj, De);
         if (K > 2) be->copy(be, mid, mid + (size_t)rows * De, sizeof(float) * (K - 2) * De);
         M += Mj;
-        T += it[j].tokens;
     }
-    /* one stream: its rings addressed directly (the single-stream kernels); several:
-     * each frame's slot in enc_slot */
-    const int32_t *slot = n == 1 ? NULL : w->enc_slot;
-    const int s0 = n == 1 ? it[0].slot : 0;
+}
+
+void vox_encoder_layers(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n, int tokens_pad) {
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    const vox_model *m = &ctx->model;
+    const vox_config *c = &m->cfg;
+    const vox_tower_config *e = &c->enc;
+    const int De = e->dim, e_kv = e->n_kv_heads * e->head_dim;
+    int T = 0;
+    for (int j = 0; j < n; j++) T += it[j].tokens;
+    if (tokens_pad > 0) T = tokens_pad;
+    const int M = T * c->mel_per_token / 2;
+    /* one stream unpadded: its rings addressed directly (the single-stream kernels);
+     * else each frame's slot in enc_slot */
+    const int direct = n == 1 && tokens_pad <= 0;
+    const int32_t *slot = direct ? NULL : w->enc_slot;
+    const int s0 = direct ? it[0].slot : 0;
     for (int l = 0; l < e->n_layers; l++) {
         const vox_enc_layer *L = &m->enc[l];
         void *kc = slot_ring(vox_pool_enc(pool, c, l, 0), s0, pool->enc_cap, e_kv, pool->esize);
@@ -83,6 +94,11 @@ void vox_encoder_forward(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, i
     be->linear(be, w->adapt_mid, w->eattn, &m->adapter2, NULL, T, VOX_ACT_NONE, 0);
     for (int j = 0, t = 0; j < n; t += it[j].tokens, j++)
         tap(ctx, it[j].s, "adapter", w->adapt_mid + (size_t)t * c->dec.dim, it[j].tokens, c->dec.dim);
+}
+
+void vox_encoder_forward(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n) {
+    vox_encoder_stem(ctx, it, n);
+    vox_encoder_layers(ctx, pool, it, n, 0);
 }
 
 void vox_decoder_forward(vox_ctx *ctx, vox_pool *pool, int M, int slot0, int all_logits, int topk) {

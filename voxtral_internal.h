@@ -192,6 +192,7 @@ struct vox_backend {
     int async;        /* 1: ops return before the work is done (CUDA): the decoder then
                          keeps a step queued behind the running one */
     int kv_bf16;      /* 1: the ring ops take kv_dtype = VOX_DT_BF16 */
+    int graphs;       /* 1: graph_begin/end capture and graph_launch replays (CUDA) */
     vox_dtype kv_dtype; /* element type of the KV rings (set by vox_open) */
     /* Called on a thread before it first drives this backend (the serving
      * scheduler's thread: OpenMP team size, CUDA current device). May be NULL. */

@@ -64,14 +64,32 @@ static int encode_items(vox_ctx *ctx, vox_pool *pool, vox_stream **ss, float *co
         M += Mj;
         T += toks[j];
     }
-    be->upload(be, w->enc_pos, w->enc_pos_host, sizeof(int32_t) * M);
-    if (n > 1) be->upload(be, w->enc_slot, w->enc_slot_host, sizeof(int32_t) * M);
-    /* one stream's chunk the size of its last one (live feeds, a file's full chunks)
-     * replays a graph where the backend has graphs; taps read back mid-way, and a new
-     * size may not recur */
     vox_stream *s0 = ss[0];
-    /* (a serving context's streams would each hold a graph: none there) */
-    if (n > 1 || tapped || ctx->serving || toks[0] > GRAPH_MAX_SUB || toks[0] != s0->enc_last_tokens) {
+    /* serving on a graph backend: the layers run over a bucket of tokens, padding
+     * frames in the pad slot (one graph per bucket, made at open); taps read back
+     * mid-way: unpadded, no graph */
+    const int pad = ctx->padded && !tapped;
+    const int Tp = pad ? vox_bucket(T, ctx->enc_chunk_tokens) : T, Mp = pad ? Tp * c->mel_per_token / 2 : M;
+    for (int i = M; i < Mp; i++) {
+        w->enc_pos_host[i] = i - M;
+        w->enc_slot_host[i] = pool->pad_slot;
+    }
+    be->upload(be, w->enc_pos, w->enc_pos_host, sizeof(int32_t) * Mp);
+    if (n > 1 || pad) be->upload(be, w->enc_slot, w->enc_slot_host, sizeof(int32_t) * Mp);
+    if (pad) {
+        vox_encoder_stem(ctx, it, n);
+        const int key = graph_key(POOL_OWNER, GRAPH_ENCODER, Tp);
+        if (Tp > GRAPH_MAX_SUB) {
+            vox_encoder_layers(ctx, pool, it, n, Tp);
+        } else if (!be->graph_launch(be, key)) {
+            be->graph_begin(be, key);
+            vox_encoder_layers(ctx, pool, it, n, Tp);
+            be->graph_end(be, key);
+        }
+    } else if (n > 1 || tapped || ctx->serving || toks[0] > GRAPH_MAX_SUB || toks[0] != s0->enc_last_tokens) {
+        /* a plain context: one stream's chunk the size of its last one (live feeds, a
+         * file's full chunks) replays a graph where the backend has graphs; a new size
+         * may not recur (and a serving context's streams would each hold a graph) */
         vox_encoder_forward(ctx, pool, it, n);
     } else {
         const int key = graph_key(s0->id, GRAPH_ENCODER, toks[0]);
@@ -229,6 +247,57 @@ int vox_sched_run_stream(vox_stream *s) {
     return 0;
 }
 
+/* A padded serving context's graphs, made at open: the batched step for every row
+ * bucket up to max_batch and the encoder layers for every token bucket up to the
+ * encoder batch, each captured (and run) on padding rows alone, so that no stream
+ * waits for a capture (the first H200 run captured each new batch size while
+ * serving: its rare sizes' steps averaged 8-13 ms against 3.7 ms for the common). */
+int vox_sched_make_graphs(vox_ctx *ctx) {
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    const vox_config *c = &ctx->model.cfg;
+    const double t0 = vox_now_ms();
+    int made = 0;
+    for (int b = 1, last = 0; b <= w->max_batch && b <= GRAPH_MAX_SUB; b++) {
+        const int Bp = vox_bucket(b, w->max_batch);
+        if (Bp == last) continue;
+        last = Bp;
+        for (int i = 0; i < Bp; i++) {
+            w->ids_host[i] = ctx->model.tok.pad_id;
+            w->pos_host[i] = 0;
+            w->slot_host[i] = ctx->pool.pad_slot;
+        }
+        be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * Bp);
+        be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * Bp);
+        be->upload(be, w->slot, w->slot_host, sizeof(int32_t) * Bp);
+        const int key = graph_key(POOL_OWNER, GRAPH_STEP, Bp);
+        be->graph_begin(be, key);
+        vox_decoder_forward(ctx, &ctx->pool, Bp, -1, 1, 0);
+        be->graph_end(be, key);
+        made++;
+    }
+    for (int t = 1, last = 0; t <= ctx->enc_chunk_tokens && t <= GRAPH_MAX_SUB; t++) {
+        const int Tp = vox_bucket(t, ctx->enc_chunk_tokens), Mp = Tp * c->mel_per_token / 2;
+        if (Tp == last) continue;
+        last = Tp;
+        for (int i = 0; i < Mp; i++) {
+            w->enc_pos_host[i] = i;
+            w->enc_slot_host[i] = ctx->pool.pad_slot;
+        }
+        be->upload(be, w->enc_pos, w->enc_pos_host, sizeof(int32_t) * Mp);
+        be->upload(be, w->enc_slot, w->enc_slot_host, sizeof(int32_t) * Mp);
+        const int key = graph_key(POOL_OWNER, GRAPH_ENCODER, Tp);
+        be->graph_begin(be, key);
+        vox_encoder_layers(ctx, &ctx->pool, NULL, 0, Tp);
+        be->graph_end(be, key);
+        made++;
+    }
+    if (be->sync(be) != 0) return -1;
+    if (ctx->opt.verbose >= 2)
+        fprintf(stderr, "voxtral: serving: %d batch graphs made in %.0f ms\n", made, vox_now_ms() - t0);
+    return 0;
+}
+
 /* vox_open's warm-up (backends with warm_up set): an encoder chunk of silence, a
  * prefill and one step on a scratch stream, so that the first audio pays none of
  * the one-time costs (on an H100 the first chunk took 85 ms against 20 ms). */
@@ -358,13 +427,21 @@ static int batched_step(vox_ctx *ctx, vox_stream **rows, int B, vox_serve_stats 
         w->slot_host[i] = s->slot;
         if (s->topk > kmax) kmax = s->topk;
     }
-    be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * B);
-    be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * B);
-    be->upload(be, w->slot, w->slot_host, sizeof(int32_t) * B);
-    const int key = graph_key(POOL_OWNER, GRAPH_STEP, B);
+    /* a padded context: padding rows up to the bucket (pad slot, position 0), so that
+     * one of the graphs made at open replays the step; top-k steps run unpadded */
+    const int Bp = ctx->padded && !kmax ? vox_bucket(B, w->max_batch) : B;
+    for (int i = B; i < Bp; i++) {
+        w->ids_host[i] = ctx->model.tok.pad_id;
+        w->pos_host[i] = 0;
+        w->slot_host[i] = ctx->pool.pad_slot;
+    }
+    be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * Bp);
+    be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * Bp);
+    be->upload(be, w->slot, w->slot_host, sizeof(int32_t) * Bp);
+    const int key = graph_key(POOL_OWNER, GRAPH_STEP, Bp);
     if (kmax || !be->graph_launch(be, key)) {
         if (!kmax) be->graph_begin(be, key);
-        vox_decoder_forward(ctx, &ctx->pool, B, -1, 1, kmax);
+        vox_decoder_forward(ctx, &ctx->pool, Bp, -1, 1, kmax);
         if (!kmax) be->graph_end(be, key);
     }
     be->download(be, w->out_ids, w->ids, sizeof(int32_t) * B);

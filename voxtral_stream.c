@@ -62,7 +62,7 @@ static vox_stream *stream_create(vox_ctx *ctx, vox_token_cb cb, void *user, int 
         pthread_mutex_unlock(&ctx->mu);
         if (s->slot < 0) {
             vox_error("stream pool full: all %d streams of this context (max_streams) are in use",
-                      ctx->pool.slots);
+                      ctx->opt.max_streams);
             goto fail;
         }
         s->pool = &ctx->pool;

@@ -78,7 +78,7 @@ static vox_ctx *open_ctx_d(const char *model, int max_streams, int max_batch, in
     o.delay_ms = delay_ms;
     o.backend = getenv("VOX_TEST_BACKEND") ? getenv("VOX_TEST_BACKEND") : "cpu";
     o.gpu_path = getenv("VOX_TEST_GPU_PATH");
-    o.verbose = 0;
+    o.verbose = getenv("VOX_TEST_VERBOSE") ? atoi(getenv("VOX_TEST_VERBOSE")) : 0;
     o.max_streams = max_streams;
     o.max_batch = max_batch;
     vox_ctx *ctx = vox_open(model, &o);
