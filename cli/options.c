@@ -78,6 +78,8 @@ static const char *HELP_ALL =
     "  --kv-window N        keep the decoder's KV cache to the last N positions\n"
     "                       (80 ms each; default the model's window): less memory,\n"
     "                       and the decoder sees less context (changes results)\n"
+    "  --kv-dtype f32|bf16  KV cache elements (default f32; bf16 halves the cache,\n"
+    "                       results change slightly)\n"
     "  -t N                 CPU threads (default: all cores)\n"
     "  --json               print one JSON object at the end: text, tokens (every\n"
     "                       id), pieces (text pieces with their audio time), stats\n"
@@ -208,6 +210,10 @@ int cli_parse(int argc, char **argv, cli_opts *o) {
             if (parse_long(next, 1, 1 << 24, &v))
                 return usage_error("--kv-window %s: must be a number of decoder positions, 1..16777216%s", next, "");
             o->opt.kv_window = (int)v;
+        } else if (!strcmp(a, "--kv-dtype")) {
+            NEED_ARG();
+            if (strcmp(next, "f32") && strcmp(next, "bf16")) return usage_error("--kv-dtype %s: use f32 or bf16%s", next, "");
+            o->opt.kv_dtype = next;
         } else if (!strcmp(a, "--quantize")) {
             NEED_ARG();
             o->quantize_out = next;

@@ -11,7 +11,10 @@ kit=../shared/tools/device-kit.sh
 mkdir -p .devkit
 grep -qx '/.devkit/' .git/info/exclude 2>/dev/null || echo '/.devkit/' >> .git/info/exclude
 cd .devkit
-for p in libsoxr0 libsoxr-dev libcjson1 libcjson-dev libgomp1 libespeak-ng1 espeak-ng-data libsonic0; do
+# libwebsockets (voxtral serve) with what its headers and .pc need, and Python's
+# websockets for scripts/bench_server.py
+for p in libsoxr0 libsoxr-dev libcjson1 libcjson-dev libgomp1 libespeak-ng1 espeak-ng-data libsonic0 \
+    libwebsockets17 libwebsockets-dev libcap2 libcap-dev libssl-dev python3-websockets; do
     ls ${p}_*.deb >/dev/null 2>&1 || apt-get download -qq "$p"
 done
 # libespeak-ng links libpcaudio (sound output, which needs PulseAudio, absent there);
@@ -29,5 +32,8 @@ cc -shared -fPIC -Wl,-soname,libpcaudio.so.0 -o stub/libpcaudio.so.0 stub/pcaudi
 grep -q ESPEAK_DATA_PATH env.sh 2>/dev/null || cat >>env.sh <<'ENV'
 export ESPEAK_DATA_PATH=$_lib  # scripts/make_speech_corpus.py: $_lib/espeak-ng-data
 export LD_LIBRARY_PATH=$PWD/.devkit/stub:$LD_LIBRARY_PATH
+ENV
+grep -q PYTHONPATH env.sh 2>/dev/null || cat >>env.sh <<'ENV'
+export PYTHONPATH=$_kit/usr/lib/python3/dist-packages${PYTHONPATH:+:$PYTHONPATH}  # websockets
 ENV
 echo "devkit: $(ls *.deb | wc -l) packages in .devkit/ ($(du -sh . | cut -f1))"

@@ -2,11 +2,12 @@
 """WER, word start times and real-time factor of a model on synthetic speech with word times.
 
   /usr/bin/python3 scripts/eval_small_model.py MODEL_DIR DIR_OR_WAV... [--threads N]
-        [--max-wer X] [--max-start-err S] [--min-within F] [--max-rtf R] [--json OUT.json] [--show N]
+        [--backend cpu|cuda] [--max-wer X] [--max-start-err S] [--min-within F] [--max-rtf R]
+        [--json OUT.json] [--show N]
 
 Each NNN.wav needs NNN.txt (the words) and may have NNN.words.json (the synthesiser's word
 start times, scripts/make_speech_corpus.py).  Runs `voxtral -d MODEL -i NNN.wav --json`
-(CPU) on every file and reports, over all files together:
+(--backend, default cpu) on every file and reports, over all files together:
   * WER: scripts/wer.py's normalisation and alignment, errors summed over the files
     divided by the reference words summed (not a mean of per-file rates);
   * word starts: each hypothesis word that the alignment matches to a reference word
@@ -47,8 +48,8 @@ def words_of_pieces(pieces):
     return [(w, t) for w, t in out if w]
 
 
-def run(vox, model, wav, threads):
-    cmd = [vox, "-d", model, "-i", wav, "--json", "--quiet", "--backend", "cpu"]
+def run(vox, model, wav, threads, backend="cpu"):
+    cmd = [vox, "-d", model, "-i", wav, "--json", "--quiet", "--backend", backend]
     if threads:
         cmd += ["-t", str(threads)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads or 1)))
@@ -72,6 +73,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("inputs", nargs="+")
     ap.add_argument("-t", "--threads", type=int, default=1, help="engine CPU threads (1)")
+    ap.add_argument("--backend", default="cpu", help="the engine's --backend (cpu)")
     ap.add_argument("--max-wer", type=float)
     ap.add_argument("--max-start-err", type=float, help="seconds, on every matched word")
     ap.add_argument("--min-within", type=float,
@@ -96,7 +98,7 @@ def main():
         with wave.open(wav) as w:
             dur = w.getnframes() / w.getframerate()
         total_s += dur
-        r = run(vox, a.model, wav, a.threads)
+        r = run(vox, a.model, wav, a.threads, a.backend)
         w = werlib.wer(ref, r["text"])
         errs += w["errors"]
         nref += w["ref_words"]

@@ -37,6 +37,9 @@ static void usage(FILE *f) {
             "  --tls-cert F --tls-key F   serve https:// and wss://\n"
             "  --delay MS, --backend B, --gpu-path P, --quant Q, --kv-window N, -t N\n"
             "                       as for transcription\n"
+            "  --kv-dtype T         KV cache elements: f32 (default) or bf16 (half the memory\n"
+            "                       per session: about twice the sessions)\n"
+            "  --max-batch N        decoder rows per batched step (1..255, default 32)\n"
             "  --max-upload MB      upload limit (default 100)\n"
             "  --max-message KB     WebSocket message limit (default 4096)\n"
             "  --max-session S      audio seconds one live session may stream (default 14400)\n"
@@ -126,6 +129,14 @@ int server_main(int argc, char **argv) {
         }
         else if (!strcmp(a, "-t")) { if (NUM(1, 1024)) return 2; cfg.opt.threads = (int)x; }
         else if (!strcmp(a, "--kv-window")) { if (NUM(1, 16777216)) return 2; cfg.opt.kv_window = (int)x; }
+        else if (!strcmp(a, "--max-batch")) { if (NUM(1, 255)) return 2; cfg.opt.max_batch = (int)x; }
+        else if (!strcmp(a, "--kv-dtype") && v) {
+            if (strcmp(v, "f32") && strcmp(v, "bf16")) {
+                fprintf(stderr, "voxtral: --kv-dtype %s: use f32 or bf16\n", v);
+                return 2;
+            }
+            cfg.opt.kv_dtype = v, i++;
+        }
         else if (!strcmp(a, "--quant") && v) {
             if (vox_quant_spec_check(v) != 0) { fprintf(stderr, "voxtral: --quant: %s\n", vox_last_error()); return 2; }
             cfg.opt.quant = v, i++;

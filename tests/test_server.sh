@@ -265,6 +265,17 @@ stop_server
 grep -q "^voxtral: server stopped" "$tmp/main.err"
 check "SIGTERM with nothing running: clean stop" $?
 
+# ---- --kv-dtype bf16 and --max-batch: the CLI's text with the same KV elements ----
+"$VOX" serve -d "$M" --port 0 --kv-dtype f16 >/dev/null 2>"$tmp/kvbad.err"
+[ $? -eq 2 ] && grep -q -- "--kv-dtype f16: use f32 or bf16" "$tmp/kvbad.err"
+check "serve --kv-dtype f16: exit 2, one line naming it" $? "$(cat "$tmp/kvbad.err")"
+start_server kv --max-streams 2 --kv-dtype bf16 --max-batch 2 || exit 0
+got=$(curl -s -F file=@"$WAV" $H:$PORT/v1/audio/transcriptions | jget 'o["text"]')
+want_bf16=$(cli_text -i "$WAV" --kv-dtype bf16)
+[ -n "$got" ] && [ "$got" = "$want_bf16" ]
+check "serve --kv-dtype bf16 --max-batch 2: the file's text is the CLI's with --kv-dtype bf16" $? "'$got' vs '$want_bf16'"
+stop_server
+
 # ---- capacity and auth ----
 start_server cap --max-streams 1 --api-key sekret --max-upload 0.2 || exit 0
 AUTH=(-H 'Authorization: Bearer sekret')
