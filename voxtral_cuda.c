@@ -670,54 +670,52 @@ static void cu_rope(vox_backend *be, float *x, const int32_t *pos, int M, int n_
     LAUNCHED();
 }
 
-static void cu_attention(vox_backend *be, float *out, const float *q, const void *kc_,
-                         const void *vc_, const int32_t *pos, const int32_t *slot, int M,
+static void cu_attention(vox_backend *be, float *out, const float *q, const void *kc,
+                         const void *vc, const int32_t *pos, const int32_t *slot, int M,
                          int n_heads, int n_kv_heads, int head_dim, int cap, int window);
 
 /* one launch where the split kernel's fused form applies (the decoder step), else
  * rope_kv_store then attention */
 static void cu_rope_attention(vox_backend *be, float *out, float *q, float *k, const float *v,
-                              void *kc_, void *vc_, const int32_t *pos, const int32_t *slot, int M,
+                              void *kc, void *vc, const int32_t *pos, const int32_t *slot, int M,
                               int n_heads, int n_kv_heads, int head_dim, float theta, int cap,
                               int window) {
-    cuda_impl *ci = impl_of(be);
-    float *kc = kc_, *vc = vc_; /* fp32 rings: vox_open gives this backend no BF16 KV */
+    cuda_impl *ci = impl_of(be); /* rings of be->kv_dtype (F32 or BF16) */
     vox_cuda_inv_freq f;
     if (M <= 0 || inv_freq_of(be, &f, "rope_attention", head_dim, theta)) return;
     if ((M == 1 || slot) &&
-        vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
-                                 slot, k, v, &f, ci->attn_part, ATTN_PART_FLOATS,
+        vox_cuda_attention_split(out, q, kc, vc, be->kv_dtype, pos, M, n_heads, n_kv_heads, head_dim,
+                                 cap, window, slot, k, v, &f, ci->attn_part, ATTN_PART_FLOATS,
                                  ci->attn_tickets, ATTN_TICKETS, ci->n_sm, ci->st) == 0) {
         LAUNCHED();
         return;
     }
-    vox_cuda_rope_kv_store(q, k, v, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, &f, cap,
-                           slot, ci->st);
+    vox_cuda_rope_kv_store(q, k, v, kc, vc, be->kv_dtype, pos, M, n_heads, n_kv_heads, head_dim, &f,
+                           cap, slot, ci->st);
     LAUNCHED();
     cu_attention(be, out, q, kc, vc, pos, slot, M, n_heads, n_kv_heads, head_dim, cap, window);
 }
 
 static void cu_kv_store(vox_backend *be, void *kc, void *vc, const float *k, const float *v,
                         const int32_t *pos, const int32_t *slot, int M, int kv_dim, int cap) {
-    vox_cuda_kv_store((float *)kc, (float *)vc, k, v, pos, M, kv_dim, cap, slot, impl_of(be)->st);
+    vox_cuda_kv_store(kc, vc, be->kv_dtype, k, v, pos, M, kv_dim, cap, slot, impl_of(be)->st);
     LAUNCHED();
 }
 
-static void cu_attention(vox_backend *be, float *out, const float *q, const void *kc_,
-                         const void *vc_, const int32_t *pos, const int32_t *slot, int M,
+static void cu_attention(vox_backend *be, float *out, const float *q, const void *kc,
+                         const void *vc, const int32_t *pos, const int32_t *slot, int M,
                          int n_heads, int n_kv_heads, int head_dim, int cap, int window) {
     cuda_impl *ci = impl_of(be);
-    const float *kc = kc_, *vc = vc_;
     if (M <= 0) return;
     int rc = -1;
     if (slot || M <= SPLIT_MAX_ROWS)
-        rc = vox_cuda_attention_split(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
-                                      window, slot, NULL, NULL, NULL, ci->attn_part,
+        rc = vox_cuda_attention_split(out, q, kc, vc, be->kv_dtype, pos, M, n_heads, n_kv_heads,
+                                      head_dim, cap, window, slot, NULL, NULL, NULL, ci->attn_part,
                                       ATTN_PART_FLOATS, ci->attn_tickets, ATTN_TICKETS, ci->n_sm,
                                       ci->st);
     if (rc && !slot)
-        rc = vox_cuda_attention_tiled(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap,
-                                      window, ci->st);
+        rc = vox_cuda_attention_tiled(out, q, kc, vc, be->kv_dtype, pos, M, n_heads, n_kv_heads,
+                                      head_dim, cap, window, ci->st);
     if (rc) {
         op_fail("%s: unsupported shape (head_dim %ld)", "attention", head_dim);
         return;
@@ -1022,7 +1020,8 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     be->swiglu_linear = cu_swiglu_linear;
     be->rope_attention = cu_rope_attention;
     be->thread_init = cu_thread_init;
-    be->kv_dtype = VOX_DT_F32; /* BF16 KV rings: not in the CUDA kernels yet (kv_bf16 = 0) */
+    be->kv_bf16 = 1; /* the ring kernels take BF16 rings too (cuda/kv.cuh) */
+    be->kv_dtype = VOX_DT_F32; /* vox_open sets the rings' dtype */
     be->warm_up = 1;
     be->async = 1;
     be->graph_launch = cu_graph_launch;

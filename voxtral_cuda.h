@@ -149,13 +149,17 @@ typedef struct { float f[VOX_CUDA_ROPE_MAX_HALF]; } vox_cuda_inv_freq;
  * bit-identical to the CPU twin's) */
 void vox_cuda_rope(float *x, const int32_t *pos, int M, int n_heads, int head_dim,
                    const vox_cuda_inv_freq *inv_freq, cudaStream_t st);
+/* KV rings (here and in cuda/attention.cu) hold elements of kv_type: VOX_CUDA_F32, or
+ * VOX_CUDA_BF16 (stored rounded to nearest even, bit for bit as the CPU twin; read
+ * widened to fp32). kv_store / rope_kv_store take any other value as F32. */
 /* rope(q, n_heads) and rope(k, n_kv_heads) in place, then kv_store(k, v): one launch */
-void vox_cuda_rope_kv_store(float *q, float *k, const float *v, float *kc, float *vc,
+void vox_cuda_rope_kv_store(float *q, float *k, const float *v, void *kc, void *vc, int kv_type,
                             const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
                             const vox_cuda_inv_freq *inv_freq, int cap, const int32_t *slot,
                             cudaStream_t st);
-void vox_cuda_kv_store(float *kc, float *vc, const float *k, const float *v, const int32_t *pos,
-                       int M, int kv_dim, int cap, const int32_t *slot, cudaStream_t st);
+void vox_cuda_kv_store(void *kc, void *vc, int kv_type, const float *k, const float *v,
+                       const int32_t *pos, int M, int kv_dim, int cap, const int32_t *slot,
+                       cudaStream_t st);
 /* x[i] = emb[ids[i]] (rows of dtype wtype) + audio[pos[i] % acap] */
 void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids, const float *audio,
                     const int32_t *pos, int M, int D, int acap, const int32_t *slot,
@@ -171,20 +175,20 @@ void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids, co
  * many rows: query tiles with key tiles in shared memory, online softmax.
  * Fast paths for head_dim 32, 64, 128 (and q heads per kv head 1, 2, 4); any other
  * shape takes a simple generic kernel (one block per row and head, head_dim <= 256).
- * Both return 0, or -1 for a shape nothing handles.
+ * Both return 0, or -1 for a shape nothing handles (or a kv_type not F32 / BF16).
  * rope != NULL (the split kernel's fused form, one new key per row: M = 1 or rows
  * that are streams): q, knew, vnew are the rows' fresh projections, not rotated;
  * the kernel rotates q and knew (as vox_cuda_rope_kv_store) and stores knew, vnew
- * in the rings before using them; -1 (nothing launched) where the fast path does
+ * in the rings before using them (as the rings give them back: BF16 rounded); -1 (nothing launched) where the fast path does
  * not apply, for the caller to run rope_kv_store and attention instead. */
-int vox_cuda_attention_split(float *out, const float *q, const float *kc, const float *vc,
-                             const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
-                             int cap, int window, const int32_t *slot, const float *knew,
+int vox_cuda_attention_split(float *out, const float *q, const void *kc, const void *vc,
+                             int kv_type, const int32_t *pos, int M, int n_heads, int n_kv_heads,
+                             int head_dim, int cap, int window, const int32_t *slot, const float *knew,
                              const float *vnew, const vox_cuda_inv_freq *rope, float *part,
                              int64_t part_floats, int *tickets, int n_tickets, int n_sm,
                              cudaStream_t st);
-int vox_cuda_attention_tiled(float *out, const float *q, const float *kc, const float *vc,
-                             const int32_t *pos, int M, int n_heads, int n_kv_heads,
+int vox_cuda_attention_tiled(float *out, const float *q, const void *kc, const void *vc,
+                             int kv_type, const int32_t *pos, int M, int n_heads, int n_kv_heads,
                              int head_dim, int cap, int window, cudaStream_t st);
 
 #ifdef __cplusplus

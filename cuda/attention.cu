@@ -1,7 +1,10 @@
-/* cuda/attention.cu - causal sliding-window GQA over the ring KV caches, fp32.
- * CPU twins: cpu_attention, cpu_rope_attention (voxtral_kernels.c). Row i (query position p = pos[i],
- * read on the device) sees keys j with max(0, p - window + 1, p - cap + 1) <= j <= p,
- * key j living in ring slot j % cap.
+/* cuda/attention.cu - causal sliding-window GQA over the ring KV caches, fp32 math
+ * over rings of fp32 or BF16 elements (the kernels' template parameter KV, cuda/kv.cuh:
+ * read widened to fp32; the fused form's new key and value are rounded as the ring
+ * stores them before use). CPU twins: cpu_attention, cpu_rope_attention
+ * (voxtral_kernels.c). Row i (query position p = pos[i], read on the device) sees
+ * keys j with max(0, p - window + 1, p - cap + 1) <= j <= p, key j living in ring
+ * slot j % cap.
  *
  * attention_split ("flash-decoding", few rows: the decoder step): the visible
  * keys are cut into 32-key chunks dealt round-robin to nb blocks per (kv head,
@@ -25,6 +28,7 @@
 #include <math.h>
 
 #include "voxtral_cuda.h"
+#include "kv.cuh"
 
 __device__ __forceinline__ int first_key(int p, int window, int cap) {
     int lo = p - window + 1;
@@ -33,20 +37,7 @@ __device__ __forceinline__ int first_key(int p, int window, int cap) {
     return lo;
 }
 
-/* DPL = head_dim / 32 values per lane */
-template <int DPL>
-__device__ __forceinline__ void load_vec(float (&r)[DPL], const float *p) {
-    if constexpr (DPL == 4) {
-        float4 v = *reinterpret_cast<const float4 *>(p);
-        r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
-    } else if constexpr (DPL == 2) {
-        float2 v = *reinterpret_cast<const float2 *>(p);
-        r[0] = v.x; r[1] = v.y;
-    } else {
-        r[0] = p[0];
-    }
-}
-
+/* DPL = head_dim / 32 values per lane, loaded by kv_load_vec (cuda/kv.cuh) */
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -60,17 +51,17 @@ __device__ __forceinline__ float warp_sum(float v) {
 enum { SPLIT_WARPS = 4, SPLIT_BATCH = 8, SPLIT_CHUNK = SPLIT_WARPS * SPLIT_BATCH,
        SPLIT_MAX_NB = 128 /* blocks per (row, kv head): the combine's weights in shared memory */ };
 
-template <int DPL>
+template <int DPL, typename KV>
 __device__ __forceinline__ void load_chunk(float (&kr)[SPLIT_BATCH][DPL], float (&vr)[SPLIT_BATCH][DPL],
-                                           const float *kc, const float *vc, int64_t base,
+                                           const KV *kc, const KV *vc, int64_t base,
                                            int kv_dim, int koff, int j0, int p, int cap) {
 #pragma unroll
     for (int u = 0; u < SPLIT_BATCH; u++) {
         int j = j0 + u * SPLIT_WARPS;
         if (j > p) j = p; /* past the end: a valid key, masked later */
         int64_t off = base + (int64_t)(j % cap) * kv_dim + koff;
-        load_vec<DPL>(kr[u], kc + off);
-        load_vec<DPL>(vr[u], vc + off);
+        kv_load_vec<DPL>(kr[u], kc + off);
+        kv_load_vec<DPL>(vr[u], vc + off);
     }
 }
 
@@ -112,10 +103,10 @@ __device__ __forceinline__ void rope_lane(float (&x)[DPL], const lane_rot<DPL> &
  * streams): q and the row's new key arrive un-rotated; every block rotates its q
  * heads and the new key in registers and uses that key in place of ring slot p;
  * block 0 also stores the rotated key and the value in the rings. */
-template <int DPL, int G, bool ROPE>
+template <int DPL, int G, bool ROPE, typename KV>
 __global__ void __launch_bounds__(SPLIT_WARPS * 32)
-attn_split_kernel(float *out, float *part, int *tickets, const float *q, const float *kc,
-                  const float *vc, const int32_t *pos, int n_heads, int n_kv_heads, int cap,
+attn_split_kernel(float *out, float *part, int *tickets, const float *q, const KV *kc,
+                  const KV *vc, const int32_t *pos, int n_heads, int n_kv_heads, int cap,
                   int window, const int32_t *slot, int nb, const float *knew, const float *vnew,
                   vox_cuda_inv_freq rope) {
     constexpr int HD = DPL * 32;
@@ -151,21 +142,26 @@ attn_split_kernel(float *out, float *part, int *tickets, const float *q, const f
     lane_rot<DPL> rot;
     if constexpr (ROPE) {
         rot = lane_angles<DPL>(p, rope, lane);
-        load_vec<DPL>(k1, knew + (int64_t)i * kv_dim + koff);
-        load_vec<DPL>(v1, vnew + (int64_t)i * kv_dim + koff);
+        kv_load_vec<DPL>(k1, knew + (int64_t)i * kv_dim + koff);
+        kv_load_vec<DPL>(v1, vnew + (int64_t)i * kv_dim + koff);
         rope_lane<DPL>(k1, rot, lane);
+#pragma unroll
+        for (int d = 0; d < DPL; d++) { /* as the rings give them back (BF16: rounded) */
+            k1[d] = kv_round<KV>(k1[d]);
+            v1[d] = kv_round<KV>(v1[d]);
+        }
         if (b == 0 && warp == 0) { /* the rings are written only here (the fused form) */
             const int64_t at = base + (int64_t)(p % cap) * kv_dim + koff;
 #pragma unroll
-            for (int d = 0; d < DPL; d++) {
-                const_cast<float *>(kc)[at + d] = k1[d];
-                const_cast<float *>(vc)[at + d] = v1[d];
+            for (int d = 0; d < DPL; d++) { /* exact: k1, v1 are KV values */
+                kv_put(const_cast<KV *>(kc) + at + d, k1[d]);
+                kv_put(const_cast<KV *>(vc) + at + d, v1[d]);
             }
         }
     }
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        load_vec<DPL>(qr[g], q + ((int64_t)i * n_heads + kh * G + g) * HD + lane * DPL);
+        kv_load_vec<DPL>(qr[g], q + ((int64_t)i * n_heads + kh * G + g) * HD + lane * DPL);
         if constexpr (ROPE) rope_lane<DPL>(qr[g], rot, lane);
         m[g] = -INFINITY;
         l[g] = 0.0f;
@@ -316,8 +312,9 @@ __device__ __forceinline__ float block_max(float v, float *red) {
 }
 
 /* grid (n_heads, M); dynamic shared memory: head_dim + GEN_THREADS floats */
+template <typename KV>
 __global__ void __launch_bounds__(GEN_THREADS)
-attn_generic_kernel(float *out, const float *q, const float *kc, const float *vc,
+attn_generic_kernel(float *out, const float *q, const KV *kc, const KV *vc,
                     const int32_t *pos, int n_heads, int n_kv_heads, int head_dim, int cap,
                     int window, const int32_t *slot) {
     extern __shared__ float sh[];
@@ -334,9 +331,9 @@ attn_generic_kernel(float *out, const float *q, const float *kc, const float *vc
     for (int d = tid; d < head_dim; d += GEN_THREADS) qs[d] = q[((int64_t)i * n_heads + h) * head_dim + d];
     __syncthreads();
     auto score = [&](int j) {
-        const float *kj = kc + koff + (int64_t)(j % cap) * kv_dim;
+        const KV *kj = kc + koff + (int64_t)(j % cap) * kv_dim;
         float s = 0.0f;
-        for (int d = 0; d < head_dim; d++) s += qs[d] * kj[d];
+        for (int d = 0; d < head_dim; d++) s += qs[d] * kv_get(kj + d);
         return s * scale;
     };
     float mx = -INFINITY;
@@ -350,62 +347,63 @@ attn_generic_kernel(float *out, const float *q, const float *kc, const float *vc
         if (tid < head_dim)
             for (int u = 0; u < cnt; u++) {
                 L += es[u];
-                acc += es[u] * vc[koff + (int64_t)((lo + j0 + u) % cap) * kv_dim + tid];
+                acc += es[u] * kv_get(vc + koff + (int64_t)((lo + j0 + u) % cap) * kv_dim + tid);
             }
         __syncthreads();
     }
     if (tid < head_dim) out[((int64_t)i * n_heads + h) * head_dim + tid] = acc / L;
 }
 
-static int attention_generic(float *out, const float *q, const float *kc, const float *vc,
+template <typename KV>
+static int attention_generic(float *out, const float *q, const KV *kc, const KV *vc,
                              const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
                              int cap, int window, const int32_t *slot, cudaStream_t st) {
     if (head_dim < 1 || head_dim > GEN_THREADS) return -1;
-    vox_launch(VOX_PDL_ATTN, attn_generic_kernel, dim3(n_heads, M), GEN_THREADS,
+    vox_launch(VOX_PDL_ATTN, attn_generic_kernel<KV>, dim3(n_heads, M), GEN_THREADS,
                sizeof(float) * (head_dim + GEN_THREADS), st, out, q, kc, vc, pos, n_heads,
                n_kv_heads, head_dim, cap, window, slot);
     return 0;
 }
 
-template <int DPL, bool ROPE>
-static int launch_split(float *out, float *part, int *tickets, const float *q, const float *kc,
-                        const float *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
+template <int DPL, bool ROPE, typename KV>
+static int launch_split(float *out, float *part, int *tickets, const float *q, const KV *kc,
+                        const KV *vc, const int32_t *pos, int M, int n_heads, int n_kv_heads,
                         int cap, int window, const int32_t *slot, int nb, const float *knew,
                         const float *vnew, const vox_cuda_inv_freq &rope, cudaStream_t st) {
     dim3 grid(nb, n_kv_heads, M), block(SPLIT_WARPS * 32);
 #define SPLIT_ARGS grid, block, 0, st, out, part, tickets, q, kc, vc, pos, n_heads, n_kv_heads, cap, \
                    window, slot, nb, knew, vnew, rope
     switch (n_heads / n_kv_heads) {
-    case 1: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 1, ROPE>, SPLIT_ARGS); break;
-    case 2: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 2, ROPE>, SPLIT_ARGS); break;
-    case 4: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 4, ROPE>, SPLIT_ARGS); break;
+    case 1: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 1, ROPE, KV>, SPLIT_ARGS); break;
+    case 2: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 2, ROPE, KV>, SPLIT_ARGS); break;
+    case 4: vox_launch(VOX_PDL_ATTN, attn_split_kernel<DPL, 4, ROPE, KV>, SPLIT_ARGS); break;
     default: return -1;
     }
 #undef SPLIT_ARGS
     return 0;
 }
 
-template <bool ROPE>
+template <bool ROPE, typename KV>
 static int split_of(int head_dim, float *out, float *part, int *tickets, const float *q,
-                    const float *kc, const float *vc, const int32_t *pos, int M, int n_heads,
+                    const KV *kc, const KV *vc, const int32_t *pos, int M, int n_heads,
                     int n_kv_heads, int cap, int window, const int32_t *slot, int nb,
                     const float *knew, const float *vnew, const vox_cuda_inv_freq &rope,
                     cudaStream_t st) {
     switch (head_dim) {
-    case 32: return launch_split<1, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
-    case 64: return launch_split<2, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
-    case 128: return launch_split<4, ROPE>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
+    case 32: return launch_split<1, ROPE, KV>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
+    case 64: return launch_split<2, ROPE, KV>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
+    case 128: return launch_split<4, ROPE, KV>(out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window, slot, nb, knew, vnew, rope, st);
     default: return -1;
     }
 }
 
-extern "C" int vox_cuda_attention_split(float *out, const float *q, const float *kc,
-                                        const float *vc, const int32_t *pos, int M, int n_heads,
-                                        int n_kv_heads, int head_dim, int cap, int window,
-                                        const int32_t *slot, const float *knew, const float *vnew,
-                                        const vox_cuda_inv_freq *rope, float *part,
-                                        int64_t part_floats, int *tickets, int n_tickets, int n_sm,
-                                        cudaStream_t st) {
+template <typename KV>
+static int attention_split(float *out, const float *q, const KV *kc, const KV *vc,
+                           const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
+                           int cap, int window, const int32_t *slot, const float *knew,
+                           const float *vnew, const vox_cuda_inv_freq *rope, float *part,
+                           int64_t part_floats, int *tickets, int n_tickets, int n_sm,
+                           cudaStream_t st) {
     if (n_kv_heads <= 0 || n_heads % n_kv_heads) return -1;
     /* more rows than tickets (a batch of several streams' encoder chunks): the generic
      * kernel, which reads each row's ring through slot as well */
@@ -424,23 +422,40 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const float 
         return rope ? -1 : attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim,
                                              cap, window, slot, st);
     if (rope) /* no generic fallback: the caller runs rope_kv_store + attention instead */
-        return split_of<true>(head_dim, out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads,
+        return split_of<true, KV>(head_dim, out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads,
                               cap, window, slot, nb, knew, vnew, *rope, st);
     const vox_cuda_inv_freq none = {};
-    if (split_of<false>(head_dim, out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap,
+    if (split_of<false, KV>(head_dim, out, part, tickets, q, kc, vc, pos, M, n_heads, n_kv_heads, cap,
                         window, slot, nb, NULL, NULL, none, st) == 0)
         return 0;
     return attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
                              slot, st);
 }
 
+extern "C" int vox_cuda_attention_split(float *out, const float *q, const void *kc, const void *vc,
+                                        int kv_type, const int32_t *pos, int M, int n_heads,
+                                        int n_kv_heads, int head_dim, int cap, int window,
+                                        const int32_t *slot, const float *knew, const float *vnew,
+                                        const vox_cuda_inv_freq *rope, float *part,
+                                        int64_t part_floats, int *tickets, int n_tickets, int n_sm,
+                                        cudaStream_t st) {
+    if (kv_type == VOX_CUDA_BF16)
+        return attention_split(out, q, (const kv_bf16 *)kc, (const kv_bf16 *)vc, pos, M, n_heads,
+                               n_kv_heads, head_dim, cap, window, slot, knew, vnew, rope, part,
+                               part_floats, tickets, n_tickets, n_sm, st);
+    if (kv_type != VOX_CUDA_F32) return -1;
+    return attention_split(out, q, (const float *)kc, (const float *)vc, pos, M, n_heads, n_kv_heads,
+                           head_dim, cap, window, slot, knew, vnew, rope, part, part_floats, tickets,
+                           n_tickets, n_sm, st);
+}
+
 /* ---- query tiles ------------------------------------------------------------------ */
 enum { TILE_WARPS = 4, TILE_ROWS_PER_WARP = 4, TILE_Q = TILE_WARPS * TILE_ROWS_PER_WARP,
        TILE_K = 32 };
 
-template <int DPL>
+template <int DPL, typename KV>
 __global__ void __launch_bounds__(TILE_WARPS * 32)
-attn_tiled_kernel(float *out, const float *q, const float *kc, const float *vc,
+attn_tiled_kernel(float *out, const float *q, const KV *kc, const KV *vc,
                   const int32_t *pos, int M, int n_heads, int n_kv_heads, int cap, int window) {
     constexpr int HD = DPL * 32;
     __shared__ float Qs[TILE_Q][HD];
@@ -498,8 +513,8 @@ attn_tiled_kernel(float *out, const float *q, const float *kc, const float *vc,
             float kv = 0.0f, vv = 0.0f;
             if (j <= kmax) {
                 int64_t off = (int64_t)(j % cap) * kv_dim + kh * HD + d;
-                kv = kc[off];
-                vv = vc[off];
+                kv = kv_get(kc + off);
+                vv = kv_get(vc + off);
             }
             Ks[u][d] = kv;
             Vs[u][d] = vv;
@@ -543,19 +558,31 @@ attn_tiled_kernel(float *out, const float *q, const float *kc, const float *vc,
     }
 }
 
-extern "C" int vox_cuda_attention_tiled(float *out, const float *q, const float *kc,
-                                        const float *vc, const int32_t *pos, int M, int n_heads,
-                                        int n_kv_heads, int head_dim, int cap, int window,
-                                        cudaStream_t st) {
-    if (n_kv_heads <= 0 || n_heads % n_kv_heads) return -1;
+template <typename KV>
+static int attention_tiled(float *out, const float *q, const KV *kc, const KV *vc,
+                           const int32_t *pos, int M, int n_heads, int n_kv_heads, int head_dim,
+                           int cap, int window, cudaStream_t st) {
     dim3 grid((M + TILE_Q - 1) / TILE_Q, n_heads), block(TILE_WARPS * 32);
     switch (head_dim) {
-    case 32: attn_tiled_kernel<1><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
-    case 64: attn_tiled_kernel<2><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
-    case 128: attn_tiled_kernel<4><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
+    case 32: attn_tiled_kernel<1, KV><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
+    case 64: attn_tiled_kernel<2, KV><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
+    case 128: attn_tiled_kernel<4, KV><<<grid, block, 0, st>>>(out, q, kc, vc, pos, M, n_heads, n_kv_heads, cap, window); break;
     default:
         return attention_generic(out, q, kc, vc, pos, M, n_heads, n_kv_heads, head_dim, cap, window,
                                  0, st);
     }
     return 0;
+}
+
+extern "C" int vox_cuda_attention_tiled(float *out, const float *q, const void *kc, const void *vc,
+                                        int kv_type, const int32_t *pos, int M, int n_heads,
+                                        int n_kv_heads, int head_dim, int cap, int window,
+                                        cudaStream_t st) {
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads) return -1;
+    if (kv_type == VOX_CUDA_BF16)
+        return attention_tiled(out, q, (const kv_bf16 *)kc, (const kv_bf16 *)vc, pos, M, n_heads,
+                               n_kv_heads, head_dim, cap, window, st);
+    if (kv_type != VOX_CUDA_F32) return -1;
+    return attention_tiled(out, q, (const float *)kc, (const float *)vc, pos, M, n_heads, n_kv_heads,
+                           head_dim, cap, window, st);
 }

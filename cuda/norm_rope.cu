@@ -1,13 +1,15 @@
 /* cuda/norm_rope.cu - per-row ops around attention: RMSNorm (fp32 out, or BF16
  * for the GEMM input of norm_linear), interleaved RoPE, the KV ring store, RoPE +
  * store fused (rope_kv_store) and the decoder input embedding (BF16, F16 or F32
- * rows, cuda/weights.cuh). Positions and token ids are read from device memory,
+ * rows, cuda/weights.cuh). The ring stores take rings of fp32 or BF16 elements
+ * (cuda/kv.cuh: rounded to nearest even as the CPU twin does). Positions and token ids are read from device memory,
  * so a captured decoder-step graph replays correctly after the host uploads new ones.
  * CPU twins: cpu_rmsnorm, cpu_rope, cpu_kv_store, cpu_rope_attention's first half, cpu_embed,
  * cpu_norm_linear's norm (voxtral_kernels.c).
  */
 #include <cuda_bf16.h>
 
+#include "kv.cuh"
 #include "weights.cuh"
 
 enum { NORM_THREADS = 256 };
@@ -76,7 +78,8 @@ extern "C" void vox_cuda_rope(float *x, const int32_t *pos, int M, int n_heads, 
 }
 
 /* one thread per (row, head of q then k, pair j), then one per float2 of v */
-__global__ void rope_kv_store_kernel(float *q, float *k, const float *v, float *kc, float *vc,
+template <typename KV>
+__global__ void rope_kv_store_kernel(float *q, float *k, const float *v, KV *kc, KV *vc,
                                      const int32_t *pos, int M, int n_heads, int n_kv_heads,
                                      int head_dim, vox_cuda_inv_freq inv_freq, int cap,
                                      const int32_t *slot) {
@@ -100,7 +103,7 @@ __global__ void rope_kv_store_kernel(float *q, float *k, const float *v, float *
         if (h >= n_heads) {
             int64_t base = slot ? (int64_t)slot[m] * cap * kv_dim : 0;
             int64_t at = base + (int64_t)(pos[m] % cap) * kv_dim + (h - n_heads) * head_dim + 2 * j;
-            *reinterpret_cast<float2 *>(kc + at) = r;
+            kv_put2(kc + at, r);
         }
         return;
     }
@@ -110,21 +113,30 @@ __global__ void rope_kv_store_kernel(float *q, float *k, const float *v, float *
     int m = (int)(e2 / kv_dim), e = (int)(e2 - (int64_t)m * kv_dim);
     int64_t base = slot ? (int64_t)slot[m] * cap * kv_dim : 0;
     int64_t at = base + (int64_t)(pos[m] % cap) * kv_dim + e;
-    *reinterpret_cast<float2 *>(vc + at) = *reinterpret_cast<const float2 *>(v + e2);
+    kv_put2(vc + at, *reinterpret_cast<const float2 *>(v + e2));
 }
 
-extern "C" void vox_cuda_rope_kv_store(float *q, float *k, const float *v, float *kc, float *vc,
-                                       const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                                       int head_dim, const vox_cuda_inv_freq *inv_freq, int cap,
+extern "C" void vox_cuda_rope_kv_store(float *q, float *k, const float *v, void *kc, void *vc,
+                                       int kv_type, const int32_t *pos, int M, int n_heads,
+                                       int n_kv_heads, int head_dim,
+                                       const vox_cuda_inv_freq *inv_freq, int cap,
                                        const int32_t *slot, cudaStream_t st) {
     int64_t n = (int64_t)M * (n_heads + n_kv_heads) * (head_dim / 2) +
                 (int64_t)M * n_kv_heads * head_dim / 2;
     if (n <= 0) return;
-    vox_launch(VOX_PDL_ROPE, rope_kv_store_kernel, (unsigned)((n + 255) / 256), 256, 0, st, q, k, v, kc, vc, pos,
-               M, n_heads, n_kv_heads, head_dim, *inv_freq, cap, slot);
+    const unsigned blocks = (unsigned)((n + 255) / 256);
+    if (kv_type == VOX_CUDA_BF16)
+        vox_launch(VOX_PDL_ROPE, rope_kv_store_kernel<kv_bf16>, blocks, 256, 0, st, q, k, v,
+                   (kv_bf16 *)kc, (kv_bf16 *)vc, pos, M, n_heads, n_kv_heads, head_dim, *inv_freq,
+                   cap, slot);
+    else
+        vox_launch(VOX_PDL_ROPE, rope_kv_store_kernel<float>, blocks, 256, 0, st, q, k, v,
+                   (float *)kc, (float *)vc, pos, M, n_heads, n_kv_heads, head_dim, *inv_freq, cap,
+                   slot);
 }
 
-__global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v,
+template <typename KV>
+__global__ void kv_store_kernel(KV *kc, KV *vc, const float *k, const float *v,
                                 const int32_t *pos, int M, int kv_dim, int cap,
                                 const int32_t *slot) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -132,17 +144,24 @@ __global__ void kv_store_kernel(float *kc, float *vc, const float *k, const floa
     int m = (int)(i / kv_dim), e = (int)(i - (int64_t)m * kv_dim);
     int64_t base = slot ? (int64_t)slot[m] * cap * kv_dim : 0;
     int64_t at = base + (int64_t)(pos[m] % cap) * kv_dim + e;
-    kc[at] = k[i];
-    vc[at] = v[i];
+    const float ki = k[i];
+    kv_put(kc + at, ki);
+    const float vi = v[i];
+    kv_put(vc + at, vi);
 }
 
-extern "C" void vox_cuda_kv_store(float *kc, float *vc, const float *k, const float *v,
+extern "C" void vox_cuda_kv_store(void *kc, void *vc, int kv_type, const float *k, const float *v,
                                   const int32_t *pos, int M, int kv_dim, int cap,
                                   const int32_t *slot, cudaStream_t st) {
     int64_t n = (int64_t)M * kv_dim;
     if (n <= 0) return;
-    kv_store_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(kc, vc, k, v, pos, M, kv_dim, cap,
-                                                                 slot);
+    const unsigned blocks = (unsigned)((n + 255) / 256);
+    if (kv_type == VOX_CUDA_BF16)
+        kv_store_kernel<<<blocks, 256, 0, st>>>((kv_bf16 *)kc, (kv_bf16 *)vc, k, v, pos, M, kv_dim,
+                                                cap, slot);
+    else
+        kv_store_kernel<<<blocks, 256, 0, st>>>((float *)kc, (float *)vc, k, v, pos, M, kv_dim, cap,
+                                                slot);
 }
 
 template <int WT>
