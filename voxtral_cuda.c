@@ -1027,5 +1027,6 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     be->graph_launch = cu_graph_launch;
     be->graph_begin = cu_graph_begin;
     be->graph_end = cu_graph_end;
+    be->graphs = 1;
     return be;
 }

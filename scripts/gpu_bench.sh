@@ -1,50 +1,102 @@
 #!/usr/bin/env bash
 # gpu_bench.sh - the GPU figures of one lent run (a benchmark, never a test), logs in
-# $OUT (default build/gpu-bench; at most 8 files):
-#   serve.log    the serving scheduler's batched-stream test on the GPU (test_serve)
-#   quant.md     single-stream --bench on the 60 s clip at BF16, q8 and q4, each step
-#                against its own floor (bench_quant.sh, BACKEND=cuda), quant.err the runs
-#   vram.txt     the most GPU memory in use (nvidia-smi, every 0.1 s) while q4 with a
-#                2048-token decoder window transcribes the 60 s clip, and the --check plans
-#   streams.txt  bench_streams: N live streams, batched against one step per stream,
-#                decoder window W (default 2048), and streams.json
-# Makes the full-size random model at $M (default /tmp/random-full) when missing.
+# $OUT (default build/gpu-bench; the lent machine returns at most 8 files). PARTS
+# (default "streams server quant") picks and orders the parts:
+#   streams   bench_streams on the serving scheduler: KV bf16 at decoder window W
+#             (default 2048) for N = NS_BF16, then KV f32 with the unbatched baseline
+#             for N = NS_F32, then KV bf16 at window 8192 for N = NS_8192:
+#             streams.txt (all three) and streams.json (the first)
+#   server    `voxtral serve` (KV bf16, window W) under scripts/bench_server.py's live
+#             sessions for N = NS_SERVER: server.txt, server.json
+#   quant     single-stream --bench on the 60 s clip at BF16, q8 and q4, each step
+#             against its own floor (bench_quant.sh, BACKEND=cuda): quant.md; and
+#             vram.txt: the most GPU memory in use (nvidia-smi every 0.1 s) while q4
+#             with a 2048-token window (--kv-window) transcribes the 60 s clip, with
+#             the --check plans
+# Makes the full-size random model at $M (default /tmp/random-full) when missing,
+# builds unless NOBUILD=1. Each part is skipped when fewer than its seconds are left
+# of BUDGET_S (default 580).
 #   source .devkit/env.sh && scripts/gpu_bench.sh [AUDIO_60S]
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-bench}; M=${M:-/tmp/random-full}; A60=${1:-.devaudio/60s.wav}
-W=${W:-2048}; NS=${NS:-1,8,32,64}; SECS=${SECS:-8}
+W=${W:-2048}; SECS=${SECS:-8}; BUDGET_S=${BUDGET_S:-580}
+PARTS=${PARTS:-"streams server quant"}
+NS_BF16=${NS_BF16:-64,128,192,256,288}; NS_F32=${NS_F32:-1,8,32}; NS_8192=${NS_8192:-64,96,120}
+NS_SERVER=${NS_SERVER:-32,64,128}
 mkdir -p "$OUT"
-t0=$SECONDS
-say() { echo "== $* ($((SECONDS - t0)) s)"; }
-say build
+say() { echo "== $* ($SECONDS s)"; }
+room() { [ $((SECONDS + $1)) -le "$BUDGET_S" ] || { say "skipped: $2 (~$1 s more needed)"; return 1; }; }
 ( [ -f "$M/consolidated.safetensors" ] || python3 scripts/make_random_model.py --preset full --out "$M" >/tmp/model.log 2>&1 ) &
 MP=$!
-{ make cuda CUDA_ARCH=90 -j16 && make CUDA=1 CUDA_ARCH=90 tests bench-streams -j16; } >/tmp/build.log 2>&1 || { tail -30 /tmp/build.log; exit 1; }
-say "test_serve on the GPU"
-VOX_TEST_BACKEND=cuda build/cuda/tests/test_serve tests/fixtures >"$OUT/serve.log" 2>&1
-grep -E "^not ok|^# [0-9]+ passed" "$OUT/serve.log"
+if [ "${NOBUILD:-0}" != 1 ]; then
+    say build
+    { make cuda CUDA_ARCH=90 -j16 && make CUDA=1 CUDA_ARCH=90 tests bench-streams -j16; } >/tmp/build.log 2>&1 || { tail -30 /tmp/build.log; exit 1; }
+fi
 wait $MP || { tail -5 /tmp/model.log; exit 1; }
-say "single stream: BF16, q8, q4 (60 s clip)"
-ROUNDS=1 BACKEND=cuda scripts/bench_quant.sh "$M" "$A60" q8 q4 >"$OUT/quant.md" 2>"$OUT/quant.err"
-cat "$OUT/quant.md"; grep "wrote" "$OUT/quant.err"
-say "VRAM: q4, decoder window 2048"
-Q=$M-q4-w2048; mkdir -p $Q
-ln -sf "$M-q4/consolidated.safetensors" "$M-q4/tekken.json" $Q/
-python3 - "$M-q4/params.json" $Q/params.json <<'PY'
-import json, sys
-p = json.load(open(sys.argv[1])); p["sliding_window"] = 2048
-json.dump(p, open(sys.argv[2], "w"), indent=1)
-PY
-base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
-./voxtral -d $Q -i "$A60" --backend cuda --quiet >/dev/null 2>"$OUT/vram.txt" &
-VP=$!; peak=0
-while kill -0 $VP 2>/dev/null; do
-    u=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1); [ "$u" -gt "$peak" ] && peak=$u; sleep 0.1
+
+streams() {
+    say "streams: KV bf16, window $W, N = $NS_BF16"
+    scripts/bench_streams.sh "$M" "$A60" -n "$NS_BF16" -s "$SECS" -w "$W" --kv bf16 --no-baseline --backend cuda \
+        --json "$OUT/streams.json" >"$OUT/streams.txt" 2>&1
+    cat "$OUT/streams.txt"
+    room 120 "streams f32" || return 0
+    say "streams: KV f32, window $W, N = $NS_F32, with the unbatched baseline"
+    scripts/bench_streams.sh "$M" "$A60" -n "$NS_F32" -s "$SECS" -w "$W" --backend cuda >"$OUT/streams_f32.tmp" 2>&1
+    cat "$OUT/streams_f32.tmp" | tee -a "$OUT/streams.txt"
+    room 90 "streams 8192" || return 0
+    say "streams: KV bf16, window 8192, N = $NS_8192"
+    scripts/bench_streams.sh "$M" "$A60" -n "$NS_8192" -s "$SECS" -w 8192 --kv bf16 --no-baseline --backend cuda \
+        >"$OUT/streams_8192.tmp" 2>&1
+    cat "$OUT/streams_8192.tmp" | tee -a "$OUT/streams.txt"
+    rm -f "$OUT"/streams_*.tmp
+}
+
+server() {
+    local nmax=${NS_SERVER##*,}
+    say "server: voxtral serve, KV bf16, window $W, N = $NS_SERVER"
+    ./voxtral serve -d "$M" --port 0 --backend cuda --max-streams "$nmax" --kv-window "$W" --kv-dtype bf16 --quiet \
+        2>/tmp/serve.err &
+    local sp=$! port=
+    for _ in $(seq 600); do
+        port=$(sed -n 's/^voxtral: listening on http:\/\/127.0.0.1:\([0-9]*\) .*/\1/p' /tmp/serve.err)
+        [ -n "$port" ] && break
+        kill -0 $sp 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        { echo "server did not start:"; cat /tmp/serve.err; } | tee "$OUT/server.txt"
+        return 0
+    fi
+    python3 scripts/bench_server.py "http://127.0.0.1:$port" "$A60" -n "$NS_SERVER" -s "$SECS" --json "$OUT/server.json" \
+        >"$OUT/server.txt" 2>&1
+    cat "$OUT/server.txt"
+    kill -TERM $sp; wait $sp
+    tail -3 /tmp/serve.err >>"$OUT/server.txt"
+}
+
+quant() {
+    say "single stream: BF16, q8, q4 (60 s clip)"
+    ROUNDS=1 BACKEND=cuda scripts/bench_quant.sh "$M" "$A60" q8 q4 >"$OUT/quant.md" 2>/tmp/quant.err
+    cat "$OUT/quant.md"; grep "wrote" /tmp/quant.err
+    room 40 "vram" || return 0
+    say "VRAM: q4, decoder window 2048"
+    base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+    ./voxtral -d "$M-q4" --kv-window 2048 -i "$A60" --backend cuda --quiet >/dev/null 2>"$OUT/vram.txt" &
+    local vp=$! peak=0
+    while kill -0 $vp 2>/dev/null; do
+        u=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1); [ "$u" -gt "$peak" ] && peak=$u; sleep 0.1
+    done
+    echo "q4, window 2048: peak GPU memory in use $peak MiB (before the run $base MiB)" | tee -a "$OUT/vram.txt"
+    { ./voxtral --check -d "$M-q4" --kv-window 2048 --backend cuda 2>&1; ./voxtral --check -d "$M" --backend cuda 2>&1; } >>"$OUT/vram.txt"
+    tail -12 "$OUT/vram.txt"
+}
+
+for P in $PARTS; do
+    case $P in
+        streams) room 150 streams && streams ;;
+        server) room 100 server && server ;;
+        quant) room 150 quant && quant ;;
+    esac
 done
-echo "q4, window 2048: peak GPU memory in use $peak MiB (before the run $base MiB)" | tee -a "$OUT/vram.txt"
-{ ./voxtral --check -d $Q --backend cuda 2>&1; ./voxtral --check -d "$M" --backend cuda 2>&1; } >>"$OUT/vram.txt"
-say "streams: N = $NS, window $W"
-scripts/bench_streams.sh "$M" "$A60" -n "$NS" -s "$SECS" -w "$W" --backend cuda --json "$OUT/streams.json" >"$OUT/streams.txt" 2>&1
-cat "$OUT/streams.txt"
 say done
