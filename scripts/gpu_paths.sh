@@ -53,6 +53,10 @@ say "== quantized op tests (${SECONDS} s)"
 build/cuda/tests/test_cuda_quant >"$OUT/quant_ops.log" 2>&1
 grep -E '^not ok|^# [0-9]+ passed' "$OUT/quant_ops.log" | cut -c1-150 | sed 's/^/   /' | tee -a "$OUT/session.log"
 
+say "== KV ring ops over BF16 rings (${SECONDS} s)"
+build/cuda/tests/test_cuda_kv >"$OUT/kv_ops.log" 2>&1
+grep -E '^not ok|^# [0-9]+ passed' "$OUT/kv_ops.log" | cut -c1-150 | sed 's/^/   /' | tee -a "$OUT/session.log"
+
 say "== fixtures per path (${SECONDS} s)"
 : >"$OUT/fixtures.log"
 for P in $PATHS; do

@@ -7,12 +7,13 @@
 #   fixtures.log             test_fixtures on that fixture, CPU and CUDA
 #   wer_{seen,unseen}_{cpu,cuda}.{json,txt}  eval_small_model.py on the held-out sets
 #                            per backend (EVAL, default .devdata/eval: copies of the
-#                            corpus's eval/seen and eval/unseen)
+#                            corpus's eval/seen and eval/unseen; BACKENDS, default
+#                            "cpu cuda")
 # Expects `make cuda` and the CUDA tests built (gpu_paths.sh builds them).
 #   source .devkit/env.sh && scripts/gpu_small_model.sh
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-build/gpu-small}; EVAL=${EVAL:-.devdata/eval}
+OUT=${OUT:-build/gpu-small}; EVAL=${EVAL:-.devdata/eval}; BACKENDS=${BACKENDS:-"cpu cuda"}
 mkdir -p "$OUT"
 t0=$SECONDS
 say() { echo "== $* ($((SECONDS - t0)) s)"; }
@@ -26,7 +27,7 @@ for B in cpu cuda; do
     grep "^not ok" "$OUT/fixtures.log" | tail -3
 done
 for S in seen unseen; do
-    for B in cpu cuda; do
+    for B in $BACKENDS; do
         say "WER, $S, $B"
         python3 scripts/eval_small_model.py samples/tiny-en "$EVAL/$S" --backend $B -t 4 \
             --json "$OUT/wer_${S}_$B.json" >"$OUT/wer_${S}_$B.txt" 2>&1

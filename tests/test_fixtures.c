@@ -237,11 +237,14 @@ static void run_case(const char *root, const char *cs, const char *backend, doub
         snprintf(name, sizeof name, "%s: teacher-forced logits (%lld steps)", cs, (long long)rows);
         if (rc2) tu_check(0, name, "%s", vox_last_error());
         else tu_check(e <= st, name, "max error / std %.3g (tolerance %.3g)", e, st);
-        /* BF16 KV caches (where the backend has them): the same teacher-forced logits
-         * against the reference and against fp32 KV, and the top-1 ids' agreement */
+        /* BF16 KV caches (every backend has them): the same teacher-forced logits
+         * against the reference and against fp32 KV, and the top-1 ids' agreement. The
+         * bound: 3e-2 of the std for the KV rounding on top of the backend's own
+         * tolerance (0 on the CPU, whose fp32 error is far below it; st on a GPU) */
         opt.kv_dtype = "bf16";
         snprintf(p, sizeof p, "%s/model", dir);
-        vox_ctx *bctx = cpu ? vox_open(p, &opt) : NULL;
+        vox_ctx *bctx = vox_open(p, &opt);
+        const double kv_tol = 3e-2 + (cpu ? 0.0 : st);
         if (bctx) {
             capture bc = {0};
             int rc4 = run_engine(bctx, x, n, fids.i, (int)fids.n, 1, 0, &bc);
@@ -259,9 +262,9 @@ static void run_case(const char *root, const char *cs, const char *backend, doub
                 agree += ia == ib;
             }
             snprintf(name, sizeof name, "%s: bf16 KV: teacher-forced logits (%lld steps)", cs, (long long)rows);
-            tu_check(ok4 && e_ref <= 3e-2 && agree * 10 >= rows * 9, name,
-                     "max error / std %.3g vs the reference, %.3g vs fp32 KV (tolerance 3e-2); top-1 equal "
-                     "%d of %lld", e_ref, e_f32, agree, (long long)rows);
+            tu_check(ok4 && e_ref <= kv_tol && agree * 10 >= rows * 9, name,
+                     "max error / std %.3g vs the reference, %.3g vs fp32 KV (tolerance %.3g); top-1 equal "
+                     "%d of %lld", e_ref, e_f32, kv_tol, agree, (long long)rows);
             capture_free(&bc);
             vox_close(bctx);
         }
