@@ -27,6 +27,10 @@ vox_stream *vox_stream_new_scratch(vox_ctx *ctx);
 enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1, GRAPH_ENCODER = 2, GRAPH_MAX_SUB = 255 };
 enum { POOL_OWNER = 0x1fffff }; /* stream ids are masked to 0x1ffffe */
 
+/* a tick's bounds: prompts run (each a decoder pass of its own), rounds of steps (a
+ * stream's decodable tokens are at most its audio ring's, acap) */
+enum { PREFILLS_PER_TICK = 8, MAX_ROUNDS = 256 };
+
 static int graph_key(int owner, int kind, int sub) { return (owner * (GRAPH_MAX_SUB + 1) + sub) * 4 + kind; }
 
 /* ---- encoder ------------------------------------------------------------------------ */
@@ -505,25 +509,35 @@ static int run_tick(vox_ctx *ctx, tick_item *items, int n, int start, vox_serve_
         st->enc_ms += vox_now_ms() - t0;
         if (total < ctx->enc_chunk_tokens) break; /* everyone's ready audio is in */
     }
-    /* prefills that became possible */
-    for (int k = 0; k < n; k++) {
-        vox_stream *s = items[k].s;
+    /* prefills that became possible, at most PREFILLS_PER_TICK (one stream's prompt
+     * each, unbatched: many streams joining at once would hold every running stream's
+     * steps back behind all of their prompts) */
+    for (int k = 0, done = 0; k < n && done < PREFILLS_PER_TICK; k++) {
+        vox_stream *s = items[(start + k) % n].s;
         if (!s->done && !s->prefilled && s->n_audio >= ctx->prompt_len + 1) {
+            done++;
             double t0 = vox_now_ms();
             if (prefill(s, 1) != 0) return -1;
             st->prefills++;
             st->prefill_ms += vox_now_ms() - t0;
         }
     }
-    /* one step of every stream with a new audio token */
-    int B = 0;
+    /* rounds of decoder steps: in each, one step of every stream with a new audio
+     * token (rows of max_batch), until none is left. A stream behind by k tokens (a
+     * long tick, a flush's right pad) catches up within this tick: one step per tick
+     * made the first H200 run fall further behind with every tick past 64 streams. */
     vox_stream *rows[256];
-    for (int k = 0; k <= n; k++) {
-        vox_stream *s = k < n ? items[(start + k) % n].s : NULL;
-        if (s && s->prefilled && decodable(s)) rows[B++] = s;
-        if (B && (B == w->max_batch || k == n)) {
-            if (batched_step(ctx, rows, B, st) != 0) return -1;
-            B = 0;
+    for (int round = 0, any = 1; any && round < MAX_ROUNDS; round++) {
+        int B = 0;
+        any = 0;
+        for (int k = 0; k <= n; k++) {
+            vox_stream *s = k < n ? items[(start + k) % n].s : NULL;
+            if (s && s->prefilled && decodable(s)) rows[B++] = s;
+            if (B && (B == w->max_batch || k == n)) {
+                if (batched_step(ctx, rows, B, st) != 0) return -1;
+                B = 0;
+                any = 1;
+            }
         }
     }
     (void)c;

@@ -429,6 +429,30 @@ int main(int argc, char **argv) {
         res_free(&fr);
     }
 
+    /* --- a stream behind catches up within a tick: 4 s fed while the scheduler is held
+     * (then encoded 16 tokens a tick) are decoded in rounds of steps, not one step a
+     * tick (the rule that made the first H200 run fall behind past 64 streams) */
+    {
+        vox_ctx *c1 = open_ctx(model, 1, 0);
+        result r;
+        res_init(&r);
+        vox_stream *s = c1 ? vox_stream_new(c1, on_token, &r) : NULL;
+        const int64_t n4 = clips[0].n < 4 * rate ? clips[0].n : 4 * rate;
+        int rc = !s;
+        vox_sched_hold(c1, 1);
+        for (int64_t off = 0; !rc && off < n4; off += PIECE)
+            rc = vox_stream_feed(s, clips[0].x + off, (size_t)(n4 - off < PIECE ? n4 - off : PIECE));
+        vox_sched_hold(c1, 0);
+        vox_sched_wait_idle(c1);
+        vox_serve_stats st = {0};
+        if (c1) vox_serve_stats_get(c1, &st);
+        tu_check(!rc && st.steps >= 8 && st.ticks * 2 <= st.steps, "a stream behind decodes its backlog in rounds within a tick",
+                 "%lld steps in %lld ticks, %d ids", st.steps, st.ticks, r.n);
+        vox_stream_free(s);
+        vox_close(c1);
+        res_free(&r);
+    }
+
     /* --- the pool: a stream beyond max_streams is refused at once; free gives its slot back */
     {
         vox_ctx *small = open_ctx(model, 2, 0);
