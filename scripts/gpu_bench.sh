@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-bench}; M=${M:-/tmp/random-full}; A60=${1:-.devaudio/60s.wav}
 W=${W:-2048}; SECS=${SECS:-8}; BUDGET_S=${BUDGET_S:-580}
 PARTS=${PARTS:-"streams server quant"}
-NS_BF16=${NS_BF16:-64,128,192,256,288}; NS_F32=${NS_F32:-1,8,32}; NS_8192=${NS_8192:-64,96,120}
+NS_BF16=${NS_BF16:-64,128,192,256,288}; NS_F32=${NS_F32-1,8,32}; NS_8192=${NS_8192-64,96,120}
 NS_SERVER=${NS_SERVER:-32,64,128}
 mkdir -p "$OUT"
 say() { echo "== $* ($SECONDS s)"; }
