@@ -203,222 +203,12 @@ done:
 }
 
 /* ---- linear -------------------------------------------------------------------------- */
-static int ptr_align(const void *p) {
-    uintptr_t u = (uintptr_t)p;
-    int a = ARENA_ALIGN;
-    while (a > 1 && (u % a)) a >>= 1;
-    return a;
-}
-
-static cudaDataType_t lt_type(vox_dtype dt) {
-    return dt == VOX_DT_BF16 ? CUDA_R_16BF : dt == VOX_DT_F16 ? CUDA_R_16F : CUDA_R_32F;
-}
-
-static lt_plan *get_plan(cuda_impl *ci, int M, int N, int K, int bias, int align, vox_dtype dt) {
-    vox_backend *be = ci->be;
-    for (int i = 0; i < ci->n_plans; i++) {
-        lt_plan *p = &ci->plans[i];
-        if (p->M == M && p->N == N && p->K == K && p->bias == bias && p->align == align && p->dt == dt)
-            return p;
-    }
-    if (ci->n_plans == MAX_PLANS) { /* never with this model: evict the oldest */
-        lt_plan *p = &ci->plans[0];
-        cublasLtMatmulDescDestroy(p->desc);
-        cublasLtMatrixLayoutDestroy(p->a);
-        cublasLtMatrixLayoutDestroy(p->b);
-        cublasLtMatrixLayoutDestroy(p->c);
-        memmove(ci->plans, ci->plans + 1, sizeof(lt_plan) * (MAX_PLANS - 1));
-        ci->n_plans--;
-    }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    lt_plan *p = &ci->plans[ci->n_plans];
-    memset(p, 0, sizeof *p);
-    p->M = M, p->N = N, p->K = K, p->bias = bias, p->align = align, p->dt = dt;
-    /* column-major view: y^T[N][M] = W[K][N]^T . x^T[K][M]. COMPUTE_32F: fp32 sums,
-     * and for fp32 inputs no TF32 (that takes COMPUTE_32F_FAST_TF32) */
-    cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
-    if (dt == VOX_DT_F16) { /* alpha undoes the input's scale, known only on the device */
-        cublasLtPointerMode_t pm = CUBLASLT_POINTER_MODE_DEVICE;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof pm));
-    }
-    if (bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        cudaDataType_t bt = CUDA_R_32F;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-    }
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, lt_type(dt), K, N, K));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, lt_type(dt), K, M, K));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, N, M, N));
-    /* The algorithm is chosen for M's bucket (the next power of two from 16) and
-     * checked for M: each bucket costs one heuristic query (~ms) per shape, not each
-     * row count a stream produces, and a given M always gets the same algorithm. */
-    int Mb = 16;
-    while (Mb < M) Mb *= 2;
-    cublasLtMatrixLayout_t bb = NULL, cb = NULL;
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&bb, lt_type(dt), K, Mb, K));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&cb, CUDA_R_32F, N, Mb, N));
-    cublasLtMatmulPreference_t pref;
-    size_t ws = LT_WORKSPACE;
-    uint32_t al = (uint32_t)align;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
-    cublasLtMatmulHeuristicResult_t res;
-    int nres = 0, found = 0;
-    for (int i = 0; i < ci->n_plans && !found; i++) { /* the bucket's algorithm, if known */
-        const lt_plan *q = &ci->plans[i];
-        if (q->Mb == Mb && q->N == N && q->K == K && q->bias == bias && q->align == align && q->dt == dt) {
-            res.algo = q->algo;
-            found = 1;
-        }
-    }
-    if (!found && cublasLtMatmulAlgoGetHeuristic(ci->lt, p->desc, p->a, bb, cb, cb, pref, 1, &res, &nres) ==
-                      CUBLAS_STATUS_SUCCESS && nres >= 1)
-        found = 1;
-    cublasLtMatmulHeuristicResult_t chk;
-    if (found && (cublasLtMatmulAlgoCheck(ci->lt, p->desc, p->a, p->b, p->c, p->c, &res.algo, &chk) !=
-                      CUBLAS_STATUS_SUCCESS || chk.workspaceSize > ws))
-        found = 0;
-    if (!found) { /* the bucket's choice does not fit M: ask for M itself */
-        Mb = M;
-        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ci->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res, &nres));
-    }
-    cublasLtMatrixLayoutDestroy(bb);
-    cublasLtMatrixLayoutDestroy(cb);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (!found && nres < 1) {
-        char what[64];
-        snprintf(what, sizeof what, "linear (%s)", vox_cuda_path_name(dt));
-        op_fail("%s: no cuBLASLt algorithm for K=%ld", what, K);
-        return NULL;
-    }
-    p->Mb = Mb;
-    p->algo = res.algo;
-    ci->n_plans++;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    ci->plans_made++;
-    ci->plans_ms += (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
-    return p;
-}
-
-/* y[m][N] (= or +=) in[m][K] . w^T (+ bias): cuBLASLt; `in` is what gemm_input()
- * returned for this weight's device dtype. */
 /* a matrix the kernels can read: on the device as BF16, F16, F32, or Q8 / Q4 with scales */
 static int matrix_on_device(const vox_weight *w) {
     return w->dev && (w->dev_dtype == VOX_DT_BF16 || w->dev_dtype == VOX_DT_F16 ||
                       w->dev_dtype == VOX_DT_F32 ||
                       (vox_dtype_quantized(w->dev_dtype) && w->dev_scales && w->group >= 32));
 }
-
-/* the dtype a weight's GEMM runs in: its own, or for a quantized one its tile's */
-static vox_dtype gemm_dt(const cuda_impl *ci, const vox_weight *w) {
-    return vox_dtype_quantized(w->dev_dtype) ? (ci->path == VOX_DT_BF16 ? VOX_DT_BF16 : ci->path) : w->dev_dtype;
-}
-
-static int qfmt(vox_dtype dt) { return dt == VOX_DT_Q8 ? VOX_CUDA_Q8 : VOX_CUDA_Q4; }
-
-static void lt_matmul_dense(cuda_impl *ci, float *y, const vox_weight *w, const void *in,
-                            const float *bias, int m, int accumulate);
-
-/* a quantized weight: dequantized into the tile (in row blocks when it does not fit,
- * each block's output through qout into y's columns), then the dense GEMM */
-static void lt_matmul_q(cuda_impl *ci, float *y, const vox_weight *w, const void *in, const float *bias,
-                        int m, int accumulate) {
-    vox_backend *be = ci->be;
-    const int N = (int)w->rows, K = (int)w->cols;
-    const vox_dtype tdt = gemm_dt(ci, w);
-    if (!ci->qtile || !in) {
-        op_fail("%s: quantized weight without its tile (%ld columns)", "linear", K);
-        return;
-    }
-    vox_weight t = *w;
-    t.dev = ci->qtile;
-    t.dev_dtype = tdt;
-    t.dev_scales = NULL;
-    int64_t tile_rows = (int64_t)QTILE_ELEMS / K / 64 * 64;
-    if (tile_rows >= N) {
-        vox_cuda_qdequant(ci->qtile, tdt, w->dev, qfmt(w->dev_dtype), w->dev_scales, 0, N, K, w->group, ci->st);
-        LAUNCHED();
-        lt_matmul_dense(ci, y, &t, in, bias, m, accumulate);
-        return;
-    }
-    if (tile_rows < 64) tile_rows = 64 < N ? 64 : N;
-    const size_t in_es = tdt == VOX_DT_F32 ? 4 : 2;
-    for (int n0 = 0; n0 < N; n0 += (int)tile_rows) {
-        const int nt = N - n0 < tile_rows ? N - n0 : (int)tile_rows;
-        vox_cuda_qdequant(ci->qtile, tdt, w->dev, qfmt(w->dev_dtype), w->dev_scales, n0, nt, K, w->group, ci->st);
-        LAUNCHED();
-        t.rows = nt;
-        const int rows_per = QOUT_FLOATS / nt > 0 ? QOUT_FLOATS / nt : 1;
-        for (int m0 = 0; m0 < m; m0 += rows_per) {
-            const int mm = m - m0 < rows_per ? m - m0 : rows_per;
-            float *yb = y + (int64_t)m0 * N + n0;
-            if (accumulate)
-                CUDA_CHECK(cudaMemcpy2DAsync(ci->qout, (size_t)nt * 4, yb, (size_t)N * 4, (size_t)nt * 4, mm,
-                                             cudaMemcpyDeviceToDevice, ci->st));
-            lt_matmul_dense(ci, ci->qout, &t, (const char *)in + (size_t)m0 * K * in_es, bias ? bias + n0 : NULL,
-                            mm, accumulate);
-            CUDA_CHECK(cudaMemcpy2DAsync(yb, (size_t)N * 4, ci->qout, (size_t)nt * 4, (size_t)nt * 4, mm,
-                                         cudaMemcpyDeviceToDevice, ci->st));
-        }
-    }
-}
-
-static void lt_matmul(cuda_impl *ci, float *y, const vox_weight *w, const void *in, const float *bias,
-                      int m, int accumulate) {
-    if (vox_dtype_quantized(w->dev_dtype)) lt_matmul_q(ci, y, w, in, bias, m, accumulate);
-    else lt_matmul_dense(ci, y, w, in, bias, m, accumulate);
-}
-
-static void lt_matmul_dense(cuda_impl *ci, float *y, const vox_weight *w, const void *in,
-                            const float *bias, int m, int accumulate) {
-    vox_backend *be = ci->be;
-    const int N = (int)w->rows, K = (int)w->cols;
-    const float one = 1.0f, zero = 0.0f;
-    const float *alpha = &one, *beta = accumulate ? &one : &zero;
-    if (w->dev_dtype == VOX_DT_F16) alpha = &ci->scal[0], beta = &ci->scal[accumulate ? 2 : 1];
-    if (!in) return;
-    int ay = ptr_align(y), ax = ptr_align(in);
-    lt_plan *p = get_plan(ci, m, N, K, bias != NULL, ay < ax ? ay : ax, w->dev_dtype);
-    if (!p) return;
-    if (bias)
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                    &bias, sizeof bias));
-    CUBLAS_CHECK(cublasLtMatmul(ci->lt, p->desc, alpha, w->dev, p->a, in, p->b, beta, y, p->c,
-                                y, p->c, &p->algo, ci->lt_ws, LT_WORKSPACE, ci->st));
-}
-
-
-
-/* the fp32 input scratch and the FP16 scale words: fp16 and fp32 paths only */
-static int have_scratch(cuda_impl *ci, const char *op) {
-    vox_backend *be = ci->be;
-    if (!ci->xf) op_fail("%s: fp16/fp32 weights on a bf16-path backend (no scratch for them, %ld)", op, 0);
-    return ci->xf != NULL;
-}
-
-/* The GEMM input for weights of dtype dt from n fp32 values at x: rounded to BF16
- * or scaled to FP16 in the scratch xb (alpha in scal[0]), or x itself for FP32. */
-static const void *gemm_input(cuda_impl *ci, vox_dtype dt, const float *x, int64_t n) {
-    vox_backend *be = ci->be;
-    if (dt == VOX_DT_F32) return x;
-    if (dt == VOX_DT_BF16) {
-        vox_cuda_f32_to_bf16(ci->xb, x, n, ci->st);
-    } else {
-        if (!have_scratch(ci, "linear")) return NULL;
-        vox_cuda_f32_to_f16_scaled(ci->xb, x, n, (unsigned *)&ci->scal[3], &ci->scal[0], ci->n_sm, ci->st);
-    }
-    LAUNCHED();
-    return ci->xb;
-}
-
 
 static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weight *w,
                       const vox_weight *b, int M, vox_act act, int accumulate) {
@@ -432,7 +222,7 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
     if (M <= 0) return;
     if (vox_dtype_quantized(w->dev_dtype) && M <= VOX_QGEMV_MAX_ROWS) {
         vox_cuda_qgemv_args a = {.W = {w->dev}, .S = {w->dev_scales}, .y = {y}, .rows = {N}, .n_out = 1,
-                                 .K = K, .group = w->group, .fmt = qfmt(w->dev_dtype), .M = M,
+                                 .K = K, .group = w->group, .fmt = vox_cuda_qfmt(w->dev_dtype), .M = M,
                                  .mode = VOX_GEMV_PLAIN, .accumulate = accumulate,
                                  .act = act == VOX_ACT_GELU, .x = x, .bias = bias};
         if (vox_cuda_qgemv(&a, ci->n_sm, ci->st) != 0) op_fail("%s: bad quantized weight (%ld columns)", "linear", K);
@@ -462,8 +252,8 @@ static void cu_linear(vox_backend *be, float *y, const float *x, const vox_weigh
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
         float *yr = y + (int64_t)r0 * N;
-        const void *in = gemm_input(ci, gemm_dt(ci, w), x + (int64_t)r0 * K, (int64_t)m * K);
-        lt_matmul(ci, yr, w, in, bias, m, accumulate);
+        const void *in = vox_cuda_gemm_input(ci, vox_cuda_gemm_dt(ci, w), x + (int64_t)r0 * K, (int64_t)m * K);
+        vox_cuda_lt_matmul(ci, yr, w, in, bias, m, accumulate);
         if (act == VOX_ACT_GELU) {
             vox_cuda_gelu(yr, (int64_t)m * N, ci->st);
             LAUNCHED();
@@ -512,7 +302,7 @@ static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const fl
         for (int i = 1; i < n_out; i++) same &= w[i]->dev_dtype == w[0]->dev_dtype && w[i]->group == w[0]->group;
         for (int i0 = 0; i0 < n_out; i0 += same ? n_out : 1) {
             const int n = same ? n_out : 1;
-            vox_cuda_qgemv_args a = {.n_out = n, .K = K, .group = w[i0]->group, .fmt = qfmt(w[i0]->dev_dtype),
+            vox_cuda_qgemv_args a = {.n_out = n, .K = K, .group = w[i0]->group, .fmt = vox_cuda_qfmt(w[i0]->dev_dtype),
                                      .M = M, .mode = norm ? VOX_GEMV_NORM : VOX_GEMV_PLAIN, .x = x, .eps = eps,
                                      .norm = norm ? norm->dev : NULL, .scale = scale ? scale->dev : NULL};
             int ok = vox_dtype_quantized(w[i0]->dev_dtype);
@@ -541,8 +331,8 @@ static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const fl
     }
     const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
     one_dtype = 1;
-    for (int i = 0; i < n_out; i++) one_dtype &= gemm_dt(ci, w[i]) == gemm_dt(ci, w[0]);
-    if (one_dtype && gemm_dt(ci, w[0]) == VOX_DT_BF16) {
+    for (int i = 0; i < n_out; i++) one_dtype &= vox_cuda_gemm_dt(ci, w[i]) == vox_cuda_gemm_dt(ci, w[0]);
+    if (one_dtype && vox_cuda_gemm_dt(ci, w[0]) == VOX_DT_BF16) {
         /* many rows, BF16: the norm writes the GEMM input, shared by the n_out GEMMs */
         for (int r0 = 0; r0 < M; r0 += rows_per) {
             int m = M - r0 < rows_per ? M - r0 : rows_per;
@@ -553,12 +343,12 @@ static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const fl
                 vox_cuda_f32_to_bf16(ci->xb, x + (int64_t)r0 * K, (int64_t)m * K, ci->st);
             LAUNCHED();
             for (int i = 0; i < n_out; i++)
-                lt_matmul(ci, y[i] + (int64_t)r0 * w[i]->rows, w[i], ci->xb, NULL, m, 0);
+                vox_cuda_lt_matmul(ci, y[i] + (int64_t)r0 * w[i]->rows, w[i], ci->xb, NULL, m, 0);
         }
         return;
     }
     /* many rows, other dtypes: the norm in fp32, then each weight's input from it */
-    if (norm && !have_scratch(ci, "norm_linear")) return;
+    if (norm && !vox_cuda_have_scratch(ci, "norm_linear")) return;
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
         const float *xn = x + (int64_t)r0 * K;
@@ -569,11 +359,11 @@ static void cu_norm_linear(vox_backend *be, int n_out, float *const *y, const fl
         }
         int in_dt = -1; /* what the scratch xb holds now */
         for (int i = 0; i < n_out; i++) {
-            vox_dtype dt = gemm_dt(ci, w[i]);
+            vox_dtype dt = vox_cuda_gemm_dt(ci, w[i]);
             const void *in = dt == VOX_DT_F32 ? xn : dt == (vox_dtype)in_dt ? ci->xb
-                                                     : gemm_input(ci, dt, xn, (int64_t)m * K);
+                                                     : vox_cuda_gemm_input(ci, dt, xn, (int64_t)m * K);
             if (dt != VOX_DT_F32) in_dt = dt;
-            lt_matmul(ci, y[i] + (int64_t)r0 * w[i]->rows, w[i], in, NULL, m, 0);
+            vox_cuda_lt_matmul(ci, y[i] + (int64_t)r0 * w[i]->rows, w[i], in, NULL, m, 0);
         }
     }
 }
@@ -589,7 +379,7 @@ static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const fl
     if (M <= 0) return;
     if (vox_dtype_quantized(w->dev_dtype) && M <= VOX_QGEMV_MAX_ROWS) {
         vox_cuda_qgemv_args a = {.W = {w->dev}, .S = {w->dev_scales}, .y = {y}, .rows = {(int)w->rows},
-                                 .n_out = 1, .K = K, .group = w->group, .fmt = qfmt(w->dev_dtype), .M = M,
+                                 .n_out = 1, .K = K, .group = w->group, .fmt = vox_cuda_qfmt(w->dev_dtype), .M = M,
                                  .mode = VOX_GEMV_SWIGLU, .accumulate = accumulate, .x = g, .u = u};
         if (vox_cuda_qgemv(&a, ci->n_sm, ci->st) != 0)
             op_fail("%s: bad quantized weight (%ld columns)", "swiglu_linear", K);
@@ -609,8 +399,8 @@ static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const fl
             gemv1_of(ci, 1, &y, &w, VOX_GEMV_SWIGLU, g, u, NULL, NULL, 0.0f, accumulate);
         return;
     }
-    const vox_dtype wdt = gemm_dt(ci, w);
-    if (wdt != VOX_DT_BF16 && !have_scratch(ci, "swiglu_linear")) return;
+    const vox_dtype wdt = vox_cuda_gemm_dt(ci, w);
+    if (wdt != VOX_DT_BF16 && !vox_cuda_have_scratch(ci, "swiglu_linear")) return;
     const int rows_per = XB_ELEMS / K > 0 ? XB_ELEMS / K : 1;
     for (int r0 = 0; r0 < M; r0 += rows_per) {
         int m = M - r0 < rows_per ? M - r0 : rows_per;
@@ -622,9 +412,9 @@ static void cu_swiglu_linear(vox_backend *be, float *y, const float *g, const fl
         } else {
             vox_cuda_swiglu(ci->xf, gr, ur, (int64_t)m * K, ci->st);
             LAUNCHED();
-            in = gemm_input(ci, wdt, ci->xf, (int64_t)m * K);
+            in = vox_cuda_gemm_input(ci, wdt, ci->xf, (int64_t)m * K);
         }
-        lt_matmul(ci, y + (int64_t)r0 * w->rows, w, in, NULL, m, accumulate);
+        vox_cuda_lt_matmul(ci, y + (int64_t)r0 * w->rows, w, in, NULL, m, accumulate);
     }
 }
 
@@ -744,7 +534,7 @@ static void cu_embed(vox_backend *be, float *x, const vox_weight *emb, const int
         return;
     }
     if (vox_dtype_quantized(emb->dev_dtype))
-        vox_cuda_qembed(x, emb->dev, qfmt(emb->dev_dtype), emb->dev_scales, emb->group, ids, audio, pos, M, D,
+        vox_cuda_qembed(x, emb->dev, vox_cuda_qfmt(emb->dev_dtype), emb->dev_scales, emb->group, ids, audio, pos, M, D,
                         acap, slot, impl_of(be)->st);
     else
         vox_cuda_embed(x, emb->dev, emb->dev_dtype, ids, audio, pos, M, D, acap, slot,
