@@ -57,16 +57,11 @@ void vox_cuda_fail(vox_backend *be, const char *file, int line, const char *stmt
     vox_err_set(&be->err, "%s:%d: %s: %s", base ? base + 1 : file, line, stmt, why);
 }
 
-
-static void op_fail_(vox_backend *be, const char *fmt, const char *what, long a) {
+void vox_cuda_op_fail(vox_backend *be, const char *fmt, const char *what, long a) {
     char buf[256];
     snprintf(buf, sizeof buf, fmt, what, a);
     vox_cuda_fail(be, __FILE__, __LINE__, "op", buf);
 }
-#define op_fail(fmt, what, a) op_fail_(be, fmt, what, a)
-
-/* every launch is checked: a bad configuration shows up here, at once */
-#define LAUNCHED() CUDA_CHECK(cudaGetLastError())
 
 /* ---- memory ---------------------------------------------------------------------- */
 static void *cu_alloc(vox_backend *be, size_t bytes) {
