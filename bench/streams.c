@@ -89,6 +89,9 @@ typedef struct {
     int n, kept;
     double p50, p95, p99, max_lag_s, mean_batch, step_ms, mem_mb;
     long long tokens, steps;
+    /* where the live phase's wall time went (the scheduler's counters) */
+    double wall_ms, steps_ms, enc_ms, prefill_ms;
+    long long ticks, enc_batches, enc_tokens, prefills;
     double step_ms_by_batch[VOX_BATCH_BINS];
     long long steps_by_batch[VOX_BATCH_BINS];
 } run_result;
@@ -132,6 +135,7 @@ static int run_n(vox_ctx *ctx, int N, const float *audio, int64_t n_audio, doubl
     long mem = rss_mb();
     size_t be_mem = vox_backend_bytes(ctx);
     vox_serve_stats_get(ctx, &b);
+    const double wall = now_ms() - t0;
     double max_lag = 0;
     for (int i = 0; i < N && !rc; i++) rc = vox_stream_finish(s[i]);
     for (int i = 0; i < N && !rc; i++) rc = vox_stream_wait(s[i]);
@@ -165,6 +169,14 @@ static int run_n(vox_ctx *ctx, int N, const float *audio, int64_t n_audio, doubl
         out->steps_by_batch[k] = b.steps_by_batch[k] - a.steps_by_batch[k];
         out->step_ms_by_batch[k] = out->steps_by_batch[k] ? (b.step_ms_by_batch[k] - a.step_ms_by_batch[k]) / out->steps_by_batch[k] : 0;
     }
+    out->wall_ms = wall;
+    out->steps_ms = b.step_ms - a.step_ms;
+    out->enc_ms = b.enc_ms - a.enc_ms;
+    out->prefill_ms = b.prefill_ms - a.prefill_ms;
+    out->ticks = b.ticks - a.ticks;
+    out->enc_batches = b.enc_batches - a.enc_batches;
+    out->enc_tokens = b.enc_tokens - a.enc_tokens;
+    out->prefills = b.prefills - a.prefills;
     out->mem_mb = be_mem ? be_mem / 1048576.0 : (double)mem;
     for (int i = 0; i < N; i++) {
         vox_stream_free(s[i]);
@@ -236,14 +248,22 @@ static double free_bytes(const char *backend, int *is_gpu) {
 static void print_row(FILE *o, const char *mode, const run_result *r) {
     fprintf(o, "%-9s %5d  %-4s %9.1f %9.1f %9.1f %8.2f %10.2f %9.2f %8lld %9.0f\n", mode, r->n, r->kept ? "yes" : "NO",
             r->p50, r->p95, r->p99, r->max_lag_s, r->mean_batch, r->step_ms, r->tokens, r->mem_mb);
+    const double w = r->wall_ms > 0 ? r->wall_ms / 100 : 1;
+    fprintf(o, "          live %.1f s: decoder steps %.0f ms (%.0f%%), encoder %.0f ms (%.0f%%: %lld batches, %lld tokens), "
+               "prompts %.0f ms (%.0f%%: %lld), %lld ticks\n",
+            r->wall_ms / 1000, r->steps_ms, r->steps_ms / w, r->enc_ms, r->enc_ms / w, r->enc_batches, r->enc_tokens,
+            r->prefill_ms, r->prefill_ms / w, r->prefills, r->ticks);
 }
 
 static void json_row(FILE *j, const char *mode, const run_result *r, int last) {
     fprintf(j, "    {\"mode\": \"%s\", \"streams\": %d, \"kept_real_time\": %s, \"latency_ms\": {\"p50\": %.3f, "
                "\"p95\": %.3f, \"p99\": %.3f}, \"max_lag_s\": %.3f, \"mean_batch\": %.3f, \"step_ms\": %.4f, "
-               "\"tokens\": %lld, \"steps\": %lld, \"memory_mb\": %.1f, \"step_ms_by_batch\": {",
+               "\"tokens\": %lld, \"steps\": %lld, \"memory_mb\": %.1f, \"live_ms\": %.1f, \"steps_total_ms\": %.1f, "
+               "\"encoder_ms\": %.1f, \"encoder_batches\": %lld, \"encoder_tokens\": %lld, \"prompts_ms\": %.1f, "
+               "\"prompts\": %lld, \"ticks\": %lld, \"step_ms_by_batch\": {",
             mode, r->n, r->kept ? "true" : "false", r->p50, r->p95, r->p99, r->max_lag_s, r->mean_batch, r->step_ms,
-            r->tokens, r->steps, r->mem_mb);
+            r->tokens, r->steps, r->mem_mb, r->wall_ms, r->steps_ms, r->enc_ms, r->enc_batches, r->enc_tokens,
+            r->prefill_ms, r->prefills, r->ticks);
     int first = 1;
     for (int k = 1; k < VOX_BATCH_BINS; k++)
         if (r->steps_by_batch[k]) {
