@@ -33,6 +33,32 @@ void vox_encoder_stem(vox_ctx *ctx, const vox_enc_item *it, int n) {
 
     /* conv stem, per stream: conv0 (stride 1, K-1 rows of left context kept from the
      * stream's previous chunk, zeros first), conv1 (stride 2, K-2 rows) */
+    if (n > 1 && c->enc.hidden_dim >= 2 * De) {
+        /* several streams: each stream's im2col rows side by side, then ONE GEMM per
+         * conv for all of them (two per stream before); conv0's rows pass through the
+         * gate buffer (free until the layers; mel rows = 2 x frames, hence the check) */
+        float *y0 = w->eg;
+        int R = 0, M = 0;
+        for (int j = 0; j < n; j++) {
+            const int rows = it[j].tokens * c->mel_per_token;
+            be->im2col(be, w->conv_cols + (size_t)R * nm * K, it[j].conv_in, rows, nm, K, 1);
+            R += rows;
+        }
+        be->linear(be, y0, w->conv_cols, &m->conv0_w, &m->conv0_b, R, VOX_ACT_GELU, 0);
+        for (int j = 0, r = 0; j < n; r += it[j].tokens * c->mel_per_token, j++) {
+            const int rows = it[j].tokens * c->mel_per_token, Mj = rows / 2;
+            float *in = it[j].conv_in, *mid = it[j].conv_mid;
+            be->copy(be, in, in + (size_t)rows * nm, sizeof(float) * (K - 1) * nm);
+            be->copy(be, mid + (size_t)(K - 2) * De, y0 + (size_t)r * De, sizeof(float) * rows * De);
+            be->im2col(be, w->conv_cols + (size_t)M * De * K, mid, Mj, De, K, 2);
+            if (K > 2) be->copy(be, mid, mid + (size_t)rows * De, sizeof(float) * (K - 2) * De);
+            M += Mj;
+        }
+        be->linear(be, w->ex, w->conv_cols, &m->conv1_w, &m->conv1_b, M, VOX_ACT_GELU, 0);
+        for (int j = 0, f = 0; j < n; f += it[j].tokens * c->mel_per_token / 2, j++)
+            tap(ctx, it[j].s, "conv", w->ex + (size_t)f * De, it[j].tokens * c->mel_per_token / 2, De);
+        return;
+    }
     int M = 0;
     for (int j = 0; j < n; j++) {
         const int rows = it[j].tokens * c->mel_per_token, Mj = rows / 2;
