@@ -93,7 +93,7 @@ else
   CLI_SRC  += cli/noserver.c
 endif
 ifeq ($(CUDA),1)
-  ENGINE_SRC += voxtral_cuda.c voxtral_cuda_weights.c
+  ENGINE_SRC += voxtral_cuda.c voxtral_cuda_gemm.c voxtral_cuda_weights.c
   CU_SRC   := $(wildcard cuda/*.cu)
   CFLAGS   += -I$(CUDA_HOME)/include
   LIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -ldl
@@ -149,7 +149,7 @@ $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard cuda/*.cuh) voxtral_cuda.h $(STAMP) | $(
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h voxtral_quant.h $(BUILD)/libvoxtral.a
+$(BUILD)/tests/%: tests/%.c tests/testutil.h tests/cudatest.h voxtral_quant.h $(BUILD)/libvoxtral.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvoxtral.a $(LIBS)
 

@@ -1,5 +1,5 @@
-/* voxtral_cuda.c - the CUDA backend: device memory, the one stream, cuBLASLt
- * plans, graphs, and the op table (voxtral_internal.h) over the kernels in cuda/.
+/* voxtral_cuda.c - the CUDA backend: device memory, the one stream, the op table
+ * (voxtral_internal.h) over the kernels in cuda/, graphs, and the backend's lifetime.
  * Every op computes what its CPU twin in voxtral_kernels.c computes.
  *
  * Weights: every matrix goes to the device once, into one arena (voxtral_cuda_weights.c),
@@ -13,11 +13,8 @@
  * Each weight's device dtype is w->dev_dtype; every op reads any of the three.
  * Activations fp32; sums fp32.
  * linear: few rows -> our memory-bound GEMV (cuda/gemv.cu); many rows -> cuBLASLt
- * with fp32 output and a bias epilogue (beta = 1 accumulates): BF16 x BF16 with x
- * rounded to BF16; FP16 x FP16 with x scaled by a power of two so max |x| sits just
- * under 2^15 (no FP16 overflow whatever the activations; alpha undoes it, read on
- * the device); FP32 x FP32 on x itself (COMPUTE_32F: no TF32). Exact-erf GELU in
- * a separate pass (cuBLASLt's GELU epilogue is the tanh approximation).
+ * (voxtral_cuda_gemm.c: plans, the GEMM input of each dtype, vox_cuda_lt_matmul).
+ * Exact-erf GELU in a separate pass (cuBLASLt's GELU epilogue is the tanh approximation).
  * Fused decoder ops: at M = 1 one launch each (gemv1: norm or SwiGLU computed while
  * the GEMV loads its input, q/k/v or w1/w3 in one grid; RoPE + KV store + attention
  * in the split attention kernel); at M > 1
@@ -27,7 +24,7 @@
  * F16 scales, on every GPU path): up to VOX_QGEMV_MAX_ROWS rows the qgemv kernel
  * dequantizes on the fly (norm / SwiGLU input fused as gemv1's); more rows dequantize
  * the weight into a dense tile of the path's dtype (BF16, F16 or F32) and run the
- * cuBLASLt GEMM of that dtype on it (lt_matmul).
+ * cuBLASLt GEMM of that dtype on it (vox_cuda_lt_matmul).
  * Decoder-step kernels use programmatic dependent launch (vox_launch, sm_90+).
  * Ops only enqueue; nothing here synchronises except download(), sync() and
  * wait_fence() (and host_free(): cudaFreeHost), so the decoder step can be
@@ -38,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cublasLt.h>

@@ -1,6 +1,7 @@
 /* voxtral_cuda_impl.h - what the CUDA backend's host files share (voxtral_cuda.c: memory,
- * plans, ops, graphs, lifetime; voxtral_cuda_weights.c: the weight arena and upload): the
- * backend's state and its sizes. Not part of the op table's interface. */
+ * ops, graphs, lifetime; voxtral_cuda_gemm.c: cuBLASLt plans and GEMMs;
+ * voxtral_cuda_weights.c: the weight arena and upload): the backend's state and its
+ * sizes. Not part of the op table's interface. */
 #ifndef VOXTRAL_CUDA_IMPL_H
 #define VOXTRAL_CUDA_IMPL_H
 
@@ -90,9 +91,25 @@ static inline cuda_impl *impl_of(vox_backend *be) { return (cuda_impl *)be->impl
 
 /* voxtral_cuda.c */
 void vox_cuda_drop_graphs(cuda_impl *ci);
+/* an op's failure (fmt formats what and a) into the caller's backend `be` */
+void vox_cuda_op_fail(vox_backend *be, const char *fmt, const char *what, long a);
+#define op_fail(fmt, what, a) vox_cuda_op_fail(be, fmt, what, a)
+/* every launch is checked: a bad configuration shows up here, at once */
+#define LAUNCHED() CUDA_CHECK(cudaGetLastError())
 static inline const char *vox_cuda_path_name(vox_dtype dt) {
     return dt == VOX_DT_F16 ? "fp16" : dt == VOX_DT_F32 ? "fp32" : "bf16";
 }
+/* voxtral_cuda_gemm.c: cuBLASLt over many rows. y[m][N] (= or +=) in[m][K] . w^T (+ bias),
+ * `in` from vox_cuda_gemm_input() for the weight's GEMM dtype (vox_cuda_gemm_dt: its own,
+ * or for a quantized one its dense tile's); vox_cuda_have_scratch: the fp32 scratch of
+ * the fp16 / fp32 paths (an op failure without it); vox_cuda_qfmt: the kernels' tag
+ * (VOX_CUDA_Q8 / Q4) of a quantized dtype. */
+vox_dtype vox_cuda_gemm_dt(const cuda_impl *ci, const vox_weight *w);
+int vox_cuda_qfmt(vox_dtype dt);
+int vox_cuda_have_scratch(cuda_impl *ci, const char *op);
+const void *vox_cuda_gemm_input(cuda_impl *ci, vox_dtype dt, const float *x, int64_t n);
+void vox_cuda_lt_matmul(cuda_impl *ci, float *y, const vox_weight *w, const void *in, const float *bias,
+                        int m, int accumulate);
 /* voxtral_cuda_weights.c: every matrix into one device arena, in the GPU path's dtype */
 int vox_cuda_upload_weights(vox_backend *be, vox_model *m);
 

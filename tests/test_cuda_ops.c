@@ -1,7 +1,10 @@
-/* test_cuda_ops.c - every op of the CUDA backend against its CPU twin
+/* test_cuda_ops.c - the CUDA backend's ops against their CPU twins
  * (voxtral_kernels.c) on fresh random inputs of the real model's shapes, outputs
  * poisoned (NaN / -1) before each run so an unwritten element fails; plus graph
  * capture + replay at a changed device position. Prints "ok - ..." lines.
+ * The fused decoder ops (norm_linear, swiglu_linear, rope_attention) and the batched /
+ * serving rows (streams in slots) are test_cuda_batched.c's; the helpers both use
+ * (weights per device dtype, poisoned buffers, the tolerance check): tests/cudatest.h.
  * Matrix ops run with each device dtype of weights (BF16, FP16, FP32: the GPU paths);
  * the CPU twin always reads the BF16 weight, which FP16 and FP32 hold exactly.
  * Without a CUDA device: "skipped: no CUDA device", exit 0.
@@ -17,7 +20,6 @@
  * to FP16 (11 bits) or BF16 (8 bits) in the cuBLASLt GEMMs of those dtypes.
  */
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,137 +27,20 @@
 
 #include "voxtral_internal.h"
 #include "testutil.h"
+#include "cudatest.h"
 
 /* test hooks in voxtral_cuda.c (absent from CPU-only builds) */
 int vox_cuda_set_gemv_max_rows(vox_backend *be, int rows) __attribute__((weak));
 int vox_cuda_set_pdl(vox_backend *be, int on) __attribute__((weak));
 int vox_cuda_f16_check(const uint16_t *w, int64_t n, float *max_abs, double *rel_err) __attribute__((weak));
 
-static vox_backend *cpu, *gpu;
-
-/* ---- helpers ------------------------------------------------------------------- */
-/* frand, to_bf16, rand_f: tests/testutil.h */
-static uint16_t *rand_bf16(int64_t n, float scale) {
-    uint16_t *p = malloc(sizeof(uint16_t) * (n ? n : 1));
-#pragma omp parallel
-    {
-        /* per-thread stream: 400M values would take seconds on one core */
-        uint64_t s = rng ^ (0x2545f4914f6cdd1dull * (uint64_t)(omp_get_thread_num() + 1));
-#pragma omp for
-        for (int64_t i = 0; i < n; i++) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            p[i] = to_bf16(((float)((s >> 40) * (1.0 / 8388608.0)) - 1.0f) * scale);
-        }
-    }
-    frand();
-    return p;
-}
-static void *dev_from(const void *host, size_t bytes) {
-    void *d = gpu->alloc(gpu, bytes);
-    if (d) gpu->upload(gpu, d, host, bytes);
-    return d;
-}
-static void poison(void *dev, size_t bytes) {
-    void *h = malloc(bytes);
-    memset(h, 0xff, bytes); /* NaN as float, -1 as int32 */
-    gpu->upload(gpu, dev, h, bytes);
-    free(h);
-}
-static float *dev_floats(const void *dev, int64_t n) {
-    float *h = malloc(sizeof(float) * n);
-    gpu->download(gpu, h, dev, sizeof(float) * n);
-    return h;
-}
-static vox_weight weight_bf16(int64_t rows, int64_t cols, float scale) {
-    vox_weight w = {.dtype = VOX_DT_BF16, .rows = rows, .cols = cols, .dev_dtype = VOX_DT_BF16};
-    w.data = rand_bf16(rows * cols, scale);
-    w.dev = dev_from(w.data, rows * cols * 2);
-    return w;
-}
-/* IEEE half of f, round to nearest even (the test's own, independent of the backend's) */
-static uint16_t to_f16(float f) {
-    union { float f; uint32_t u; } v = {f};
-    uint32_t sign = (v.u >> 16) & 0x8000u, a = v.u & 0x7fffffffu;
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);            /* rounds past 65504 */
-    if (a < 0x38800000u) return (uint16_t)(sign | lrintf(fabsf(f) * 16777216.0f)); /* subnormal */
-    return (uint16_t)(sign | (((a + 0xfffu + ((a >> 13) & 1)) >> 13) - (112u << 10)));
-}
-/* the BF16 weight w with its device copy in dtype dt (host data shared with w) */
-static vox_weight weight_as(const vox_weight *w, vox_dtype dt) {
-    if (dt == VOX_DT_BF16) return *w;
-    vox_weight c = *w;
-    int64_t n = w->rows * w->cols;
-    const uint16_t *b = w->data;
-    size_t es = dt == VOX_DT_F32 ? 4 : 2;
-    char *h = malloc(es * n);
-#pragma omp parallel for
-    for (int64_t i = 0; i < n; i++) {
-        float f = vox_bf16_to_f32(b[i]);
-        if (dt == VOX_DT_F32) ((float *)h)[i] = f;
-        else ((uint16_t *)h)[i] = to_f16(f);
-    }
-    c.dev = dev_from(h, es * n);
-    c.dev_dtype = dt;
-    free(h);
-    return c;
-}
+/* ---- helpers (the shared ones: tests/cudatest.h) ---------------------------- */
 /* w's device copy replaced by one in dtype dt */
 static void weight_convert(vox_weight *w, vox_dtype dt) {
     if (dt == VOX_DT_BF16) return;
     vox_weight c = weight_as(w, dt);
     gpu->free(gpu, w->dev);
     *w = c;
-}
-static void weight_as_free(vox_weight *c) {
-    if (c->dev_dtype != VOX_DT_BF16 && c->dev) gpu->free(gpu, c->dev);
-    c->dev = NULL;
-}
-static const vox_dtype dtypes[] = {VOX_DT_BF16, VOX_DT_F16, VOX_DT_F32};
-static const char *dt_name(vox_dtype dt) {
-    return dt == VOX_DT_F16 ? "fp16" : dt == VOX_DT_F32 ? "fp32" : "bf16";
-}
-/* (atol, rtol) of a GEMM (cuBLASLt) with this weight dtype; GEMVs: fp32 activations */
-static double gemm_tol(vox_dtype dt) { return dt == VOX_DT_BF16 ? 1e-2 : dt == VOX_DT_F16 ? 2e-3 : 2e-5; }
-static double gemm_rtol(vox_dtype dt) { return dt == VOX_DT_BF16 ? 1e-2 : dt == VOX_DT_F16 ? 2e-3 : 1e-5; }
-static vox_weight weight_f32(int64_t n, float scale, float offset) {
-    vox_weight w = {.dtype = VOX_DT_F32, .rows = n, .cols = 1, .dev_dtype = VOX_DT_F32};
-    float *p = rand_f(n, scale);
-    for (int64_t i = 0; i < n; i++) p[i] += offset;
-    w.data = p;
-    w.dev = dev_from(p, n * 4);
-    return w;
-}
-static void weight_free(vox_weight *w) {
-    free((void *)w->data);
-    if (w->dev) gpu->free(gpu, w->dev);
-    memset(w, 0, sizeof *w);
-}
-
-/* |got - ref| <= atol * max|ref| + rtol * |ref| everywhere; NaN fails */
-static int check(const char *name, const float *got, const float *ref, int64_t n, double atol,
-                 double rtol) {
-    double mr = 0, worst = 0, md = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - ref[i]);
-        double lim = atol * mr + rtol * fabs(ref[i]);
-        if (!(d <= md)) md = d;
-        double r = lim > 0 ? d / lim : (d > 0 ? INFINITY : 0);
-        if (!(r <= worst)) {
-            worst = r;
-            if (!(d <= lim) && bad < 0) bad = i;
-        }
-    }
-    if (bad >= 0)
-        tu_check(0, name, "max |err| %.3g (%.3g of max|ref| %.3g); first bad [%lld] got %g want %g",
-                 md, md / (mr + 1e-30), mr, (long long)bad, got[bad], ref[bad]);
-    else
-        tu_check(1, name, "max |err| %.3g (%.3g of max|ref| %.3g)", md, md / (mr + 1e-30), mr);
-    return bad < 0;
 }
 
 static double now_s(void) {
@@ -239,12 +124,6 @@ static void test_rmsnorm(int M, int D, int with_scale, int in_place) {
     gpu->free(gpu, dx);
     weight_free(&w);
     if (with_scale) weight_free(&sc);
-}
-
-static int32_t *rand_pos(int M, int lo, int hi) {
-    int32_t *p = malloc(sizeof(int32_t) * M);
-    for (int i = 0; i < M; i++) p[i] = lo + (int)((frand() + 1.0f) * 0.5f * (hi - lo));
-    return p;
 }
 
 static void test_rope(int M, int H, int hd, int maxpos) {
@@ -400,174 +279,6 @@ static void test_argmax_topk(int V) {
     }
     free(l);
     gpu->free(gpu, dl), gpu->free(gpu, di);
-}
-
-/* ---- fused decoder ops ---------------------------------------------------------------- */
-/* norm_linear: n_out weights [rows[i]][D], optional norm (+ scale) */
-/* norm_linear: n_out weights [rows[i]][D] of device dtypes dt[i], optional norm (+ scale) */
-static void test_norm_linear_dt(const char *tag, int M, int D, int n_out, const int *rows, int with_norm,
-                                int with_scale, const vox_dtype *dt) {
-    vox_weight w[3], wd[3], norm = {0}, sc = {0};
-    const vox_weight *wp[3];
-    float *ref[3], *dy[3], *got[3];
-    for (int i = 0; i < n_out; i++) {
-        w[i] = weight_bf16(rows[i], D, 1.0f / sqrtf((float)D));
-        wd[i] = weight_as(&w[i], dt[i]);
-        wp[i] = &wd[i];
-        ref[i] = malloc(sizeof(float) * M * rows[i]);
-        dy[i] = gpu->alloc(gpu, sizeof(float) * M * rows[i]);
-        poison(dy[i], sizeof(float) * M * rows[i]);
-    }
-    if (with_norm) norm = weight_f32(D, 0.5f, 1.0f);
-    if (with_scale) sc = weight_f32(D, 0.3f, 1.0f);
-    float *x = rand_f((int64_t)M * D, 3.0f), *dx = dev_from(x, sizeof(float) * M * D);
-    cpu->norm_linear(cpu, n_out, ref, x, wp, with_norm ? &norm : NULL, with_scale ? &sc : NULL, 1e-5f, M);
-    gpu->norm_linear(gpu, n_out, dy, dx, wp, with_norm ? &norm : NULL, with_scale ? &sc : NULL, 1e-5f, M);
-    int err = gpu->sync(gpu);
-    for (int i = 0; i < n_out; i++) {
-        got[i] = dev_floats(dy[i], (int64_t)M * rows[i]);
-        char name[200];
-        snprintf(name, sizeof name, "norm_linear %s %s M=%d D=%d out %d/%d (%d rows)%s%s (%s)",
-                 dt_name(dt[i]), tag, M, D, i + 1, n_out, rows[i], with_norm ? " norm" : "",
-                 with_scale ? " scale" : "", M == 1 ? "gemv1" : "cublasLt");
-        if (err) tu_check(0, name, "%s", vox_last_error());
-        else check(name, got[i], ref[i], (int64_t)M * rows[i], M == 1 ? 2e-5 : gemm_tol(dt[i]),
-                   M == 1 ? 1e-5 : gemm_rtol(dt[i]));
-        free(ref[i]), free(got[i]);
-        gpu->free(gpu, dy[i]);
-        weight_as_free(&wd[i]);
-        weight_free(&w[i]);
-    }
-    free(x);
-    gpu->free(gpu, dx);
-    if (with_norm) weight_free(&norm);
-    if (with_scale) weight_free(&sc);
-}
-
-/* every device dtype, all weights of a call in one */
-static void test_norm_linear(const char *tag, int M, int D, int n_out, const int *rows, int with_norm,
-                             int with_scale) {
-    for (int d = 0; d < 3; d++) {
-        const vox_dtype dt[3] = {dtypes[d], dtypes[d], dtypes[d]};
-        test_norm_linear_dt(tag, M, D, n_out, rows, with_norm, with_scale, dt);
-    }
-}
-
-static void test_swiglu_linear_dt(int M, int N, int K, int acc, vox_dtype dt) {
-    vox_weight wb = weight_bf16(N, K, 1.0f / sqrtf((float)K)), w = weight_as(&wb, dt);
-    float *g = rand_f((int64_t)M * K, 6.0f), *u = rand_f((int64_t)M * K, 2.0f);
-    float *y0 = rand_f((int64_t)M * N, 1.0f), *ref = malloc(sizeof(float) * M * N);
-    float *dg = dev_from(g, sizeof(float) * M * K), *du = dev_from(u, sizeof(float) * M * K);
-    float *dy = gpu->alloc(gpu, sizeof(float) * M * N);
-    memcpy(ref, y0, sizeof(float) * M * N);
-    if (acc) gpu->upload(gpu, dy, y0, sizeof(float) * M * N);
-    else poison(dy, sizeof(float) * M * N);
-    cpu->swiglu_linear(cpu, ref, g, u, &w, M, acc); /* overwrites g: its scratch */
-    gpu->swiglu_linear(gpu, dy, dg, du, &w, M, acc);
-    float *got = dev_floats(dy, (int64_t)M * N);
-    char name[160];
-    snprintf(name, sizeof name, "swiglu_linear %s M=%d N=%d K=%d%s (%s)", dt_name(dt), M, N, K,
-             acc ? " +=" : "", M == 1 ? "gemv1" : "cublasLt");
-    if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
-    else check(name, got, ref, (int64_t)M * N, M == 1 ? 2e-5 : gemm_tol(dt), M == 1 ? 1e-5 : gemm_rtol(dt));
-    free(g), free(u), free(y0), free(ref), free(got);
-    gpu->free(gpu, dg), gpu->free(gpu, du), gpu->free(gpu, dy);
-    weight_as_free(&w);
-    weight_free(&wb);
-}
-
-static void test_swiglu_linear(int M, int N, int K, int acc) {
-    for (int d = 0; d < 3; d++) test_swiglu_linear_dt(M, N, K, acc, dtypes[d]);
-}
-
-/* rope_attention: rope of q and k, k and v stored into the rings (positions wrap),
- * attention; the output and both rings against the CPU twin. M = 1 takes the fused
- * split kernel where the shape has a fast path, other shapes the two-launch form. */
-static void test_rope_attention_s(int M, int H, int Hkv, int hd, int cap, int window, int p0, int streams) {
-    /* streams: row i is the stream in slot M - i (a pool of M + 1 rings, slot 0 unused:
-     * rows and slots in different orders), at its own position p0 + 37 i */
-    const int64_t qn = (int64_t)M * H * hd, kn = (int64_t)M * Hkv * hd,
-                  nc = (int64_t)(streams ? M + 1 : 1) * cap * Hkv * hd;
-    float *q = rand_f(qn, 3.0f), *k = rand_f(kn, 1.0f), *v = rand_f(kn, 1.0f);
-    float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *ref = malloc(sizeof(float) * qn);
-    int32_t *pos = malloc(sizeof(int32_t) * M), *slot = malloc(sizeof(int32_t) * M);
-    for (int i = 0; i < M; i++) pos[i] = p0 + (streams ? 37 * i : i), slot[i] = M - i;
-    float *dq = dev_from(q, qn * 4), *dk = dev_from(k, kn * 4), *dv = dev_from(v, kn * 4);
-    float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dout = gpu->alloc(gpu, qn * 4);
-    int32_t *dp = dev_from(pos, sizeof(int32_t) * M), *ds = dev_from(slot, sizeof(int32_t) * M);
-    poison(dout, qn * 4);
-    cpu->rope_attention(cpu, ref, q, k, v, kc, vc, pos, streams ? slot : NULL, M, H, Hkv, hd, 1e6f, cap, window);
-    gpu->rope_attention(gpu, dout, dq, dk, dv, dkc, dvc, dp, streams ? ds : NULL, M, H, Hkv, hd, 1e6f, cap, window);
-    float *got = dev_floats(dout, qn), *gkc = dev_floats(dkc, nc), *gvc = dev_floats(dvc, nc);
-    char name[160];
-    snprintf(name, sizeof name, "rope_attention M=%d%s heads %d/%d hd=%d cap=%d window=%d pos %d..: out", M,
-             streams ? " (rows are streams, slots)" : "", H, Hkv, hd, cap, window, p0);
-    if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
-    else check(name, got, ref, qn, 1e-5, 1e-4);
-    snprintf(name, sizeof name, "rope_attention M=%d hd=%d: key ring", M, hd);
-    check(name, gkc, kc, nc, 1e-6, 1e-5);
-    snprintf(name, sizeof name, "rope_attention M=%d hd=%d: value ring", M, hd);
-    check(name, gvc, vc, nc, 0, 0);
-    free(q), free(k), free(v), free(kc), free(vc), free(ref), free(pos), free(slot), free(got), free(gkc), free(gvc);
-    gpu->free(gpu, dq), gpu->free(gpu, dk), gpu->free(gpu, dv), gpu->free(gpu, dkc), gpu->free(gpu, dvc);
-    gpu->free(gpu, dp), gpu->free(gpu, ds), gpu->free(gpu, dout);
-}
-
-/* A batch of several streams' encoder chunks: `streams` streams of `rows` frames each
- * (consecutive positions from their own start), in slots of a pool of streams + 1
- * rings in reverse order; kv_store then attention with the slot array, against the
- * CPU twin. Enough rows x kv heads exceed the split kernel's tickets (its generic
- * fallback). */
-static void test_slot_batch(int streams, int rows, int H, int hd, int cap, int window) {
-    const int M = streams * rows;
-    const int64_t kvd = (int64_t)H * hd, nc = (int64_t)(streams + 1) * cap * kvd, nq = (int64_t)M * kvd;
-    float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *q = rand_f(nq, 3.0f);
-    float *k = rand_f(nq, 1.0f), *v = rand_f(nq, 1.0f), *ref = malloc(sizeof(float) * nq);
-    int32_t *pos = malloc(sizeof(int32_t) * M), *slot = malloc(sizeof(int32_t) * M);
-    for (int j = 0; j < streams; j++)
-        for (int r = 0; r < rows; r++) pos[j * rows + r] = 53 * j + 7 + r, slot[j * rows + r] = streams - j;
-    float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dq = dev_from(q, nq * 4);
-    float *dk = dev_from(k, nq * 4), *dv = dev_from(v, nq * 4), *dout = gpu->alloc(gpu, nq * 4);
-    int32_t *dp = dev_from(pos, sizeof(int32_t) * M), *ds = dev_from(slot, sizeof(int32_t) * M);
-    poison(dout, nq * 4);
-    cpu->kv_store(cpu, kc, vc, k, v, pos, slot, M, (int)kvd, cap);
-    cpu->attention(cpu, ref, q, kc, vc, pos, slot, M, H, H, hd, cap, window);
-    gpu->kv_store(gpu, dkc, dvc, dk, dv, dp, ds, M, (int)kvd, cap);
-    gpu->attention(gpu, dout, dq, dkc, dvc, dp, ds, M, H, H, hd, cap, window);
-    float *got = dev_floats(dout, nq), *gkc = dev_floats(dkc, nc);
-    char name[160];
-    snprintf(name, sizeof name, "kv_store + attention, %d streams x %d rows in slots, heads %d hd=%d cap=%d window=%d",
-             streams, rows, H, hd, cap, window);
-    if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
-    else check(name, got, ref, nq, 1e-5, 1e-4);
-    snprintf(name, sizeof name, "kv_store in slots: %d streams, key rings", streams);
-    check(name, gkc, kc, nc, 0, 0);
-    free(kc), free(vc), free(q), free(k), free(v), free(ref), free(pos), free(slot), free(got), free(gkc);
-    gpu->free(gpu, dkc), gpu->free(gpu, dvc), gpu->free(gpu, dq), gpu->free(gpu, dk), gpu->free(gpu, dv);
-    gpu->free(gpu, dp), gpu->free(gpu, ds), gpu->free(gpu, dout);
-}
-
-/* embed with per-row audio rings (slots): the batched decoder step's input */
-static void test_embed_slots(vox_weight *emb, int M, int acap) {
-    const int D = (int)emb->cols, V = (int)emb->rows;
-    float *audio = rand_f((int64_t)(M + 1) * acap * D, 1.0f), *ref = malloc(sizeof(float) * M * D);
-    int32_t *ids = rand_pos(M, 0, V - 1), *pos = rand_pos(M, 0, 5000), *slot = malloc(sizeof(int32_t) * M);
-    for (int i = 0; i < M; i++) slot[i] = M - i;
-    cpu->embed(cpu, ref, emb, ids, audio, pos, slot, M, D, acap);
-    float *da = dev_from(audio, (int64_t)(M + 1) * acap * D * 4), *dx = gpu->alloc(gpu, (int64_t)M * D * 4);
-    int32_t *di = dev_from(ids, M * 4), *dp = dev_from(pos, M * 4), *ds = dev_from(slot, M * 4);
-    poison(dx, (int64_t)M * D * 4);
-    gpu->embed(gpu, dx, emb, di, da, dp, ds, M, D, acap);
-    float *got = dev_floats(dx, (int64_t)M * D);
-    char name[96];
-    snprintf(name, sizeof name, "embed %s M=%d rows in slots", dt_name(emb->dev_dtype), M);
-    check(name, got, ref, (int64_t)M * D, emb->dev_dtype == VOX_DT_F16 ? 3e-8 : 0, 0);
-    free(audio), free(ref), free(ids), free(pos), free(slot), free(got);
-    gpu->free(gpu, da), gpu->free(gpu, dx), gpu->free(gpu, di), gpu->free(gpu, dp), gpu->free(gpu, ds);
-}
-
-static void test_rope_attention(int M, int H, int Hkv, int hd, int cap, int window, int p0) {
-    test_rope_attention_s(M, H, Hkv, hd, cap, window, p0, 0);
 }
 
 /* ---- graphs: capture at one position, replay at another ------------------------------ */
@@ -959,7 +670,6 @@ int main(int argc, char **argv) {
         vox_weight c = weight_as(&head, dtypes[d]);
         test_linear_w("lm head", &c, 1, 0, VOX_ACT_NONE, 0, 0);
         test_embed(&c, 39, 300);
-        test_embed_slots(&c, 32, 100);
         weight_as_free(&c);
     }
     weight_free(&head);
@@ -1023,53 +733,6 @@ int main(int argc, char **argv) {
     }
     test_argmax_topk(131072);
 
-    /* fused decoder ops: M = 1 (gemv1) and prefill rows (cuBLASLt), real and tiny shapes */
-    const int qkv[] = {4096, 1024, 1024}, w13[] = {9216, 9216}, head_rows[] = {131072};
-    test_norm_linear("q/k/v", 1, 3072, 3, qkv, 1, 0);
-    test_norm_linear("w1/w3", 1, 3072, 2, w13, 1, 1);
-    test_norm_linear("lm head", 1, 3072, 1, head_rows, 1, 0);
-    test_norm_linear("no norm", 1, 3072, 2, qkv, 0, 0);
-    test_norm_linear("q/k/v", 39, 3072, 3, qkv, 1, 0);
-    test_norm_linear("w1/w3", 39, 3072, 2, w13, 1, 1);
-    const int narrow[] = {64, 30}, narrow_odd[] = {33}, narrow64[] = {64};
-    test_norm_linear("narrow, K split 4 ways", 1, 8192, 1, narrow64, 1, 0);
-    test_norm_linear("narrow, K split", 1, 3072, 2, narrow, 1, 1);
-    test_norm_linear("narrow odd, K split", 1, 3072, 1, narrow_odd, 1, 0);
-    const int tiny_qkv[] = {128, 64, 64}, tiny_odd[] = {7, 5, 9}, tiny_head[] = {1100};
-    test_norm_linear("tiny q/k/v", 1, 96, 3, tiny_qkv, 1, 0);
-    test_norm_linear("tiny odd rows", 1, 96, 3, tiny_odd, 1, 1);
-    test_norm_linear("tiny lm head", 1, 96, 1, tiny_head, 1, 0);
-    test_norm_linear("tiny q/k/v", 39, 96, 3, tiny_qkv, 1, 0);
-    test_swiglu_linear(1, 3072, 9216, 1);
-    test_swiglu_linear(1, 3072, 9216, 0);
-    test_swiglu_linear(39, 3072, 9216, 1);
-    test_swiglu_linear(1, 96, 160, 1);
-    /* the batched decoder step's row counts (small-M GEMVs / GEMMs) */
-    test_norm_linear("q/k/v, batch", 16, 3072, 3, qkv, 1, 0);
-    test_norm_linear("w1/w3, batch", 32, 3072, 2, w13, 1, 1);
-    test_norm_linear("lm head, batch", 5, 3072, 1, head_rows, 1, 0);
-    test_swiglu_linear(32, 3072, 9216, 1);
-    test_swiglu_linear(7, 3072, 9216, 1);
-    test_swiglu_linear(39, 96, 160, 1);
-    test_rope_attention(1, 32, 8, 128, 8231, 8192, 8230);  /* fused: the decoder step */
-    test_rope_attention(1, 32, 8, 128, 8231, 8192, 20000); /* ring wrapped, full window */
-    test_rope_attention(1, 32, 8, 128, 8231, 8192, 0);     /* the first key only */
-    test_rope_attention(1, 8, 4, 64, 300, 100, 777);       /* fused, hd 64, window < cap */
-    test_rope_attention(1, 4, 4, 32, 50, 40, 123);         /* fused, hd 32: pairs span lanes */
-    test_rope_attention(39, 32, 8, 128, 8231, 8192, 8231 - 20); /* prefill: two launches */
-    test_rope_attention(1, 4, 2, 24, 26, 16, 25);          /* no fast path: two launches */
-    test_rope_attention(39, 4, 4, 16, 50, 24, 30);
-    test_rope_attention_s(3, 32, 8, 128, 700, 512, 600, 1); /* fused, B = 3 streams, rings wrap */
-    test_rope_attention_s(3, 4, 2, 24, 26, 16, 25, 1);      /* B = 3, no fast path: two launches */
-    test_rope_attention_s(32, 32, 8, 128, 8231, 8192, 9000, 1); /* the batched step, B = 32 */
-    test_rope_attention_s(17, 8, 4, 64, 300, 100, 50, 1);   /* B = 17, hd 64 */
-    test_slot_batch(3, 4, 32, 64, 780, 750);               /* live encoder chunks of 3 streams */
-    test_slot_batch(8, 64, 32, 64, 780, 750);              /* 512 rows x 32 heads > tickets: generic */
-    /* an fp16-path layer with one tensor kept in fp32 */
-    const vox_dtype mixed[3] = {VOX_DT_F16, VOX_DT_F32, VOX_DT_F16};
-    test_norm_linear_dt("mixed q/k/v", 1, 3072, 3, qkv, 1, 0, mixed);
-    test_norm_linear_dt("mixed q/k/v", 39, 3072, 3, qkv, 1, 0, mixed);
-    test_norm_linear_dt("mixed no norm", 39, 3072, 3, qkv, 0, 0, mixed);
     for (int d = 0; d < 3; d++) test_graph(dtypes[d]);
 
     /* memory accounting and the bandwidth probe */
