@@ -32,7 +32,7 @@ make cuda CUDA_ARCH="${CUDA_ARCH:-90}" -j16 >"$W/build.log" 2>&1 && make CUDA=1 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/session.log"
 
 say "== op tests (${SECONDS} s)"
-build/cuda/tests/test_cuda_ops >"$OUT/ops.log" 2>&1
+{ build/cuda/tests/test_cuda_ops; build/cuda/tests/test_cuda_batched; } >"$OUT/ops.log" 2>&1
 # worst error / max|ref| per dtype and kind of matrix op, then the failures
 python3 - "$OUT/ops.log" <<'PY' | tee -a "$OUT/session.log"
 import re, sys
