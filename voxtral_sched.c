@@ -251,6 +251,21 @@ int vox_sched_run_stream(vox_stream *s) {
     return 0;
 }
 
+/* A batched step's rows to the backend: the first B filled by the caller, padding
+ * rows (the pad slot at position 0) up to Bp. */
+static void upload_rows(vox_ctx *ctx, int B, int Bp) {
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    for (int i = B; i < Bp; i++) {
+        w->ids_host[i] = ctx->model.tok.pad_id;
+        w->pos_host[i] = 0;
+        w->slot_host[i] = ctx->pool.pad_slot;
+    }
+    be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * Bp);
+    be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * Bp);
+    be->upload(be, w->slot, w->slot_host, sizeof(int32_t) * Bp);
+}
+
 /* A padded serving context's graphs, made at open: the batched step for every row
  * bucket up to max_batch and the encoder layers for every token bucket up to the
  * encoder batch, each captured (and run) on padding rows alone, so that no stream
@@ -266,14 +281,7 @@ int vox_sched_make_graphs(vox_ctx *ctx) {
         const int Bp = vox_bucket(b, w->max_batch);
         if (Bp == last) continue;
         last = Bp;
-        for (int i = 0; i < Bp; i++) {
-            w->ids_host[i] = ctx->model.tok.pad_id;
-            w->pos_host[i] = 0;
-            w->slot_host[i] = ctx->pool.pad_slot;
-        }
-        be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * Bp);
-        be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * Bp);
-        be->upload(be, w->slot, w->slot_host, sizeof(int32_t) * Bp);
+        upload_rows(ctx, 0, Bp);
         const int key = graph_key(POOL_OWNER, GRAPH_STEP, Bp);
         be->graph_begin(be, key);
         vox_decoder_forward(ctx, &ctx->pool, Bp, -1, 1, 0);
@@ -434,14 +442,7 @@ static int batched_step(vox_ctx *ctx, vox_stream **rows, int B, vox_serve_stats 
     /* a padded context: padding rows up to the bucket (pad slot, position 0), so that
      * one of the graphs made at open replays the step; top-k steps run unpadded */
     const int Bp = ctx->padded && !kmax ? vox_bucket(B, w->max_batch) : B;
-    for (int i = B; i < Bp; i++) {
-        w->ids_host[i] = ctx->model.tok.pad_id;
-        w->pos_host[i] = 0;
-        w->slot_host[i] = ctx->pool.pad_slot;
-    }
-    be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * Bp);
-    be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * Bp);
-    be->upload(be, w->slot, w->slot_host, sizeof(int32_t) * Bp);
+    upload_rows(ctx, B, Bp);
     const int key = graph_key(POOL_OWNER, GRAPH_STEP, Bp);
     if (kmax || !be->graph_launch(be, key)) {
         if (!kmax) be->graph_begin(be, key);

@@ -18,24 +18,7 @@
 static vox_backend *cpu, *gpu;
 
 /* ---- helpers ------------------------------------------------------------------- */
-/* frand, to_bf16, rand_f: tests/testutil.h */
-static inline uint16_t *rand_bf16(int64_t n, float scale) {
-    uint16_t *p = malloc(sizeof(uint16_t) * (n ? n : 1));
-#pragma omp parallel
-    {
-        /* per-thread stream: 400M values would take seconds on one core */
-        uint64_t s = rng ^ (0x2545f4914f6cdd1dull * (uint64_t)(omp_get_thread_num() + 1));
-#pragma omp for
-        for (int64_t i = 0; i < n; i++) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            p[i] = to_bf16(((float)((s >> 40) * (1.0 / 8388608.0)) - 1.0f) * scale);
-        }
-    }
-    frand();
-    return p;
-}
+/* frand, to_bf16, rand_f, rand_bf16: tests/testutil.h */
 static inline void *dev_from(const void *host, size_t bytes) {
     void *d = gpu->alloc(gpu, bytes);
     if (d) gpu->upload(gpu, d, host, bytes);

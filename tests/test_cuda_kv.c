@@ -39,24 +39,6 @@ static const float THETA = 1e6f;
 /* ---- helpers ------------------------------------------------------------------- */
 static void set_kv(vox_dtype dt) { cpu->kv_dtype = gpu->kv_dtype = dt; }
 
-/* n BF16 values uniform in [-scale, scale) (per-thread xorshift streams: rings of
- * hundreds of millions of elements) */
-static uint16_t *rand_ring(int64_t n, float scale) {
-    uint16_t *p = malloc(sizeof(uint16_t) * (n ? n : 1));
-#pragma omp parallel
-    {
-        uint64_t s = rng ^ (0x2545f4914f6cdd1dull * (uint64_t)(omp_get_thread_num() + 1));
-#pragma omp for
-        for (int64_t i = 0; i < n; i++) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            p[i] = to_bf16(((float)((s >> 40) * (1.0 / 8388608.0)) - 1.0f) * scale);
-        }
-    }
-    frand();
-    return p;
-}
 static float *widen(const uint16_t *b, int64_t n) {
     float *f = malloc(sizeof(float) * (n ? n : 1));
     for (int64_t i = 0; i < n; i++) f[i] = vox_bf16_to_f32(b[i]);
@@ -185,7 +167,7 @@ static float *kv_inputs(int64_t n) {
 static void test_kv_store(int M, int kv_dim, int cap, int p0, int streams) {
     rows_t r = rows_of(M, p0, streams, 101);
     const int64_t nc = (int64_t)r.rings * cap * kv_dim, n = (int64_t)M * kv_dim;
-    uint16_t *kc = rand_ring(nc, 1.0f), *vc = rand_ring(nc, 1.0f);
+    uint16_t *kc = rand_bf16(nc, 1.0f), *vc = rand_bf16(nc, 1.0f);
     float *k = kv_inputs(n), *v = kv_inputs(n);
     void *dkc = dev_from(kc, nc * 2), *dvc = dev_from(vc, nc * 2);
     float *dk = dev_from(k, n * 4), *dv = dev_from(v, n * 4);
@@ -209,7 +191,7 @@ static void test_attention(const char *tag, int M, int H, int Hkv, int hd, int c
                            int p0, int streams) {
     rows_t r = rows_of(M, p0, streams, 53);
     const int64_t nc = (int64_t)r.rings * cap * Hkv * hd, nq = (int64_t)M * H * hd;
-    uint16_t *kc = rand_ring(nc, 1.0f), *vc = rand_ring(nc, 1.0f);
+    uint16_t *kc = rand_bf16(nc, 1.0f), *vc = rand_bf16(nc, 1.0f);
     float *q = rand_f(nq, 3.0f), *ref = malloc(sizeof(float) * nq);
     set_kv(VOX_DT_BF16);
     cpu->attention(cpu, ref, q, kc, vc, r.pos, r.slot, M, H, Hkv, hd, cap, window);
@@ -273,7 +255,7 @@ static void test_rope_attention(const char *tag, int M, int H, int Hkv, int hd, 
     rows_t r = rope_rows(M, p0, streams);
     const int kvd = Hkv * hd;
     const int64_t nc = (int64_t)r.rings * cap * kvd, qn = (int64_t)M * H * hd, kn = (int64_t)M * kvd;
-    uint16_t *kc = rand_ring(nc, 1.0f), *vc = rand_ring(nc, 1.0f);
+    uint16_t *kc = rand_bf16(nc, 1.0f), *vc = rand_bf16(nc, 1.0f);
     float *q = rand_f(qn, 3.0f), *k = rand_f(kn, 1.0f), *v = rand_f(kn, 1.0f);
     float *ref = malloc(sizeof(float) * qn), *qr = copy_f(q, qn), *kr = copy_f(k, kn);
     float *qc = copy_f(q, qn), *kcp = copy_f(k, kn); /* the CPU twin's q and k (left unspecified) */
@@ -375,7 +357,7 @@ static void check_bf16_bound(const char *name, const float *o16, const float *o3
 static void test_kv_store_vs_f32(int M, int kv_dim, int cap, int p0) {
     rows_t r = rows_of(M, p0, 0, 0);
     const int64_t nc = (int64_t)cap * kv_dim, n = (int64_t)M * kv_dim;
-    uint16_t *kc16 = rand_ring(nc, 1.0f);
+    uint16_t *kc16 = rand_bf16(nc, 1.0f);
     float *kc32 = widen(kc16, nc), *k = rand_f(n, 4.0f), *v = rand_f(n, 1.0f);
     void *d16 = dev_from(kc16, nc * 2), *d32 = dev_from(kc32, nc * 4), *dv16 = dev_from(kc16, nc * 2);
     void *dv32 = dev_from(kc32, nc * 4);

@@ -5,6 +5,7 @@
 #define VOX_TESTUTIL_H
 
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +62,25 @@ static inline uint16_t to_bf16(float f) {
 static inline float *rand_f(int64_t n, float scale) {
     float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     for (int64_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+/* n BF16 values uniform in [-scale, scale): per-thread xorshift streams seeded from
+ * rng (rings and weights of hundreds of millions of elements would take seconds on
+ * one core); frand() moves rng on once */
+static inline uint16_t *rand_bf16(int64_t n, float scale) {
+    uint16_t *p = malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
+#pragma omp parallel
+    {
+        uint64_t s = rng ^ (0x2545f4914f6cdd1dull * (uint64_t)(omp_get_thread_num() + 1));
+#pragma omp for
+        for (int64_t i = 0; i < n; i++) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            p[i] = to_bf16(((float)((s >> 40) * (1.0 / 8388608.0)) - 1.0f) * scale);
+        }
+    }
+    frand();
     return p;
 }
 
