@@ -1,4 +1,5 @@
-/* cudatest.h - what test_cuda_ops.c and test_cuda_batched.c share: the two backends
+/* cudatest.h - what the CUDA op tests (test_cuda_ops.c, test_cuda_batched.c,
+ * test_cuda_kv.c, test_cuda_quant.c) share: the two backends
  * (cpu, the twin; gpu, the CUDA backend under test), random BF16 / fp32 weights with
  * device copies in each GPU path's dtype (BF16, FP16, FP32), device buffers from host
  * data or poisoned (NaN / -1), and the tolerance check of a GPU output against its CPU
@@ -72,8 +73,8 @@ static inline void weight_as_free(vox_weight *c) {
     if (c->dev_dtype != VOX_DT_BF16 && c->dev) gpu->free(gpu, c->dev);
     c->dev = NULL;
 }
-static const vox_dtype dtypes[] = {VOX_DT_BF16, VOX_DT_F16, VOX_DT_F32};
-static const char *dt_name(vox_dtype dt) {
+static const vox_dtype dtypes[] __attribute__((unused)) = {VOX_DT_BF16, VOX_DT_F16, VOX_DT_F32};
+static inline const char *dt_name(vox_dtype dt) {
     return dt == VOX_DT_F16 ? "fp16" : dt == VOX_DT_F32 ? "fp32" : "bf16";
 }
 /* (atol, rtol) of a GEMM (cuBLASLt) with this weight dtype; GEMVs: fp32 activations */

@@ -31,9 +31,8 @@
 #include <string.h>
 
 #include "voxtral_internal.h"
-#include "testutil.h"
+#include "cudatest.h"
 
-static vox_backend *cpu, *gpu;
 static const float THETA = 1e6f;
 
 /* ---- helpers ------------------------------------------------------------------- */
@@ -49,17 +48,6 @@ static float *copy_f(const float *x, int64_t n) {
     memcpy(c, x, sizeof(float) * n);
     return c;
 }
-static void *dev_from(const void *host, size_t bytes) {
-    void *d = gpu->alloc(gpu, bytes);
-    if (d) gpu->upload(gpu, d, host, bytes);
-    return d;
-}
-static void poison(void *dev, size_t bytes) {
-    void *h = malloc(bytes);
-    memset(h, 0xff, bytes); /* NaN as float */
-    gpu->upload(gpu, dev, h, bytes);
-    free(h);
-}
 static void *dev_get(const void *dev, size_t bytes) {
     void *h = malloc(bytes);
     gpu->download(gpu, h, dev, bytes);
@@ -69,25 +57,6 @@ static void gfree(void *d) {
     if (d) gpu->free(gpu, d);
 }
 
-/* |got - ref| <= atol * max|ref| + rtol * |ref| everywhere; NaN fails (test_cuda_ops') */
-static int check(const char *name, const float *got, const float *ref, int64_t n, double atol,
-                 double rtol) {
-    double mr = 0, md = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - ref[i]);
-        if (!(d <= md)) md = d;
-        if (!(d <= atol * mr + rtol * fabs(ref[i])) && bad < 0) bad = i;
-    }
-    if (bad >= 0)
-        tu_check(0, name, "max |err| %.3g (%.3g of max|ref| %.3g); first bad [%lld] got %g want %g",
-                 md, md / (mr + 1e-30), mr, (long long)bad, got[bad], ref[bad]);
-    else
-        tu_check(1, name, "max |err| %.3g (%.3g of max|ref| %.3g)", md, md / (mr + 1e-30), mr);
-    return bad < 0;
-}
 /* two BF16 rings equal bit for bit */
 static int check_bits(const char *name, const uint16_t *got, const uint16_t *ref, int64_t n) {
     int64_t bad = -1, nbad = 0;

@@ -21,31 +21,20 @@
 
 #include "voxtral_internal.h"
 #include "voxtral_quant.h"
-#include "testutil.h"
+#include "cudatest.h"
 
 int vox_cuda_alloc_qtile(vox_backend *be) __attribute__((weak));
 
-static vox_backend *cpu, *gpu;
 static const char *path_tag;
 static vox_dtype tile_dt; /* the GEMM path's tile dtype on this backend */
 
-/* frand, to_bf16, rand_f: tests/testutil.h */
-static void *dev_from(const void *host, size_t bytes) {
-    void *d = gpu->alloc(gpu, bytes);
-    if (d) gpu->upload(gpu, d, host, bytes);
-    return d;
-}
+/* frand, to_bf16, rand_f: tests/testutil.h; dev_from, dev_floats, check: tests/cudatest.h */
 static void *dev_poisoned(size_t bytes) {
     void *d = gpu->alloc(gpu, bytes), *h = malloc(bytes);
     memset(h, 0xff, bytes);
     gpu->upload(gpu, d, h, bytes);
     free(h);
     return d;
-}
-static float *dev_floats(const void *dev, int64_t n) {
-    float *h = malloc(sizeof(float) * n);
-    gpu->download(gpu, h, dev, sizeof(float) * n);
-    return h;
 }
 
 /* the BF16 weight (host) and its quantized copy (host + device) */
@@ -103,22 +92,6 @@ static double elem_bound(const vox_weight *q, int64_t r, int64_t k) {
     return 0.5 * s + (fabs(m) + 15 * s) * (1.0 / 1024);
 }
 
-static int check(const char *name, const float *got, const float *ref, int64_t n, double atol, double rtol) {
-    double mr = 0, md = 0;
-    for (int64_t i = 0; i < n; i++) mr = fabs(ref[i]) > mr ? fabs(ref[i]) : mr;
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - ref[i]);
-        if (!(d <= md)) md = d;
-        if (!(d <= atol * mr + rtol * fabs(ref[i])) && bad < 0) bad = i;
-    }
-    if (bad >= 0)
-        tu_check(0, name, "max |err| %.3g of max|ref| %.3g; first bad [%lld] got %g want %g", md, mr,
-                 (long long)bad, got[bad], ref[bad]);
-    else
-        tu_check(1, name, "max |err| %.3g (%.3g of max|ref| %.3g)", md, md / (mr + 1e-30), mr);
-    return bad < 0;
-}
 
 /* got (quantized, GPU) vs the CPU op on the BF16 weight: within sum_k |in_k| bound_k
  * (+ the path's rounding of the result), in = the op's matmul input rows [M][K] */
