@@ -18,6 +18,23 @@
 
 static vox_backend *cpu, *gpu;
 
+/* The two backends (gpu_path: the CUDA path, NULL for the device's own): 1 when both
+ * are up; 0 after printing the skip line (no CUDA device); -1 after a "not ok" line. */
+static inline int cudatest_backends(const char *gpu_path) {
+    if (!vox_cuda_available()) {
+        printf("skipped: no CUDA device\n");
+        return 0;
+    }
+    cpu = vox_cpu_backend_new(0);
+    gpu = vox_cuda_backend_new(0, gpu_path);
+    if (!cpu || !gpu) {
+        printf("not ok - backends: %s\n", vox_last_error());
+        return -1;
+    }
+    printf("# %s vs %s\n", gpu->device_name, cpu->device_name);
+    return 1;
+}
+
 /* ---- helpers ------------------------------------------------------------------- */
 /* frand, to_bf16, rand_f, rand_bf16: tests/testutil.h */
 static inline void *dev_from(const void *host, size_t bytes) {

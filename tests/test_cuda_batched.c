@@ -188,17 +188,8 @@ static void test_rope_attention(int M, int H, int Hkv, int hd, int cap, int wind
 }
 
 int main(void) {
-    if (!vox_cuda_available()) {
-        printf("skipped: no CUDA device\n");
-        return 0;
-    }
-    cpu = vox_cpu_backend_new(0);
-    gpu = vox_cuda_backend_new(0, "fp16"); /* the fp16 path's backend runs weights of every dtype */
-    if (!cpu || !gpu) {
-        printf("not ok - backends: %s\n", vox_last_error());
-        return 1;
-    }
-    printf("# %s vs %s\n", gpu->device_name, cpu->device_name);
+    const int up = cudatest_backends("fp16"); /* the fp16 path's backend runs weights of every dtype */
+    if (up <= 0) return up < 0;
 
     /* embed with rows in slots (the batched step's input), of the real embedding's shape */
     vox_weight head = weight_bf16(131072, 3072, 1.0f / sqrtf(3072.0f));

@@ -394,17 +394,8 @@ static void test_vs_f32(const char *tag, int rope, int M, int H, int Hkv, int hd
 }
 
 int main(void) {
-    if (!vox_cuda_available()) {
-        printf("skipped: no CUDA device\n");
-        return 0;
-    }
-    cpu = vox_cpu_backend_new(0);
-    gpu = vox_cuda_backend_new(0, NULL);
-    if (!cpu || !gpu) {
-        printf("not ok - backends: %s\n", vox_last_error());
-        return 1;
-    }
-    printf("# %s vs %s\n", gpu->device_name, cpu->device_name);
+    const int up = cudatest_backends(NULL);
+    if (up <= 0) return up < 0;
     tu_check(gpu->kv_bf16 == 1 && cpu->kv_bf16 == 1, "both backends take BF16 KV rings", NULL);
 
     /* kv_store: prefill rows (ring wraps), encoder chunk rows, rows of streams in slots */

@@ -645,17 +645,8 @@ static void bench(void) {
 }
 
 int main(int argc, char **argv) {
-    if (!vox_cuda_available()) {
-        printf("skipped: no CUDA device\n");
-        return 0;
-    }
-    cpu = vox_cpu_backend_new(0);
-    gpu = vox_cuda_backend_new(0, "fp16"); /* the fp16 path's backend runs weights of every dtype */
-    if (!cpu || !gpu) {
-        printf("not ok - backends: %s\n", vox_last_error());
-        return 1;
-    }
-    printf("# %s vs %s\n", gpu->device_name, cpu->device_name);
+    const int up = cudatest_backends("fp16"); /* the fp16 path's backend runs weights of every dtype */
+    if (up <= 0) return up < 0;
 
     /* decoder step (M=1): every matrix shape, the LM head */
     test_linear("wq", 1, 4096, 3072, 0, VOX_ACT_NONE, 0);
