@@ -135,9 +135,15 @@ vox_need vox_memory_plan(const vox_model *m, int prompt_len, int chunk_tokens, i
     n.per_stream = kv + 4.0 * (acap * d->dim + conv);
     n.streams = streams;
     n.kv = streams * n.per_stream;
-    /* the batched step's rows: activations and logits per row */
+    /* the batched step's rows: activations and logits per row; the batched prompts'
+     * rows beyond one prompt's (streams > 1: a serving plan) */
     n.workspace += 4.0 * max_batch * (d->dim * 2 + d->n_heads * d->head_dim * 2 + d->hidden_dim * 2 +
                                       (double)c->vocab_size + 2 * 1024);
+    if (max_batch > 1) {
+        const int pb = max_batch < VOX_PREFILL_BATCH ? max_batch : VOX_PREFILL_BATCH;
+        n.workspace += 4.0 * prompt_len * (pb - 1) *
+                       (d->dim + d->n_heads * d->head_dim * 2 + d->n_kv_heads * d->head_dim * 2 + d->hidden_dim * 2.0);
+    }
     return n;
 }
 
@@ -301,7 +307,11 @@ static int work_alloc(vox_ctx *ctx, int max_batch, int topk_max) {
 
     const int d_q = d->n_heads * d->head_dim, d_kv = d->n_kv_heads * d->head_dim;
     w->max_batch = max_batch;
-    const int DR = w->dec_rows_max = ctx->prompt_len > max_batch ? ctx->prompt_len : max_batch;
+    /* serving: up to VOX_PREFILL_BATCH streams' prompts in one pass (their heads fit
+     * the logits' max_batch rows) */
+    w->prefill_batch = ctx->serving ? (max_batch < VOX_PREFILL_BATCH ? max_batch : VOX_PREFILL_BATCH) : 1;
+    const int PR = ctx->prompt_len * w->prefill_batch;
+    const int DR = w->dec_rows_max = PR > max_batch ? PR : max_batch;
     ALLOC(w->dx, (size_t)DR * d->dim);
     ALLOC(w->dq, (size_t)DR * d_q);
     ALLOC(w->dk, (size_t)DR * d_kv);

@@ -176,7 +176,7 @@ typedef struct {
     double step_ms_by_batch[VOX_BATCH_BINS];
     long long enc_batches, enc_tokens;
     double enc_ms;
-    long long prefills;
+    long long prefills, prefill_passes; /* prompts run; decoder passes they took */
     double prefill_ms;
     double pool_bytes, stream_bytes; /* the KV pool; one stream's share of it */
 } vox_serve_stats;

@@ -56,7 +56,8 @@ typedef struct {
     float *conv_cols, *ex, *exn, *eq, *ek, *ev, *eattn, *eg, *eu, *adapt_mid;
     int32_t *enc_pos, *enc_slot;           /* backend [enc_rows_max] */
     int32_t *enc_pos_host, *enc_slot_host; /* host */
-    int dec_rows_max;      /* max(prompt_len, max_batch) */
+    int dec_rows_max;      /* max(prompt_len x prefill_batch, max_batch) */
+    int prefill_batch;     /* streams whose prompts run in one decoder pass (serving) */
     int max_batch;         /* decoder rows of one batched step */
     float *dx, *dq, *dk, *dv, *dattn, *dg, *du, *logits; /* logits [max_batch][vocab] */
     int32_t *ids, *pos, *slot;             /* backend [dec_rows_max] */
@@ -214,10 +215,11 @@ void vox_encoder_layers(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, in
 
 /* The decoder over M rows whose ids, positions (and slots) are in work.ids/pos/slot.
  * slot0 >= 0: every row is that slot's stream (a prefill, one stream's step);
- * slot0 < 0: row i is the stream in work.slot[i] (one row per stream). Leaves the
- * logits of every row (all_logits) or of the last row only, and their argmax in
- * work.ids[0..], the top-k (topk > 0) in work.topk_ids/vals. */
-void vox_decoder_forward(vox_ctx *ctx, vox_pool *pool, int M, int slot0, int all_logits, int topk);
+ * slot0 < 0: row i is the stream in work.slot[i] (one row per stream, or groups of
+ * rows: several streams' prompts). Leaves logits (at most max_batch rows) and their
+ * argmax in work.ids[0..], the top-k (topk > 0) in work.topk_ids/vals, of: heads 0,
+ * the last row; 1, every row; g > 1, the last row of every group of g rows. */
+void vox_decoder_forward(vox_ctx *ctx, vox_pool *pool, int M, int slot0, int heads, int topk);
 
 /* ---- voxtral_stream.c: the schedule's entry points for the scheduler ------------- */
 /* takes up to feed_block real samples into the stream: raw ring and mel */

@@ -127,7 +127,7 @@ void vox_encoder_forward(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, i
     vox_encoder_layers(ctx, pool, it, n, 0);
 }
 
-void vox_decoder_forward(vox_ctx *ctx, vox_pool *pool, int M, int slot0, int all_logits, int topk) {
+void vox_decoder_forward(vox_ctx *ctx, vox_pool *pool, int M, int slot0, int heads, int topk) {
     vox_backend *be = ctx->be;
     vox_work *w = &ctx->work;
     const vox_model *m = &ctx->model;
@@ -153,9 +153,15 @@ void vox_decoder_forward(vox_ctx *ctx, vox_pool *pool, int M, int slot0, int all
         be->norm_linear(be, 2, gu, w->dx, w13, &L->ffn_norm, &L->ffn_scale, d->norm_eps, M);
         be->swiglu_linear(be, w->dx, w->dg, w->du, &L->w2, M, 1);
     }
-    /* a prefill needs its last row's logits only; a step every row's */
-    const int R = all_logits ? M : 1;
-    const float *x = all_logits ? w->dx : w->dx + (size_t)(M - 1) * D;
+    /* a prefill needs its last row's logits only; a step every row's; a batch of
+     * prefills (groups of `heads` rows) each group's last, gathered into dg (free now) */
+    const int R = heads == 1 ? M : heads > 1 ? M / heads : 1;
+    const float *x = heads == 1 ? w->dx : w->dx + (size_t)(M - 1) * D;
+    if (heads > 1) {
+        for (int g = 0; g < R; g++)
+            be->copy(be, w->dg + (size_t)g * D, w->dx + ((size_t)(g + 1) * heads - 1) * D, sizeof(float) * D);
+        x = w->dg;
+    }
     const vox_weight *head = &m->tok_emb;
     be->norm_linear(be, 1, &w->logits, x, &head, &m->dec_norm, NULL, d->norm_eps, R);
     be->argmax(be, w->ids, w->logits, R, c->vocab_size);

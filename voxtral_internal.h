@@ -138,6 +138,8 @@ vox_need vox_memory_plan(const vox_model *m, int prompt_len, int chunk_tokens, i
                          int window, int kv_bytes, int stream_chunk_tokens, int max_batch);
 /* encoder chunk sizes the backends use (audio tokens) */
 enum { VOX_CPU_CHUNK_TOKENS = 64, VOX_CUDA_CHUNK_TOKENS = 128 };
+/* a serving context runs up to this many streams' prompts in one decoder pass */
+enum { VOX_PREFILL_BATCH = 4 };
 /* (Re)computes every layer's ffn_scale for `delay_tokens` (voxtral.c). */
 int vox_model_set_delay(vox_model *m, int delay_tokens);
 

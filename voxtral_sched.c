@@ -24,7 +24,7 @@ vox_stream *vox_stream_new_scratch(vox_ctx *ctx);
  * which hold its own buffers; or the serving pool: batched steps, which read every
  * row's slot and position from the workspace), a kind, and a sub-key (encoder:
  * the chunk's tokens; batched step: the rows). */
-enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1, GRAPH_ENCODER = 2, GRAPH_MAX_SUB = 255 };
+enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1, GRAPH_ENCODER = 2, GRAPH_PREFILL = 3, GRAPH_MAX_SUB = 255 };
 enum { POOL_OWNER = 0x1fffff }; /* stream ids are masked to 0x1ffffe */
 
 /* a tick's bounds: prompts run (each a decoder pass of its own), rounds of steps (a
@@ -179,6 +179,59 @@ static int prefill(vox_stream *s, int deliver) {
     return rc;
 }
 
+/* Serving: the prompts of n streams (2 .. work.prefill_batch) in one decoder pass,
+ * rows of stream j at j * L .. j * L + L - 1 in its own slot, the head over each
+ * group's last row; delivers each first id (with its top-k and logits tap as a lone
+ * prompt does). A padded context replays a graph per n (made at open; top-k passes
+ * run without): only the slots change between passes. ss[j] NULL: padding streams
+ * (the graphs' warm-up). */
+static int prefill_batch(vox_ctx *ctx, vox_stream **ss, int n) {
+    vox_backend *be = ctx->be;
+    vox_work *w = &ctx->work;
+    const int L = ctx->prompt_len, M = n * L, V = ctx->model.cfg.vocab_size;
+    double t0 = vox_now_ms();
+    int kmax = 0;
+    for (int j = 0; j < n; j++) {
+        if (ss[j] && ss[j]->topk > kmax) kmax = ss[j]->topk;
+        for (int i = 0; i < L; i++) {
+            w->ids_host[j * L + i] = i == 0 ? ctx->model.tok.bos_id : ctx->model.tok.pad_id;
+            w->pos_host[j * L + i] = i;
+            w->slot_host[j * L + i] = ss[j] ? ss[j]->slot : ctx->pool.pad_slot;
+        }
+    }
+    be->upload(be, w->ids, w->ids_host, sizeof(int32_t) * M);
+    be->upload(be, w->pos, w->pos_host, sizeof(int32_t) * M);
+    be->upload(be, w->slot, w->slot_host, sizeof(int32_t) * M);
+    const int graph = ctx->padded && !kmax, key = graph_key(POOL_OWNER, GRAPH_PREFILL, n);
+    if (!graph || !be->graph_launch(be, key)) {
+        if (graph) be->graph_begin(be, key);
+        vox_decoder_forward(ctx, &ctx->pool, M, -1, L, kmax);
+        if (graph) be->graph_end(be, key);
+    }
+    be->download(be, w->out_ids, w->ids, sizeof(int32_t) * n);
+    if (be->sync(be) != 0) return -1;
+    const double ms = vox_now_ms() - t0;
+    for (int j = 0; j < n; j++) {
+        vox_stream *s = ss[j];
+        if (!s) continue;
+        int32_t tk_ids[1024];
+        float tk_vals[1024];
+        if (s->topk) {
+            be->download(be, tk_ids, w->topk_ids + (size_t)j * kmax, sizeof(int32_t) * s->topk);
+            be->download(be, tk_vals, w->topk_vals + (size_t)j * kmax, sizeof(float) * s->topk);
+        }
+        if (s->tap) {
+            be->download(be, s->tap_buf, w->logits + (size_t)j * V, sizeof(float) * V);
+            s->tap(s->tap_user, "logits", s->tap_buf, 1, V);
+        }
+        s->prefilled = 1;
+        s->next_pos = L;
+        s->stats.prefill_ms += ms / n;
+        if (vox_sched_deliver(s, L - 1, w->out_ids[j], tk_ids, tk_vals) != 0) return -1;
+    }
+    return 0;
+}
+
 /* Every decoder step the stream's audio allows (plain contexts). Greedy steps with
  * nothing read back but the id keep a second step queued behind the running one:
  * the next step's input is already on the device, so the GPU does not wait for the
@@ -286,6 +339,11 @@ int vox_sched_make_graphs(vox_ctx *ctx) {
         be->graph_begin(be, key);
         vox_decoder_forward(ctx, &ctx->pool, Bp, -1, 1, 0);
         be->graph_end(be, key);
+        made++;
+    }
+    for (int p = 2; p <= w->prefill_batch; p++) { /* batched prompts, on padding streams */
+        vox_stream *none[VOX_PREFILL_BATCH] = {0};
+        if (prefill_batch(ctx, none, p) != 0) return -1;
         made++;
     }
     for (int t = 1, last = 0; t <= ctx->enc_chunk_tokens && t <= GRAPH_MAX_SUB; t++) {
@@ -513,15 +571,25 @@ static int run_tick(vox_ctx *ctx, tick_item *items, int n, int start, vox_serve_
     /* prefills that became possible, at most PREFILLS_PER_TICK (one stream's prompt
      * each, unbatched: many streams joining at once would hold every running stream's
      * steps back behind all of their prompts) */
-    for (int k = 0, done = 0; k < n && done < PREFILLS_PER_TICK; k++) {
-        vox_stream *s = items[(start + k) % n].s;
-        if (!s->done && !s->prefilled && s->n_audio >= ctx->prompt_len + 1) {
+    vox_stream *pf[VOX_PREFILL_BATCH];
+    int npf = 0;
+    for (int k = 0, done = 0; k <= n && done <= PREFILLS_PER_TICK; k++) {
+        vox_stream *s = k < n ? items[(start + k) % n].s : NULL;
+        const int due = s && done < PREFILLS_PER_TICK && !s->done && !s->prefilled &&
+                        s->n_audio >= ctx->prompt_len + 1;
+        double t0 = vox_now_ms();
+        if (due) {
             done++;
-            double t0 = vox_now_ms();
-            if (prefill(s, 1) != 0) return -1;
-            st->prefills++;
-            st->prefill_ms += vox_now_ms() - t0;
+            pf[npf++] = s;
         }
+        if (npf && (npf == w->prefill_batch || !s || done == PREFILLS_PER_TICK)) {
+            if ((npf == 1 ? prefill(pf[0], 1) : prefill_batch(ctx, pf, npf)) != 0) return -1;
+            st->prefills += npf;
+            st->prefill_passes++;
+            st->prefill_ms += vox_now_ms() - t0;
+            npf = 0;
+        }
+        if (!s) break;
     }
     /* rounds of decoder steps: in each, one step of every stream with a new audio
      * token (rows of max_batch), until none is left. A stream behind by k tokens (a
@@ -624,6 +692,7 @@ static void *sched_main(void *arg) {
         ctx->sstats.enc_tokens += st.enc_tokens;
         ctx->sstats.enc_ms += st.enc_ms;
         ctx->sstats.prefills += st.prefills;
+        ctx->sstats.prefill_passes += st.prefill_passes;
         ctx->sstats.prefill_ms += st.prefill_ms;
         for (int k = 0; k < n; k++) {
             vox_stream *s = items[k].s;

@@ -283,6 +283,11 @@ int main(int argc, char **argv) {
     vox_ctx *srv = open_ctx(model, 8, 0);
     if (!srv) return tu_done();
     ok = serve_batch(srv, in, N, got) == 0;
+    vox_serve_stats pst = {0};
+    vox_serve_stats_get(srv, &pst);
+    tu_check(pst.prefills >= N && pst.prefill_passes < pst.prefills,
+             "prompts due together run batched (their ids checked below with the rest)", "%lld prompts in %lld passes",
+             pst.prefills, pst.prefill_passes);
     double worst = 0;
     int same = ok;
     for (int i = 0; i < N && ok; i++) {
