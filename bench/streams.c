@@ -91,7 +91,7 @@ typedef struct {
     long long tokens, steps;
     /* where the live phase's wall time went (the scheduler's counters) */
     double wall_ms, steps_ms, enc_ms, prefill_ms;
-    long long ticks, enc_batches, enc_tokens, prefills;
+    long long ticks, enc_batches, enc_tokens, prefills, prefill_passes;
     double step_ms_by_batch[VOX_BATCH_BINS];
     long long steps_by_batch[VOX_BATCH_BINS];
 } run_result;
@@ -177,6 +177,7 @@ static int run_n(vox_ctx *ctx, int N, const float *audio, int64_t n_audio, doubl
     out->enc_batches = b.enc_batches - a.enc_batches;
     out->enc_tokens = b.enc_tokens - a.enc_tokens;
     out->prefills = b.prefills - a.prefills;
+    out->prefill_passes = b.prefill_passes - a.prefill_passes;
     out->mem_mb = be_mem ? be_mem / 1048576.0 : (double)mem;
     for (int i = 0; i < N; i++) {
         vox_stream_free(s[i]);
@@ -250,9 +251,9 @@ static void print_row(FILE *o, const char *mode, const run_result *r) {
             r->p50, r->p95, r->p99, r->max_lag_s, r->mean_batch, r->step_ms, r->tokens, r->mem_mb);
     const double w = r->wall_ms > 0 ? r->wall_ms / 100 : 1;
     fprintf(o, "          live %.1f s: decoder steps %.0f ms (%.0f%%), encoder %.0f ms (%.0f%%: %lld batches, %lld tokens), "
-               "prompts %.0f ms (%.0f%%: %lld), %lld ticks\n",
+               "prompts %.0f ms (%.0f%%: %lld in %lld passes), %lld ticks\n",
             r->wall_ms / 1000, r->steps_ms, r->steps_ms / w, r->enc_ms, r->enc_ms / w, r->enc_batches, r->enc_tokens,
-            r->prefill_ms, r->prefill_ms / w, r->prefills, r->ticks);
+            r->prefill_ms, r->prefill_ms / w, r->prefills, r->prefill_passes, r->ticks);
 }
 
 static void json_row(FILE *j, const char *mode, const run_result *r, int last) {
@@ -260,10 +261,10 @@ static void json_row(FILE *j, const char *mode, const run_result *r, int last) {
                "\"p95\": %.3f, \"p99\": %.3f}, \"max_lag_s\": %.3f, \"mean_batch\": %.3f, \"step_ms\": %.4f, "
                "\"tokens\": %lld, \"steps\": %lld, \"memory_mb\": %.1f, \"live_ms\": %.1f, \"steps_total_ms\": %.1f, "
                "\"encoder_ms\": %.1f, \"encoder_batches\": %lld, \"encoder_tokens\": %lld, \"prompts_ms\": %.1f, "
-               "\"prompts\": %lld, \"ticks\": %lld, \"step_ms_by_batch\": {",
+               "\"prompts\": %lld, \"prompt_passes\": %lld, \"ticks\": %lld, \"step_ms_by_batch\": {",
             mode, r->n, r->kept ? "true" : "false", r->p50, r->p95, r->p99, r->max_lag_s, r->mean_batch, r->step_ms,
             r->tokens, r->steps, r->mem_mb, r->wall_ms, r->steps_ms, r->enc_ms, r->enc_batches, r->enc_tokens,
-            r->prefill_ms, r->prefills, r->ticks);
+            r->prefill_ms, r->prefills, r->prefill_passes, r->ticks);
     int first = 1;
     for (int k = 1; k < VOX_BATCH_BINS; k++)
         if (r->steps_by_batch[k]) {
