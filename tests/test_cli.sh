@@ -353,3 +353,11 @@ check "--kv-window longer than the model's window: the same ids" $?
 $VOX -d "$M" -i $WAV --kv-window 0 >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc -eq 2 ] && grep -q -- "--kv-window 0: must be" "$tmp/err"
 check "--kv-window 0: usage error, exit 2" $? "rc $rc: $(cat "$tmp/err")"
+# --kv-dtype: bf16 runs (ids may differ from f32's: only that it transcribes is asserted),
+# anything else is a usage error naming it
+c=$($VOX -d "$M" -i $WAV --backend cpu --json --quiet --kv-dtype bf16 2>/dev/null | $PY -c 'import json,sys; print(len(json.load(sys.stdin)["tokens"]))')
+[ -n "$c" ] && [ "$c" -gt 0 ]
+check "--kv-dtype bf16: a transcription ($c ids)" $?
+$VOX -d "$M" -i $WAV --kv-dtype f16 >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--kv-dtype f16: use f32 or bf16" "$tmp/err"
+check "--kv-dtype f16: usage error, exit 2" $? "rc $rc: $(cat "$tmp/err")"
