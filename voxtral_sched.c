@@ -8,9 +8,11 @@
  * Serving context: one thread; each tick it takes every registered stream's pending
  * audio and requests (under ctx->mu), then, outside the lock: batched encoder
  * chunks (up to stream_chunk_tokens per stream, enc_chunk_tokens per batch), the
- * prefills that became possible, and ONE batched decoder step of every stream that
- * has a new audio token (rows of max_batch; CUDA graphs per batch size), then
- * delivers the ids and publishes stats and completion.
+ * prompts that became possible (batched), and rounds of batched decoder steps, one
+ * row for every stream with a new audio token, until none is left (rows of
+ * max_batch); delivers the ids as each step ends, then publishes stats and
+ * completion. On a graph backend the batches are padded to buckets, one graph each
+ * made at open (vox_sched_make_graphs).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -568,9 +570,9 @@ static int run_tick(vox_ctx *ctx, tick_item *items, int n, int start, vox_serve_
         st->enc_ms += vox_now_ms() - t0;
         if (total < ctx->enc_chunk_tokens) break; /* everyone's ready audio is in */
     }
-    /* prefills that became possible, at most PREFILLS_PER_TICK (one stream's prompt
-     * each, unbatched: many streams joining at once would hold every running stream's
-     * steps back behind all of their prompts) */
+    /* the prompts that became possible, in passes of up to work.prefill_batch streams,
+     * at most PREFILLS_PER_TICK a tick (many streams joining at once would hold every
+     * running stream's steps back behind all of their prompts) */
     vox_stream *pf[VOX_PREFILL_BATCH];
     int npf = 0;
     for (int k = 0, done = 0; k <= n && done <= PREFILLS_PER_TICK; k++) {
