@@ -3,8 +3,9 @@
 # $OUT (default build/gpu-bench; the lent machine returns at most 8 files). PARTS
 # (default "streams server quant") picks and orders the parts:
 #   streams   bench_streams on the serving scheduler: KV bf16 at decoder window W
-#             (default 2048) for N = NS_BF16, then KV f32 with the unbatched baseline
-#             for N = NS_F32, then KV bf16 at window 8192 for N = NS_8192:
+#             (default 2048) for N = NS_BF16, the same with --max-batch 64 for N =
+#             NS_MB64, then KV f32 with the unbatched baseline for N = NS_F32, then KV
+#             bf16 at window 8192 for N = NS_8192 (an empty list skips its run):
 #             streams.txt (all three) and streams.json (the first)
 #   server    `voxtral serve` (KV bf16, window W) under scripts/bench_server.py's live
 #             sessions for N = NS_SERVER: server.txt, server.json
@@ -22,7 +23,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-bench}; M=${M:-/tmp/random-full}; A60=${1:-.devaudio/60s.wav}
 W=${W:-2048}; SECS=${SECS:-8}; BUDGET_S=${BUDGET_S:-580}
 PARTS=${PARTS:-"streams server quant"}
-NS_BF16=${NS_BF16:-64,128,192,256,288}; NS_F32=${NS_F32-1,8,32}; NS_8192=${NS_8192-64,96,120}
+NS_BF16=${NS_BF16:-64,128,192,288}; NS_F32=${NS_F32-1,8,32}; NS_8192=${NS_8192-64,96,116}
+NS_MB64=${NS_MB64-192,288}
 NS_SERVER=${NS_SERVER:-32,64,128}
 mkdir -p "$OUT"
 say() { echo "== $* ($SECONDS s)"; }
@@ -40,6 +42,12 @@ streams() {
     scripts/bench_streams.sh "$M" "$A60" -n "$NS_BF16" -s "$SECS" -w "$W" --kv bf16 --no-baseline --backend cuda \
         --json "$OUT/streams.json" >"$OUT/streams.txt" 2>&1
     cat "$OUT/streams.txt"
+    if [ -n "$NS_MB64" ] && room 80 "streams max-batch 64"; then
+        say "streams: KV bf16, window $W, --max-batch 64, N = $NS_MB64"
+        scripts/bench_streams.sh "$M" "$A60" -n "$NS_MB64" -s "$SECS" -w "$W" --kv bf16 --max-batch 64 --no-baseline \
+            --backend cuda >"$OUT/streams_mb.tmp" 2>&1
+        cat "$OUT/streams_mb.tmp" | tee -a "$OUT/streams.txt"
+    fi
     [ -n "$NS_F32" ] && room 120 "streams f32" || return 0
     say "streams: KV f32, window $W, N = $NS_F32, with the unbatched baseline"
     scripts/bench_streams.sh "$M" "$A60" -n "$NS_F32" -s "$SECS" -w "$W" --backend cuda >"$OUT/streams_f32.tmp" 2>&1
