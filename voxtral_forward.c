@@ -145,8 +145,20 @@ void vox_decoder_forward(vox_ctx *ctx, vox_pool *pool, int M, int slot0, int hea
         float *qkv[3] = {w->dq, w->dk, w->dv};
         const vox_weight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
         be->norm_linear(be, 3, qkv, w->dx, wqkv, &L->attn_norm, NULL, d->norm_eps, M);
-        be->rope_attention(be, w->dattn, w->dq, w->dk, w->dv, kc, vc, w->pos, slot, M, d->n_heads,
-                           d->n_kv_heads, d->head_dim, d->rope_theta, pool->dec_cap, ctx->dec_window);
+        if (slot && heads > 1) {
+            /* several prompts: rows of one slot share its ring, which the fused op (one
+             * row per slot: its new key in registers, the ring's for the rest) may read
+             * before another row of the same prompt stored its key: store all, then
+             * attend (the CPU's rope_attention is exactly these four ops) */
+            be->rope(be, w->dq, w->pos, M, d->n_heads, d->head_dim, d->rope_theta);
+            be->rope(be, w->dk, w->pos, M, d->n_kv_heads, d->head_dim, d->rope_theta);
+            be->kv_store(be, kc, vc, w->dk, w->dv, w->pos, slot, M, d_kv, pool->dec_cap);
+            be->attention(be, w->dattn, w->dq, kc, vc, w->pos, slot, M, d->n_heads, d->n_kv_heads, d->head_dim,
+                          pool->dec_cap, ctx->dec_window);
+        } else {
+            be->rope_attention(be, w->dattn, w->dq, w->dk, w->dv, kc, vc, w->pos, slot, M, d->n_heads,
+                               d->n_kv_heads, d->head_dim, d->rope_theta, pool->dec_cap, ctx->dec_window);
+        }
         be->linear(be, w->dx, w->dattn, &L->wo, NULL, M, VOX_ACT_NONE, 1);
         float *gu[2] = {w->dg, w->du};
         const vox_weight *w13[2] = {&L->w1, &L->w3};

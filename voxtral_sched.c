@@ -74,7 +74,7 @@ static int encode_items(vox_ctx *ctx, vox_pool *pool, vox_stream **ss, float *co
     /* serving on a graph backend: the layers run over a bucket of tokens, padding
      * frames in the pad slot (one graph per bucket, made at open); taps read back
      * mid-way: unpadded, no graph */
-    const int pad = ctx->padded && !tapped;
+    const int pad = ctx->padded && !tapped && pool == &ctx->pool; /* (the warm-up's scratch pool has none) */
     const int Tp = pad ? vox_bucket(T, ctx->enc_chunk_tokens) : T, Mp = pad ? Tp * c->mel_per_token / 2 : M;
     for (int i = M; i < Mp; i++) {
         w->enc_pos_host[i] = i - M;
