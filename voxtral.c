@@ -140,7 +140,7 @@ vox_need vox_memory_plan(const vox_model *m, int prompt_len, int chunk_tokens, i
     n.workspace += 4.0 * max_batch * (d->dim * 2 + d->n_heads * d->head_dim * 2 + d->hidden_dim * 2 +
                                       (double)c->vocab_size + 2 * 1024);
     if (max_batch > 1) {
-        const int pb = max_batch < VOX_PREFILL_BATCH ? max_batch : VOX_PREFILL_BATCH;
+        const int pb = vox_prefill_batch(max_batch);
         n.workspace += 4.0 * prompt_len * (pb - 1) *
                        (d->dim + d->n_heads * d->head_dim * 2 + d->n_kv_heads * d->head_dim * 2 + d->hidden_dim * 2.0);
     }
@@ -309,7 +309,7 @@ static int work_alloc(vox_ctx *ctx, int max_batch, int topk_max) {
     w->max_batch = max_batch;
     /* serving: up to VOX_PREFILL_BATCH streams' prompts in one pass (their heads fit
      * the logits' max_batch rows) */
-    w->prefill_batch = ctx->serving ? (max_batch < VOX_PREFILL_BATCH ? max_batch : VOX_PREFILL_BATCH) : 1;
+    w->prefill_batch = ctx->serving ? vox_prefill_batch(max_batch) : 1;
     const int PR = ctx->prompt_len * w->prefill_batch;
     const int DR = w->dec_rows_max = PR > max_batch ? PR : max_batch;
     ALLOC(w->dx, (size_t)DR * d->dim);

@@ -138,8 +138,10 @@ vox_need vox_memory_plan(const vox_model *m, int prompt_len, int chunk_tokens, i
                          int window, int kv_bytes, int stream_chunk_tokens, int max_batch);
 /* encoder chunk sizes the backends use (audio tokens) */
 enum { VOX_CPU_CHUNK_TOKENS = 64, VOX_CUDA_CHUNK_TOKENS = 128 };
-/* a serving context runs up to this many streams' prompts in one decoder pass */
+/* a serving context runs up to this many streams' prompts in one decoder pass (and
+ * no more than its max_batch: their heads share the logits' rows) */
 enum { VOX_PREFILL_BATCH = 4 };
+static inline int vox_prefill_batch(int max_batch) { return max_batch < VOX_PREFILL_BATCH ? max_batch : VOX_PREFILL_BATCH; }
 /* (Re)computes every layer's ffn_scale for `delay_tokens` (voxtral.c). */
 int vox_model_set_delay(vox_model *m, int delay_tokens);
 

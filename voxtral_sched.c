@@ -29,8 +29,8 @@ vox_stream *vox_stream_new_scratch(vox_ctx *ctx);
 enum { GRAPH_STEP = 0, GRAPH_STEP_TOPK = 1, GRAPH_ENCODER = 2, GRAPH_PREFILL = 3, GRAPH_MAX_SUB = 255 };
 enum { POOL_OWNER = 0x1fffff }; /* stream ids are masked to 0x1ffffe */
 
-/* a tick's bounds: prompts run (each a decoder pass of its own), rounds of steps (a
- * stream's decodable tokens are at most its audio ring's, acap) */
+/* a tick's bounds: prompts run (up to work.prefill_batch of them in a decoder pass),
+ * rounds of steps (a stream's decodable tokens are at most its audio ring's, acap) */
 enum { PREFILLS_PER_TICK = 8, MAX_ROUNDS = 256 };
 
 static int graph_key(int owner, int kind, int sub) { return (owner * (GRAPH_MAX_SUB + 1) + sub) * 4 + kind; }
@@ -136,27 +136,33 @@ static void record_step(vox_stream *s, double dt) {
     s->step_hist[vox_step_bin(dt)]++;
 }
 
-/* Reads back the id (and top-k) of the last decoder run's row `row` for the
- * stream's position `pos`, hands it on. */
-static int emit_row(vox_stream *s, int64_t pos, int row, int kmax) {
-    vox_ctx *ctx = s->ctx;
-    vox_backend *be = ctx->be;
-    vox_work *w = &ctx->work;
-    const int V = ctx->model.cfg.vocab_size;
-    int32_t id;
+/* Hands on the id the last decoder run gave row `row` for the stream's position
+ * `pos` (already read back), with that row's top-k (the run's top-k buffers hold
+ * kmax per row) and logits for the stream's tap. */
+static int deliver_row(vox_stream *s, int64_t pos, int row, int kmax, int32_t id) {
+    vox_backend *be = s->ctx->be;
+    vox_work *w = &s->ctx->work;
+    const int V = s->ctx->model.cfg.vocab_size;
     int32_t tk_ids[1024];
     float tk_vals[1024];
-    be->download(be, &id, w->ids + row, sizeof id);
     if (s->topk) {
         be->download(be, tk_ids, w->topk_ids + (size_t)row * kmax, sizeof(int32_t) * s->topk);
         be->download(be, tk_vals, w->topk_vals + (size_t)row * kmax, sizeof(float) * s->topk);
     }
-    if (be->sync(be) != 0) return -1;
     if (s->tap) {
         be->download(be, s->tap_buf, w->logits + (size_t)row * V, sizeof(float) * V);
         s->tap(s->tap_user, "logits", s->tap_buf, 1, V);
     }
     return vox_sched_deliver(s, pos, id, tk_ids, tk_vals);
+}
+
+/* Reads back the id of the last decoder run's row `row` and hands it on. */
+static int emit_row(vox_stream *s, int64_t pos, int row, int kmax) {
+    vox_backend *be = s->ctx->be;
+    int32_t id;
+    be->download(be, &id, s->ctx->work.ids + row, sizeof id);
+    if (be->sync(be) != 0) return -1;
+    return deliver_row(s, pos, row, kmax, id);
 }
 
 /* The prompt (BOS, then pads) at positions 0..L-1 through the decoder; delivers the
@@ -190,7 +196,7 @@ static int prefill(vox_stream *s, int deliver) {
 static int prefill_batch(vox_ctx *ctx, vox_stream **ss, int n) {
     vox_backend *be = ctx->be;
     vox_work *w = &ctx->work;
-    const int L = ctx->prompt_len, M = n * L, V = ctx->model.cfg.vocab_size;
+    const int L = ctx->prompt_len, M = n * L;
     double t0 = vox_now_ms();
     int kmax = 0;
     for (int j = 0; j < n; j++) {
@@ -216,20 +222,10 @@ static int prefill_batch(vox_ctx *ctx, vox_stream **ss, int n) {
     for (int j = 0; j < n; j++) {
         vox_stream *s = ss[j];
         if (!s) continue;
-        int32_t tk_ids[1024];
-        float tk_vals[1024];
-        if (s->topk) {
-            be->download(be, tk_ids, w->topk_ids + (size_t)j * kmax, sizeof(int32_t) * s->topk);
-            be->download(be, tk_vals, w->topk_vals + (size_t)j * kmax, sizeof(float) * s->topk);
-        }
-        if (s->tap) {
-            be->download(be, s->tap_buf, w->logits + (size_t)j * V, sizeof(float) * V);
-            s->tap(s->tap_user, "logits", s->tap_buf, 1, V);
-        }
         s->prefilled = 1;
         s->next_pos = L;
         s->stats.prefill_ms += ms / n;
-        if (vox_sched_deliver(s, L - 1, w->out_ids[j], tk_ids, tk_vals) != 0) return -1;
+        if (deliver_row(s, L - 1, j, kmax, w->out_ids[j]) != 0) return -1;
     }
     return 0;
 }
@@ -322,8 +318,8 @@ static void upload_rows(vox_ctx *ctx, int B, int Bp) {
 }
 
 /* A padded serving context's graphs, made at open: the batched step for every row
- * bucket up to max_batch and the encoder layers for every token bucket up to the
- * encoder batch, each captured (and run) on padding rows alone, so that no stream
+ * bucket up to max_batch, the batched prompts for 2 .. prefill_batch streams, and the
+ * encoder layers for every token bucket up to the encoder batch, each captured (and run) on padding rows alone, so that no stream
  * waits for a capture (the first H200 run captured each new batch size while
  * serving: its rare sizes' steps averaged 8-13 ms against 3.7 ms for the common). */
 int vox_sched_make_graphs(vox_ctx *ctx) {
@@ -513,22 +509,11 @@ static int batched_step(vox_ctx *ctx, vox_stream **rows, int B, vox_serve_stats 
     if (be->sync(be) != 0) return -1;
     const double ms = vox_now_ms() - t0;
     add_step_stats(st, B, ms);
-    const int V = ctx->model.cfg.vocab_size;
     for (int i = 0; i < B; i++) {
         vox_stream *s = rows[i];
         int64_t p = s->next_pos++;
         record_step(s, ms);
-        int32_t tk_ids[1024];
-        float tk_vals[1024];
-        if (s->topk) {
-            be->download(be, tk_ids, w->topk_ids + (size_t)i * kmax, sizeof(int32_t) * s->topk);
-            be->download(be, tk_vals, w->topk_vals + (size_t)i * kmax, sizeof(float) * s->topk);
-        }
-        if (s->tap) {
-            be->download(be, s->tap_buf, w->logits + (size_t)i * V, sizeof(float) * V);
-            s->tap(s->tap_user, "logits", s->tap_buf, 1, V);
-        }
-        if (vox_sched_deliver(s, p, w->out_ids[i], tk_ids, tk_vals) != 0) return -1;
+        if (deliver_row(s, p, i, kmax, w->out_ids[i]) != 0) return -1;
     }
     return 0;
 }
@@ -575,7 +560,7 @@ static int run_tick(vox_ctx *ctx, tick_item *items, int n, int start, vox_serve_
      * running stream's steps back behind all of their prompts) */
     vox_stream *pf[VOX_PREFILL_BATCH];
     int npf = 0;
-    for (int k = 0, done = 0; k <= n && done <= PREFILLS_PER_TICK; k++) {
+    for (int k = 0, done = 0; k <= n; k++) {
         vox_stream *s = k < n ? items[(start + k) % n].s : NULL;
         const int due = s && done < PREFILLS_PER_TICK && !s->done && !s->prefilled &&
                         s->n_audio >= ctx->prompt_len + 1;
