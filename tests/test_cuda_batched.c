@@ -133,8 +133,8 @@ static void test_rope_attention_s(int M, int H, int Hkv, int hd, int cap, int wi
 /* A batch of several streams' encoder chunks: `streams` streams of `rows` frames each
  * (consecutive positions from their own start), in slots of a pool of streams + 1
  * rings in reverse order; kv_store then attention with the slot array, against the
- * CPU twin. Enough rows x kv heads exceed the split kernel's tickets (its generic
- * fallback). */
+ * CPU twin. (A serving context's encoder batch, 512 frames x 32 heads, fits the split
+ * kernel's 65536 tickets; the generic fallback with slots: test_cuda_kv's hd 24 case.) */
 static void test_slot_batch(int streams, int rows, int H, int hd, int cap, int window) {
     const int M = streams * rows;
     const int64_t kvd = (int64_t)H * hd, nc = (int64_t)(streams + 1) * cap * kvd, nq = (int64_t)M * kvd;
@@ -241,7 +241,7 @@ int main(void) {
     test_rope_attention_s(32, 32, 8, 128, 8231, 8192, 9000, 1); /* the batched step, B = 32 */
     test_rope_attention_s(17, 8, 4, 64, 300, 100, 50, 1);   /* B = 17, hd 64 */
     test_slot_batch(3, 4, 32, 64, 780, 750);               /* live encoder chunks of 3 streams */
-    test_slot_batch(8, 64, 32, 64, 780, 750);              /* 512 rows x 32 heads > tickets: generic */
+    test_slot_batch(8, 64, 32, 64, 780, 750);              /* 512 rows x 32 heads: a full encoder batch */
     /* an fp16-path layer with one tensor kept in fp32 */
     const vox_dtype mixed[3] = {VOX_DT_F16, VOX_DT_F32, VOX_DT_F16};
     test_norm_linear_dt("mixed q/k/v", 1, 3072, 3, qkv, 1, 0, mixed);

@@ -419,7 +419,7 @@ int main(void) {
     test_attention("generic", 1, 4, 2, 24, 26, 16, 25, 0);
     test_attention("generic", 39, 4, 4, 16, 50, 24, 30, 0);
     test_attention("split, slots", 12, 32, 32, 64, 780, 750, 1000, 3);
-    test_attention("generic, slots", 512, 32, 32, 64, 780, 750, 900, 8); /* rows x heads > tickets */
+    test_attention("split, slots, encoder batch", 512, 32, 32, 64, 780, 750, 900, 8); /* 16384 rows x heads */
     test_attention("generic hd 24, slots", 6, 4, 2, 24, 26, 16, 25, 3);
 
     /* rope_attention: fused split (M = 1, rows that are streams), two launches (no
