@@ -116,7 +116,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 comma := ,
-.PHONY: all voxtral cpu cuda test bench bench-streams clean help debug asan asan-test fuzz cuda-check tests install uninstall
+.PHONY: all voxtral cpu cuda test bench bench-streams bench-cuda-encoder clean help debug asan asan-test fuzz cuda-check tests install uninstall
 all: voxtral $(BUILD)/$(SONAME)
 
 # ./voxtral is a copy of the last build's binary (build/cpu or build/cuda)
@@ -171,6 +171,12 @@ $(BUILD)/bench/streams: bench/streams.c $(BUILD)/libvoxtral.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvoxtral.a $(LIBS)
 bench-streams: $(BUILD)/bench/streams
 	@cp $< build/bench_streams
+# where an encoder batch's GPU time goes, op by op (CUDA builds): build/bench_cuda_encoder
+$(BUILD)/bench/cuda_encoder: bench/cuda_encoder.c tests/cudatest.h tests/testutil.h $(BUILD)/libvoxtral.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvoxtral.a $(LIBS)
+bench-cuda-encoder: $(BUILD)/bench/cuda_encoder
+	@cp $< build/bench_cuda_encoder
 
 tests: $(TEST_BIN)
 # a sanitizer build tests its own binary and leaves ./voxtral alone

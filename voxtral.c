@@ -255,13 +255,9 @@ static void work_free(vox_ctx *ctx) {
                     w->dg, w->du, w->logits, w->ids, w->pos, w->slot, w->topk_ids, w->topk_vals};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(be, bufs[i]);
-    if (w->out_ids) be->host_free(be, w->out_ids);
-    free(w->enc_pos_host);
-    free(w->enc_slot_host);
-    free(w->ids_host);
-    free(w->pos_host);
-    free(w->slot_host);
-    free(w->mel_host);
+    void *host[] = {w->out_ids, w->enc_pos_host, w->enc_slot_host, w->ids_host, w->pos_host, w->slot_host, w->mel_host};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        if (host[i]) be->host_free(be, host[i]);
     memset(w, 0, sizeof *w);
 }
 
@@ -270,10 +266,13 @@ static void work_free(vox_ctx *ctx) {
         (ptr) = be->alloc(be, (size_t)(count) * sizeof(*(ptr)));           \
         if (!(ptr)) goto fail;                                             \
     } while (0)
+/* host staging of what the ops upload: be->host_alloc (CUDA: pinned, so an upload is
+ * a true async copy, not a staged one that may wait for the stream), zeroed */
 #define HALLOC(ptr, count)                                                 \
     do {                                                                   \
-        (ptr) = calloc((size_t)(count), sizeof(*(ptr)));                   \
+        (ptr) = be->host_alloc(be, (size_t)(count) * sizeof(*(ptr)));      \
         if (!(ptr)) { vox_error("out of memory"); goto fail; }             \
+        memset((ptr), 0, (size_t)(count) * sizeof(*(ptr)));                \
     } while (0)
 
 /* The forward pass's buffers: one encoder batch, one decoder batch (a prefill or a

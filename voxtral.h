@@ -166,7 +166,7 @@ void vox_stream_stats(const vox_stream *s, vox_stats *st);
  * memory-bandwidth floor is that / vox_measure_bandwidth), the backend's measured
  * read bandwidth in GB/s (0 if unknown; takes a moment), backend memory held. */
 /* A serving context's scheduler, so far (zeros for a plain context). */
-enum { VOX_BATCH_BINS = 33 };   /* by batch size: [b] for b rows, [32] for 32 or more */
+enum { VOX_BATCH_BINS = 129 };  /* by batch size: [b] for b rows, [128] for 128 or more */
 typedef struct {
     int max_streams, streams;   /* pool size, streams holding a slot now */
     long long ticks;
@@ -176,8 +176,13 @@ typedef struct {
     double step_ms_by_batch[VOX_BATCH_BINS];
     long long enc_batches, enc_tokens;
     double enc_ms;
+    double enc_host_ms;         /* of enc_ms, until the last launch (uploads and launches on the host) */
     long long prefills, prefill_passes; /* prompts run; decoder passes they took */
     double prefill_ms;
+    double prep_ms;             /* the host's part: gathering audio, log-mel, restarts, publishing */
+    double mel_ms;              /* of prep_ms: computing the log-mel frames (streams in parallel) */
+    int host_threads;           /* the scheduler's OpenMP team for that */
+    double busy_ms;             /* ticks' wall time (the rest of the time the scheduler waited for work) */
     double pool_bytes, stream_bytes; /* the KV pool; one stream's share of it */
 } vox_serve_stats;
 void vox_serve_stats_get(vox_ctx *ctx, vox_serve_stats *st);

@@ -489,13 +489,15 @@ static void cu_attention(vox_backend *be, float *out, const float *q, const void
     cuda_impl *ci = impl_of(be);
     if (M <= 0) return;
     int rc = -1;
-    if (slot || M <= SPLIT_MAX_ROWS)
+    /* few rows: split over keys; many (an encoder chunk, a batch of several streams'
+     * chunks, batched prompts): query tiles, each slot's keys read once per tile */
+    if (M <= SPLIT_MAX_ROWS)
         rc = vox_cuda_attention_split(out, q, kc, vc, be->kv_dtype, pos, M, n_heads, n_kv_heads,
                                       head_dim, cap, window, slot, NULL, NULL, NULL, ci->attn_part,
                                       ATTN_PART_FLOATS, ci->attn_tickets, ATTN_TICKETS, ci->n_sm,
                                       ci->st);
-    if (rc && !slot)
-        rc = vox_cuda_attention_tiled(out, q, kc, vc, be->kv_dtype, pos, M, n_heads, n_kv_heads,
+    if (rc)
+        rc = vox_cuda_attention_tiled(out, q, kc, vc, be->kv_dtype, pos, slot, M, n_heads, n_kv_heads,
                                       head_dim, cap, window, ci->st);
     if (rc) {
         op_fail("%s: unsupported shape (head_dim %ld)", "attention", head_dim);

@@ -187,9 +187,11 @@ int vox_cuda_attention_split(float *out, const float *q, const void *kc, const v
                              const float *vnew, const vox_cuda_inv_freq *rope, float *part,
                              int64_t part_floats, int *tickets, int n_tickets, int n_sm,
                              cudaStream_t st);
+/* Many rows (M > SPLIT_MAX_ROWS): query tiles over shared-memory key tiles; slot NULL
+ * (one ring) or a slot per row (several streams' rows, each stream's consecutive). */
 int vox_cuda_attention_tiled(float *out, const float *q, const void *kc, const void *vc,
-                             int kv_type, const int32_t *pos, int M, int n_heads, int n_kv_heads,
-                             int head_dim, int cap, int window, cudaStream_t st);
+                             int kv_type, const int32_t *pos, const int32_t *slot, int M, int n_heads,
+                             int n_kv_heads, int head_dim, int cap, int window, cudaStream_t st);
 
 #ifdef __cplusplus
 }

@@ -18,14 +18,10 @@ enum {
     XB_ELEMS = 16 << 20,               /* GEMM-input scratch: BF16/FP16 (32 MB), and
                                           fp32 (64 MB) on the fp16 and fp32 paths */
     ATTN_PART_FLOATS = 4 << 20,        /* split-attention partials (16 MB) */
-    ATTN_TICKETS = 1 << 16,            /* split-attention tickets: rows x kv heads; a
-                                          serving context's encoder batch (512 frames x
-                                          32 heads) needs 16384: past the tickets, the
-                                          generic kernel (a block per frame and head,
-                                          uncoalesced keys): the likely cause, not yet
-                                          measured alone, of 128 live streams on the
-                                          H200 decoding 38% of their audio with the
-                                          decoder busy 12% of the time */
+    ATTN_TICKETS = 1 << 16,            /* split-attention tickets: rows x kv heads (the
+                                          fused batched step: max_batch x 8 on the real
+                                          model; attention itself takes the split kernel
+                                          up to SPLIT_MAX_ROWS rows, query tiles past it) */
     STAGE_BYTES = 64 << 20,            /* pinned staging for the weight upload, x2 */
     QTILE_ELEMS = 32 << 20,            /* quantized GEMM path: dense weight tile (64 MB
                                           BF16/FP16, 128 MB FP32), every decoder and

@@ -90,7 +90,8 @@ typedef struct {
     double p50, p95, p99, max_lag_s, mean_batch, step_ms, mem_mb;
     long long tokens, steps;
     /* where the live phase's wall time went (the scheduler's counters) */
-    double wall_ms, steps_ms, enc_ms, prefill_ms;
+    double wall_ms, steps_ms, enc_ms, enc_host_ms, prefill_ms, prep_ms, mel_ms, busy_ms;
+    int host_threads;
     long long ticks, enc_batches, enc_tokens, prefills, prefill_passes;
     double step_ms_by_batch[VOX_BATCH_BINS];
     long long steps_by_batch[VOX_BATCH_BINS];
@@ -172,7 +173,12 @@ static int run_n(vox_ctx *ctx, int N, const float *audio, int64_t n_audio, doubl
     out->wall_ms = wall;
     out->steps_ms = b.step_ms - a.step_ms;
     out->enc_ms = b.enc_ms - a.enc_ms;
+    out->enc_host_ms = b.enc_host_ms - a.enc_host_ms;
     out->prefill_ms = b.prefill_ms - a.prefill_ms;
+    out->prep_ms = b.prep_ms - a.prep_ms;
+    out->mel_ms = b.mel_ms - a.mel_ms;
+    out->host_threads = b.host_threads;
+    out->busy_ms = b.busy_ms - a.busy_ms;
     out->ticks = b.ticks - a.ticks;
     out->enc_batches = b.enc_batches - a.enc_batches;
     out->enc_tokens = b.enc_tokens - a.enc_tokens;
@@ -250,21 +256,26 @@ static void print_row(FILE *o, const char *mode, const run_result *r) {
     fprintf(o, "%-9s %5d  %-4s %9.1f %9.1f %9.1f %8.2f %10.2f %9.2f %8lld %9.0f\n", mode, r->n, r->kept ? "yes" : "NO",
             r->p50, r->p95, r->p99, r->max_lag_s, r->mean_batch, r->step_ms, r->tokens, r->mem_mb);
     const double w = r->wall_ms > 0 ? r->wall_ms / 100 : 1;
-    fprintf(o, "          live %.1f s: decoder steps %.0f ms (%.0f%%), encoder %.0f ms (%.0f%%: %lld batches, %lld tokens), "
-               "prompts %.0f ms (%.0f%%: %lld in %lld passes), %lld ticks\n",
+    const double other = r->busy_ms - r->steps_ms - r->enc_ms - r->prefill_ms - r->prep_ms;
+    fprintf(o, "          live %.1f s: decoder steps %.0f ms (%.0f%%), encoder %.0f ms (%.0f%%: %lld batches, %lld tokens, %.0f ms to the last launch), "
+               "prompts %.0f ms (%.0f%%: %lld in %lld passes), host %.0f ms (%.0f%%: log-mel %.0f ms on %d threads), "
+               "other %.0f ms (%.0f%%), "
+               "idle %.0f ms (%.0f%%), %lld ticks\n",
             r->wall_ms / 1000, r->steps_ms, r->steps_ms / w, r->enc_ms, r->enc_ms / w, r->enc_batches, r->enc_tokens,
-            r->prefill_ms, r->prefill_ms / w, r->prefills, r->prefill_passes, r->ticks);
+            r->enc_host_ms, r->prefill_ms, r->prefill_ms / w, r->prefills, r->prefill_passes, r->prep_ms, r->prep_ms / w, r->mel_ms, r->host_threads, other,
+            other / w, r->wall_ms - r->busy_ms, (r->wall_ms - r->busy_ms) / w, r->ticks);
 }
 
 static void json_row(FILE *j, const char *mode, const run_result *r, int last) {
     fprintf(j, "    {\"mode\": \"%s\", \"streams\": %d, \"kept_real_time\": %s, \"latency_ms\": {\"p50\": %.3f, "
                "\"p95\": %.3f, \"p99\": %.3f}, \"max_lag_s\": %.3f, \"mean_batch\": %.3f, \"step_ms\": %.4f, "
                "\"tokens\": %lld, \"steps\": %lld, \"memory_mb\": %.1f, \"live_ms\": %.1f, \"steps_total_ms\": %.1f, "
-               "\"encoder_ms\": %.1f, \"encoder_batches\": %lld, \"encoder_tokens\": %lld, \"prompts_ms\": %.1f, "
-               "\"prompts\": %lld, \"prompt_passes\": %lld, \"ticks\": %lld, \"step_ms_by_batch\": {",
+               "\"encoder_ms\": %.1f, \"encoder_batches\": %lld, \"encoder_tokens\": %lld, \"encoder_host_ms\": %.1f, \"prompts_ms\": %.1f, "
+               "\"prompts\": %lld, \"prompt_passes\": %lld, \"host_ms\": %.1f, \"mel_ms\": %.1f, \"busy_ms\": %.1f, \"ticks\": %lld, "
+               "\"step_ms_by_batch\": {",
             mode, r->n, r->kept ? "true" : "false", r->p50, r->p95, r->p99, r->max_lag_s, r->mean_batch, r->step_ms,
             r->tokens, r->steps, r->mem_mb, r->wall_ms, r->steps_ms, r->enc_ms, r->enc_batches, r->enc_tokens,
-            r->prefill_ms, r->prefills, r->prefill_passes, r->ticks);
+            r->enc_host_ms, r->prefill_ms, r->prefills, r->prefill_passes, r->prep_ms, r->mel_ms, r->busy_ms, r->ticks);
     int first = 1;
     for (int k = 1; k < VOX_BATCH_BINS; k++)
         if (r->steps_by_batch[k]) {

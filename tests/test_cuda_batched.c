@@ -133,28 +133,34 @@ static void test_rope_attention_s(int M, int H, int Hkv, int hd, int cap, int wi
 /* A batch of several streams' encoder chunks: `streams` streams of `rows` frames each
  * (consecutive positions from their own start), in slots of a pool of streams + 1
  * rings in reverse order; kv_store then attention with the slot array, against the
- * CPU twin. (A serving context's encoder batch, 512 frames x 32 heads, fits the split
- * kernel's 65536 tickets; the generic fallback with slots: test_cuda_kv's hd 24 case.) */
-static void test_slot_batch(int streams, int rows, int H, int hd, int cap, int window) {
+ * CPU twin. Up to 8 rows: the split kernel; more: the query tiles, which walk each
+ * run of one slot's rows over its keys once (runs crossing tile edges when rows is
+ * not a multiple of 4). interleave: row i belongs to stream i % streams (every tile
+ * a run per row, slots recurring). Hkv < H: GQA (the decoder's batched prompts). */
+static void test_slot_batch(int streams, int rows, int H, int Hkv, int hd, int cap, int window, int interleave) {
     const int M = streams * rows;
-    const int64_t kvd = (int64_t)H * hd, nc = (int64_t)(streams + 1) * cap * kvd, nq = (int64_t)M * kvd;
+    const int64_t kvd = (int64_t)Hkv * hd, nc = (int64_t)(streams + 1) * cap * kvd, nq = (int64_t)M * H * hd,
+                  nk = (int64_t)M * kvd;
     float *kc = rand_f(nc, 1.0f), *vc = rand_f(nc, 1.0f), *q = rand_f(nq, 3.0f);
-    float *k = rand_f(nq, 1.0f), *v = rand_f(nq, 1.0f), *ref = malloc(sizeof(float) * nq);
+    float *k = rand_f(nk, 1.0f), *v = rand_f(nk, 1.0f), *ref = malloc(sizeof(float) * nq);
     int32_t *pos = malloc(sizeof(int32_t) * M), *slot = malloc(sizeof(int32_t) * M);
     for (int j = 0; j < streams; j++)
-        for (int r = 0; r < rows; r++) pos[j * rows + r] = 53 * j + 7 + r, slot[j * rows + r] = streams - j;
+        for (int r = 0; r < rows; r++) {
+            const int i = interleave ? r * streams + j : j * rows + r;
+            pos[i] = 53 * j + 7 + r, slot[i] = streams - j;
+        }
     float *dkc = dev_from(kc, nc * 4), *dvc = dev_from(vc, nc * 4), *dq = dev_from(q, nq * 4);
-    float *dk = dev_from(k, nq * 4), *dv = dev_from(v, nq * 4), *dout = gpu->alloc(gpu, nq * 4);
+    float *dk = dev_from(k, nk * 4), *dv = dev_from(v, nk * 4), *dout = gpu->alloc(gpu, nq * 4);
     int32_t *dp = dev_from(pos, sizeof(int32_t) * M), *ds = dev_from(slot, sizeof(int32_t) * M);
     poison(dout, nq * 4);
     cpu->kv_store(cpu, kc, vc, k, v, pos, slot, M, (int)kvd, cap);
-    cpu->attention(cpu, ref, q, kc, vc, pos, slot, M, H, H, hd, cap, window);
+    cpu->attention(cpu, ref, q, kc, vc, pos, slot, M, H, Hkv, hd, cap, window);
     gpu->kv_store(gpu, dkc, dvc, dk, dv, dp, ds, M, (int)kvd, cap);
-    gpu->attention(gpu, dout, dq, dkc, dvc, dp, ds, M, H, H, hd, cap, window);
+    gpu->attention(gpu, dout, dq, dkc, dvc, dp, ds, M, H, Hkv, hd, cap, window);
     float *got = dev_floats(dout, nq), *gkc = dev_floats(dkc, nc);
     char name[160];
-    snprintf(name, sizeof name, "kv_store + attention, %d streams x %d rows in slots, heads %d hd=%d cap=%d window=%d",
-             streams, rows, H, hd, cap, window);
+    snprintf(name, sizeof name, "kv_store + attention, %d streams x %d rows in slots%s, heads %d/%d hd=%d cap=%d window=%d",
+             streams, rows, interleave ? " (interleaved)" : "", H, Hkv, hd, cap, window);
     if (gpu->sync(gpu) != 0) tu_check(0, name, "%s", vox_last_error());
     else check(name, got, ref, nq, 1e-5, 1e-4);
     snprintf(name, sizeof name, "kv_store in slots: %d streams, key rings", streams);
@@ -240,8 +246,14 @@ int main(void) {
     test_rope_attention_s(3, 4, 2, 24, 26, 16, 25, 1);      /* B = 3, no fast path: two launches */
     test_rope_attention_s(32, 32, 8, 128, 8231, 8192, 9000, 1); /* the batched step, B = 32 */
     test_rope_attention_s(17, 8, 4, 64, 300, 100, 50, 1);   /* B = 17, hd 64 */
-    test_slot_batch(3, 4, 32, 64, 780, 750);               /* live encoder chunks of 3 streams */
-    test_slot_batch(8, 64, 32, 64, 780, 750);              /* 512 rows x 32 heads: a full encoder batch */
+    test_slot_batch(2, 4, 32, 32, 64, 780, 750, 0);        /* live encoder chunks of 2 streams: split */
+    test_slot_batch(3, 4, 32, 32, 64, 780, 750, 0);        /* 3 streams: tiles of one stream each */
+    test_slot_batch(5, 6, 32, 32, 64, 780, 750, 0);        /* runs crossing tile edges */
+    test_slot_batch(3, 5, 8, 8, 64, 780, 750, 1);          /* interleaved: slots recur within tiles */
+    test_slot_batch(8, 64, 32, 32, 64, 780, 750, 0);       /* 512 rows x 32 heads: a full encoder batch */
+    test_slot_batch(128, 4, 8, 8, 64, 100, 90, 0);         /* 128 live streams: a token each */
+    test_slot_batch(4, 39, 32, 8, 128, 300, 256, 0);       /* batched prompts: GQA, hd 128 */
+    test_slot_batch(3, 20, 6, 2, 32, 55, 16, 0);           /* a small model: window < rows, ring wraps */
     /* an fp16-path layer with one tensor kept in fp32 */
     const vox_dtype mixed[3] = {VOX_DT_F16, VOX_DT_F32, VOX_DT_F16};
     test_norm_linear_dt("mixed q/k/v", 1, 3072, 3, qkv, 1, 0, mixed);
