@@ -88,7 +88,6 @@ int engine_admit(srv_session *s) {
         if (a >= E.max_streams) return -1;
     } while (!atomic_compare_exchange_weak(&E.active, &a, a + 1));
     atomic_fetch_add(&s->refs, 1);
-    atomic_store(&s->dirty, 1);
     pthread_mutex_lock(&E.mu);
     s->eng_next = E.incoming;
     E.incoming = s;
@@ -123,10 +122,7 @@ int sess_push_audio(srv_session *s, const float *x, size_t n, size_t max_pending
         }
     }
     pthread_mutex_unlock(&s->mu);
-    if (!rc) {
-        atomic_store(&s->dirty, 1);
-        engine_wake();
-    }
+    if (!rc) engine_wake();
     return rc;
 }
 
@@ -146,7 +142,6 @@ int sess_push_mark(srv_session *s, int type) {
         rc = 0;
     }
     pthread_mutex_unlock(&s->mu);
-    atomic_store(&s->dirty, 1);
     engine_wake();
     return rc;
 }
@@ -156,7 +151,6 @@ void sess_push_file(srv_session *s, char *path) {
     free(s->file_path);
     s->file_path = path;
     pthread_mutex_unlock(&s->mu);
-    atomic_store(&s->dirty, 1);
     engine_wake();
 }
 
@@ -164,7 +158,6 @@ void sess_close(srv_session *s) {
     pthread_mutex_lock(&s->mu);
     s->closed = 1;
     pthread_mutex_unlock(&s->mu);
-    atomic_store(&s->dirty, 1);
     atomic_fetch_add(&E.closes, 1);
     engine_wake();
 }
@@ -286,7 +279,6 @@ static void on_token_cb(void *user, const vox_token *t) {
         g->tq[g->tq_n++] = c;
     }
     pthread_mutex_unlock(&g->tq_mu);
-    atomic_store(&g->s->dirty, 1);
     engine_wake();
 }
 
@@ -487,21 +479,8 @@ static void release(srv_session *s, const char *why) {
 }
 
 /* One turn of one session. Returns 1 when it did work, 0 when idle, 2 when it waits
- * on the scheduler (a commit's flush, the end, a file's block), -1 released. A session
- * that was idle is looked at again only once something happened to it (s->dirty:
- * every round visited every session, and a round ran for each 80 ms message of each
- * live session: at 192 sessions on an H200 the engine thread was the bottleneck). */
-static int turn_once(srv_session *s);
+ * on the scheduler (a commit's flush, the end, a file's block), -1 released. */
 static int turn(srv_session *s) {
-    eng_state *g = s->eng;
-    const int waits = g && g->st && (g->commit_pending || g->final_pending || g->block_pending);
-    if (!atomic_exchange(&s->dirty, 0) && !waits) return 0;
-    const int r = turn_once(s);
-    if (r == 1) atomic_store(&s->dirty, 1); /* more may follow at once: the next round looks */
-    return r;
-}
-
-static int turn_once(srv_session *s) {
     eng_state *g = s->eng;
     if (!g) {
         g = s->eng = calloc(1, sizeof *g);

@@ -87,8 +87,6 @@ typedef struct srv_session {
     char *file_path;                  /* SESS_FILE: the upload, loaded by the engine */
     int closed;                       /* the client is gone: drop everything */
     int drain_now;                    /* grace period over: finish what there is */
-    atomic_int dirty;                 /* something for the engine to look at: input, a mark,
-                                         a close, tokens (set before engine_wake) */
     /* arrival times of audio for token latency: a ring of (sample count, time) */
     struct { int64_t end; double t; } arr[64];
     int n_arr;
