@@ -5,8 +5,10 @@
  * GEMM path dequantizes to FP16 tiles; pre-Ampere cards) and, where the device has
  * BF16, on the bf16 path's (BF16 tiles). Outputs poisoned (NaN) before each run.
  *   qgemv (M <= 8): linear (bias, GELU, +=), norm_linear (q/k/v, w1/w3 + scale, the
- *   LM head), swiglu_linear; M > 8: the tile + cuBLASLt path, the LM head tiled in
- *   row blocks; embed (exact: the rule then + audio, as the CPU).
+ *   LM head), swiglu_linear; odd row counts (a warp's row pair across two weights);
+ *   with its shared memory capped (VOX_QGEMV_SMEM) the input rows in passes and a wide
+ *   K in column slabs; M > 8: the tile + cuBLASLt path, the LM head tiled in row
+ *   blocks; embed (exact: the rule then + audio, as the CPU).
  * Tolerances (|got - ref| <= atol * max|ref| + rtol * |ref|): qgemv sums in fp32 as the
  * CPU: 2e-5 / 1e-5; the GEMM path rounds the activations and the tile to BF16 (1e-2)
  * or FP16 (2e-3) as test_cuda_ops' GEMMs.
@@ -229,6 +231,7 @@ static void run_all(void) {
     const vox_dtype dts[2] = {VOX_DT_Q8, VOX_DT_Q4};
     const int qkv[3] = {4096, 1024, 1024}, w13[2] = {9216, 9216}, head[1] = {131072};
     const int tiny[3] = {128, 64, 64};
+    const int odd[3] = {37, 5, 11}, slab_rows[2] = {301, 212};
     for (int d = 0; d < 2; d++) {
         const vox_dtype dt = dts[d];
         /* the decoder step's shapes, group 64 (the default), 32 and 128 */
@@ -248,6 +251,27 @@ static void run_all(void) {
         test_norm_linear(dt, 64, 1, 96, 3, tiny, 1);
         test_linear(dt, 64, 2, 96, 160, 1, VOX_ACT_NONE, 1);
         test_linear(dt, 32, 1, 64, 200, 0, VOX_ACT_NONE, 0);
+        /* odd row counts: a warp's row pair split between two weights, a pair's lone row */
+        test_norm_linear(dt, 64, 1, 1280, 3, odd, 1);
+        test_norm_linear(dt, 32, 3, 1280, 3, odd, 0);
+        test_linear(dt, 96, 1, 333, 480, 1, VOX_ACT_GELU, 0);
+        /* the shared memory capped (VOX_QGEMV_SMEM): the input rows in passes (40000
+         * bytes: 2 rows of 3072 columns at a time), K = 9216 in column slabs (16384) */
+        const char *tag = path_tag;
+        static char capped[64];
+        setenv("VOX_QGEMV_SMEM", "40000", 1);
+        snprintf(capped, sizeof capped, "%s smem<=40000", tag);
+        path_tag = capped;
+        test_linear(dt, 64, 8, 1024, 3072, 1, VOX_ACT_GELU, 0);
+        test_swiglu_linear(dt, 64, 5, 700, 3072);
+        test_norm_linear(dt, 64, 3, 3072, 3, odd, 1);
+        setenv("VOX_QGEMV_SMEM", "16384", 1);
+        snprintf(capped, sizeof capped, "%s smem<=16384", tag);
+        test_linear(dt, 64, 2, 512, 9216, 1, VOX_ACT_NONE, 1);
+        test_norm_linear(dt, 64, 1, 9216, 2, slab_rows, 1);
+        test_swiglu_linear(dt, 128, 3, 300, 9216);
+        unsetenv("VOX_QGEMV_SMEM");
+        path_tag = tag;
         /* many rows: the tile and cuBLASLt (prefill 39, encoder chunk 512) */
         test_linear(dt, 64, 39, 9216, 3072, 0, VOX_ACT_NONE, 0);
         test_linear(dt, 64, 512, 2048, 1280, 1, VOX_ACT_NONE, 1);
