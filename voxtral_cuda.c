@@ -497,7 +497,7 @@ static void cu_attention(vox_backend *be, float *out, const float *q, const void
                                       ATTN_PART_FLOATS, ci->attn_tickets, ATTN_TICKETS, ci->n_sm,
                                       ci->st);
     if (rc)
-        rc = vox_cuda_attention_tiled(out, q, kc, vc, be->kv_dtype, pos, slot, M, n_heads, n_kv_heads,
+        rc = vox_cuda_attention_rows(out, q, kc, vc, be->kv_dtype, pos, slot, M, n_heads, n_kv_heads,
                                       head_dim, cap, window, ci->st);
     if (rc) {
         op_fail("%s: unsupported shape (head_dim %ld)", "attention", head_dim);

@@ -189,7 +189,7 @@ int vox_cuda_attention_split(float *out, const float *q, const void *kc, const v
                              cudaStream_t st);
 /* Many rows (M > SPLIT_MAX_ROWS): query tiles over shared-memory key tiles; slot NULL
  * (one ring) or a slot per row (several streams' rows, each stream's consecutive). */
-int vox_cuda_attention_tiled(float *out, const float *q, const void *kc, const void *vc,
+int vox_cuda_attention_rows(float *out, const float *q, const void *kc, const void *vc,
                              int kv_type, const int32_t *pos, const int32_t *slot, int M, int n_heads,
                              int n_kv_heads, int head_dim, int cap, int window, cudaStream_t st);
 

@@ -471,21 +471,6 @@ extern "C" int vox_cuda_attention_split(float *out, const float *q, const void *
  * took 126 registers instead of 88 and ran 377 us: fewer warps hid less latency. */
 enum { ROWS_WARPS = 4 };
 
-/* r[0..8) = p[0..8) as fp32: two float4 loads, or one 16-byte load of BF16 */
-__device__ __forceinline__ void kv_load8(float (&r)[8], const float *p) {
-    const float4 a = *reinterpret_cast<const float4 *>(p), b = *reinterpret_cast<const float4 *>(p + 4);
-    r[0] = a.x; r[1] = a.y; r[2] = a.z; r[3] = a.w; r[4] = b.x; r[5] = b.y; r[6] = b.z; r[7] = b.w;
-}
-__device__ __forceinline__ void kv_load8(float (&r)[8], const kv_bf16 *p) {
-    const uint4 v = *reinterpret_cast<const uint4 *>(p);
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        r[2 * i] = __uint_as_float(w[i] << 16);
-        r[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-}
-
 template <int HD, int R, typename KV>
 __global__ void __launch_bounds__(ROWS_WARPS * 32)
 attn_rows_kernel(float *out, const float *q, const KV *kc, const KV *vc, const int32_t *pos,
@@ -553,7 +538,7 @@ attn_rows_kernel(float *out, const float *q, const KV *kc, const KV *vc, const i
 #pragma unroll
             for (int c = 0; c < HD; c += 8) {
                 float kf[8];
-                kv_load8(kf, kj + c);
+                kv_load_vec<8>(kf, kj + c);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     const float4 q0 = *reinterpret_cast<const float4 *>(&qs[r][c]);
@@ -647,7 +632,7 @@ static int attention_rows(float *out, const float *q, const KV *kc, const KV *vc
     return 0;
 }
 
-extern "C" int vox_cuda_attention_tiled(float *out, const float *q, const void *kc, const void *vc,
+extern "C" int vox_cuda_attention_rows(float *out, const float *q, const void *kc, const void *vc,
                                         int kv_type, const int32_t *pos, const int32_t *slot, int M,
                                         int n_heads, int n_kv_heads, int head_dim, int cap, int window,
                                         cudaStream_t st) {

@@ -40,10 +40,14 @@ template <typename KV> __device__ __forceinline__ float kv_round(float v) {
     else return v;
 }
 
-/* r[0..N) = p[0..N) as fp32, N = 1, 2 or 4: one load (p N-element aligned) */
+/* r[0..N) = p[0..N) as fp32, N = 1, 2, 4 or 8: one load (two float4 for 8 floats; p
+ * N-element aligned) */
 template <int N>
 __device__ __forceinline__ void kv_load_vec(float (&r)[N], const float *p) {
-    if constexpr (N == 4) {
+    if constexpr (N == 8) {
+        const float4 a = *reinterpret_cast<const float4 *>(p), b = *reinterpret_cast<const float4 *>(p + 4);
+        r[0] = a.x; r[1] = a.y; r[2] = a.z; r[3] = a.w; r[4] = b.x; r[5] = b.y; r[6] = b.z; r[7] = b.w;
+    } else if constexpr (N == 4) {
         float4 v = *reinterpret_cast<const float4 *>(p);
         r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
     } else if constexpr (N == 2) {
@@ -55,7 +59,15 @@ __device__ __forceinline__ void kv_load_vec(float (&r)[N], const float *p) {
 }
 template <int N>
 __device__ __forceinline__ void kv_load_vec(float (&r)[N], const kv_bf16 *p) {
-    if constexpr (N == 4) {
+    if constexpr (N == 8) {
+        const uint4 v = *reinterpret_cast<const uint4 *>(p);
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            r[2 * i] = __uint_as_float(w[i] << 16);
+            r[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        }
+    } else if constexpr (N == 4) {
         uint2 v = *reinterpret_cast<const uint2 *>(p);
         r[0] = __uint_as_float(v.x << 16); r[1] = __uint_as_float(v.x & 0xffff0000u);
         r[2] = __uint_as_float(v.y << 16); r[3] = __uint_as_float(v.y & 0xffff0000u);
