@@ -84,7 +84,7 @@ void vox_cuda_gemv1(const vox_cuda_gemv1_args *a, int n_sm, cudaStream_t st);
 /* h[0..n) = silu(g) * u (launched with PDL: the M = 1 swiglu_linear's input) */
 void vox_cuda_swiglu1(float *h, const float *g, const float *u, int n, cudaStream_t st);
 
-/* ---- cuda/quant.cu: quantized weights (Q8 / Q4, formats in voxtral_quant.h) -----------
+/* ---- cuda/qgemv.cu, cuda/quant.cu: quantized weights (Q8 / Q4, formats in voxtral_quant.h)
  * qgemv: for i < n_out, y[i][m][0..rows_i) (= or +=) act(in[m] . dequant(W_i)^T + bias),
  * m < M <= VOX_QGEMV_MAX_ROWS, in as gemv1's modes (VOX_GEMV_PLAIN / NORM / SWIGLU; x and
  * u [M][K]); bias (n_out == 1 only) may be NULL; act 0 none, 1 erf GELU. Any K; W rows
@@ -149,7 +149,7 @@ typedef struct { float f[VOX_CUDA_ROPE_MAX_HALF]; } vox_cuda_inv_freq;
  * bit-identical to the CPU twin's) */
 void vox_cuda_rope(float *x, const int32_t *pos, int M, int n_heads, int head_dim,
                    const vox_cuda_inv_freq *inv_freq, cudaStream_t st);
-/* KV rings (here and in cuda/attention.cu) hold elements of kv_type: VOX_CUDA_F32, or
+/* KV rings (here and in cuda/attention*.cu) hold elements of kv_type: VOX_CUDA_F32, or
  * VOX_CUDA_BF16 (stored rounded to nearest even, bit for bit as the CPU twin; read
  * widened to fp32). kv_store / rope_kv_store take any other value as F32. */
 /* rope(q, n_heads) and rope(k, n_kv_heads) in place, then kv_store(k, v): one launch */
@@ -165,7 +165,7 @@ void vox_cuda_embed(float *x, const void *emb, int wtype, const int32_t *ids, co
                     const int32_t *pos, int M, int D, int acap, const int32_t *slot,
                     cudaStream_t st);
 
-/* ---- cuda/attention.cu ------------------------------------------------------------
+/* ---- cuda/attention.cu (split), cuda/attention_rows.cu (rows) -------------------------
  * Causal sliding-window GQA over ring caches (see the backend table). Two kernels:
  * few rows: split over keys ("flash-decoding"), partials in `part` (floats),
  * combined by the last block of each (row, kv head), found through `tickets`

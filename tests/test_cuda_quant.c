@@ -1,4 +1,4 @@
-/* test_cuda_quant.c - the CUDA ops on quantized weights (Q8 / Q4, cuda/quant.cu) against
+/* test_cuda_quant.c - the CUDA ops on quantized weights (Q8 / Q4, cuda/qgemv.cu, cuda/quant.cu) against
  * their CPU twins (the CPU backend on the same quantized bytes), and against the CPU
  * op on the BF16 weights they were quantized from within the format's error bound
  * (sum_k |x_k| * bound_k, bound as in test_quant.c). On the fp16 path's backend (the
