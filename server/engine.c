@@ -666,6 +666,11 @@ static void *engine_main(void *arg) {
                 sweep_closed();
                 pp = &E.list;
                 while (*pp && *pp != next) pp = &(*pp)->eng_next;
+                /* next itself may have been released: the walk then ends here and the
+                 * sessions after it wait for the next round, which must come (a session
+                 * waiting on the scheduler gets no wake-up: 1 in ~10 runs of 16 live
+                 * sessions hung 60 s until the idle timeout) */
+                busy = 1;
             }
         }
         if (served) metrics_round_size(served);
