@@ -366,7 +366,7 @@ static int make_need(vox_ctx *ctx, int chunk_tokens, int kv_bytes) {
      * batch: their conv state stays small, the batch spreads over more streams */
     ctx->stream_chunk_tokens = ctx->serving && chunk_tokens > 16 ? 16 : chunk_tokens;
     int streams = ctx->serving ? o->max_streams : 1;
-    int batch = ctx->serving ? (o->max_batch > 0 ? o->max_batch : 32) : 1;
+    int batch = !ctx->serving ? 1 : o->max_batch > 0 ? o->max_batch : o->max_streams < VOX_MAX_BATCH ? o->max_streams : VOX_MAX_BATCH;
     ctx->need = vox_memory_plan(&ctx->model, ctx->prompt_len, chunk_tokens, streams, ctx->dec_window,
                                 kv_bytes, ctx->stream_chunk_tokens, batch);
     if (ctx->serving) /* the pad slot of a padded context (counted on every backend) */
@@ -439,9 +439,9 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
         return NULL;
     }
     if (opt.max_streams < 0 || opt.max_streams > 100000 || opt.max_batch < 0 || opt.max_batch > 255 ||
-        opt.kv_window < 0) {
-        vox_error("max_streams %d, max_batch %d, kv_window %d: out of range (0..100000, 0..255, >= 0)",
-                  opt.max_streams, opt.max_batch, opt.kv_window);
+        opt.kv_window < 0 || opt.tick_ms > 10000) {
+        vox_error("max_streams %d, max_batch %d, kv_window %d, tick_ms %d: out of range (0..100000, 0..255, >= 0, "
+                  "<= 10000)", opt.max_streams, opt.max_batch, opt.kv_window, opt.tick_ms);
         return NULL;
     }
     double t0 = vox_now_ms();
@@ -452,8 +452,14 @@ vox_ctx *vox_open(const char *model_dir, const vox_options *opt_in) {
     }
     ctx->opt = opt;
     ctx->serving = opt.max_streams > 0;
+    ctx->tick_ms = opt.tick_ms < 0 ? 0 : opt.tick_ms ? opt.tick_ms : VOX_TICK_MS;
+    ctx->drain_rounds = getenv("VOX_DRAIN_ROUNDS") && atoi(getenv("VOX_DRAIN_ROUNDS")) > 0;
     pthread_mutex_init(&ctx->mu, NULL);
-    pthread_cond_init(&ctx->cv_work, NULL);
+    pthread_condattr_t ca; /* the tick gate's timed waits run on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ctx->cv_work, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&ctx->cv_done, NULL);
     vox_model *m = &ctx->model;
     if (vox_model_load(m, model_dir) != 0) goto fail;

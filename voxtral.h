@@ -51,13 +51,22 @@ typedef struct {
                             thread; > 0: a serving context: a KV pool of this many
                             streams, checked against free RAM / VRAM at open, and one
                             scheduler thread that batches every stream's work */
-    int max_batch;       /* decoder rows per batched step (serving; 0 = 32) */
+    int max_batch;       /* decoder rows per batched step (serving; 0 = max_streams,
+                            at most VOX_MAX_BATCH) */
+    int tick_ms;         /* serving: the least time between the starts of two ticks
+                            while streams wait for their neighbours (a tick starts at
+                            once when every live stream has audio, a full batch has, or
+                            a stream flushes or finishes); 0 = the default
+                            (VOX_TICK_MS), < 0 = none: a tick as soon as any audio is in */
     int kv_window;       /* decoder KV window in positions; 0 = the model's sliding
                             window. Smaller: less memory per stream, but attention then
                             sees only the last kv_window positions (changes results) */
     const char *kv_dtype; /* NULL/"f32" (default) or "bf16": the KV caches' element
-                             type (bf16 halves their memory; CPU backend only for now) */
+                             type (bf16 halves their memory; CPU and CUDA) */
 } vox_options;
+
+enum { VOX_TICK_MS = 20 };    /* vox_options.tick_ms's default */
+enum { VOX_MAX_BATCH = 128 }; /* vox_options.max_batch's default (at most) */
 
 /* One decoded step. `piece` holds the token's bytes (not NUL-terminated, may be
  * part of a UTF-8 character; empty for control ids). `topk_*` hold k entries
@@ -91,7 +100,8 @@ typedef void (*vox_token_cb)(void *user, const vox_token *tok);
  * serialised. They return at once: feed, flush and finish queue the audio / the
  * request (the order of a stream's calls is kept), and the scheduler, each tick,
  * takes every stream's pending audio, runs batched encoder chunks and one batched
- * decoder step for every stream with a new audio token. Callbacks run on the
+ * decoder step for every stream with a new audio token (ticks start at most every
+ * tick_ms while some live streams have no audio yet: see vox_options). Callbacks run on the
  * scheduler thread and must not call back into the library for that context (push
  * tokens to your own queue); pull mode (cb = NULL) takes tokens with vox_stream_next
  * from any thread. A stream is complete (vox_stream_done, vox_stream_wait) once its

@@ -99,6 +99,9 @@ struct vox_ctx {
     pthread_cond_t cv_work; /* the scheduler waits here for work */
     pthread_cond_t cv_done; /* clients wait here (stream done, free, idle) */
     int stop, hold, idle;
+    int tick_ms;            /* the tick gate (vox_options.tick_ms; 0 = none) */
+    int drain_rounds;       /* VOX_DRAIN_ROUNDS=1 (a developer's knob, for timing the
+                               rule): every tick's rounds run to the end */
     vox_stream **streams;   /* registered streams (serving), max_streams entries */
     int n_streams;
     char fatal[512];        /* a backend failure that ended the scheduler */

@@ -140,7 +140,7 @@ vox_need vox_memory_plan(const vox_model *m, int prompt_len, int chunk_tokens, i
 enum { VOX_CPU_CHUNK_TOKENS = 64, VOX_CUDA_CHUNK_TOKENS = 128 };
 /* a serving context runs up to this many streams' prompts in one decoder pass (and
  * no more than its max_batch: their heads share the logits' rows) */
-enum { VOX_PREFILL_BATCH = 4 };
+enum { VOX_PREFILL_BATCH = 16 };
 static inline int vox_prefill_batch(int max_batch) { return max_batch < VOX_PREFILL_BATCH ? max_batch : VOX_PREFILL_BATCH; }
 /* (Re)computes every layer's ffn_scale for `delay_tokens` (voxtral.c). */
 int vox_model_set_delay(vox_model *m, int delay_tokens);

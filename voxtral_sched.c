@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <omp.h>
 
@@ -33,7 +34,7 @@ enum { POOL_OWNER = 0x1fffff }; /* stream ids are masked to 0x1ffffe */
 
 /* a tick's bounds: prompts run (up to work.prefill_batch of them in a decoder pass),
  * rounds of steps (a stream's decodable tokens are at most its audio ring's, acap) */
-enum { PREFILLS_PER_TICK = 8, MAX_ROUNDS = 256 };
+enum { PREFILLS_PER_TICK = 2 * VOX_PREFILL_BATCH, MAX_ROUNDS = 256 };
 
 static int graph_key(int owner, int kind, int sub) { return (owner * (GRAPH_MAX_SUB + 1) + sub) * 4 + kind; }
 
@@ -435,6 +436,28 @@ int vox_stream_idle(vox_stream *s) {
     return idle;
 }
 
+/* The tick gate (under ctx->mu): how long the next tick should wait, ms (0: now).
+ * Each batched step reads all of the decoder's weights whatever its rows (3.7 ms for
+ * 2 rows, 4.1 for 64 on an H200), and an encoder batch all of the encoder's, so
+ * under load ticks that start as soon as one stream has audio run small batches back
+ * to back and fall behind (the first H200 runs: a mean batch of 20 at 256 streams).
+ * A tick starts tick_ms after the last one began, or at once when every live stream
+ * has audio queued, a full batch has, a stream flushes or finishes, or work is left
+ * on the scheduler's side (a backlog). */
+static double tick_wait(vox_ctx *ctx, double last_start) {
+    const double left = last_start + ctx->tick_ms - vox_now_ms();
+    if (left <= 0) return 0;
+    int live = 0, ready = 0;
+    for (int i = 0; i < ctx->n_streams; i++) {
+        const vox_stream *s = ctx->streams[i];
+        if (s->complete) continue;
+        if (s->n_flush || s->finish_req || s->flushing || s->finished || internal_work(s)) return 0;
+        live++;
+        ready += s->in_len > 0;
+    }
+    return ready >= live || ready >= ctx->work.max_batch ? 0 : left;
+}
+
 void vox_sched_wake(vox_ctx *ctx) {
     ctx->idle = 0;
     pthread_cond_signal(&ctx->cv_work);
@@ -542,6 +565,18 @@ static int read_mels(vox_stream **ss, const int *toks, int n) {
     return 0;
 }
 
+/* audio or a request queued since the tick's gather (takes ctx->mu) */
+static int audio_waiting(vox_ctx *ctx) {
+    pthread_mutex_lock(&ctx->mu);
+    int any = 0;
+    for (int i = 0; i < ctx->n_streams && !any; i++) {
+        const vox_stream *s = ctx->streams[i];
+        any = !s->complete && (s->in_len || s->n_flush || (s->finish_req && !s->finished));
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    return any;
+}
+
 /* The model's part of a tick over n streams. */
 static int run_tick(vox_ctx *ctx, tick_item *items, int n, int start, vox_serve_stats *st) {
     vox_work *w = &ctx->work;
@@ -608,20 +643,33 @@ static int run_tick(vox_ctx *ctx, tick_item *items, int n, int start, vox_serve_
         if (!s) break;
     }
     /* rounds of decoder steps: in each, one step of every stream with a new audio
-     * token (rows of max_batch), until none is left. A stream behind by k tokens (a
-     * long tick, a flush's right pad) catches up within this tick: one step per tick
-     * made the first H200 run fall further behind with every tick past 64 streams. */
+     * token (rows of max_batch). A stream behind by k tokens (a long tick, a flush's
+     * right pad) catches up in rounds within this tick while a round fills at least a
+     * quarter of a batch (of the live streams, when fewer), or holds a stream that is
+     * ending (a flush, a finish: its text is awaited). A smaller round costs as much
+     * as a full one (a step reads all the weights), so its rows wait for the next
+     * tick, where fresh rows join them, when audio is waiting (else no row would join
+     * and the round runs now). One step a tick, before, never caught up past 64
+     * streams on an H200. */
     vox_stream *rows[256];
-    for (int round = 0, any = 1; any && round < MAX_ROUNDS; round++) {
+    const int full = n < w->max_batch ? n : w->max_batch;
+    for (int round = 0; round < MAX_ROUNDS; round++) {
+        int total = 0, ending = 0;
+        for (int k = 0; k < n; k++) {
+            const vox_stream *s = items[k].s;
+            if (s->prefilled && decodable(s)) {
+                total++;
+                ending |= s->flushing || s->finished;
+            }
+        }
+        if (!total || (round && total * 4 < full && !ending && !ctx->drain_rounds && audio_waiting(ctx))) break;
         int B = 0;
-        any = 0;
         for (int k = 0; k <= n; k++) {
             vox_stream *s = k < n ? items[(start + k) % n].s : NULL;
             if (s && s->prefilled && decodable(s)) rows[B++] = s;
             if (B && (B == w->max_batch || k == n)) {
                 if (batched_step(ctx, rows, B, st) != 0) return -1;
                 B = 0;
-                any = 1;
             }
         }
     }
@@ -645,6 +693,7 @@ static void *sched_main(void *arg) {
                           ctx->model.cfg.samples_per_token);
     const int64_t take_max = (int64_t)ctx->stream_chunk_tokens * ctx->model.cfg.samples_per_token;
     int start = 0;
+    double last_tick = -1e300;
     const int team = omp_get_max_threads();
     pthread_mutex_lock(&ctx->mu);
     ctx->sstats.host_threads = team;
@@ -656,8 +705,18 @@ static void *sched_main(void *arg) {
             pthread_cond_wait(&ctx->cv_work, &ctx->mu);
             continue;
         }
+        const double wait_ms = tick_wait(ctx, last_tick);
+        if (wait_ms > 0) { /* (a feed wakes it to look again) */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            const long long ns = ts.tv_nsec + (long long)(wait_ms * 1e6);
+            ts.tv_sec += (time_t)(ns / 1000000000);
+            ts.tv_nsec = (long)(ns % 1000000000);
+            pthread_cond_timedwait(&ctx->cv_work, &ctx->mu, &ts);
+            continue;
+        }
         /* gather: each stream's new audio (up to its flush mark), flush and finish */
-        const double t_tick = vox_now_ms();
+        const double t_tick = last_tick = vox_now_ms();
         int n = 0;
         for (int i = 0; i < ctx->n_streams; i++) {
             vox_stream *s = ctx->streams[i];

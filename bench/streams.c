@@ -13,7 +13,7 @@
  * state at decoder window W) is computed from the engine's own plan.
  *
  * streams -d MODEL -a AUDIO [-n 1,2,4,8] [-s SECONDS] [--backend B] [-t THREADS]
- *         [--kv f32|bf16] [--max-batch B] [-w KV_WINDOW] [--no-baseline] [--offline] [--json FILE]
+ *         [--kv f32|bf16] [--max-batch B] [--tick-ms T] [-w KV_WINDOW] [--no-baseline] [--offline] [--json FILE]
  * -w: the serving contexts' decoder KV window (vox_options.kv_window; 0: the model's).
  * --offline: each stream gets SECONDS of audio at once and the batches run as fast as
  * they go (step time per batch size against one step per stream, no pacing).
@@ -289,7 +289,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *wav = NULL, *json = NULL, *backend = "auto", *kv = "f32";
     const char *list = "1,2,4,8";
     double seconds = 10;
-    int threads = 0, max_batch = 0, baseline = 1, offline = 0, kv_window = 0;
+    int threads = 0, max_batch = 0, baseline = 1, offline = 0, kv_window = 0, tick_ms = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-d") && v) dir = v, i++;
@@ -300,13 +300,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--backend") && v) backend = v, i++;
         else if (!strcmp(a, "--kv") && v) kv = v, i++;
         else if (!strcmp(a, "--max-batch") && v) max_batch = atoi(v), i++;
+        else if (!strcmp(a, "--tick-ms") && v) tick_ms = atoi(v) ? atoi(v) : -1, i++; /* 0: no gate */
         else if (!strcmp(a, "-w") && v) kv_window = atoi(v), i++;
         else if (!strcmp(a, "--json") && v) json = v, i++;
         else if (!strcmp(a, "--no-baseline")) baseline = 0;
         else if (!strcmp(a, "--offline")) offline = 1;
         else {
             fprintf(stderr, "usage: streams -d MODEL -a AUDIO [-n 1,2,4,8] [-s SECONDS] [--backend B] [-t THREADS]\n"
-                            "               [--kv f32|bf16] [--max-batch B] [-w KV_WINDOW] [--no-baseline] [--offline]\n"
+                            "               [--kv f32|bf16] [--max-batch B] [--tick-ms T] [-w KV_WINDOW] [--no-baseline]\n"
+                            "               [--offline]"
                             "               [--json FILE]\n");
             return 2;
         }
@@ -367,7 +369,9 @@ int main(int argc, char **argv) {
     const int windows[3] = {8192, 2048, 0};
     int model_window = 0;
     o.max_streams = nmax;
+    if (!max_batch) max_batch = nmax < VOX_MAX_BATCH ? nmax : VOX_MAX_BATCH; /* the library's default */
     o.max_batch = max_batch;
+    o.tick_ms = tick_ms;
     o.kv_window = kv_window; /* the serving contexts' decoder window (0: the model's) */
     vox_ctx *srv = vox_open(dir, &o);
     if (!srv) {
@@ -383,7 +387,7 @@ int main(int argc, char **argv) {
             for (int k = 0; k < 3; k++) {
                 int W = windows[k] ? windows[k] : model_window;
                 vox_need nd = vox_memory_plan(&mm, L, chunk, 1, W, !strcmp(kv, "bf16") ? 2 : 4, chunk > 16 ? 16 : chunk,
-                                              max_batch ? max_batch : 32);
+                                              max_batch);
                 mw[k] = (free0 - nd.weights - nd.workspace) / nd.per_stream;
             }
             vox_model_free(&mm);
@@ -395,7 +399,9 @@ int main(int argc, char **argv) {
         unb = vox_open(dir, &o);
         if (!unb) fprintf(stderr, "streams: baseline context: %s (skipped)\n", vox_last_error());
     }
-    printf("bench streams: %s, %s, KV %s, %.0f s per run, audio %s\n", vox_backend_name(srv), dir, kv, seconds, wav);
+    const int tick = tick_ms < 0 ? 0 : tick_ms ? tick_ms : VOX_TICK_MS;
+    printf("bench streams: %s, %s, KV %s, %.0f s per run, max batch %d, tick gate %d ms, audio %s\n",
+           vox_backend_name(srv), dir, kv, seconds, max_batch, tick, wav);
     printf("single stream (plain context): %.2f ms per decoder step\n", single_step);
     printf("memory-bound streams M(W) = (free %s %.2f GiB - weights - workspace) / per-stream: M(8192) %.0f, "
            "M(2048) %.0f, M(%d, the model's) %.0f\n",
@@ -453,8 +459,9 @@ int main(int argc, char **argv) {
         vox_json_quote(&qb, vox_backend_name(srv), strlen(vox_backend_name(srv)));
         vox_json_quote(&qd, dir, strlen(dir));
         vox_json_quote(&qk, kv, strlen(kv));
-        fprintf(j, "{\n  \"backend\": %.*s, \"model\": %.*s, \"kv_dtype\": %.*s, \"seconds\": %.1f,\n",
-                (int)qb.len, qb.data, (int)qd.len, qd.data, (int)qk.len, qk.data, seconds);
+        fprintf(j, "{\n  \"backend\": %.*s, \"model\": %.*s, \"kv_dtype\": %.*s, \"seconds\": %.1f, \"max_batch\": %d, "
+                   "\"tick_ms\": %d,\n",
+                (int)qb.len, qb.data, (int)qd.len, qd.data, (int)qk.len, qk.data, seconds, max_batch, tick);
         vox_buf_free(&qb), vox_buf_free(&qd), vox_buf_free(&qk);
         fprintf(j, "  \"single_stream_step_ms\": %.4f, \"free_bytes\": %.0f, \"memory_bound_streams\": {\"8192\": %.1f, "
                    "\"2048\": %.1f}, \"model_window\": %d, \"memory_bound_streams_model_window\": %.1f,\n",

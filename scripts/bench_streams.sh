@@ -2,7 +2,7 @@
 # bench_streams.sh - many live streams on one serving context (never a test: it
 # prints figures and JSON, and does not fail for being slow).
 #   scripts/bench_streams.sh [MODEL_DIR] [AUDIO] [-n 1,8,32,64,128] [-s SECONDS]
-#                            [--backend B] [--kv f32|bf16] [--max-batch B] [-t THREADS] [-w KV_WINDOW]
+#                            [--backend B] [--kv f32|bf16] [--max-batch B] [--tick-ms T] [-t THREADS] [-w KV_WINDOW]
 #                            [--no-baseline] [--offline] [--json FILE]
 # N simulated live streams, each fed 80 ms of audio every 80 ms (staggered starts),
 # for SECONDS (default 20) each run; per N: real time kept, token latency p50/p95/p99,
@@ -18,7 +18,7 @@ AUDIO=../shared/audio/60s_i_dont_want_anyones_life_on_my_hands.wav
 args=(); pos=0
 while [ $# -gt 0 ]; do
     case $1 in
-        -n|-s|-t|-w|--backend|--kv|--max-batch|--json) args+=("$1" "$2"); shift 2 ;;
+        -n|-s|-t|-w|--backend|--kv|--max-batch|--tick-ms|--json) args+=("$1" "$2"); shift 2 ;;
         --no-baseline|--offline) args+=("$1"); shift ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) if [ $pos -eq 0 ]; then MODEL=$1; else AUDIO=$1; fi; pos=$((pos + 1)); shift ;;

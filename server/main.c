@@ -39,7 +39,11 @@ static void usage(FILE *f) {
             "                       as for transcription\n"
             "  --kv-dtype T         KV cache elements: f32 (default) or bf16 (half the memory\n"
             "                       per session: about twice the sessions)\n"
-            "  --max-batch N        decoder rows per batched step (1..255, default 32)\n"
+            "  --max-batch N        decoder rows per batched step (1..255; default: --max-streams,\n"
+            "                       at most 128)\n"
+            "  --tick-ms MS         least time between two scheduler ticks while sessions wait\n"
+            "                       for their neighbours' audio (bigger batches under load;\n"
+            "                       0..1000, default 20; 0 = none)\n"
             "  --max-upload MB      upload limit (default 100)\n"
             "  --max-message KB     WebSocket message limit (default 4096)\n"
             "  --max-session S      audio seconds one live session may stream (default 14400)\n"
@@ -130,6 +134,7 @@ int server_main(int argc, char **argv) {
         else if (!strcmp(a, "-t")) { if (NUM(1, 1024)) return 2; cfg.opt.threads = (int)x; }
         else if (!strcmp(a, "--kv-window")) { if (NUM(1, 16777216)) return 2; cfg.opt.kv_window = (int)x; }
         else if (!strcmp(a, "--max-batch")) { if (NUM(1, 255)) return 2; cfg.opt.max_batch = (int)x; }
+        else if (!strcmp(a, "--tick-ms")) { if (NUM(0, 1000)) return 2; cfg.opt.tick_ms = x ? (int)x : -1; }
         else if (!strcmp(a, "--kv-dtype") && v) {
             if (strcmp(v, "f32") && strcmp(v, "bf16")) {
                 fprintf(stderr, "voxtral: --kv-dtype %s: use f32 or bf16\n", v);

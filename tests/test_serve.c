@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "testutil.h"
 #include "voxtral.h"
@@ -72,6 +73,14 @@ static void on_tap(void *user, const char *stage, const float *rows, int n, int 
     pthread_mutex_unlock(&r->mu);
 }
 
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int g_tick_ms; /* vox_options.tick_ms of the contexts opened next (0: the default) */
+
 static vox_ctx *open_ctx_d(const char *model, int max_streams, int max_batch, int delay_ms) {
     vox_options o;
     vox_options_default(&o);
@@ -81,6 +90,7 @@ static vox_ctx *open_ctx_d(const char *model, int max_streams, int max_batch, in
     o.verbose = getenv("VOX_TEST_VERBOSE") ? atoi(getenv("VOX_TEST_VERBOSE")) : 0;
     o.max_streams = max_streams;
     o.max_batch = max_batch;
+    o.tick_ms = g_tick_ms;
     vox_ctx *ctx = vox_open(model, &o);
     if (!ctx) tu_check(0, "open", "%s: %s", model, vox_last_error());
     return ctx;
@@ -241,6 +251,26 @@ static void *feed_thread(void *arg) {
     if (rc) snprintf(f->err, sizeof f->err, "%s", vox_last_error());
     vox_stream_free(s);
     f->rc = rc;
+    return NULL;
+}
+
+/* 7 neighbours fed 2 samples every 0.1 ms until stop */
+typedef struct {
+    vox_ctx *ctx;
+    vox_stream *nb[7];
+    const float *x;
+    int64_t n;
+    volatile int stop;
+    int rc;
+} trickle;
+
+static void *trickle_thread(void *arg) {
+    trickle *t = arg;
+    const struct timespec gap = {0, 100 * 1000};
+    for (int64_t off = 0; !t->stop && !t->rc; off += 2) {
+        for (int i = 0; i < 7 && !t->rc; i++) t->rc = vox_stream_feed(t->nb[i], t->x + off % (t->n - 2), 2);
+        nanosleep(&gap, NULL);
+    }
     return NULL;
 }
 
@@ -456,6 +486,94 @@ int main(int argc, char **argv) {
         vox_stream_free(s);
         vox_close(c1);
         res_free(&r);
+    }
+
+    /* --- ... but a round of fewer rows than a quarter of a batch (of the live streams)
+     * waits for the next tick while audio is waiting (fresh rows would join it): the
+     * same 4 s behind, 7 live neighbours trickling 2 samples every 0.1 ms (audio
+     * always queued, tokens rare): far more ticks than draining's 6
+     * (VOX_DRAIN_ROUNDS=1 makes this check fail) */
+    {
+        vox_ctx *c8 = open_ctx(model, 8, 0);
+        result r;
+        res_init(&r);
+        vox_stream *s = c8 ? vox_stream_new(c8, on_token, &r) : NULL;
+        trickle tk = {.ctx = c8};
+        int rc = !s;
+        for (int i = 0; i < 7 && !rc; i++) rc = !(tk.nb[i] = vox_stream_new(c8, NULL, NULL));
+        tk.x = clips[1].x, tk.n = clips[1].n;
+        const int64_t n4 = clips[0].n < 4 * rate ? clips[0].n : 4 * rate;
+        pthread_t th;
+        int started = !rc && pthread_create(&th, NULL, trickle_thread, &tk) == 0;
+        const struct timespec settle = {0, 100 * 1000000};
+        nanosleep(&settle, NULL); /* the neighbours are live */
+        vox_serve_stats s0 = {0}, s1 = {0};
+        if (c8) vox_serve_stats_get(c8, &s0);
+        vox_sched_hold(c8, 1);
+        for (int64_t off = 0; !rc && off < n4; off += PIECE)
+            rc = vox_stream_feed(s, clips[0].x + off, (size_t)(n4 - off < PIECE ? n4 - off : PIECE));
+        vox_sched_hold(c8, 0);
+        for (int w = 0; !rc && w < 400 && r.n < 40; w++) nanosleep(&(struct timespec){0, 5 * 1000000}, NULL);
+        if (c8) vox_serve_stats_get(c8, &s1);
+        tk.stop = 1;
+        if (started) pthread_join(th, NULL);
+        const long long steps = s1.steps - s0.steps, ticks = s1.ticks - s0.ticks;
+        tu_check(!rc && started && !tk.rc && r.n >= 40 && ticks * 4 >= steps,
+                 "a straggler's small rounds wait for the next tick while audio is waiting",
+                 "%lld steps in %lld ticks, %d ids", steps, ticks, r.n);
+        for (int i = 0; i < 7; i++) vox_stream_free(tk.nb[i]);
+        vox_stream_free(s);
+        vox_close(c8);
+        res_free(&r);
+    }
+
+    /* --- the tick gate: while a live neighbour has no audio queued, a stream's pieces
+     * wait until tick_ms after the last tick began (fewer, fuller ticks under load);
+     * a finish goes at once. 1 s gate, 10 pieces fed over ~100 ms: at most 2 ticks. */
+    {
+        g_tick_ms = 1000;
+        vox_ctx *cg = open_ctx(model, 2, 0);
+        g_tick_ms = 0;
+        result ra, rb;
+        res_init(&ra), res_init(&rb);
+        vox_stream *a = cg ? vox_stream_new(cg, on_token, &ra) : NULL;
+        vox_stream *b = cg ? vox_stream_new(cg, on_token, &rb) : NULL;
+        int rc = !a || !b || vox_stream_feed(b, clips[1].x, PIECE); /* b: live, then silent */
+        vox_sched_wait_idle(cg);
+        const struct timespec gap = {1, 50 * 1000000}, piece_gap = {0, 10 * 1000000};
+        nanosleep(&gap, NULL); /* the gate is open for a's first piece */
+        vox_serve_stats s0 = {0}, s1 = {0};
+        if (cg) vox_serve_stats_get(cg, &s0);
+        const double t0 = now_ms();
+        for (int k = 0; k < 10 && !rc; k++) {
+            rc = vox_stream_feed(a, clips[0].x + (int64_t)k * PIECE, PIECE);
+            nanosleep(&piece_gap, NULL);
+        }
+        const double t_fed = now_ms();
+        if (cg) vox_serve_stats_get(cg, &s1);
+        const long long ticks = s1.ticks - s0.ticks;
+        tu_check(!rc && (t_fed - t0 > 900 || ticks <= 2), "the tick gate: pieces wait for the gate while a neighbour is silent",
+                 "%lld ticks for 10 pieces in %.0f ms (gate 1000 ms)", ticks, t_fed - t0);
+        const double t1 = now_ms();
+        rc = rc || vox_stream_finish(a) || vox_stream_wait(a);
+        const double t_fin = now_ms() - t1;
+        tu_check(!rc && ra.n > 0 && t_fin < 900, "the tick gate: a finish is decoded at once",
+                 "%.0f ms to the end of the stream, %d ids (gate 1000 ms)%s%s", t_fin, ra.n, rc ? ": " : "",
+                 rc ? vox_last_error() : "");
+        vox_stream_free(a);
+        vox_stream_free(b);
+        vox_close(cg);
+        res_free(&ra), res_free(&rb);
+        vox_options o;
+        vox_options_default(&o);
+        o.backend = backend;
+        o.verbose = 0;
+        o.max_streams = 2;
+        o.tick_ms = 20000;
+        vox_ctx *bad = vox_open(model, &o);
+        tu_check(!bad && strstr(vox_last_error(), "tick_ms"), "tick_ms out of range is refused at open", "%s",
+                 bad ? "opened" : vox_last_error());
+        vox_close(bad);
     }
 
     /* --- the pool: a stream beyond max_streams is refused at once; free gives its slot back */
