@@ -20,6 +20,8 @@
  *                               SPEC with a '/' is a quantized model directory (made by
  *                               --quantize from DIR) run as it is
  *   QUANT_THREADS=N             CPU threads (default all)
+ *   QUANT_BACKEND=cuda          the runs on the GPU (default cpu); the table's figures
+ *                               are then the GPU's quantized kernels against its BF16
  */
 #include <math.h>
 #include <stdio.h>
@@ -73,7 +75,7 @@ static int run(const char *dir, const char *quant, const float *x, int64_t n, co
     memset(o, 0, sizeof *o);
     vox_options opt;
     vox_options_default(&opt);
-    opt.backend = "cpu";
+    opt.backend = getenv("QUANT_BACKEND") ? getenv("QUANT_BACKEND") : "cpu";
     opt.verbose = 0;
     opt.quant = quant;
     const char *t = getenv("QUANT_THREADS");
