@@ -413,11 +413,13 @@ static int internal_work(const vox_stream *s) {
     return s->restart_why || vox_sched_mel_tokens(s) > 0 || decodable(s);
 }
 
+/* the client's audio or requests the scheduler has not taken yet (under ctx->mu) */
+static int queued(const vox_stream *s) { return s->in_len || s->n_flush || (s->finish_req && !s->finished); }
+
 /* work queued on or left for a stream (under ctx->mu) */
 static int stream_work(const vox_stream *s) {
     if (s->complete) return 0;
-    return s->in_len || s->n_flush || (s->finish_req && !s->finished) || s->flushing || internal_work(s) ||
-           s->finished;
+    return queued(s) || s->flushing || internal_work(s) || s->finished;
 }
 
 /* under ctx->mu */
@@ -571,7 +573,7 @@ static int audio_waiting(vox_ctx *ctx) {
     int any = 0;
     for (int i = 0; i < ctx->n_streams && !any; i++) {
         const vox_stream *s = ctx->streams[i];
-        any = !s->complete && (s->in_len || s->n_flush || (s->finish_req && !s->finished));
+        any = !s->complete && queued(s);
     }
     pthread_mutex_unlock(&ctx->mu);
     return any;

@@ -308,8 +308,7 @@ int main(int argc, char **argv) {
         else {
             fprintf(stderr, "usage: streams -d MODEL -a AUDIO [-n 1,2,4,8] [-s SECONDS] [--backend B] [-t THREADS]\n"
                             "               [--kv f32|bf16] [--max-batch B] [--tick-ms T] [-w KV_WINDOW] [--no-baseline]\n"
-                            "               [--offline]"
-                            "               [--json FILE]\n");
+                            "               [--offline] [--json FILE]\n");
             return 2;
         }
     }

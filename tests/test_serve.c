@@ -265,7 +265,6 @@ static void *feed_thread(void *arg) {
 
 /* 7 neighbours fed 2 samples every 0.1 ms until stop */
 typedef struct {
-    vox_ctx *ctx;
     vox_stream *nb[7];
     const float *x;
     int64_t n;
@@ -507,7 +506,7 @@ int main(int argc, char **argv) {
         result r;
         res_init(&r);
         vox_stream *s = c8 ? vox_stream_new(c8, on_token, &r) : NULL;
-        trickle tk = {.ctx = c8};
+        trickle tk = {0};
         int rc = !s;
         for (int i = 0; i < 7 && !rc; i++) rc = !(tk.nb[i] = vox_stream_new(c8, NULL, NULL));
         tk.x = clips[1].x, tk.n = clips[1].n;
@@ -539,8 +538,8 @@ int main(int argc, char **argv) {
     /* --- the tick gate: while a live neighbour has no audio queued, a stream's pieces
      * wait until tick_ms after the last tick began (fewer, fuller ticks under load);
      * a finish goes at once. 1 s gate, 10 pieces fed over ~100 ms: at most 4 ticks (the
- * left pad's 32 tokens are encoded 16 a tick, a backlog that goes at once; ~11 without
- * the gate). */
+     * left pad's 32 tokens are encoded 16 a tick, a backlog that goes at once; ~11
+     * without the gate). */
     {
         g_tick_ms = 1000;
         vox_ctx *cg = open_ctx(model, 2, 0);
