@@ -251,11 +251,13 @@ static void work_free(vox_ctx *ctx) {
     vox_backend *be = ctx->be;
     vox_work *w = &ctx->work;
     void *bufs[] = {w->conv_cols, w->ex, w->exn, w->eq, w->ek, w->ev, w->eattn, w->eg, w->eu,
-                    w->adapt_mid, w->enc_pos, w->enc_slot, w->dx, w->dq, w->dk, w->dv, w->dattn,
-                    w->dg, w->du, w->logits, w->ids, w->pos, w->slot, w->topk_ids, w->topk_vals};
+                    w->adapt_mid, w->enc_pos, w->enc_slot, w->mel, w->enc_spans, w->dx, w->dq, w->dk,
+                    w->dv, w->dattn, w->dg, w->du, w->logits, w->ids, w->pos, w->slot, w->topk_ids,
+                    w->topk_vals};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(be, bufs[i]);
-    void *host[] = {w->out_ids, w->enc_pos_host, w->enc_slot_host, w->ids_host, w->pos_host, w->slot_host, w->mel_host};
+    void *host[] = {w->out_ids, w->enc_pos_host, w->enc_slot_host, w->ids_host, w->pos_host, w->slot_host, w->mel_host,
+                    w->enc_spans_host};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
         if (host[i]) be->host_free(be, host[i]);
     memset(w, 0, sizeof *w);
@@ -295,7 +297,7 @@ static int work_alloc(vox_ctx *ctx, int max_batch, int topk_max) {
     ALLOC(w->ek, (size_t)R * e_kv);
     ALLOC(w->ev, (size_t)R * e_kv);
     ALLOC(w->eattn, (size_t)R * (e_q > d->dim ? e_q : d->dim));
-    ALLOC(w->eg, (size_t)R * e->hidden_dim);
+    ALLOC(w->eg, (size_t)R * (e->hidden_dim > 2 * e->dim ? e->hidden_dim : 2 * e->dim)); /* also conv0's rows */
     ALLOC(w->eu, (size_t)R * e->hidden_dim);
     ALLOC(w->adapt_mid, (size_t)ctx->enc_chunk_tokens * d->dim);
     ALLOC(w->enc_pos, R);
@@ -303,6 +305,9 @@ static int work_alloc(vox_ctx *ctx, int max_batch, int topk_max) {
     HALLOC(w->enc_pos_host, R);
     HALLOC(w->enc_slot_host, R);
     HALLOC(w->mel_host, (size_t)mel_rows * c->num_mel_bins);
+    ALLOC(w->mel, (size_t)mel_rows * c->num_mel_bins);
+    ALLOC(w->enc_spans, ctx->enc_chunk_tokens);
+    HALLOC(w->enc_spans_host, ctx->enc_chunk_tokens);
 
     const int d_q = d->n_heads * d->head_dim, d_kv = d->n_kv_heads * d->head_dim;
     w->max_batch = max_batch;
@@ -369,8 +374,8 @@ static int make_need(vox_ctx *ctx, int chunk_tokens, int kv_bytes) {
     int batch = !ctx->serving ? 1 : o->max_batch > 0 ? o->max_batch : o->max_streams < VOX_MAX_BATCH ? o->max_streams : VOX_MAX_BATCH;
     ctx->need = vox_memory_plan(&ctx->model, ctx->prompt_len, chunk_tokens, streams, ctx->dec_window,
                                 kv_bytes, ctx->stream_chunk_tokens, batch);
-    if (ctx->serving) /* the pad slot of a padded context (counted on every backend) */
-        ctx->need.workspace += ctx->need.per_stream;
+    if (ctx->serving) /* the pad slot of a padded context, the shared prefix's stream (counted on every backend) */
+        ctx->need.workspace += 2 * ctx->need.per_stream;
     return batch;
 }
 
@@ -389,11 +394,14 @@ static int backend_setup(vox_ctx *ctx, int batch) {
     if (ctx->padded && pool_add_pad_slot(ctx, &ctx->pool) != 0) return -1;
     if (be->warm_up && vox_sched_warm_up(ctx) != 0) return -1;
     if (ctx->padded && vox_sched_make_graphs(ctx) != 0) return -1;
+    if (ctx->serving && vox_sched_make_prefix(ctx) != 0) return -1;
     return 0;
 }
 
 static void backend_teardown(vox_ctx *ctx) {
     if (!ctx->be) return;
+    vox_stream_free(ctx->prefix);
+    ctx->prefix = NULL;
     vox_pool_free(ctx, &ctx->pool);
     work_free(ctx);
     ctx->be->destroy(ctx->be);

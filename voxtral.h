@@ -194,6 +194,9 @@ typedef struct {
     int host_threads;           /* the scheduler's OpenMP team for that */
     double busy_ms;             /* ticks' wall time (the rest of the time the scheduler waited for work) */
     double pool_bytes, stream_bytes; /* the KV pool; one stream's share of it */
+    int prefix_tokens;          /* audio tokens of a segment's left pad shared by every
+                                   segment (encoded once at open; 0: none) */
+    long long prefix_segments;  /* segments that started from it */
 } vox_serve_stats;
 void vox_serve_stats_get(vox_ctx *ctx, vox_serve_stats *st);
 

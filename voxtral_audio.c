@@ -334,3 +334,18 @@ int64_t vox_mel_read(vox_mel *m, float *out, int64_t max_frames) {
     }
     return nf > 0 ? nf : 0;
 }
+
+int64_t vox_mel_skip(vox_mel *m, int64_t max_frames) {
+    int64_t nf = vox_mel_ready(m);
+    if (nf > max_frames) nf = max_frames;
+    if (nf < 0) nf = 0;
+    m->next_frame += nf;
+    return nf;
+}
+
+int64_t vox_mel_pad_frames(const vox_config *cfg, int64_t left_pad) {
+    /* frame t reads s[t*hop - half, t*hop - half + n_fft) (|j| for j < 0): all of it in
+     * the pad when t*hop - half + n_fft <= left_pad */
+    const int64_t half = cfg->window_size / 2, last = left_pad + half - cfg->window_size;
+    return cfg->hop_length > 0 && last >= 0 ? last / cfg->hop_length + 1 : 0;
+}

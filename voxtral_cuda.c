@@ -32,6 +32,7 @@
  */
 #include <dlfcn.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -512,10 +513,40 @@ static void cu_swiglu(vox_backend *be, float *h, const float *g, const float *u,
     LAUNCHED();
 }
 
-static void cu_im2col(vox_backend *be, float *cols, const float *x, int T_out, int C, int K,
-                      int stride) {
-    if (T_out <= 0) return;
-    vox_cuda_im2col(cols, x, T_out, C, K, stride, impl_of(be)->st);
+/* the spans' layout is the kernels' (cuda/stem.cu) */
+_Static_assert(sizeof(vox_cuda_span) == sizeof(vox_enc_span) &&
+                   offsetof(vox_cuda_span, slot) == offsetof(vox_enc_span, slot) &&
+                   offsetof(vox_cuda_span, row0) == offsetof(vox_enc_span, row0) &&
+                   offsetof(vox_cuda_span, rows) == offsetof(vox_enc_span, rows) &&
+                   offsetof(vox_cuda_span, reset) == offsetof(vox_enc_span, reset) &&
+                   offsetof(vox_cuda_span, tok0) == offsetof(vox_enc_span, tok0) &&
+                   offsetof(vox_cuda_span, tokens) == offsetof(vox_enc_span, tokens) &&
+                   offsetof(vox_cuda_span, at) == offsetof(vox_enc_span, at),
+               "vox_cuda_span is vox_enc_span");
+
+static void cu_conv_cols(vox_backend *be, float *cols, const float *state, size_t sstride, const float *x,
+                         const vox_enc_span *sp, int n, int M, int C, int K, int stride) {
+    if (n <= 0 || M <= 0) return;
+    if (stride < 1 || stride > K) {
+        op_fail("%s: stride %ld out of 1..K", "conv_cols", stride);
+        return;
+    }
+    vox_cuda_conv_cols(cols, state, (int64_t)sstride, x, (const vox_cuda_span *)sp, n, M, C, K, stride,
+                       impl_of(be)->st);
+    LAUNCHED();
+}
+
+static void cu_conv_keep(vox_backend *be, float *state, size_t sstride, const float *x,
+                         const vox_enc_span *sp, int n, int C, int P) {
+    if (n <= 0 || P <= 0) return;
+    vox_cuda_conv_keep(state, (int64_t)sstride, x, (const vox_cuda_span *)sp, n, C, P, impl_of(be)->st);
+    LAUNCHED();
+}
+
+static void cu_ring_append(vox_backend *be, float *ring, const float *x, const vox_enc_span *sp, int n,
+                           int M, int D, int cap) {
+    if (n <= 0 || M <= 0) return;
+    vox_cuda_ring_append(ring, x, (const vox_cuda_span *)sp, n, M, D, cap, impl_of(be)->st);
     LAUNCHED();
 }
 
@@ -795,7 +826,9 @@ vox_backend *vox_cuda_backend_new(size_t need_bytes, const char *gpu_path) {
     be->kv_store = cu_kv_store;
     be->attention = cu_attention;
     be->swiglu = cu_swiglu;
-    be->im2col = cu_im2col;
+    be->conv_cols = cu_conv_cols;
+    be->conv_keep = cu_conv_keep;
+    be->ring_append = cu_ring_append;
     be->embed = cu_embed;
     be->argmax = cu_argmax;
     be->topk = cu_topk;

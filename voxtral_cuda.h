@@ -127,14 +127,29 @@ void vox_cuda_gelu(float *y, int64_t n, cudaStream_t st);
 void vox_cuda_swiglu(float *h, const float *g, const float *u, int64_t n, cudaStream_t st);
 /* h (BF16) = silu(g) * u: the GEMM input of swiglu_linear */
 void vox_cuda_swiglu_bf16(uint16_t *h, const float *g, const float *u, int64_t n, cudaStream_t st);
-/* cols[t][c*K + k] = x[t*stride + k][c] */
-void vox_cuda_im2col(float *cols, const float *x, int T_out, int C, int K, int stride,
-                     cudaStream_t st);
 /* ids[i] = argmax_j logits[i][j], lowest j on ties */
 void vox_cuda_argmax(int32_t *ids, const float *logits, int M, int V, cudaStream_t st);
 /* the k (<= 1024) largest of each row, descending, lower id first on ties */
 void vox_cuda_topk(int32_t *ids, float *vals, const float *logits, int M, int V, int k,
                    cudaStream_t st);
+
+/* ---- cuda/stem.cu: an encoder batch's per-stream parts, every stream in one launch --
+ * The spans as vox_enc_span (voxtral_internal.h; voxtral_cuda.c checks the layout is
+ * the same), in device memory; the CPU twins cpu_conv_cols, cpu_conv_keep,
+ * cpu_ring_append (voxtral_kernels.c) are the spec. */
+typedef struct {
+    int32_t slot, row0, rows, reset, tok0, tokens, at, unused;
+} vox_cuda_span;
+/* cols[row0 / stride + t][c*K + k] = (context of P = K - stride rows at state + slot *
+ * sstride, zeros when reset; then x rows row0 ..)[t*stride + k][c]; M outputs in all */
+void vox_cuda_conv_cols(float *cols, const float *state, int64_t sstride, const float *x,
+                        const vox_cuda_span *sp, int n, int M, int C, int K, int stride, cudaStream_t st);
+/* each span's P context rows = the last P rows of its input, in place */
+void vox_cuda_conv_keep(float *state, int64_t sstride, const float *x, const vox_cuda_span *sp, int n,
+                        int C, int P, cudaStream_t st);
+/* ring[slot][(at + t) % cap] = x[tok0 + t] (rows of D); M tokens in all */
+void vox_cuda_ring_append(float *ring, const float *x, const vox_cuda_span *sp, int n, int M, int D,
+                          int cap, cudaStream_t st);
 
 /* ---- cuda/norm_rope.cu ---------------------------------------------------------- */
 /* y = x * rsqrt(mean(x^2) + eps) * w (* scale); y may be x */

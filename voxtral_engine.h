@@ -66,7 +66,10 @@ typedef struct {
     int32_t *topk_ids;     /* backend [max_batch][topk_max] */
     float *topk_vals;
     int32_t *out_ids;      /* host (be->host_alloc) [STEP_QUEUE * max_batch] */
-    float *mel_host;       /* [chunk mel rows][n_mel] */
+    float *mel_host;       /* [chunk mel rows][n_mel]: the batch's mel, staged */
+    float *mel;            /* backend, the same: what the conv stem reads */
+    vox_enc_span *enc_spans, *enc_spans_host; /* backend, host [enc_chunk_tokens]: the
+                                                 batch's streams (each adds a token at least) */
 } vox_work;
 
 /* decoder steps in flight on an async backend: the running one and one queued */
@@ -102,6 +105,12 @@ struct vox_ctx {
     int tick_ms;            /* the tick gate (vox_options.tick_ms; 0 = none) */
     int drain_rounds;       /* VOX_DRAIN_ROUNDS=1 (a developer's knob, for timing the
                                rule): every tick's rounds run to the end */
+    int prefix_tokens;      /* serving: the first audio tokens of every segment, whose
+                               mel lies in the left pad (vox_mel_pad_frames,
+                               vox_encoder_prefix_tokens): the same for every stream */
+    vox_stream *prefix;     /* ...encoded once at open on this scratch stream; each new
+                               segment copies its encoder rings, conv history and
+                               audio embeddings (NULL: none) */
     vox_stream **streams;   /* registered streams (serving), max_streams entries */
     int n_streams;
     char fatal[512];        /* a backend failure that ended the scheduler */
@@ -152,14 +161,14 @@ struct vox_stream {
     vox_pool own_pool;    /* plain context: this stream's pool of one slot */
     vox_pool *pool;       /* the pool its rings live in */
     int slot;             /* its slot there */
-    float *conv_in;       /* [(K-1) + mel rows][n_mel]: history + new mel */
-    float *conv_mid;      /* [(K-2) + mel rows][enc_dim]: history + conv0 out */
+    float *conv_in;       /* its pool state: conv0's left context, K-1 rows of n_mel first */
+    float *conv_mid;      /* ...conv1's, K-2 rows of enc_dim first (conv_keep writes them) */
     int64_t enc_pos;      /* next encoder frame position */
     int64_t n_audio;      /* audio tokens produced in this segment */
     int prefilled;
     int64_t next_pos;     /* next decoder position to run */
     int enc_last_tokens;  /* the previous encoder chunk's size (graph replay) */
-    int enc_reset;        /* conv history to zero before the next chunk (new segment) */
+    int enc_reset;        /* conv history reads as zeros in the next chunk (new segment) */
     int pending_tokens;   /* serving: tokens of mel read into mel_pend, not yet encoded */
     float *mel_pend;      /* serving: [stream chunk mel rows][n_mel] */
 
@@ -195,26 +204,29 @@ int vox_step_bin(double ms);
 int vox_bucket(int n, int max);
 
 /* ---- voxtral_forward.c ---------------------------------------------------------------- */
-/* One stream's part of an encoder batch: `tokens` audio tokens whose mel rows are in
- * conv_in after its K-1 history rows, frames from enc_pos, rings in pool slot `slot`. */
+/* One stream's part of an encoder batch: `tokens` audio tokens, frames from enc_pos,
+ * rings and conv state in pool slot `slot`. */
 typedef struct {
     vox_stream *s;   /* for taps only (NULL: none) */
-    float *conv_in, *conv_mid;
     int tokens, slot;
 } vox_enc_item;
 
 /* Conv stem, encoder layers and adapter over n items; item j's audio embeddings are
- * left in work.adapt_mid from row (sum of the earlier items' tokens). The frames'
- * positions and slots must be in work.enc_pos / enc_slot (uploaded). With one item
- * the rings are addressed without slots (exactly the single-stream pass). */
+ * left in work.adapt_mid from row (sum of the earlier items' tokens). The items' mel
+ * rows must be in work.mel, side by side, their spans in work.enc_spans (row0, rows,
+ * slot, reset), the frames' positions and slots in work.enc_pos / enc_slot (all
+ * uploaded). With one item the rings are addressed without slots (exactly the
+ * single-stream pass). */
 void vox_encoder_forward(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n);
 /* Its two parts: the conv stems of the items (frames into work.ex), then the layers
  * and the adapter over those frames. tokens_pad > 0: the layers run over tokens_pad
  * tokens' frames in slot mode (the items' frames first, then padding frames whose
  * positions and slots the caller put in enc_pos / enc_slot too): a fixed shape a
  * graph replays whoever the items are. tokens_pad = 0: exactly the items' frames. */
-void vox_encoder_stem(vox_ctx *ctx, const vox_enc_item *it, int n);
+void vox_encoder_stem(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n);
 void vox_encoder_layers(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n, int tokens_pad);
+/* audio tokens whose embeddings depend on a segment's first mel_frames frames alone */
+int vox_encoder_prefix_tokens(const vox_config *c, int64_t mel_frames);
 
 /* The decoder over M rows whose ids, positions (and slots) are in work.ids/pos/slot.
  * slot0 >= 0: every row is that slot's stream (a prefill, one stream's step);
@@ -233,6 +245,8 @@ int vox_sched_restart(vox_stream *s);
 int64_t vox_sched_mel_tokens(const vox_stream *s);
 /* reads `tokens` tokens of mel into dst */
 int vox_sched_read_mel(vox_stream *s, float *dst, int tokens);
+/* passes over `tokens` tokens of mel without computing them */
+int vox_sched_skip_mel(vox_stream *s, int tokens);
 /* hands the id produced at `pos` to the callback/queue; ends or restarts the segment */
 int vox_sched_deliver(vox_stream *s, int64_t pos, int32_t id, const int32_t *topk_ids,
                       const float *topk_vals);
@@ -247,6 +261,8 @@ int vox_segment_end(vox_stream *s, int kind);
 /* plain context: everything pending for this one stream (encode, decode) */
 int vox_sched_run_stream(vox_stream *s);
 int vox_sched_warm_up(vox_ctx *ctx);
+/* serving: encodes the shared left-pad prefix (ctx->prefix_tokens) into ctx->prefix */
+int vox_sched_make_prefix(vox_ctx *ctx);
 /* a padded serving context: its bucket graphs, made (and run once on padding rows) at open */
 int vox_sched_make_graphs(vox_ctx *ctx);
 int vox_sched_start(vox_ctx *ctx);      /* serving: the thread */

@@ -24,54 +24,40 @@ static void *slot_ring(void *ring, int slot, int cap, int kv_dim, size_t esize) 
     return (char *)ring + (size_t)slot * cap * kv_dim * esize;
 }
 
-void vox_encoder_stem(vox_ctx *ctx, const vox_enc_item *it, int n) {
+void vox_encoder_stem(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n) {
     vox_backend *be = ctx->be;
     vox_work *w = &ctx->work;
     const vox_model *m = &ctx->model;
     const vox_config *c = &m->cfg;
     const int K = c->conv_kernel, nm = c->num_mel_bins, De = c->enc.dim;
+    int R = 0;
+    for (int j = 0; j < n; j++) R += it[j].tokens * c->mel_per_token;
+    const int M = R / 2;
 
-    /* conv stem, per stream: conv0 (stride 1, K-1 rows of left context kept from the
-     * stream's previous chunk, zeros first), conv1 (stride 2, K-2 rows) */
-    if (n > 1 && c->enc.hidden_dim >= 2 * De) {
-        /* several streams: each stream's im2col rows side by side, then ONE GEMM per
-         * conv for all of them (two per stream before); conv0's rows pass through the
-         * gate buffer (free until the layers; mel rows = 2 x frames, hence the check) */
-        float *y0 = w->eg;
-        int R = 0, M = 0;
-        for (int j = 0; j < n; j++) {
-            const int rows = it[j].tokens * c->mel_per_token;
-            be->im2col(be, w->conv_cols + (size_t)R * nm * K, it[j].conv_in, rows, nm, K, 1);
-            R += rows;
-        }
-        be->linear(be, y0, w->conv_cols, &m->conv0_w, &m->conv0_b, R, VOX_ACT_GELU, 0);
-        for (int j = 0, r = 0; j < n; r += it[j].tokens * c->mel_per_token, j++) {
-            const int rows = it[j].tokens * c->mel_per_token, Mj = rows / 2;
-            float *in = it[j].conv_in, *mid = it[j].conv_mid;
-            be->copy(be, in, in + (size_t)rows * nm, sizeof(float) * (K - 1) * nm);
-            be->copy(be, mid + (size_t)(K - 2) * De, y0 + (size_t)r * De, sizeof(float) * rows * De);
-            be->im2col(be, w->conv_cols + (size_t)M * De * K, mid, Mj, De, K, 2);
-            if (K > 2) be->copy(be, mid, mid + (size_t)rows * De, sizeof(float) * (K - 2) * De);
-            M += Mj;
-        }
-        be->linear(be, w->ex, w->conv_cols, &m->conv1_w, &m->conv1_b, M, VOX_ACT_GELU, 0);
-        for (int j = 0, f = 0; j < n; f += it[j].tokens * c->mel_per_token / 2, j++)
-            tap(ctx, it[j].s, "conv", w->ex + (size_t)f * De, it[j].tokens * c->mel_per_token / 2, De);
-        return;
-    }
-    int M = 0;
-    for (int j = 0; j < n; j++) {
-        const int rows = it[j].tokens * c->mel_per_token, Mj = rows / 2;
-        float *in = it[j].conv_in, *mid = it[j].conv_mid;
-        be->im2col(be, w->conv_cols, in, rows, nm, K, 1);
-        be->linear(be, mid + (size_t)(K - 2) * De, w->conv_cols, &m->conv0_w, &m->conv0_b, rows, VOX_ACT_GELU, 0);
-        be->copy(be, in, in + (size_t)rows * nm, sizeof(float) * (K - 1) * nm);
-        be->im2col(be, w->conv_cols, mid, Mj, De, K, 2);
-        be->linear(be, w->ex + (size_t)M * De, w->conv_cols, &m->conv1_w, &m->conv1_b, Mj, VOX_ACT_GELU, 0);
-        tap(ctx, it[j].s, "conv", w->ex + (size_t)M * De, Mj, De);
-        if (K > 2) be->copy(be, mid, mid + (size_t)rows * De, sizeof(float) * (K - 2) * De);
-        M += Mj;
-    }
+    /* conv0 (stride 1, K-1 rows of left context), conv1 (stride 2, K-2 rows): each
+     * stream's context kept in its slot's state from its previous chunk (zeros on a
+     * reset: the reference's left padding), its new rows the batch's; each step one
+     * launch for all the streams (spans), one GEMM per conv. conv0's rows pass through
+     * the gate buffer (free until the layers; sized for them) */
+    float *in = pool->conv, *mid = pool->conv + pool->conv_in_floats, *y0 = w->eg;
+    const size_t ss = pool->conv_floats;
+    be->conv_cols(be, w->conv_cols, in, ss, w->mel, w->enc_spans, n, R, nm, K, 1);
+    be->conv_keep(be, in, ss, w->mel, w->enc_spans, n, nm, K - 1);
+    be->linear(be, y0, w->conv_cols, &m->conv0_w, &m->conv0_b, R, VOX_ACT_GELU, 0);
+    be->conv_cols(be, w->conv_cols, mid, ss, y0, w->enc_spans, n, M, De, K, 2);
+    if (K > 2) be->conv_keep(be, mid, ss, y0, w->enc_spans, n, De, K - 2);
+    be->linear(be, w->ex, w->conv_cols, &m->conv1_w, &m->conv1_b, M, VOX_ACT_GELU, 0);
+    for (int j = 0, f = 0; j < n; f += it[j].tokens * c->mel_per_token / 2, j++)
+        tap(ctx, it[j].s, "conv", w->ex + (size_t)f * De, it[j].tokens * c->mel_per_token / 2, De);
+}
+
+/* The stem is causal: conv0's row r reads mel rows r-K+1..r, conv1's row g conv0's
+ * rows 2g-K+2..2g+1 (left pads K-1, K-2); the layers attend causally, the adapter
+ * takes mel_per_token / 2 frames a token. So conv1 rows g <= (f - 2) / 2 see the
+ * first f mel frames alone. */
+int vox_encoder_prefix_tokens(const vox_config *c, int64_t mel_frames) {
+    const int64_t frames = mel_frames / 2, per_token = c->mel_per_token / 2;
+    return per_token > 0 && frames > 0 ? (int)(frames / per_token) : 0;
 }
 
 void vox_encoder_layers(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n, int tokens_pad) {
@@ -123,7 +109,7 @@ void vox_encoder_layers(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, in
 }
 
 void vox_encoder_forward(vox_ctx *ctx, vox_pool *pool, const vox_enc_item *it, int n) {
-    vox_encoder_stem(ctx, it, n);
+    vox_encoder_stem(ctx, pool, it, n);
     vox_encoder_layers(ctx, pool, it, n, 0);
 }
 

@@ -163,6 +163,18 @@ int vox_model_set_delay(vox_model *m, int delay_tokens);
 typedef enum { VOX_ACT_NONE = 0, VOX_ACT_GELU = 1 } vox_act;
 enum { VOX_FENCES = 4 };
 
+/* One stream's part of an encoder batch, for the ops that take every stream's part
+ * in one launch (conv_cols, conv_keep, ring_append): an array in backend memory, in
+ * batch order (row0 and tok0 ascending, each span's rows right after the last's). */
+typedef struct {
+    int32_t slot;         /* its pool slot: conv state and audio ring */
+    int32_t row0, rows;   /* its mel rows in the batch (rows > 0, a multiple of 2) */
+    int32_t reset;        /* 1: its conv context reads as zeros (a new segment) */
+    int32_t tok0, tokens; /* its audio tokens in the batch */
+    int32_t at;           /* ring row of its first token (n_audio % cap) */
+    int32_t unused;
+} vox_enc_span;
+
 typedef struct vox_backend vox_backend;
 struct vox_backend {
     const char *name;
@@ -229,9 +241,21 @@ struct vox_backend {
                       int n_kv_heads, int head_dim, int cap, int window);
     /* h[i] = silu(g[i]) * u[i], n elements */
     void (*swiglu)(vox_backend *be, float *h, const float *g, const float *u, int64_t n);
-    /* cols[t][c*K + k] = x[t*stride + k][c], t < T_out; x has (T_out-1)*stride + K rows of C */
-    void (*im2col)(vox_backend *be, float *cols, const float *x, int T_out, int C, int K,
-                   int stride);
+    /* The conv stem's input over n streams' chunks (spans: vox_enc_span, backend memory).
+     * Span j's input is its P = K - stride context rows of C at state + slot * sstride
+     * (zeros when reset), then rows row0 .. row0 + rows - 1 of x; its rows / stride
+     * outputs start at row row0 / stride: cols[row0 / stride + t][c*K + k] =
+     * input[t*stride + k][c]. M: the outputs of all spans (1 <= stride <= K). */
+    void (*conv_cols)(vox_backend *be, float *cols, const float *state, size_t sstride, const float *x,
+                      const vox_enc_span *sp, int n, int M, int C, int K, int stride);
+    /* The context's update, after the conv_cols that read it: span j's P rows become
+     * the last P rows of its input (as conv_cols': context, then its x rows), in place. */
+    void (*conv_keep)(vox_backend *be, float *state, size_t sstride, const float *x,
+                      const vox_enc_span *sp, int n, int C, int P);
+    /* ring[slot][(at + t) % cap] = x[tok0 + t] (rows of D), t < tokens, for every span
+     * (rings of cap rows per slot); M: the tokens of all spans */
+    void (*ring_append)(vox_backend *be, float *ring, const float *x, const vox_enc_span *sp, int n,
+                        int M, int D, int cap);
     /* x[i] = emb[ids[i]] + audio[pos[i] % acap] (rows of D; audio rings per slot) */
     void (*embed)(vox_backend *be, float *x, const vox_weight *emb, const int32_t *ids,
                   const float *audio, const int32_t *pos, const int32_t *slot, int M, int D,
@@ -277,7 +301,9 @@ int vox_cuda_available(void); /* 1 when built with CUDA and a device is present 
 /* ---- test taps (voxtral.c) ---------------------------------------------------
  * Hands each stage's rows to `fn` as they are computed (downloaded to the host):
  * "mel" [frames][n_mel], "conv" and "enc" [frames][enc_dim], "adapter" [tokens][dim],
- * "logits" [1][vocab] per decoded id. For tests and debugging; slow. */
+ * "logits" [1][vocab] per decoded id. For tests and debugging; slow. On a serving
+ * context a segment's first prefix tokens (the shared left pad, voxtral_sched.c) have
+ * no mel, conv, enc or adapter rows. */
 typedef void (*vox_tap_fn)(void *user, const char *stage, const float *rows, int n_rows, int width);
 int vox_stream_set_tap(vox_stream *s, vox_tap_fn fn, void *user);
 /* The context's backend (tests inject backend failures through it). */
@@ -304,5 +330,11 @@ int vox_mel_push(vox_mel *m, const float *x, int64_t n);
 int vox_mel_end(vox_mel *m, int64_t right_pad); /* after it, the remaining frames */
 int64_t vox_mel_ready(const vox_mel *m);       /* frames that can be read now */
 int64_t vox_mel_read(vox_mel *m, float *out, int64_t max_frames);
+/* As vox_mel_read without computing the frames (a prefix whose rows come from
+ * elsewhere): the frames skipped */
+int64_t vox_mel_skip(vox_mel *m, int64_t max_frames);
+/* Frames of a stream's mel that depend on its left pad alone (their window lies in
+ * the pad's zeros and their reflection), the same for every stream */
+int64_t vox_mel_pad_frames(const vox_config *cfg, int64_t left_pad);
 
 #endif

@@ -347,13 +347,59 @@ static void cpu_swiglu(vox_backend *be, float *h, const float *g, const float *u
     for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-static void cpu_im2col(vox_backend *be, float *cols, const float *x, int T_out, int C, int K,
-                       int stride) {
-#pragma omp parallel for schedule(static) if ((int64_t)T_out * C * K >= PAR_MIN_WORK / 16) num_threads(THREADS(be))
-    for (int t = 0; t < T_out; t++)
+/* ---- the conv stem and the audio ring over a batch's spans (vox_enc_span) ---------- */
+/* the span holding output row t of a conv over the batch: the last with row0 / stride <= t */
+static int span_of(const vox_enc_span *sp, int n, int t, int stride) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (sp[mid].row0 / stride <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+static void cpu_conv_cols(vox_backend *be, float *cols, const float *state, size_t sstride, const float *x,
+                          const vox_enc_span *sp, int n, int M, int C, int K, int stride) {
+    const int P = K - stride;
+#pragma omp parallel for schedule(static) if ((int64_t)M * C * K >= PAR_MIN_WORK / 16) num_threads(THREADS(be))
+    for (int t = 0; t < M; t++) {
+        const vox_enc_span *s = &sp[span_of(sp, n, t, stride)];
+        const float *ctx = state + (size_t)s->slot * sstride;
+        const int tl = t - s->row0 / stride; /* the output row within its span */
         for (int c = 0; c < C; c++)
-            for (int k = 0; k < K; k++)
-                cols[((int64_t)t * C + c) * K + k] = x[((int64_t)t * stride + k) * C + c];
+            for (int k = 0; k < K; k++) {
+                const int r = tl * stride + k; /* the row of its input: context, then x */
+                cols[((int64_t)t * C + c) * K + k] = r >= P ? x[((int64_t)s->row0 + r - P) * C + c]
+                                                   : s->reset ? 0.0f : ctx[(int64_t)r * C + c];
+            }
+    }
+}
+
+static void cpu_conv_keep(vox_backend *be, float *state, size_t sstride, const float *x,
+                          const vox_enc_span *sp, int n, int C, int P) {
+    for (int j = 0; j < n; j++) {
+        const vox_enc_span *s = &sp[j];
+        float *ctx = state + (size_t)s->slot * sstride;
+        /* row i takes input row rows + i: from x, or (rows < P) a later context row,
+         * not yet overwritten in this order */
+        for (int i = 0; i < P; i++) {
+            const int q = s->rows + i;
+            for (int c = 0; c < C; c++)
+                ctx[(int64_t)i * C + c] = q >= P ? x[((int64_t)s->row0 + q - P) * C + c]
+                                        : s->reset ? 0.0f : ctx[(int64_t)q * C + c];
+        }
+    }
+}
+
+static void cpu_ring_append(vox_backend *be, float *ring, const float *x, const vox_enc_span *sp, int n,
+                            int M, int D, int cap) {
+    for (int j = 0; j < n; j++) {
+        const vox_enc_span *s = &sp[j];
+        for (int t = 0; t < s->tokens; t++)
+            memcpy(ring + ((int64_t)s->slot * cap + (s->at + t) % cap) * D, x + (int64_t)(s->tok0 + t) * D,
+                   sizeof(float) * D);
+    }
 }
 
 /* ---- KV rings and attention ------------------------------------------------- */
@@ -716,7 +762,9 @@ vox_backend *vox_cpu_backend_new(int threads) {
     be->kv_store = cpu_kv_store;
     be->attention = cpu_attention;
     be->swiglu = cpu_swiglu;
-    be->im2col = cpu_im2col;
+    be->conv_cols = cpu_conv_cols;
+    be->conv_keep = cpu_conv_keep;
+    be->ring_append = cpu_ring_append;
     be->embed = cpu_embed;
     be->argmax = cpu_argmax;
     be->topk = cpu_topk;

@@ -46,39 +46,40 @@ static int encode_items(vox_ctx *ctx, vox_pool *pool, vox_stream **ss, float *co
     vox_backend *be = ctx->be;
     vox_work *w = &ctx->work;
     const vox_config *c = &ctx->model.cfg;
-    const int K = c->conv_kernel, nm = c->num_mel_bins, De = c->enc.dim, Dd = c->dec.dim;
+    const int nm = c->num_mel_bins, Dd = c->dec.dim;
     vox_enc_item it[512];
-    if (n > (int)(sizeof it / sizeof it[0])) return vox_error("encoder batch of %d streams: too many", n);
+    /* (each stream adds a token at least: the spans' table holds enc_chunk_tokens) */
+    if (n > (int)(sizeof it / sizeof it[0]) || n > ctx->enc_chunk_tokens)
+        return vox_error("encoder batch of %d streams: too many", n);
     double t0 = vox_now_ms();
     int M = 0, T = 0, tapped = 0;
     for (int j = 0; j < n; j++) {
         vox_stream *s = ss[j];
         const int rows = toks[j] * c->mel_per_token, Mj = rows / 2;
-        if (s->enc_reset) { /* a new segment: conv left context back to zeros (the reference's left padding) */
-            size_t zn = (size_t)(K - 1) * nm > (size_t)(K - 2) * De ? (size_t)(K - 1) * nm : (size_t)(K - 2) * De;
-            float *zeros = calloc(zn ? zn : 1, sizeof(float));
-            if (!zeros) return vox_error("out of memory");
-            be->upload(be, s->conv_in, zeros, sizeof(float) * (K - 1) * nm);
-            if (K > 2) be->upload(be, s->conv_mid, zeros, sizeof(float) * (K - 2) * De);
-            free(zeros);
-            s->enc_reset = 0;
-        }
-        /* the batch's mel rows side by side in the pinned staging (async uploads; the
+        /* the batch's mel rows side by side in the pinned staging (one async upload; the
          * staging is reused only after this batch's sync) */
         float *mel = w->mel_host + (size_t)T * c->mel_per_token * nm;
         if (mels[j] != mel) memcpy(mel, mels[j], sizeof(float) * rows * nm);
-        be->upload(be, s->conv_in + (size_t)(K - 1) * nm, mel, sizeof(float) * rows * nm);
         if (s->tap) s->tap(s->tap_user, "mel", mels[j], rows, nm);
         tapped |= s->tap != NULL;
         for (int i = 0; i < Mj; i++) {
             w->enc_pos_host[M + i] = (int32_t)(s->enc_pos + i);
             w->enc_slot_host[M + i] = s->slot;
         }
-        it[j] = (vox_enc_item){s, s->conv_in, s->conv_mid, toks[j], s->slot};
+        /* its span: the stem's rows and conv state (a new segment's left context reads
+         * as zeros: the reference's left padding), its ring's rows */
+        w->enc_spans_host[j] = (vox_enc_span){.slot = s->slot, .row0 = T * c->mel_per_token, .rows = rows,
+                                              .reset = s->enc_reset, .tok0 = T, .tokens = toks[j],
+                                              .at = (int32_t)(s->n_audio % pool->acap)};
+        s->enc_reset = 0;
+        it[j] = (vox_enc_item){s, toks[j], s->slot};
         M += Mj;
         T += toks[j];
     }
     vox_stream *s0 = ss[0];
+    /* the batch's inputs in a few uploads whatever n (each op below takes every stream) */
+    be->upload(be, w->mel, w->mel_host, sizeof(float) * T * c->mel_per_token * nm);
+    be->upload(be, w->enc_spans, w->enc_spans_host, sizeof(vox_enc_span) * n);
     /* serving on a graph backend: the layers run over a bucket of tokens, padding
      * frames in the pad slot (one graph per bucket, made at open); taps read back
      * mid-way: unpadded, no graph */
@@ -91,7 +92,7 @@ static int encode_items(vox_ctx *ctx, vox_pool *pool, vox_stream **ss, float *co
     be->upload(be, w->enc_pos, w->enc_pos_host, sizeof(int32_t) * Mp);
     if (n > 1 || pad) be->upload(be, w->enc_slot, w->enc_slot_host, sizeof(int32_t) * Mp);
     if (pad) {
-        vox_encoder_stem(ctx, it, n);
+        vox_encoder_stem(ctx, pool, it, n);
         const int key = graph_key(POOL_OWNER, GRAPH_ENCODER, Tp);
         if (Tp > GRAPH_MAX_SUB) {
             vox_encoder_layers(ctx, pool, it, n, Tp);
@@ -113,15 +114,11 @@ static int encode_items(vox_ctx *ctx, vox_pool *pool, vox_stream **ss, float *co
             be->graph_end(be, key);
         }
     }
-    for (int j = 0, t = 0; j < n; t += toks[j], j++) {
+    /* every stream's audio embeddings into its ring (wrapping) */
+    be->ring_append(be, pool->audio, w->adapt_mid, w->enc_spans, n, T, Dd, pool->acap);
+    for (int j = 0; j < n; j++) {
         vox_stream *s = ss[j];
-        float *ring = pool->audio + (size_t)s->slot * pool->acap * Dd;
         const int tokens = toks[j];
-        int at = (int)(s->n_audio % pool->acap);
-        int first = tokens < pool->acap - at ? tokens : pool->acap - at;
-        be->copy(be, ring + (size_t)at * Dd, w->adapt_mid + (size_t)t * Dd, sizeof(float) * first * Dd);
-        if (first < tokens)
-            be->copy(be, ring, w->adapt_mid + (size_t)(t + first) * Dd, sizeof(float) * (tokens - first) * Dd);
         s->n_audio += tokens;
         s->enc_pos += tokens * c->mel_per_token / 2;
         s->enc_last_tokens = n == 1 ? tokens : 0;
@@ -401,6 +398,73 @@ int vox_sched_warm_up(vox_ctx *ctx) {
     return rc;
 }
 
+/* ---- the shared prefix ------------------------------------------------------------------
+ * Every segment starts with left_pad_tokens of silence: its first prefix_tokens audio
+ * tokens (mel frames in the pad alone, vox_mel_pad_frames; through the causal stem and
+ * layers, vox_encoder_prefix_tokens) are the same for every stream. A serving context
+ * encodes them once at open on a scratch stream, and a new segment copies that
+ * stream's encoder rings, conv history and audio embeddings instead of encoding them:
+ * 31 of the 32 pad tokens of the released model, a quarter of the encoder's work for
+ * 8 s sessions, all of it due at once when many streams join. VOX_PREFIX_TOKENS=n (a
+ * developer's knob, for the tests) takes n tokens instead, as if the audio began with
+ * silence (0: none). */
+int vox_sched_make_prefix(vox_ctx *ctx) {
+    const vox_config *c = &ctx->model.cfg;
+    const int fpt = c->mel_per_token / 2;
+    int n = vox_encoder_prefix_tokens(c, vox_mel_pad_frames(c, (int64_t)ctx->model.tok.left_pad_tokens *
+                                                                       c->samples_per_token));
+    const char *env = getenv("VOX_PREFIX_TOKENS");
+    if (env && *env) n = atoi(env);
+    if (n > ctx->pool.acap) n = ctx->pool.acap; /* its embeddings fill the start of an audio ring */
+    ctx->prefix_tokens = ctx->sstats.prefix_tokens = 0;
+    if (n <= 0 || fpt <= 0) return 0;
+    vox_stream *s = vox_stream_new_scratch(ctx);
+    if (!s) return -1;
+    int rc = vox_mel_push(s->mel, NULL, (int64_t)(n + 1) * c->samples_per_token); /* (the knob's silence) */
+    for (int done = 0; !rc && done < n;) {
+        int t = n - done < ctx->stream_chunk_tokens ? n - done : ctx->stream_chunk_tokens;
+        rc = vox_sched_read_mel(s, s->mel_pend, t);
+        if (!rc) rc = encode_items(ctx, s->pool, &s, &s->mel_pend, &t, 1, NULL);
+        done += t;
+    }
+    if (rc) {
+        vox_stream_free(s);
+        return vox_error("the shared prefix (%d tokens): %s", n, vox_last_error());
+    }
+    ctx->prefix = s;
+    ctx->prefix_tokens = ctx->sstats.prefix_tokens = n;
+    return 0;
+}
+
+/* a new segment of s (nothing encoded yet) takes the prefix's state: the first
+ * prefix_tokens tokens of its mel pass unread */
+static int apply_prefix(vox_ctx *ctx, vox_stream *s) {
+    vox_backend *be = ctx->be;
+    const vox_config *c = &ctx->model.cfg;
+    const vox_stream *p = ctx->prefix;
+    const int n = ctx->prefix_tokens, frames = n * c->mel_per_token / 2;
+    const int K = c->conv_kernel, nm = c->num_mel_bins, De = c->enc.dim, Dd = c->dec.dim;
+    const size_t row = (size_t)c->enc.n_kv_heads * c->enc.head_dim * s->pool->esize;
+    /* position q is ring row q % enc_cap in both pools: rows 0 .. frames - 1, or the
+     * whole ring once the prefix wrapped it */
+    const int rows = frames < s->pool->enc_cap ? frames : s->pool->enc_cap;
+    if (vox_sched_skip_mel(s, n) != 0) return -1;
+    for (int l = 0; l < c->enc.n_layers; l++)
+        for (int kv = 0; kv < 2; kv++)
+            be->copy(be, (char *)vox_pool_enc(s->pool, c, l, kv) + (size_t)s->slot * s->pool->enc_cap * row,
+                     (const char *)vox_pool_enc(p->pool, c, l, kv) + (size_t)p->slot * p->pool->enc_cap * row,
+                     rows * row);
+    be->copy(be, s->pool->audio + (size_t)s->slot * s->pool->acap * Dd,
+             p->pool->audio + (size_t)p->slot * p->pool->acap * Dd, sizeof(float) * n * Dd);
+    be->copy(be, s->conv_in, p->conv_in, sizeof(float) * (K - 1) * nm);
+    if (K > 2) be->copy(be, s->conv_mid, p->conv_mid, sizeof(float) * (K - 2) * De);
+    s->enc_reset = 0;
+    s->enc_pos = frames;
+    s->n_audio = n;
+    s->enc_last_tokens = 0;
+    return 0;
+}
+
 /* ---- serving ------------------------------------------------------------------------------ */
 static int decodable(const vox_stream *s) {
     if (s->done) return 0;
@@ -586,6 +650,14 @@ static int run_tick(vox_ctx *ctx, tick_item *items, int n, int start, vox_serve_
     vox_stream *ss[512];
     float *mels[512];
     int toks[512];
+    /* new segments start from the shared prefix */
+    for (int k = 0; k < n && ctx->prefix; k++) {
+        vox_stream *s = items[k].s;
+        if (!s->done && !s->enc_pos && !s->pending_tokens && vox_sched_mel_tokens(s) >= ctx->prefix_tokens) {
+            if (apply_prefix(ctx, s) != 0) return -1;
+            st->prefix_segments++;
+        }
+    }
     /* encoder batches: every stream's ready mel (up to stream_chunk_tokens each, as
      * its audio ring has room), enc_chunk_tokens per batch; the order rotates */
     for (;;) {
@@ -774,6 +846,7 @@ static void *sched_main(void *arg) {
         ctx->sstats.enc_tokens += st.enc_tokens;
         ctx->sstats.enc_ms += st.enc_ms;
         ctx->sstats.enc_host_ms += st.enc_host_ms;
+        ctx->sstats.prefix_segments += st.prefix_segments;
         ctx->sstats.prefills += st.prefills;
         ctx->sstats.prefill_passes += st.prefill_passes;
         ctx->sstats.prefill_ms += st.prefill_ms;

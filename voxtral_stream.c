@@ -258,6 +258,13 @@ int vox_sched_read_mel(vox_stream *s, float *dst, int tokens) {
     return 0;
 }
 
+int vox_sched_skip_mel(vox_stream *s, int tokens) {
+    const int per_tok = s->ctx->model.cfg.mel_per_token;
+    int64_t got = vox_mel_skip(s->mel, (int64_t)tokens * per_tok);
+    if (got != (int64_t)tokens * per_tok) return vox_error("mel: short skip (%lld frames)", (long long)got);
+    return 0;
+}
+
 /* Starts a new segment: fresh mel (left pad), encoder and decoder positions from 0
  * (the scheduler zeroes the conv history before the next chunk); re-feeds the
  * retained audio from `from` on. */

@@ -92,7 +92,8 @@ typedef struct {
     /* where the live phase's wall time went (the scheduler's counters) */
     double wall_ms, steps_ms, enc_ms, enc_host_ms, prefill_ms, prep_ms, mel_ms, busy_ms;
     int host_threads;
-    long long ticks, enc_batches, enc_tokens, prefills, prefill_passes;
+    long long ticks, enc_batches, enc_tokens, prefills, prefill_passes, prefix_segments;
+    int prefix_tokens;
     double step_ms_by_batch[VOX_BATCH_BINS];
     long long steps_by_batch[VOX_BATCH_BINS];
 } run_result;
@@ -182,6 +183,8 @@ static int run_n(vox_ctx *ctx, int N, const float *audio, int64_t n_audio, doubl
     out->ticks = b.ticks - a.ticks;
     out->enc_batches = b.enc_batches - a.enc_batches;
     out->enc_tokens = b.enc_tokens - a.enc_tokens;
+    out->prefix_segments = b.prefix_segments - a.prefix_segments;
+    out->prefix_tokens = b.prefix_tokens;
     out->prefills = b.prefills - a.prefills;
     out->prefill_passes = b.prefill_passes - a.prefill_passes;
     out->mem_mb = be_mem ? be_mem / 1048576.0 : (double)mem;
@@ -257,12 +260,12 @@ static void print_row(FILE *o, const char *mode, const run_result *r) {
             r->p50, r->p95, r->p99, r->max_lag_s, r->mean_batch, r->step_ms, r->tokens, r->mem_mb);
     const double w = r->wall_ms > 0 ? r->wall_ms / 100 : 1;
     const double other = r->busy_ms - r->steps_ms - r->enc_ms - r->prefill_ms - r->prep_ms;
-    fprintf(o, "          live %.1f s: decoder steps %.0f ms (%.0f%%), encoder %.0f ms (%.0f%%: %lld batches, %lld tokens, %.0f ms to the last launch), "
+    fprintf(o, "          live %.1f s: decoder steps %.0f ms (%.0f%%), encoder %.0f ms (%.0f%%: %lld batches, %lld tokens, %.0f ms to the last launch; %lld segments from the shared %d-token prefix), "
                "prompts %.0f ms (%.0f%%: %lld in %lld passes), host %.0f ms (%.0f%%: log-mel %.0f ms on %d threads), "
                "other %.0f ms (%.0f%%), "
                "idle %.0f ms (%.0f%%), %lld ticks\n",
             r->wall_ms / 1000, r->steps_ms, r->steps_ms / w, r->enc_ms, r->enc_ms / w, r->enc_batches, r->enc_tokens,
-            r->enc_host_ms, r->prefill_ms, r->prefill_ms / w, r->prefills, r->prefill_passes, r->prep_ms, r->prep_ms / w, r->mel_ms, r->host_threads, other,
+            r->enc_host_ms, r->prefix_segments, r->prefix_tokens, r->prefill_ms, r->prefill_ms / w, r->prefills, r->prefill_passes, r->prep_ms, r->prep_ms / w, r->mel_ms, r->host_threads, other,
             other / w, r->wall_ms - r->busy_ms, (r->wall_ms - r->busy_ms) / w, r->ticks);
 }
 
@@ -270,12 +273,13 @@ static void json_row(FILE *j, const char *mode, const run_result *r, int last) {
     fprintf(j, "    {\"mode\": \"%s\", \"streams\": %d, \"kept_real_time\": %s, \"latency_ms\": {\"p50\": %.3f, "
                "\"p95\": %.3f, \"p99\": %.3f}, \"max_lag_s\": %.3f, \"mean_batch\": %.3f, \"step_ms\": %.4f, "
                "\"tokens\": %lld, \"steps\": %lld, \"memory_mb\": %.1f, \"live_ms\": %.1f, \"steps_total_ms\": %.1f, "
-               "\"encoder_ms\": %.1f, \"encoder_batches\": %lld, \"encoder_tokens\": %lld, \"encoder_host_ms\": %.1f, \"prompts_ms\": %.1f, "
+               "\"encoder_ms\": %.1f, \"encoder_batches\": %lld, \"encoder_tokens\": %lld, \"encoder_host_ms\": %.1f, \"prefix_tokens\": %d, \"prefix_segments\": %lld, \"prompts_ms\": %.1f, "
                "\"prompts\": %lld, \"prompt_passes\": %lld, \"host_ms\": %.1f, \"mel_ms\": %.1f, \"busy_ms\": %.1f, \"ticks\": %lld, "
                "\"step_ms_by_batch\": {",
             mode, r->n, r->kept ? "true" : "false", r->p50, r->p95, r->p99, r->max_lag_s, r->mean_batch, r->step_ms,
             r->tokens, r->steps, r->mem_mb, r->wall_ms, r->steps_ms, r->enc_ms, r->enc_batches, r->enc_tokens,
-            r->enc_host_ms, r->prefill_ms, r->prefills, r->prefill_passes, r->prep_ms, r->mel_ms, r->busy_ms, r->ticks);
+            r->enc_host_ms, r->prefix_tokens, r->prefix_segments, r->prefill_ms, r->prefills, r->prefill_passes, r->prep_ms,
+            r->mel_ms, r->busy_ms, r->ticks);
     int first = 1;
     for (int k = 1; k < VOX_BATCH_BINS; k++)
         if (r->steps_by_batch[k]) {

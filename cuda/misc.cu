@@ -1,8 +1,8 @@
 /* cuda/misc.cu - the small ops: fp32 -> BF16 or scaled FP16 (cuBLASLt inputs),
  * BF16 -> FP16 / FP32 (weight upload), exact GELU, SwiGLU (fp32, or BF16 for the
- * GEMM input of swiglu_linear), im2col (conv stem), argmax and top-k over the
- * vocabulary.
- * CPU twins: cpu_swiglu, cpu_im2col, cpu_argmax, cpu_topk (voxtral_kernels.c).
+ * GEMM input of swiglu_linear), argmax and top-k over the vocabulary (the conv stem's
+ * im2col: cuda/stem.cu).
+ * CPU twins: cpu_swiglu, cpu_argmax, cpu_topk (voxtral_kernels.c).
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -130,22 +130,6 @@ __global__ void swiglu_bf16_kernel(__nv_bfloat16 *h, const float *g, const float
 extern "C" void vox_cuda_swiglu_bf16(uint16_t *h, const float *g, const float *u, int64_t n,
                                      cudaStream_t st) {
     swiglu_bf16_kernel<<<blocks_for(n, 256), 256, 0, st>>>((__nv_bfloat16 *)h, g, u, n);
-}
-
-__global__ void im2col_kernel(float *cols, const float *x, int T_out, int C, int K, int stride) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int64_t n = (int64_t)T_out * C * K;
-    if (i >= n) return;
-    int64_t t = i / ((int64_t)C * K);
-    int r = (int)(i - t * C * K);
-    int c = r / K, k = r - c * K;
-    cols[i] = x[(t * stride + k) * C + c];
-}
-
-extern "C" void vox_cuda_im2col(float *cols, const float *x, int T_out, int C, int K, int stride,
-                                cudaStream_t st) {
-    int64_t n = (int64_t)T_out * C * K;
-    im2col_kernel<<<blocks_for(n, 256), 256, 0, st>>>(cols, x, T_out, C, K, stride);
 }
 
 /* ---- argmax: one block per row; ties keep the lowest index --------------------- */

@@ -10,7 +10,8 @@
 # Summary on stdout and in $OUT/session.log; logs in $OUT (default build/gpu-paths):
 # ops.log, fixtures.log, full.log (at most 8 files); scratch in build/gpu-paths-work.
 # Also on the GPU: the serving scheduler's batched streams (test_serve), and --quant
-# q8/q4 on the fixture models, teacher-forced against the CPU's quantized run.
+# q8/q4 on the fixture models on every path, teacher-forced against the CPU's quantized
+# run.
 # FULL=0 skips the full-size steps.
 #   scripts/gpu_paths.sh [AUDIO_60S] [AUDIO_5S] [MODEL_DIR]
 set -u
@@ -94,9 +95,10 @@ for F in tests/fixtures/tiny_speech tests/fixtures/tiny_mha; do
     for Q in q8 q4; do
         ./voxtral -d $F/model -i $F/input.wav --backend cpu --quant $Q --json --topk 16 >"$W/qc.json" 2>>"$OUT/full.log"
         python3 -c "import json;print(' '.join(map(str,json.load(open('$W/qc.json'))['tokens'])))" >"$W/qf.txt"
-        ./voxtral -d $F/model -i $F/input.wav --backend cuda --quant $Q --json --topk 16 \
+        for P in $PATHS; do
+        ./voxtral -d $F/model -i $F/input.wav --backend cuda --gpu-path $P --quant $Q --json --topk 16 \
             --force-tokens "$W/qf.txt" >"$W/qg.json" 2>>"$OUT/full.log"
-        python3 - "$W/qc.json" "$W/qg.json" "$(basename $F) $Q" <<'PY' | tee -a "$OUT/session.log"
+        python3 - "$W/qc.json" "$W/qg.json" "$(basename $F) $Q $P path" <<'PY' | tee -a "$OUT/session.log"
 import json, sys
 try:
     c, g = (json.load(open(p)) for p in sys.argv[1:3])
@@ -111,6 +113,7 @@ for rc, rg in zip(c["topk"], g["topk"]):
 print("   %s: %d steps, top-1 equal in %d; max |logit diff| over shared top-16 %.4f (top-16 range %.2f)"
       % (sys.argv[3], len(c["topk"]), same, worst, spread))
 PY
+        done
     done
 done
 

@@ -203,19 +203,80 @@ static void test_swiglu(int64_t n) {
     gpu->free(gpu, dg), gpu->free(gpu, du), gpu->free(gpu, dh);
 }
 
-static void test_im2col(int T_out, int C, int K, int stride) {
-    int64_t rows = (int64_t)(T_out - 1) * stride + K, nx = rows * C, nc = (int64_t)T_out * C * K;
-    float *x = rand_f(nx, 1.0f), *ref = malloc(sizeof(float) * nc);
-    cpu->im2col(cpu, ref, x, T_out, C, K, stride);
-    float *dx = dev_from(x, nx * 4), *dc = gpu->alloc(gpu, nc * 4);
-    poison(dc, nc * 4);
-    gpu->im2col(gpu, dc, dx, T_out, C, K, stride);
-    float *got = dev_floats(dc, nc);
-    char name[128];
-    snprintf(name, sizeof name, "im2col T=%d C=%d K=%d stride=%d", T_out, C, K, stride);
-    check(name, got, ref, nc, 0, 0);
-    free(x), free(ref), free(got);
-    gpu->free(gpu, dx), gpu->free(gpu, dc);
+/* ---- the encoder batch's span ops (conv_cols, conv_keep, ring_append) ---------------- */
+static int irand(int lo, int hi) { return lo + (int)((frand() + 1.0f) * 0.5f * (hi - lo + 1)) % (hi - lo + 1); }
+
+/* n spans in distinct random slots of `slots`, even rows in [min_rows, max_rows], a
+ * random reset each (all in the first chunk); no tokens */
+static vox_enc_span *make_spans(int n, int slots, int min_rows, int max_rows, int first) {
+    vox_enc_span *sp = malloc(sizeof *sp * n);
+    int *perm = malloc(sizeof(int) * slots);
+    for (int i = 0; i < slots; i++) perm[i] = i;
+    for (int i = slots - 1; i > 0; i--) {
+        int j = irand(0, i), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int j = 0, row0 = 0; j < n; j++) {
+        const int rows = 2 * irand(min_rows / 2, max_rows / 2);
+        sp[j] = (vox_enc_span){.slot = perm[j], .row0 = row0, .rows = rows, .reset = first || irand(0, 2) == 0};
+        row0 += rows;
+    }
+    free(perm);
+    return sp;
+}
+
+/* chunks in a row: conv_cols then conv_keep on both backends from the same state,
+ * the cols and the whole state compared bit for bit after each */
+static void test_conv_spans(const char *tag, int K, int stride, int C, int n, int slots, int min_rows, int max_rows,
+                            int64_t sstride, int chunks) {
+    const int P = K - stride;
+    const int64_t ns = slots * sstride;
+    float *state = rand_f(ns, 1.0f), *dstate = dev_from(state, ns * 4);
+    int ok = 1;
+    for (int ch = 0; ch < chunks && ok; ch++) {
+        vox_enc_span *sp = make_spans(n, slots, min_rows, max_rows, ch == 0);
+        const int R = sp[n - 1].row0 + sp[n - 1].rows, M = R / stride;
+        const int64_t nc = (int64_t)M * C * K;
+        float *x = rand_f((int64_t)R * C, 1.0f), *ref = malloc(sizeof(float) * nc);
+        cpu->conv_cols(cpu, ref, state, sstride, x, sp, n, M, C, K, stride);
+        cpu->conv_keep(cpu, state, sstride, x, sp, n, C, P);
+        float *dx = dev_from(x, (int64_t)R * C * 4), *dc = gpu->alloc(gpu, nc * 4);
+        vox_enc_span *dsp = dev_from(sp, sizeof *sp * n);
+        poison(dc, nc * 4);
+        gpu->conv_cols(gpu, dc, dstate, sstride, dx, dsp, n, M, C, K, stride);
+        gpu->conv_keep(gpu, dstate, sstride, dx, dsp, n, C, P);
+        float *got = dev_floats(dc, nc), *got_state = dev_floats(dstate, ns);
+        ok = check(tu_name("conv_cols %s K=%d stride=%d C=%d: %d span%s, chunk %d", tag, K, stride, C, n,
+                           n == 1 ? "" : "s", ch), got, ref, nc, 0, 0);
+        ok = check(tu_name("conv_keep %s K=%d stride=%d C=%d: %d span%s' contexts, chunk %d", tag, K, stride, C, n,
+                           n == 1 ? "" : "s", ch), got_state, state, ns, 0, 0) && ok;
+        free(sp), free(x), free(ref), free(got), free(got_state);
+        gpu->free(gpu, dx), gpu->free(gpu, dc), gpu->free(gpu, dsp);
+    }
+    free(state);
+    gpu->free(gpu, dstate);
+}
+
+/* streams' tokens into their rings at random rows (some wrapping, one from the last row) */
+static void test_ring_append(int D, int cap, int n, int slots, int max_tokens) {
+    const int64_t nr = (int64_t)slots * cap * D;
+    vox_enc_span *sp = make_spans(n, slots, 2, 2, 0);
+    int T = 0;
+    for (int j = 0; j < n; j++) {
+        sp[j].tok0 = T;
+        sp[j].tokens = j == 0 ? max_tokens : irand(1, max_tokens);
+        sp[j].at = j == 1 ? cap - 1 : irand(0, cap - 1);
+        T += sp[j].tokens;
+    }
+    float *ring = rand_f(nr, 1.0f), *x = rand_f((int64_t)T * D, 1.0f);
+    float *dring = dev_from(ring, nr * 4), *dx = dev_from(x, (int64_t)T * D * 4);
+    vox_enc_span *dsp = dev_from(sp, sizeof *sp * n);
+    cpu->ring_append(cpu, ring, x, sp, n, T, D, cap);
+    gpu->ring_append(gpu, dring, dx, dsp, n, T, D, cap);
+    float *got = dev_floats(dring, nr);
+    check(tu_name("ring_append D=%d cap=%d: %d streams, %d tokens", D, cap, n, T), got, ring, nr, 0, 0);
+    free(sp), free(ring), free(x), free(got);
+    gpu->free(gpu, dring), gpu->free(gpu, dx), gpu->free(gpu, dsp);
 }
 
 static void test_embed(vox_weight *emb, int M, int acap) {
@@ -699,8 +760,18 @@ int main(int argc, char **argv) {
     test_kv_store(39, 1024, 8231, 8231 - 20);
     test_kv_store(512, 2048, 1262, 3000);
     test_swiglu((int64_t)39 * 9216);
-    test_im2col(1024, 128, 3, 1);
-    test_im2col(512, 1280, 3, 2);
+    /* the conv stem of a serving batch (128 streams of 1-2 tokens, 8 mel rows a token, in
+     * a pool of 300: a slot's state is conv_in then conv_mid), one stream's 64 tokens,
+     * and the edges: chunks shorter than the context, K = 2 */
+    const int64_t conv_in = (2 + 128) * 128, conv_floats = conv_in + (1 + 128) * 1280;
+    test_conv_spans("conv0", 3, 1, 128, 128, 300, 8, 16, conv_floats, 2);
+    test_conv_spans("conv1", 3, 2, 1280, 128, 300, 8, 16, conv_floats, 2);
+    test_conv_spans("one stream", 3, 1, 128, 1, 1, 512, 512, conv_floats, 2);
+    test_conv_spans("short chunks", 7, 1, 40, 9, 20, 2, 4, 7 * 40, 4);
+    test_conv_spans("short chunks", 7, 2, 40, 9, 20, 2, 4, 7 * 40, 4);
+    test_conv_spans("no context", 2, 2, 64, 9, 20, 2, 16, 64, 2);
+    test_ring_append(3072, 73, 128, 150, 16);
+    test_ring_append(24, 13, 6, 8, 13);
 
     /* decoder step: 8k-key window over a ring of 8231 */
     const int32_t step_pos[] = {0, 37, 1000, 8230, 20000};

@@ -2,8 +2,9 @@
  * their CPU twins (the CPU backend on the same quantized bytes), and against the CPU
  * op on the BF16 weights they were quantized from within the format's error bound
  * (sum_k |x_k| * bound_k, bound as in test_quant.c). On the fp16 path's backend (the
- * GEMM path dequantizes to FP16 tiles; pre-Ampere cards) and, where the device has
- * BF16, on the bf16 path's (BF16 tiles). Outputs poisoned (NaN) before each run.
+ * GEMM path dequantizes to FP16 tiles; pre-Ampere cards), where the device has
+ * BF16 on the bf16 path's (BF16 tiles), and on the fp32 path's (FP32 tiles). Outputs
+ * poisoned (NaN) before each run.
  *   qgemv (M <= 8): linear (bias, GELU, +=), norm_linear (q/k/v, w1/w3 + scale, the
  *   LM head), swiglu_linear; odd row counts (a warp's row pair across two weights);
  *   with its shared memory capped (VOX_QGEMV_SMEM) the input rows in passes and a wide
@@ -11,9 +12,8 @@
  *   blocks; embed (exact: the rule then + audio, as the CPU).
  * Tolerances (|got - ref| <= atol * max|ref| + rtol * |ref|): qgemv sums in fp32 as the
  * CPU: 2e-5 / 1e-5; the GEMM path rounds the activations and the tile to BF16 (1e-2)
- * or FP16 (2e-3) as test_cuda_ops' GEMMs.
+ * or FP16 (2e-3) as test_cuda_ops' GEMMs, FP32 tiles 2e-5 / 1e-5.
  * Without a CUDA device: "skipped: no CUDA device", exit 0.
- * NOT YET RUN ON A GPU (written in a session without one).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -298,15 +298,16 @@ int main(void) {
         return 0;
     }
     cpu = vox_cpu_backend_new(0);
-    const char *paths[2] = {"fp16", "bf16"};
-    for (int i = 0; i < 2; i++) {
+    const char *paths[3] = {"fp16", "bf16", "fp32"};
+    const vox_dtype tiles[3] = {VOX_DT_F16, VOX_DT_BF16, VOX_DT_F32};
+    for (int i = 0; i < 3; i++) {
         gpu = vox_cuda_backend_new(0, paths[i]);
         if (!gpu) {
             tu_check(i == 1, tu_name("%s path backend", paths[i]), "%s", vox_last_error());
             continue;
         }
         path_tag = paths[i];
-        tile_dt = i == 0 ? VOX_DT_F16 : VOX_DT_BF16;
+        tile_dt = tiles[i];
         if (!vox_cuda_alloc_qtile || vox_cuda_alloc_qtile(gpu) != 0) {
             tu_check(0, tu_name("%s quantized tile", paths[i]), "%s", vox_last_error());
         } else {
