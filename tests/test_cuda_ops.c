@@ -28,6 +28,7 @@
 #include "voxtral_internal.h"
 #include "testutil.h"
 #include "cudatest.h"
+#include "spans.h"
 
 /* test hooks in voxtral_cuda.c (absent from CPU-only builds) */
 int vox_cuda_set_gemv_max_rows(vox_backend *be, int rows) __attribute__((weak));
@@ -204,27 +205,6 @@ static void test_swiglu(int64_t n) {
 }
 
 /* ---- the encoder batch's span ops (conv_cols, conv_keep, ring_append) ---------------- */
-static int irand(int lo, int hi) { return lo + (int)((frand() + 1.0f) * 0.5f * (hi - lo + 1)) % (hi - lo + 1); }
-
-/* n spans in distinct random slots of `slots`, even rows in [min_rows, max_rows], a
- * random reset each (all in the first chunk); no tokens */
-static vox_enc_span *make_spans(int n, int slots, int min_rows, int max_rows, int first) {
-    vox_enc_span *sp = malloc(sizeof *sp * n);
-    int *perm = malloc(sizeof(int) * slots);
-    for (int i = 0; i < slots; i++) perm[i] = i;
-    for (int i = slots - 1; i > 0; i--) {
-        int j = irand(0, i), t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
-    for (int j = 0, row0 = 0; j < n; j++) {
-        const int rows = 2 * irand(min_rows / 2, max_rows / 2);
-        sp[j] = (vox_enc_span){.slot = perm[j], .row0 = row0, .rows = rows, .reset = first || irand(0, 2) == 0};
-        row0 += rows;
-    }
-    free(perm);
-    return sp;
-}
-
 /* chunks in a row: conv_cols then conv_keep on both backends from the same state,
  * the cols and the whole state compared bit for bit after each */
 static void test_conv_spans(const char *tag, int K, int stride, int C, int n, int slots, int min_rows, int max_rows,
@@ -234,7 +214,8 @@ static void test_conv_spans(const char *tag, int K, int stride, int C, int n, in
     float *state = rand_f(ns, 1.0f), *dstate = dev_from(state, ns * 4);
     int ok = 1;
     for (int ch = 0; ch < chunks && ok; ch++) {
-        vox_enc_span *sp = make_spans(n, slots, min_rows, max_rows, ch == 0);
+        vox_enc_span *sp = malloc(sizeof *sp * n);
+        make_spans(sp, n, slots, min_rows, max_rows, ch == 0);
         const int R = sp[n - 1].row0 + sp[n - 1].rows, M = R / stride;
         const int64_t nc = (int64_t)M * C * K;
         float *x = rand_f((int64_t)R * C, 1.0f), *ref = malloc(sizeof(float) * nc);
@@ -260,7 +241,8 @@ static void test_conv_spans(const char *tag, int K, int stride, int C, int n, in
 /* streams' tokens into their rings at random rows (some wrapping, one from the last row) */
 static void test_ring_append(int D, int cap, int n, int slots, int max_tokens) {
     const int64_t nr = (int64_t)slots * cap * D;
-    vox_enc_span *sp = make_spans(n, slots, 2, 2, 0);
+    vox_enc_span *sp = malloc(sizeof *sp * n);
+    make_spans(sp, n, slots, 2, 2, 0);
     int T = 0;
     for (int j = 0; j < n; j++) {
         sp[j].tok0 = T;

@@ -18,27 +18,9 @@
 
 #include "voxtral_internal.h"
 #include "testutil.h"
+#include "spans.h"
 
 static vox_backend *be;
-
-static int irand(int lo, int hi) { return lo + (int)((frand() + 1.0f) * 0.5f * (hi - lo + 1)) % (hi - lo + 1); }
-
-/* n spans of random even row counts (at most max_rows) in distinct random slots of
- * `slots`; reset with probability 1/3 (always in the first chunk) */
-static void make_spans(vox_enc_span *sp, int n, int slots, int max_rows, int first) {
-    int *perm = malloc(sizeof(int) * slots);
-    for (int i = 0; i < slots; i++) perm[i] = i;
-    for (int i = slots - 1; i > 0; i--) {
-        int j = irand(0, i), t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
-    for (int j = 0, row0 = 0; j < n; j++) {
-        const int rows = 2 * irand(1, max_rows / 2);
-        sp[j] = (vox_enc_span){.slot = perm[j], .row0 = row0, .rows = rows, .reset = first || irand(0, 2) == 0};
-        row0 += rows;
-    }
-    free(perm);
-}
 
 /* chunks in a row through conv_cols + conv_keep against the per-stream reference */
 static void test_conv(int K, int stride, int C, int n, int slots, int max_rows, int chunks) {
@@ -50,7 +32,7 @@ static void test_conv(int K, int stride, int C, int n, int slots, int max_rows, 
     int ok = 1, rows_seen = 0;
     char why[256] = "";
     for (int ch = 0; ch < chunks && ok; ch++) {
-        make_spans(sp, n, slots, max_rows, ch == 0);
+        make_spans(sp, n, slots, 2, max_rows, ch == 0);
         const int R = sp[n - 1].row0 + sp[n - 1].rows, M = R / stride, tail = 5;
         rows_seen += R;
         float *x = rand_f((int64_t)R * C, 1.0f);
@@ -91,7 +73,7 @@ static void test_ring(int D, int cap, int n, int slots, int max_tokens) {
     float *ring = rand_f((int64_t)slots * cap * D, 1.0f), *ref = malloc(sizeof(float) * slots * cap * D);
     memcpy(ref, ring, sizeof(float) * slots * cap * D);
     vox_enc_span *sp = malloc(sizeof *sp * n);
-    make_spans(sp, n, slots, 2, 0);
+    make_spans(sp, n, slots, 2, 2, 0);
     int T = 0, wraps = 0;
     for (int j = 0; j < n; j++) {
         sp[j].tok0 = T;
